@@ -1,0 +1,76 @@
+"""fetch-data: download clothing-dataset-small as a zip and unpack it where data.root points."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fashion_exp.data import TEST, TRAIN, VALIDATION
+from fashion_exp.errors import DataError
+
+SPLITS = (TRAIN, VALIDATION, TEST)
+
+
+def has_dataset(root: Path) -> bool:
+    return all((root / split).is_dir() for split in SPLITS)
+
+
+def _download(url: str, target: Path, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="Downloading dataset") as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as err:
+        raise DataError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DataError(
+            f"could not download {url} ({reason}); download and unzip it by hand, then set FASHION_DATA"
+        ) from None
+
+
+def _dataset_dir(extracted: Path) -> Path:
+    """The folder inside an unpacked archive that holds train/, validation/ and test/."""
+    for candidate in [extracted, *sorted(p for p in extracted.rglob("*") if p.is_dir())]:
+        if has_dataset(candidate):
+            return candidate
+    raise DataError("the downloaded archive has no folder with train/, validation/ and test/ inside")
+
+
+def fetch_dataset(url: str, root: Path | str, force: bool = False, timeout: float = 60) -> Path:
+    """Download and unpack the dataset into root; nothing is left half-written if anything fails.
+
+    Returns root. Does nothing if root already holds the three splits, unless force.
+    """
+    root = Path(root)
+    if has_dataset(root) and not force:
+        return root
+    if root.exists() and any(root.iterdir()) and not force:
+        raise DataError(f"{root} exists but is not a complete dataset: move it away or use --force")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".fetch-") as tmp:
+        archive = Path(tmp) / "dataset.zip"
+        _download(url, archive, timeout)
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                for member in zipped.namelist():
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise DataError(f"the downloaded archive has an unsafe path: {member}")
+                zipped.extractall(Path(tmp) / "unpacked")
+        except zipfile.BadZipFile:
+            raise DataError(f"{url} did not return a zip archive") from None
+        found = _dataset_dir(Path(tmp) / "unpacked")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(found, root)
+    return root

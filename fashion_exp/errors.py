@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero; tracebacks are for bugs."""
+
+
+class UserError(Exception):
+    """A problem with input the user controls (a path, a config value, a file); one-line message."""
+
+
+class ConfigError(UserError):
+    """A config value or override that cannot be used."""
+
+
+class DataError(UserError):
+    """The dataset is missing or unusable."""
+
+
+class ImageError(UserError):
+    """One image file cannot be decoded."""

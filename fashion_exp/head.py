@@ -1,0 +1,112 @@
+"""The classification head and its keras-tuner HyperModel, trained on cached features.
+
+Head: [Dense(size_inner, relu) + Dropout(droprate)] -> Dense(n_classes) logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import tensorflow as tf
+
+from fashion_exp.config import SearchSpace
+from fashion_exp.space import define
+
+
+def build_head(
+    feature_dim: int, n_classes: int, learning_rate: float, size_inner: int, droprate: float, seed: int = 0
+) -> keras.Model:
+    """A compiled head: pooled features (n, feature_dim) -> class logits (n, n_classes)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    if size_inner > 0:
+        x = keras.layers.Dense(size_inner, activation="relu", name="inner")(x)
+        x = keras.layers.Dropout(droprate, name="dropout")(x)
+    outputs = keras.layers.Dense(n_classes, name="logits")(x)
+    model = keras.Model(inputs, outputs, name="head")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def view_dataset(
+    views: tf.Tensor, labels: tf.Tensor, batch_size: int, first_epoch: int, last_epoch: int, seed: int
+) -> tf.data.Dataset:
+    """Batches for epochs [first_epoch, last_epoch): epoch e uses view e mod K, freshly shuffled.
+
+    views: (K, n, dim) features of K precomputed augmented views; labels: (n,).
+    Fit with steps_per_epoch=ceil(n / batch_size) so Keras reads the epochs one after another.
+    """
+    n_views = int(views.shape[0])
+    n = int(views.shape[1])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        view = tf.gather(views, epoch % n_views)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return batches.map(lambda idx: (tf.gather(view, idx), tf.gather(labels, idx)))
+
+    return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch).prefetch(2)
+
+
+class HeadHyperModel(kt.HyperModel):
+    """Builds a head from the search space; fit() trains it on the cached features of the
+    trial's augmentation policy and validates on the (never augmented) validation features."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        train_views: dict[str, np.ndarray],
+        train_labels: np.ndarray,
+        val_features: np.ndarray,
+        val_labels: np.ndarray,
+        n_classes: int,
+        batch_size: int = 32,
+        seed: int = 0,
+    ):
+        super().__init__(name="xception_head")
+        self.space = space
+        self.train_views = train_views
+        self.train_labels = train_labels
+        self.val = (val_features, val_labels)
+        self.n_classes = n_classes
+        self.batch_size = batch_size
+        self.seed = seed
+        self._tensors: dict[str, tf.Tensor] = {}
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        learning_rate = define(hp, "learning_rate", self.space.learning_rate)
+        size_inner = define(hp, "size_inner", self.space.size_inner)
+        droprate = define(hp, "droprate", self.space.droprate)
+        define(hp, "augmentation", self.space.augmentation)
+        dim = next(iter(self.train_views.values())).shape[-1]
+        return build_head(dim, self.n_classes, learning_rate, size_inner, droprate, self.seed)
+
+    def _views(self, policy: str) -> tf.Tensor:
+        if policy not in self._tensors:  # one tensor per policy, shared by every trial
+            self._tensors[policy] = tf.constant(self.train_views[policy])
+        return self._tensors[policy]
+
+    def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
+        views = self._views(hp.get("augmentation"))
+        data = view_dataset(views, tf.constant(self.train_labels), self.batch_size, initial_epoch, epochs, self.seed)
+        return model.fit(
+            data,
+            steps_per_epoch=math.ceil(len(self.train_labels) / self.batch_size),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_data=self.val,
+            validation_batch_size=256,
+            callbacks=callbacks,
+            shuffle=False,  # view_dataset shuffles each epoch itself
+            verbose=0,
+        )

@@ -1,0 +1,215 @@
+"""MLflow: one parent run per search, one nested child run per trial, plots and artifacts.
+
+Only this module (and the registry module) talk to MLflow. It uses MlflowClient with explicit run
+ids, so nothing depends on a global active run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fashion_exp import plots
+from fashion_exp.errors import ConfigError
+
+SEARCH_ID = "fashion_exp.search_id"
+TRIAL_ID = "fashion_exp.trial_id"
+KIND = "fashion_exp.kind"
+PARENT = "mlflow.parentRunId"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux; 0 where /proc is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client and the id of `experiment` (created if new); ConfigError if the store is unusable."""
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return client, client.create_experiment(experiment)
+        if found.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"tracking.experiment: '{experiment}' is deleted in {uri}; restore it in mlflow ui or pick another name"
+            )
+        return client, found.experiment_id
+    except MlflowException as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first})") from None
+
+
+class SearchTracker:
+    """Records a keras-tuner search in MLflow (a TrialObserver for fashion_exp.tuner)."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        self.client, self.experiment_id = connect(uri, experiment)
+        self.parent_id: str | None = None
+        self.children: dict[str, str] = {}  # trial id -> child run id
+        self._started: dict[str, float] = {}
+        self._history: dict[str, dict[str, list[float]]] = {}
+
+    # ---- the parent run -----------------------------------------------------------------
+
+    def open_search(self, search_id: str, resume: bool, run_name: str) -> bool:
+        """Start (or with resume, reopen) the parent run of search_id. Returns True if reopened."""
+        if resume:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{KIND}` = 'search'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if found:
+                self.parent_id = found[0].info.run_id
+                self.client.update_run(self.parent_id, status="RUNNING")
+                for child in self._child_runs():
+                    self.children[child.data.tags[TRIAL_ID]] = child.info.run_id
+                return True
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={SEARCH_ID: search_id, KIND: "search"})
+        self.parent_id = run.info.run_id
+        return False
+
+    def _child_runs(self) -> list:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_id}'",
+            max_results=10_000,
+        )
+
+    def log_setup(
+        self, params: dict[str, str], tags: dict[str, str], texts: dict[str, str], dicts: dict[str, Any]
+    ) -> None:
+        """Flat params, tags, text artifacts (file name -> text) and JSON artifacts on the parent run."""
+        existing = self.client.get_run(self.parent_id).data.params
+        new = [Param(k, _short(v)) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.parent_id, params=new[start : start + 100])
+        self.client.log_batch(self.parent_id, tags=[RunTag(k, _short(v, 5000)) for k, v in tags.items()])
+        for name, text in texts.items():
+            self.client.log_text(self.parent_id, text, name)
+        for name, value in dicts.items():
+            self.client.log_dict(self.parent_id, value, name)
+
+    def finish_search(
+        self,
+        best: dict[str, Any] | None,
+        summary_csv: str,
+        timings: dict[str, float],
+        curves_title: str,
+        status: str = "FINISHED",
+    ) -> None:
+        """Best hyperparameters, timings, the trials table and the comparison plot; then end the run."""
+        run = self.parent_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in timings.items()])
+        if best is not None:
+            params = self.client.get_run(run).data.params
+            self.client.log_batch(
+                run,
+                params=[
+                    Param(f"best.{k}", str(v)) for k, v in best["hyperparameters"].items() if f"best.{k}" not in params
+                ],
+                tags=[RunTag("best_trial_id", best["trial_id"]), RunTag("best_run_id", best.get("run_id") or "")]
+                + [RunTag(f"best.{k}", str(v)) for k, v in best["hyperparameters"].items()],
+                metrics=[Metric("best_val_accuracy", float(best["score"]), int(time.time() * 1000), 0)],
+            )
+        self.client.log_text(run, summary_csv, "trials.csv")
+        curves = self.curves()
+        if curves:
+            best_label = f"trial {best['trial_id']}" if best else None
+            fig = plots.compare_trials(curves, best_label, curves_title)
+            self.client.log_figure(run, fig, "plots/val_accuracy_by_trial.png")
+            plots.close(fig)
+        self.client.set_terminated(run, status=status)
+
+    def curves(self) -> dict[str, list[float]]:
+        """val_accuracy per epoch of every finished child run, read back from MLflow."""
+        out = {}
+        for child in sorted(self._child_runs(), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
+            if child.info.status != "FINISHED":
+                continue
+            history = self.client.get_metric_history(child.info.run_id, "val_accuracy")
+            out[f"trial {child.data.tags[TRIAL_ID]}"] = [m.value for m in sorted(history, key=lambda m: m.step)]
+        return out
+
+    def abort(self, status: str = "KILLED") -> None:
+        """End the running child (if any) and the parent with status (KILLED on Ctrl-C, FAILED on error)."""
+        for trial_id in list(self._started):
+            self.client.set_terminated(self.children[trial_id], status=status)
+        self._started.clear()
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    # ---- child runs (TrialObserver) -----------------------------------------------------
+
+    def trial_started(self, trial) -> None:
+        stale = self.children.pop(trial.trial_id, None)
+        if stale:  # an interrupted attempt at this trial: keep one run per trial
+            self.client.delete_run(stale)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.trial_id}",
+            tags={PARENT: self.parent_id, TRIAL_ID: trial.trial_id, KIND: "trial"},
+        )
+        run_id = run.info.run_id
+        self.children[trial.trial_id] = run_id
+        self._started[trial.trial_id] = time.time()
+        self._history[trial.trial_id] = {}
+        values = trial.hyperparameters.values
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
+
+    def epoch_ended(self, trial, epoch: int, logs: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.children[trial.trial_id], metrics=[Metric(k, v, now, epoch) for k, v in logs.items()]
+        )
+        history = self._history[trial.trial_id]
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+
+    def trial_ended(self, trial, best_model) -> None:
+        run_id = self.children[trial.trial_id]
+        seconds = time.time() - self._started.pop(trial.trial_id, time.time())
+        now = int(time.time() * 1000)
+        metrics = [Metric("trial_seconds", seconds, now, 0), Metric("rss_mb", rss_mb(), now, 0)]
+        if trial.status != "COMPLETED" or best_model is None:
+            message = (trial.message or "unknown error").strip()
+            self.client.log_batch(
+                run_id, metrics=metrics, tags=[RunTag("error", _short(message.splitlines()[-1], 5000))]
+            )
+            self.client.log_text(run_id, message, "error.txt")
+            self.client.set_terminated(run_id, status="FAILED")
+            return
+        metrics += [
+            Metric("best_val_accuracy", float(trial.score), now, 0),
+            Metric("best_epoch", float(trial.best_step), now, 0),
+        ]
+        self.client.log_batch(run_id, metrics=metrics)
+        history = self._history.pop(trial.trial_id, {})
+        if history:
+            fig = plots.learning_curves(history, f"trial {trial.trial_id}: {trial.hyperparameters.values}")
+            self.client.log_figure(run_id, fig, "plots/learning_curves.png")
+            plots.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "head.keras"
+            best_model.save(path)  # the best epoch's weights, as ModelCheckpoint(save_best_only) keeps
+            self.client.log_artifact(run_id, str(path), "checkpoint")
+        self.client.set_terminated(run_id, status="FINISHED")

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from fashion_exp.config import CONFIG_DIR, load_config
+from fashion_exp.errors import ConfigError
+
+
+def test_defaults_cover_the_course_grid():
+    config = load_config([])
+    assert config.search.learning_rate.values == [0.0001, 0.001, 0.01, 0.1]
+    assert set(config.search.size_inner.values) >= {10, 100, 1000}
+    assert config.search.droprate.values == [0.0, 0.2, 0.5, 0.8]
+    assert "none" in config.search.augmentation.values and len(config.search.augmentation.values) >= 2
+    assert config.tuner.max_trials >= 20 and config.tuner.epochs == 10
+    assert config.tracking.uri.startswith("sqlite:///mlflow.db") or "MLFLOW_TRACKING_URI" in __import__("os").environ
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [
+        (g.name, f.stem)
+        for g in sorted(CONFIG_DIR.iterdir())
+        if g.is_dir() and g.name != "augmentation"
+        for f in sorted(g.glob("*.yaml"))
+    ],
+)
+def test_every_group_option_composes(group, option):
+    config = load_config([f"{group}={option}"])
+    if group == "tuner":
+        assert config.tuner.type == option
+
+
+def test_all_augmentation_policies_load_together():
+    names = sorted(f.stem for f in (CONFIG_DIR / "augmentation").glob("*.yaml"))
+    config = load_config([f"augmentation=[{','.join(names)}]"])
+    assert sorted(config.augmentation) == names
+
+
+def test_environment_variables_set_data_and_weights(monkeypatch):
+    monkeypatch.setenv("FASHION_DATA", "/somewhere/data")
+    monkeypatch.setenv("FASHION_WEIGHTS", "/somewhere/x.weights.h5")
+    config = load_config([])
+    assert config.data.root == "/somewhere/data"
+    assert config.model.weights == "/somewhere/x.weights.h5"
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("search.learning_rate.values=[]", "search.learning_rate.values"),
+        ("search.learning_rate.values=[-0.1,0.01]", "search.learning_rate.values"),
+        ("search.size_inner.values=[10,2.5]", "search.size_inner.values"),
+        ("search.droprate.values=[0.2,1.5]", "search.droprate.values"),
+        ("search.augmentation.values=[none,sparkles]", "search.augmentation.values"),
+        ("search.augmentation.values=[]", "search.augmentation.values"),
+        ("search.learning_rate.type=gaussian", "search.learning_rate.type"),
+        ("search=continuous search.droprate.min=0.6 search.droprate.max=0.1", "search.droprate"),
+        ("search=continuous search.learning_rate.min=-1", "search.learning_rate"),
+        ("search=continuous search.size_inner.step=-5", "search.size_inner.step"),
+        ("search=continuous tuner=grid", "search.learning_rate.step"),
+        ("tuner.type=annealing", "tuner.type"),
+        ("tuner.max_trials=0", "tuner.max_trials"),
+        ("data.image_size=32", "data.image_size"),
+        ("model.backbone=resnet", "model.backbone"),
+        ("augmentation.shear_zoom_flip.views=0", "augmentation.shear_zoom_flip.views"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(override.split())
+    message = str(err.value)
+    assert key in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("tuner=nonexistent", "tuner/nonexistent"),
+        ("data.imgsize=3", "imgsize"),
+        ("data.image_size=big", "data.image_size"),
+        ("tuner.epochs=[1,2", "tuner.epochs"),
+    ],
+)
+def test_bad_overrides_give_one_line(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config([override])
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_dir(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        load_config([], config_dir=tmp_path)

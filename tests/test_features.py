@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from fashion_exp.augment import random_transform, view_rng
+from fashion_exp.config import AugmentationPolicy, ModelConfig
+from fashion_exp.data import scan_dataset
+from fashion_exp.features import FeatureCache, FeatureKey, build_backbone, extract_features, jobs_for_policy
+
+POLICY = AugmentationPolicy(views=3, shear=10.0, zoom=0.1, horizontal_flip=True)
+
+
+@pytest.fixture
+def dataset(dataset_root):
+    return scan_dataset(dataset_root, ["train", "validation"])
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone(ModelConfig(backbone="tiny", weights="random", batch_size=8), 32, seed=1)
+
+
+def test_views_are_deterministic_and_differ():
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    a = random_transform(image, POLICY, view_rng(42, POLICY, 0, "x.jpg"))
+    b = random_transform(image, POLICY, view_rng(42, POLICY, 0, "x.jpg"))
+    c = random_transform(image, POLICY, view_rng(42, POLICY, 1, "x.jpg"))
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_flip_only_policy_mirrors_or_keeps():
+    image = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    flip = AugmentationPolicy(horizontal_flip=True)
+    outs = [random_transform(image, flip, view_rng(0, flip, v, "a")) for v in range(20)]
+    assert all(np.array_equal(o, image) or np.array_equal(o, image[:, ::-1]) for o in outs)
+    assert any(np.array_equal(o, image[:, ::-1]) for o in outs)
+
+
+def test_cache_key_changes_with_everything_that_changes_features():
+    base = FeatureKey("w1", 150, "train", "files1", "identity", 0, 0)
+    variants = [
+        FeatureKey("w2", 150, "train", "files1", "identity", 0, 0),
+        FeatureKey("w1", 299, "train", "files1", "identity", 0, 0),
+        FeatureKey("w1", 150, "validation", "files1", "identity", 0, 0),
+        FeatureKey("w1", 150, "train", "files2", "identity", 0, 0),
+        FeatureKey("w1", 150, "train", "files1", "shear=10", 0, 0),
+        FeatureKey("w1", 150, "train", "files1", "identity", 7, 0),
+        FeatureKey("w1", 150, "train", "files1", "identity", 0, 1),
+    ]
+    digests = {base.digest()} | {v.digest() for v in variants}
+    assert len(digests) == len(variants) + 1
+
+
+def test_extract_then_reuse_the_cache(dataset, backbone, tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "cache")
+    jobs = jobs_for_policy("train", POLICY) + jobs_for_policy("validation", AugmentationPolicy())
+    first = extract_features(backbone, dataset, cache, jobs, batch_size=8, seed=3)
+    assert len(first) == 4 and all(
+        v.shape == (24 if j.split == "train" else 12, backbone.dim) for j, v in first.items()
+    )
+    assert not np.allclose(first[jobs[0]], first[jobs[1]])  # different views, different features
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the backbone must not run on a warm cache")
+
+    monkeypatch.setattr(backbone.model, "predict_on_batch", fail)
+    second = extract_features(backbone, dataset, cache, jobs, batch_size=8, seed=3)
+    for job in jobs:
+        np.testing.assert_array_equal(first[job], second[job])
+
+
+def test_features_do_not_depend_on_batching(dataset, backbone, tmp_path):
+    jobs = jobs_for_policy("validation", AugmentationPolicy())
+    a = extract_features(backbone, dataset, FeatureCache(tmp_path / "a"), jobs, batch_size=8)
+    b = extract_features(backbone, dataset, FeatureCache(tmp_path / "b"), jobs, batch_size=5)
+    np.testing.assert_allclose(a[jobs[0]], b[jobs[0]], atol=1e-5)
+
+
+def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "cache")
+    key = FeatureKey("w", 32, "train", "f", "identity", 0, 0)
+
+    def broken_save(handle, array, allow_pickle=False):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save(key, np.zeros((2, 3), np.float32))
+    monkeypatch.undo()
+    assert cache.load(key) is None
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_corrupt_entry_is_recomputed(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    key = FeatureKey("w", 32, "train", "f", "identity", 0, 0)
+    cache.path(key).parent.mkdir(parents=True)
+    cache.path(key).write_bytes(b"garbage")
+    assert cache.load(key) is None
+
+
+def test_missing_weights_file_is_a_config_error(tmp_path):
+    from fashion_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.weights: no weights file"):
+        build_backbone(ModelConfig(weights=str(tmp_path / "missing.weights.h5")), 75)
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(ConfigError, match="is not Xception no-top weights"):
+        build_backbone(ModelConfig(weights=str(bad)), 75)

@@ -1,0 +1,43 @@
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from fashion_exp.head import build_head, view_dataset
+
+
+def test_epoch_e_trains_on_view_e_mod_k():
+    k, n, dim, batch = 3, 10, 4, 4
+    views = np.stack([np.full((n, dim), v, np.float32) for v in range(k)])
+    views += np.arange(n, dtype=np.float32)[None, :, None] / 100  # row identity in the decimals
+    labels = np.arange(n)
+    data = list(view_dataset(tf.constant(views), tf.constant(labels), batch, 0, 7, seed=1))
+    steps = math.ceil(n / batch)
+    assert len(data) == 7 * steps
+    for epoch in range(7):
+        chunk = data[epoch * steps : (epoch + 1) * steps]
+        x = np.concatenate([c[0].numpy() for c in chunk])
+        y = np.concatenate([c[1].numpy() for c in chunk])
+        assert np.all(np.floor(x[:, 0]) == epoch % k)  # the whole epoch is view e mod K
+        assert sorted(y) == list(range(n))  # every image exactly once per epoch
+        np.testing.assert_allclose(x[:, 0] - epoch % k, y / 100, atol=1e-6)  # features match labels
+
+
+def test_shuffle_differs_between_epochs():
+    views = np.zeros((1, 32, 2), np.float32)
+    data = list(view_dataset(tf.constant(views), tf.constant(np.arange(32)), 32, 0, 2, seed=0))
+    assert not np.array_equal(data[0][1].numpy(), data[1][1].numpy())
+
+
+def test_resumed_epochs_start_at_the_right_view():
+    views = np.stack([np.full((4, 1), v, np.float32) for v in range(3)])
+    data = list(view_dataset(tf.constant(views), tf.constant(np.arange(4)), 4, 4, 6, seed=0))
+    assert [int(d[0].numpy()[0, 0]) for d in data] == [1, 2]  # epochs 4 and 5 -> views 1 and 2
+
+
+def test_head_shapes_with_and_without_inner_layer():
+    with_inner = build_head(16, 10, 0.001, 100, 0.2)
+    without = build_head(16, 10, 0.001, 0, 0.5)
+    assert with_inner.output_shape == (None, 10) and without.output_shape == (None, 10)
+    assert [layer.name for layer in with_inner.layers][1:] == ["inner", "dropout", "logits"]
+    assert [layer.name for layer in without.layers][1:] == ["logits"]

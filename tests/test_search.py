@@ -1,0 +1,155 @@
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.config import load_config
+from fashion_exp.head import HeadHyperModel
+from fashion_exp.search import TrialProgress, run_search
+
+
+def runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("test")
+    found = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in found if r.data.tags.get("fashion_exp.kind") == "search"]
+    children = [r for r in found if r.data.tags.get("fashion_exp.kind") == "trial"]
+    return client, parents, children
+
+
+def artifact_paths(client, run_id, path=None):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Records (trial hyperparameters) for every head fit."""
+    calls = []
+    original = HeadHyperModel.fit
+
+    def recording_fit(self, hp, model, *args, **kwargs):
+        calls.append(dict(hp.values))
+        return original(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(HeadHyperModel, "fit", recording_fit)
+    return calls
+
+
+def test_two_trial_search_is_tracked(overrides, fit_calls):
+    config = load_config(overrides)
+    result = run_search(config, echo=lambda *_: None)
+    assert result.trials == 2 and len(fit_calls) == 2
+    client, parents, children = runs(config.tracking.uri)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
+    assert parent.data.params["tuner.type"] == "random" and "dataset_fingerprint" in parent.data.tags
+    assert parent.data.tags["best_trial_id"] == result.best_trial_id
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_score)
+    assert {"best.learning_rate", "best.size_inner", "best.droprate", "best.augmentation"} <= set(parent.data.params)
+    parent_files = artifact_paths(client, parent.info.run_id)
+    for name in (
+        "config.yaml",
+        "dataset_report.txt",
+        "search_space.json",
+        "trials.csv",
+        "plots/val_accuracy_by_trial.png",
+    ):
+        assert name in parent_files
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert set(child.data.params) == {"learning_rate", "size_inner", "droprate", "augmentation"}
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [0, 1, 2]
+        assert child.data.metrics["best_val_accuracy"] == pytest.approx(max(m.value for m in history))
+        assert "rss_mb" in child.data.metrics
+        files = artifact_paths(client, child.info.run_id)
+        assert "checkpoint/head.keras" in files and "plots/learning_curves.png" in files
+    csv = client.download_artifacts(parent.info.run_id, "trials.csv")
+    assert open(csv).read().count("COMPLETED") == 2
+
+
+def test_best_checkpoint_holds_the_best_epoch(overrides):
+    import keras
+    import numpy as np
+
+    from fashion_exp.data import scan_dataset
+    from fashion_exp.features import FeatureCache, build_backbone, extract_features, jobs_for_policy
+
+    config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=4", "search.augmentation.values=[none]"])
+    run_search(config, echo=lambda *_: None)
+    client, parents, children = runs(config.tracking.uri)
+    head = keras.models.load_model(client.download_artifacts(children[0].info.run_id, "checkpoint/head.keras"))
+    dataset = scan_dataset(config.data.root, ["train", "validation"])
+    backbone = build_backbone(config.model, config.data.image_size, config.seed)
+    job = jobs_for_policy("validation", config.augmentation["none"])[0]
+    features = extract_features(backbone, dataset, FeatureCache(f"{config.work_dir}/features"), [job])[job]
+    accuracy = float(np.mean(np.argmax(head.predict(features, verbose=0), axis=1) == dataset.labels("validation")))
+    assert accuracy == pytest.approx(children[0].data.metrics["best_val_accuracy"], abs=1e-6)
+
+
+def test_interrupted_search_resumes_without_duplicates(overrides, fit_calls, monkeypatch):
+    config = load_config(overrides)
+    original = TrialProgress.epoch_ended
+
+    def interrupt(self, trial, epoch, logs):
+        if trial.trial_id == "1" and epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, trial, epoch, logs)
+
+    monkeypatch.setattr(TrialProgress, "epoch_ended", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, echo=lambda *_: None)
+    _, parents, children = runs(config.tracking.uri)
+    assert parents[0].info.status == "KILLED"
+    assert {c.info.status for c in children} == {"FINISHED", "KILLED"}
+    first_parent = parents[0].info.run_id
+    trained_first = list(fit_calls)
+
+    monkeypatch.setattr(TrialProgress, "epoch_ended", original)
+    result = run_search(config, echo=lambda *_: None)
+    assert result.parent_run_id == first_parent and result.trials == 2
+    assert fit_calls[len(trained_first) :] == [trained_first[1]]  # only the interrupted trial ran again
+    _, parents, children = runs(config.tracking.uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["fashion_exp.trial_id"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+    again = run_search(config, echo=lambda *_: None)  # a finished search: nothing is retrained
+    assert again.parent_run_id == first_parent and len(fit_calls) == len(trained_first) + 1
+
+    fresh = run_search(load_config([*overrides, "fresh=true"]), echo=lambda *_: None)
+    assert fresh.parent_run_id != first_parent
+    _, parents, children = runs(config.tracking.uri)
+    assert len(parents) == 2 and len(children) == 4
+
+
+def test_failing_trial_is_recorded_and_search_goes_on(overrides, monkeypatch):
+    original = HeadHyperModel.fit
+    state = {"n": 0}
+
+    def flaky_fit(self, hp, model, *args, **kwargs):
+        state["n"] += 1
+        if state["n"] == 1:
+            raise RuntimeError("boom: out of something")
+        return original(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(HeadHyperModel, "fit", flaky_fit)
+    config = load_config(overrides)
+    result = run_search(config, echo=lambda *_: None)
+    client, parents, children = runs(config.tracking.uri)
+    statuses = sorted(c.info.status for c in children)
+    assert statuses == ["FAILED", "FINISHED"]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "boom: out of something" in failed.data.tags["error"]
+    assert parents[0].info.status == "FINISHED" and result.best_trial_id is not None
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "grid", "hyperband"])
+def test_every_tuner_runs(overrides, tuner):
+    extra = [f"tuner={tuner}", "tuner.max_trials=2", "tuner.epochs=2"]
+    config = load_config([*overrides, *extra])
+    result = run_search(config, echo=lambda *_: None)
+    assert result.best_score is not None and result.trials >= 2
