@@ -21,6 +21,7 @@ class DataConfig:
     root: str = "data/clothing-dataset-small"
     url: str = ""
     image_size: int = 150
+    interpolation: str = "nearest"
     limit_per_class: int | None = None
     max_image_pixels: int = 89_478_485
 

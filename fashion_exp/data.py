@@ -77,11 +77,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: Path | str, size: int, max_pixels: int = 89_478_485) -> np.ndarray:
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def load_image(path: Path | str, size: int, max_pixels: int = 89_478_485, interpolation: str = "nearest") -> np.ndarray:
     """Decode one image file the way training, prediction and serving all do.
 
-    EXIF orientation applied, converted to RGB (alpha over white), resized to size x size
-    (bilinear). Returns uint8 array (size, size, 3); raises ImageError with a one-line reason.
+    EXIF orientation applied, converted to RGB (alpha over white), resized to size x size with
+    `interpolation` (nearest by default, as keras' load_img and the course). Returns a uint8 array
+    (size, size, 3); raises ImageError with a one-line reason.
     """
     path = Path(path)
     try:
@@ -90,10 +99,12 @@ def load_image(path: Path | str, size: int, max_pixels: int = 89_478_485) -> np.
         raise ImageError(f"{path}: file not found") from None
     except OSError as err:
         raise ImageError(f"{path}: cannot read file ({err.strerror})") from None
-    return decode_image(data, size, max_pixels, name=str(path))
+    return decode_image(data, size, max_pixels, interpolation, name=str(path))
 
 
-def decode_image(data: bytes, size: int, max_pixels: int = 89_478_485, name: str = "image") -> np.ndarray:
+def decode_image(
+    data: bytes, size: int, max_pixels: int = 89_478_485, interpolation: str = "nearest", name: str = "image"
+) -> np.ndarray:
     """load_image for bytes already in memory (an upload); `name` prefixes error messages."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
@@ -102,9 +113,8 @@ def decode_image(data: bytes, size: int, max_pixels: int = 89_478_485, name: str
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = max_pixels
             with Image.open(io.BytesIO(data)) as img:
-                img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
                 img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img).resize((size, size), Image.Resampling.BILINEAR)
+                img = _to_rgb(img).resize((size, size), INTERPOLATIONS[interpolation])
                 return np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
@@ -114,6 +124,26 @@ def decode_image(data: bytes, size: int, max_pixels: int = 89_478_485, name: str
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{name}: corrupt or truncated image ({err})") from None
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """The decoding settings every consumer of images shares (training, prediction, serving)."""
+
+    size: int
+    interpolation: str = "nearest"
+    max_pixels: int = 89_478_485
+
+    def load(self, path: Path | str) -> np.ndarray:
+        return load_image(path, self.size, self.max_pixels, self.interpolation)
+
+    def decode(self, data: bytes, name: str = "upload") -> np.ndarray:
+        return decode_image(data, self.size, self.max_pixels, self.interpolation, name=name)
+
+    @property
+    def key(self) -> str:
+        """What changes the pixels a model sees (max_pixels only decides what is refused)."""
+        return f"{self.size}px-{self.interpolation}"
 
 
 # ---- discovery and the scan -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fashion_exp.augment import is_identity, policy_key, random_transform, view_rng
 from fashion_exp.config import AugmentationPolicy, ModelConfig
-from fashion_exp.data import Dataset, load_image
+from fashion_exp.data import Dataset, Decoder
 from fashion_exp.errors import ConfigError
 
 
@@ -104,7 +104,7 @@ class FeatureKey:
     """Everything that changes an entry's features."""
 
     weights: str
-    image_size: int
+    decoding: str  # Decoder.key: image size and interpolation
     split: str
     files: str  # fingerprint of the ordered file list
     policy: str  # augment.policy_key(); 'identity' for no augmentation
@@ -122,7 +122,7 @@ class FeatureCache:
         self.directory = Path(directory)
 
     def path(self, key: FeatureKey) -> Path:
-        return self.directory / f"{key.split}-{key.image_size}px-{key.digest()}.npy"
+        return self.directory / f"{key.split}-{key.decoding}-{key.digest()}.npy"
 
     def load(self, key: FeatureKey) -> np.ndarray | None:
         path = self.path(key)
@@ -164,16 +164,14 @@ class Job:
     policy: AugmentationPolicy = field(compare=False, hash=False)
 
 
-def _batches(
-    dataset: Dataset, job: Job, size: int, batch_size: int, max_pixels: int, seed: int
-) -> Iterator[np.ndarray]:
+def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed: int) -> Iterator[np.ndarray]:
     """Decoded (and, for augmented jobs, transformed) uint8 batches, decoded in a background thread."""
     samples = dataset.splits[job.split]
 
     def decode(start: int) -> np.ndarray:
         images = []
         for sample in samples[start : start + batch_size]:
-            image = load_image(dataset.root / sample.path, size, max_pixels)
+            image = decoder.load(dataset.root / sample.path)
             if not is_identity(job.policy):
                 image = random_transform(image, job.policy, view_rng(seed, job.policy, job.view, sample.path))
             images.append(image)
@@ -184,11 +182,11 @@ def _batches(
         yield from pool.map(decode, starts)
 
 
-def key_for(backbone: Backbone, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
+def key_for(backbone: Backbone, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
     augmented = not is_identity(job.policy)
     return FeatureKey(
         weights=backbone.fingerprint,
-        image_size=backbone.image_size,
+        decoding=decoder.key,
         split=job.split,
         files=files_fingerprint(dataset, job.split),
         policy=policy_key(job.policy),
@@ -202,35 +200,37 @@ def extract_features(
     dataset: Dataset,
     cache: FeatureCache,
     jobs: list[Job],
+    decoder: Decoder | None = None,
     batch_size: int = 32,
-    max_pixels: int = 89_478_485,
     seed: int = 0,
 ) -> dict[Job, np.ndarray]:
     """Features for every job: from the cache where present, else computed and cached.
 
     Returns {job: float32 array (n_images, dim)}. Shows one progress bar over all images to compute.
     """
+    decoder = decoder or Decoder(backbone.image_size)
+    if decoder.size != backbone.image_size:
+        raise ValueError(f"decoder size {decoder.size} != backbone input {backbone.image_size}")
     results: dict[Job, np.ndarray] = {}
     missing: list[Job] = []
     for job in jobs:
-        cached = cache.load(key_for(backbone, dataset, job, seed))
+        cached = cache.load(key_for(backbone, decoder, dataset, job, seed))
         if cached is not None and cached.shape[0] == len(dataset.splits[job.split]):
             results[job] = cached
         else:
             missing.append(job)
     total = sum(len(dataset.splits[job.split]) for job in missing)
-    size = backbone.image_size
-    with tqdm(total=total, desc=f"Extracting features ({size}px)", unit="img", disable=not missing) as bar:
+    with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
         for job in missing:
             parts = []
-            for batch in _batches(dataset, job, size, batch_size, max_pixels, seed):
+            for batch in _batches(dataset, job, decoder, batch_size, seed):
                 n = len(batch)
                 if n < batch_size:  # pad to a fixed shape: one compiled graph for every batch
                     batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
                 parts.append(np.asarray(backbone.model.predict_on_batch(batch), dtype=np.float32)[:n])
                 bar.update(n)
             features = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
-            cache.save(key_for(backbone, dataset, job, seed), features)
+            cache.save(key_for(backbone, decoder, dataset, job, seed), features)
             results[job] = features
     return results
 

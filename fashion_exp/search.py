@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fashion_exp import space
 from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
-from fashion_exp.data import TRAIN, VALIDATION, report, scan_dataset
+from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_dataset
 from fashion_exp.features import FeatureCache, build_backbone, extract_features, jobs_for_policy
 from fashion_exp.head import HeadHyperModel
 from fashion_exp.tracking import SearchTracker
@@ -157,14 +157,9 @@ def run_search(config: Config, echo=print) -> SearchResult:
         val_job = jobs_for_policy(VALIDATION, AugmentationPolicy())[0]  # validation is never augmented
         train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
         all_jobs = [val_job, *[j for jobs in train_jobs.values() for j in jobs]]
+        decoder = Decoder(config.data.image_size, config.data.interpolation, config.data.max_image_pixels)
         features = extract_features(
-            backbone,
-            dataset,
-            FeatureCache(work / "features"),
-            all_jobs,
-            config.model.batch_size,
-            config.data.max_image_pixels,
-            config.seed,
+            backbone, dataset, FeatureCache(work / "features"), all_jobs, decoder, config.model.batch_size, config.seed
         )
         clock.lap("extraction_seconds")
         hypermodel = HeadHyperModel(

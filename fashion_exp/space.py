@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fashion_exp.config import Config, ParamSpace
+from fashion_exp.data import INTERPOLATIONS
 from fashion_exp.errors import ConfigError
 
 BACKBONES = ("xception", "tiny")
@@ -74,6 +75,10 @@ def validate_config(config: Config) -> None:
     if config.model.backbone not in BACKBONES:
         raise ConfigError(
             f"model.backbone: unknown backbone '{config.model.backbone}' (use one of {', '.join(BACKBONES)})"
+        )
+    if config.data.interpolation not in INTERPOLATIONS:
+        raise ConfigError(
+            f"data.interpolation: unknown '{config.data.interpolation}' (use one of {', '.join(INTERPOLATIONS)})"
         )
     if config.tuner.type not in TUNERS:
         raise ConfigError(f"tuner.type: unknown tuner '{config.tuner.type}' (use one of {', '.join(TUNERS)})")

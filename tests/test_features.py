@@ -38,15 +38,16 @@ def test_flip_only_policy_mirrors_or_keeps():
 
 
 def test_cache_key_changes_with_everything_that_changes_features():
-    base = FeatureKey("w1", 150, "train", "files1", "identity", 0, 0)
+    base = FeatureKey("w1", "150px-nearest", "train", "files1", "identity", 0, 0)
     variants = [
-        FeatureKey("w2", 150, "train", "files1", "identity", 0, 0),
-        FeatureKey("w1", 299, "train", "files1", "identity", 0, 0),
-        FeatureKey("w1", 150, "validation", "files1", "identity", 0, 0),
-        FeatureKey("w1", 150, "train", "files2", "identity", 0, 0),
-        FeatureKey("w1", 150, "train", "files1", "shear=10", 0, 0),
-        FeatureKey("w1", 150, "train", "files1", "identity", 7, 0),
-        FeatureKey("w1", 150, "train", "files1", "identity", 0, 1),
+        FeatureKey("w2", "150px-nearest", "train", "files1", "identity", 0, 0),
+        FeatureKey("w1", "299px-nearest", "train", "files1", "identity", 0, 0),
+        FeatureKey("w1", "150px-bilinear", "train", "files1", "identity", 0, 0),
+        FeatureKey("w1", "150px-nearest", "validation", "files1", "identity", 0, 0),
+        FeatureKey("w1", "150px-nearest", "train", "files2", "identity", 0, 0),
+        FeatureKey("w1", "150px-nearest", "train", "files1", "shear=10", 0, 0),
+        FeatureKey("w1", "150px-nearest", "train", "files1", "identity", 7, 0),
+        FeatureKey("w1", "150px-nearest", "train", "files1", "identity", 0, 1),
     ]
     digests = {base.digest()} | {v.digest() for v in variants}
     assert len(digests) == len(variants) + 1
@@ -80,7 +81,7 @@ def test_features_do_not_depend_on_batching(dataset, backbone, tmp_path):
 
 def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
-    key = FeatureKey("w", 32, "train", "f", "identity", 0, 0)
+    key = FeatureKey("w", "32px-nearest", "train", "f", "identity", 0, 0)
 
     def broken_save(handle, array, allow_pickle=False):
         handle.write(b"partial")
@@ -96,7 +97,7 @@ def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch):
 
 def test_corrupt_entry_is_recomputed(tmp_path):
     cache = FeatureCache(tmp_path / "cache")
-    key = FeatureKey("w", 32, "train", "f", "identity", 0, 0)
+    key = FeatureKey("w", "32px-nearest", "train", "f", "identity", 0, 0)
     cache.path(key).parent.mkdir(parents=True)
     cache.path(key).write_bytes(b"garbage")
     assert cache.load(key) is None
