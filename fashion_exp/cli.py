@@ -52,14 +52,37 @@ def _parser() -> argparse.ArgumentParser:
     fetch = command("fetch-data", "download clothing-dataset-small to data.root")
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
+    command("train-final", "train the 299x299 model with a search's best hyperparameters; log and register it")
+    evaluate = command("evaluate", "evaluate a model on the test split and log the results to its run")
+    evaluate.add_argument("--model", help="model URI or folder (default: the latest train-final run's model)")
+    promote = command("promote", "point the registry alias 'champion' at a model version")
+    which = promote.add_mutually_exclusive_group()
+    which.add_argument("--version", help="registered version to promote (default: best test accuracy)")
+    which.add_argument("--run", help="promote the version this train-final run registered")
+    which.add_argument("--rollback", action="store_true", help="swap 'champion' and 'previous'")
+    promote.add_argument("--force", action="store_true", help="promote even if worse or not evaluated")
+    predict = command("predict", "top-k categories for image files and folders")
+    predict.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
+    predict.add_argument("--top-k", type=int, default=3, help="categories shown per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    serve = command("serve", "serve the model over HTTP: POST /predict, GET /health, /version and the upload page")
+    serve.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
+    export = command("export-onnx", "export a model to ONNX, check it against Keras, log it to the model's run")
+    export.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
     return parser
 
 
-def _split(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+def _split(parser: argparse.ArgumentParser, words: list[str], paths_allowed: bool = False):
+    """(overrides, paths): key=value words are overrides; other words are paths where allowed."""
+    overrides, paths = [], []
     for word in words:
-        if "=" not in word:
+        if "=" in word and not Path(word).exists():
+            overrides.append(word)
+        elif paths_allowed:
+            paths.append(word)
+        else:
             parser.error(f"'{word}' is not a key=value override")
-    return words
+    return overrides, paths
 
 
 def cmd_tune(overrides: list[str]) -> int:
@@ -93,6 +116,143 @@ def cmd_fetch_data(overrides: list[str], force: bool) -> int:
     return 0
 
 
+def cmd_train_final(overrides: list[str]) -> int:
+    from fashion_exp.config import load_config
+    from fashion_exp.final import train_final
+
+    config = load_config(overrides)
+    result = train_final(config)
+    print(f"\nBest epoch {result.best_epoch}: val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters}")
+    print(
+        f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
+        f"top-1 agreement {result.top1_agreement:.1%}"
+    )
+    name = config.final.registered_model
+    print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
+    print(f"Next: python -m fashion_exp evaluate --model models:/{name}/{result.version}")
+    return 0
+
+
+def cmd_evaluate(overrides: list[str], model: str | None) -> int:
+    from fashion_exp.config import load_config
+    from fashion_exp.evaluate import evaluate
+
+    config = load_config(overrides)
+    evaluate(config, model)
+    return 0
+
+
+def cmd_promote(overrides: list[str], version, run, rollback: bool, force: bool) -> int:
+    from fashion_exp import registry
+    from fashion_exp.config import load_config
+
+    config = load_config(overrides)
+    name = config.final.registered_model
+    if rollback:
+        changes = registry.rollback(config.tracking.uri, name)
+    else:
+        changes = registry.promote(config.tracking.uri, name, version=version, run_id=run, force=force)
+    for change in changes:
+        print(change)
+    return 0
+
+
+def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: int, as_json: bool) -> int:
+    import json
+
+    from fashion_exp import registry
+    from fashion_exp.config import load_config
+    from fashion_exp.predict import expand, format_table, predict_files
+
+    if not paths:
+        raise UserError("predict needs at least one image file or folder")
+    if k < 1:
+        raise UserError(f"--top-k {k}: must be at least 1")
+    config = load_config(overrides)
+    files = expand(paths)
+    loaded = registry.load(model or _champion(config), config.tracking.uri)
+    predictions = predict_files(loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "path": p.path,
+                        "top": [{"class": c, "probability": round(v, 6)} for c, v in p.top],
+                        "error": p.error,
+                    }
+                    for p in predictions
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(format_table(predictions))
+    return 1 if any(p.error for p in predictions) else 0
+
+
+def _champion(config) -> str:
+    return f"models:/{config.final.registered_model}@champion"
+
+
+def cmd_serve(overrides: list[str], model: str | None) -> int:
+    import socket
+
+    import uvicorn
+
+    from fashion_exp import registry
+    from fashion_exp.config import load_config
+    from fashion_exp.serve import ServeSettings, create_app
+
+    config = load_config(overrides)
+    settings = config.serve
+    with socket.socket() as probe:  # fail in one line before loading a model if the port is taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as err:
+            raise UserError(
+                f"cannot listen on {settings.host}:{settings.port} ({err.strerror}): pass serve.port=..."
+            ) from None
+    reference = model or _champion(config)
+    if settings.backend == "onnx":
+        from fashion_exp.onnx_export import load_onnx
+
+        predictor = load_onnx(reference, config.tracking.uri)
+    else:
+        predictor = registry.load(reference, config.tracking.uri)
+    print(
+        f"Serving {reference} (version {predictor.version}, {settings.backend}) on "
+        f"http://{settings.host}:{settings.port}/",
+        flush=True,
+    )
+    app = create_app(
+        predictor,
+        ServeSettings(
+            max_upload_bytes=int(settings.max_upload_mb * 2**20),
+            max_image_pixels=config.data.max_image_pixels,
+            top_k=settings.top_k,
+            backend=settings.backend,
+        ),
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def cmd_export_onnx(overrides: list[str], model: str | None) -> int:
+    from fashion_exp.config import load_config
+    from fashion_exp.onnx_export import export
+
+    config = load_config(overrides)
+    result = export(config, model or _champion(config))
+    print(
+        f"ONNX vs Keras on {result.images} validation photos: max |diff| {result.max_abs_diff:.2e}, "
+        f"top-1 agreement {result.top1_agreement:.1%}"
+    )
+    print(f"ONNX file: {result.path}" + (f" in run {result.run_id}" if result.run_id else ""))
+    return 0 if result.top1_agreement == 1.0 else 1
+
+
 def cmd_show_config(overrides: list[str]) -> int:
     from fashion_exp.config import load_config, to_yaml
 
@@ -101,12 +261,19 @@ def cmd_show_config(overrides: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    for noisy in ("mlflow", "alembic"):  # store set-up chatter; our own output says what happened
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # words after a flag land in extra; flags may come anywhere
     if args.command is None:
         parser.print_help()
         return 2
-    overrides = _split(parser, args.overrides)
+    unknown = [word for word in extra if word.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    overrides, paths = _split(parser, args.overrides + extra, paths_allowed=args.command == "predict")
     try:
         if args.command == "tune":
             return cmd_tune(overrides)
@@ -114,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_fetch_data(overrides, args.force)
         if args.command == "show-config":
             return cmd_show_config(overrides)
+        if args.command == "train-final":
+            return cmd_train_final(overrides)
+        if args.command == "evaluate":
+            return cmd_evaluate(overrides, args.model)
+        if args.command == "promote":
+            return cmd_promote(overrides, args.version, args.run, args.rollback, args.force)
+        if args.command == "predict":
+            return cmd_predict(overrides, paths, args.model, args.top_k, args.json)
+        if args.command == "serve":
+            return cmd_serve(overrides, args.model)
+        if args.command == "export-onnx":
+            return cmd_export_onnx(overrides, args.model)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

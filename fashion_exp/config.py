@@ -69,12 +69,35 @@ class TunerConfig:
     batch_size: int = 32
     objective: str = "val_accuracy"
     factor: int = 3
+    initial_points: int | None = None
 
 
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashion-classifier-search"
+
+
+@dataclass
+class FinalConfig:
+    image_size: int = 299
+    epochs: int = 30
+    experiment: str = "fashion-classifier"
+    registered_model: str = "fashion-classifier"
+    views: int | None = None
+    learning_rate: float | None = None
+    size_inner: int | None = None
+    droprate: float | None = None
+    augmentation: str | None = None
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "keras"
+    max_upload_mb: float = 10.0
+    top_k: int = 3
 
 
 @dataclass
@@ -85,9 +108,12 @@ class Config:
     search: SearchSpace = field(default_factory=SearchSpace)
     tuner: TunerConfig = field(default_factory=TunerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     seed: int = 42
     work_dir: str = ".fashion_exp"
     fresh: bool = False
+    from_run: str | None = None
 
 
 def _one_line(message: str) -> str:

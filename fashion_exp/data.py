@@ -96,9 +96,9 @@ def load_image(path: Path | str, size: int, max_pixels: int = 89_478_485, interp
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
+        raise ImageError(f"{path}: file not found", "missing") from None
     except OSError as err:
-        raise ImageError(f"{path}: cannot read file ({err.strerror})") from None
+        raise ImageError(f"{path}: cannot read file ({err.strerror})", "missing") from None
     return decode_image(data, size, max_pixels, interpolation, name=str(path))
 
 
@@ -107,7 +107,7 @@ def decode_image(
 ) -> np.ndarray:
     """load_image for bytes already in memory (an upload); `name` prefixes error messages."""
     if not data:
-        raise ImageError(f"{name}: empty file (0 bytes)")
+        raise ImageError(f"{name}: empty file (0 bytes)", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -117,7 +117,7 @@ def decode_image(
                 img = _to_rgb(img).resize((size, size), INTERPOLATIONS[interpolation])
                 return np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image Pillow can read") from None
+        raise ImageError(f"{name}: not an image Pillow can read", "not_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"{name}: more pixels than the decompression-bomb limit of {max_pixels} (data.max_image_pixels)"

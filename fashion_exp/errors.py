@@ -14,4 +14,8 @@ class DataError(UserError):
 
 
 class ImageError(UserError):
-    """One image file cannot be decoded."""
+    """One image file cannot be decoded. kind: empty | not_image | corrupt | too_large | missing."""
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind

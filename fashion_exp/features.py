@@ -71,7 +71,7 @@ def build_backbone(config: ModelConfig, image_size: int, seed: int = 0) -> Backb
     """The frozen feature extractor: preprocessing inside, base called with training=False, GAP."""
     import keras
 
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     if config.backbone == "tiny":
         init = keras.initializers.GlorotUniform(seed=seed)
         x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
@@ -84,7 +84,7 @@ def build_backbone(config: ModelConfig, image_size: int, seed: int = 0) -> Backb
     else:
         base = _xception_base(config.weights, image_size)
         base.trainable = False
-        x = keras.applications.xception.preprocess_input(inputs)
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inputs)  # = xception.preprocess_input
         x = base(x, training=False)
         outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         model = keras.Model(inputs, outputs, name="xception_features")

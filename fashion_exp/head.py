@@ -16,10 +16,25 @@ from fashion_exp.config import SearchSpace
 from fashion_exp.space import define
 
 
+def steps_per_execution(steps_per_epoch: int, most: int = 16) -> int:
+    """The largest divisor of steps_per_epoch up to `most`: an execution never spans two epochs."""
+    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
 def build_head(
-    feature_dim: int, n_classes: int, learning_rate: float, size_inner: int, droprate: float, seed: int = 0
+    feature_dim: int,
+    n_classes: int,
+    learning_rate: float,
+    size_inner: int,
+    droprate: float,
+    seed: int = 0,
+    steps_per_epoch: int = 1,
 ) -> keras.Model:
-    """A compiled head: pooled features (n, feature_dim) -> class logits (n, n_classes)."""
+    """A compiled head: pooled features (n, feature_dim) -> class logits (n, n_classes).
+
+    steps_per_epoch sets how many training steps run per call into TensorFlow (fewer Python round
+    trips: small heads train ~40% faster) without an execution crossing an epoch boundary.
+    """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
@@ -32,7 +47,7 @@ def build_head(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        steps_per_execution=16,  # fewer Python round trips per epoch: small heads train ~40% faster
+        steps_per_execution=steps_per_execution(steps_per_epoch),
     )
     return model
 
@@ -90,7 +105,8 @@ class HeadHyperModel(kt.HyperModel):
         droprate = define(hp, "droprate", self.space.droprate)
         define(hp, "augmentation", self.space.augmentation)
         dim = next(iter(self.train_views.values())).shape[-1]
-        return build_head(dim, self.n_classes, learning_rate, size_inner, droprate, self.seed)
+        steps = math.ceil(len(self.train_labels) / self.batch_size)
+        return build_head(dim, self.n_classes, learning_rate, size_inner, droprate, self.seed, steps)
 
     def _views(self, policy: str) -> tf.Tensor:
         if policy not in self._tensors:  # one tensor per policy, shared by every trial

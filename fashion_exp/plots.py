@@ -47,3 +47,42 @@ def compare_trials(curves: dict[str, list[float]], best: str | None, title: str)
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def confusion_matrix(matrix, class_names: list[str], title: str) -> Figure:
+    """Counts with true classes as rows and predicted classes as columns."""
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(
+                j,
+                i,
+                int(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > peak / 2 else "black",
+                fontsize=8,
+            )
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: list, captions: list[str], title: str, columns: int = 6) -> Figure:
+    """Images (uint8 arrays) with a caption under each, e.g. misclassified test photos."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

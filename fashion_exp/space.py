@@ -94,6 +94,18 @@ def validate_config(config: Config) -> None:
             raise ConfigError(f"{key}: {value} must be at least 1")
     if config.model.backbone == "xception" and config.data.image_size < 71:
         raise ConfigError(f"data.image_size: Xception needs at least 71 pixels, got {config.data.image_size}")
+    if config.model.backbone == "xception" and config.final.image_size < 71:
+        raise ConfigError(f"final.image_size: Xception needs at least 71 pixels, got {config.final.image_size}")
+    if config.final.epochs < 1:
+        raise ConfigError(f"final.epochs: {config.final.epochs} must be at least 1")
+    if config.final.views is not None and config.final.views < 1:
+        raise ConfigError(f"final.views: {config.final.views} must be at least 1 or null")
+    if config.serve.backend not in ("keras", "onnx"):
+        raise ConfigError(f"serve.backend: unknown backend '{config.serve.backend}' (use keras or onnx)")
+    if not 0 < config.serve.port < 65536:
+        raise ConfigError(f"serve.port: {config.serve.port} is not a TCP port")
+    if config.serve.max_upload_mb <= 0 or config.serve.top_k < 1:
+        raise ConfigError("serve.max_upload_mb must be > 0 and serve.top_k at least 1")
     if config.data.limit_per_class is not None and config.data.limit_per_class < 1:
         raise ConfigError(f"data.limit_per_class: {config.data.limit_per_class} must be at least 1 or null")
     if config.tuner.objective != "val_accuracy":

@@ -213,3 +213,110 @@ class SearchTracker:
             best_model.save(path)  # the best epoch's weights, as ModelCheckpoint(save_best_only) keeps
             self.client.log_artifact(run_id, str(path), "checkpoint")
         self.client.set_terminated(run_id, status="FINISHED")
+
+
+# ---- final runs ---------------------------------------------------------------------------------
+
+
+def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """(parent run id, best hyperparameters as strings) of a tune search: run_id, or the latest finished one."""
+    client, experiment_id = connect(uri, experiment)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"from_run={run_id}: no such run in {uri}") from None
+        if run.data.tags.get(KIND) != "search":
+            raise ConfigError(f"from_run={run_id}: run is not a tune search (its kind is {run.data.tags.get(KIND)})")
+    else:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KIND}` = 'search' and attributes.status = 'FINISHED'",
+            order_by=["attributes.end_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise ConfigError(
+                f"no finished tune search in experiment '{experiment}' of {uri}: run `python -m fashion_exp tune` "
+                "first, or pass from_run=<run id>"
+            )
+        run = found[0]
+    best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
+    if not best:
+        raise ConfigError(f"tune run {run.info.run_id} has no best hyperparameters (did every trial fail?)")
+    return run.info.run_id, best
+
+
+class RunLogger:
+    """One MLflow run written through explicit ids: params, per-step metrics, files and figures."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> RunLogger:
+        client, experiment_id = connect(uri, experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return cls(client, run.info.run_id)
+
+    @classmethod
+    def reopen(cls, uri: str, run_id: str) -> RunLogger:
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"run {run_id} not found in {uri}") from None
+        return cls(client, run_id)
+
+    def params(self, values: dict[str, Any]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        new = [Param(k, _short(str(v))) for k, v in values.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def tags(self, values: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, _short(str(v), 5000)) for k, v in values.items()])
+
+    def text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def json(self, value: Any, name: str) -> None:
+        self.client.log_dict(self.run_id, value, name)
+
+    def figure(self, fig, name: str) -> None:
+        self.client.log_figure(self.run_id, fig, name)
+        plots.close(fig)
+
+    def file(self, path: Path | str, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def latest_final_run(uri: str, experiment: str) -> str:
+    """The run id of the newest finished train-final run."""
+    client, experiment_id = connect(uri, experiment)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND}` = 'final' and attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        raise ConfigError(f"no finished train-final run in experiment '{experiment}': run train-final first")
+    return found[0].info.run_id
+
+
+def download_artifact(uri: str, run_id: str, path: str) -> str | None:
+    """Local path of a run's artifact, or None if the run has no such artifact."""
+    client = MlflowClient(tracking_uri=uri)
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in [a.path for a in client.list_artifacts(run_id, folder)]:
+        return None
+    return client.download_artifacts(run_id, path)

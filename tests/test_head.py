@@ -41,3 +41,25 @@ def test_head_shapes_with_and_without_inner_layer():
     assert with_inner.output_shape == (None, 10) and without.output_shape == (None, 10)
     assert [layer.name for layer in with_inner.layers][1:] == ["inner", "dropout", "logits"]
     assert [layer.name for layer in without.layers][1:] == ["logits"]
+
+
+def test_fit_runs_every_epoch_on_its_own_batches(recwarn):
+    import math
+
+    from fashion_exp.head import steps_per_execution
+
+    assert steps_per_execution(96) == 16 and steps_per_execution(3) == 3 and steps_per_execution(7) == 7
+    assert steps_per_execution(34) == 2
+    n, batch = 24, 8  # 3 steps per epoch, fewer than 16
+    views = np.random.default_rng(0).random((2, n, 4)).astype(np.float32)
+    steps = math.ceil(n / batch)
+    head = build_head(4, 3, 0.01, 0, 0.0, steps_per_epoch=steps)
+    history = head.fit(
+        view_dataset(tf.constant(views), tf.constant(np.arange(n) % 3), batch, 0, 5, seed=0),
+        steps_per_epoch=steps,
+        epochs=5,
+        shuffle=False,
+        verbose=0,
+    )
+    assert len(history.history["loss"]) == 5
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]

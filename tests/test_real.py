@@ -32,3 +32,44 @@ def test_real_xception_features_learn_the_real_classes(tmp_path):
     result = run_search(config, echo=print)
     # chance is 0.10; ImageNet features reach about 0.64 here from 20 images per class
     assert result.best_score >= 0.5, result
+
+
+def test_real_final_model_evaluate_promote_predict(tmp_path):
+    """train-final -> evaluate -> promote -> predict with real Xception on a small real subset."""
+    from fashion_exp import registry
+    from fashion_exp.evaluate import evaluate
+    from fashion_exp.final import train_final
+    from fashion_exp.predict import predict_files
+
+    common = [
+        f"data.root={REAL_DATA}",
+        f"model.weights={REAL_WEIGHTS}",
+        "data.limit_per_class=10",
+        f"work_dir={tmp_path / 'work'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    run_search(
+        load_config(
+            [
+                *common,
+                "data.image_size=100",
+                "tuner.max_trials=1",
+                "tuner.epochs=3",
+                "search.learning_rate.values=[0.001]",
+                "search.size_inner.values=[0]",
+                "search.droprate.values=[0.0]",
+                "search.augmentation.values=[none]",
+            ]
+        ),
+        echo=print,
+    )
+    config = load_config([*common, "final.image_size=150", "final.epochs=20"])
+    final = train_final(config, echo=print)
+    assert final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
+    result, _ = evaluate(config, None, echo=print)
+    assert result.accuracy >= 0.4  # chance is 0.10
+    assert registry.promote(config.tracking.uri, "fashion-classifier")[-1].startswith("'fashion-classifier@champion'")
+    champion = registry.load("models:/fashion-classifier@champion", config.tracking.uri)
+    shoes = sorted((REAL_DATA / "test" / "shoes").iterdir())[:3]
+    predictions = predict_files(champion, shoes)
+    assert all(p.error is None and len(p.top) == 3 for p in predictions)

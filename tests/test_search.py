@@ -44,7 +44,7 @@ def test_two_trial_search_is_tracked(overrides, fit_calls):
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
-    assert parent.data.params["tuner.type"] == "random" and "dataset_fingerprint" in parent.data.tags
+    assert parent.data.params["tuner.type"] == "bayesian" and "dataset_fingerprint" in parent.data.tags
     assert parent.data.tags["best_trial_id"] == result.best_trial_id
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_score)
     assert {"best.learning_rate", "best.size_inner", "best.droprate", "best.augmentation"} <= set(parent.data.params)
@@ -153,3 +153,18 @@ def test_every_tuner_runs(overrides, tuner):
     config = load_config([*overrides, *extra])
     result = run_search(config, echo=lambda *_: None)
     assert result.best_score is not None and result.trials >= 2
+
+
+def test_bayesian_never_repeats_a_point_and_stops_when_the_grid_is_done(overrides, fit_calls):
+    space = [
+        "search.learning_rate.values=[0.01,0.1]",
+        "search.size_inner.values=[0,10]",
+        "search.droprate.values=[0.0]",
+        "search.augmentation.values=[none]",
+    ]
+    config = load_config(
+        [*overrides, *space, "tuner=bayesian", "tuner.initial_points=1", "tuner.max_trials=6", "tuner.epochs=2"]
+    )
+    result = run_search(config, echo=lambda *_: None)
+    points = [tuple(sorted(c.items())) for c in fit_calls]
+    assert len(points) == len(set(points)) == 4 and result.trials == 4

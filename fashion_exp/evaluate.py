@@ -1,0 +1,138 @@
+"""evaluate: a model on the held-out test split: accuracy, loss, per-class table, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fashion_exp import plots, registry
+from fashion_exp.config import Config
+from fashion_exp.data import TEST, Decoder, scan_dataset
+from fashion_exp.errors import DataError
+from fashion_exp.tracking import RunLogger, latest_final_run
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    loss: float
+    confusion: np.ndarray
+    per_class: list[dict]  # {class, precision, recall, f1, support}
+    class_names: list[str]
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts: rows are true classes, columns predicted classes."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def per_class_metrics(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    rows = []
+    for i, name in enumerate(class_names):
+        tp = matrix[i, i]
+        predicted, actual = matrix[:, i].sum(), matrix[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(
+            {
+                "class": name,
+                "precision": float(precision),
+                "recall": float(recall),
+                "f1": float(f1),
+                "support": int(actual),
+            }
+        )
+    return rows
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Evaluation:
+    """All test metrics from predicted probabilities (n, classes) and true labels (n,)."""
+    predicted = probabilities.argmax(axis=1)
+    picked = probabilities[np.arange(len(labels)), labels]
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    matrix = confusion_matrix(labels, predicted, len(class_names))
+    return Evaluation(
+        float(np.mean(predicted == labels)), loss, matrix, per_class_metrics(matrix, class_names), class_names
+    )
+
+
+def table(evaluation: Evaluation) -> str:
+    lines = [f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for row in evaluation.per_class:
+        lines.append(
+            f"{row['class']:<12}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>10}"
+        )
+    total = sum(r["support"] for r in evaluation.per_class)
+    lines.append(f"{'accuracy':<12}{'':>20}{evaluation.accuracy:>10.4f}{total:>10}")
+    lines.append(f"{'loss':<12}{'':>20}{evaluation.loss:>10.4f}")
+    return "\n".join(lines)
+
+
+def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluation, registry.LoadedModel]:
+    """Evaluate a model (URI, path, or the latest train-final run's) on the test split; log to its run."""
+    if model_ref is None:
+        model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/model"
+    loaded = registry.load(model_ref, config.tracking.uri)
+    dataset = scan_dataset(
+        config.data.root,
+        [TEST],
+        config.data.limit_per_class,
+        config.data.max_image_pixels,
+        cache_dir=Path(config.work_dir) / "scans",
+    )
+    if dataset.classes != loaded.class_names:
+        raise DataError(f"test classes {dataset.classes} differ from the model's {loaded.class_names}")
+    decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)
+    paths = dataset.paths(TEST)
+    parts = []
+    for start in tqdm(range(0, len(paths), 32), desc=f"Evaluating on {TEST}", unit="batch"):
+        images = np.stack([decoder.load(p) for p in paths[start : start + 32]])
+        parts.append(loaded.predict(images))
+    probabilities = np.concatenate(parts)
+    labels = dataset.labels(TEST)
+    result = score(probabilities, labels, loaded.class_names)
+    echo(table(result))
+
+    if loaded.run_id:
+        run = RunLogger.reopen(config.tracking.uri, loaded.run_id)
+        run.metrics({"test_accuracy": result.accuracy, "test_loss": result.loss})
+        run.metrics({f"test_f1.{r['class']}": r["f1"] for r in result.per_class})
+        run.json(result.per_class, "evaluation/per_class.json")
+        run.text(table(result), "evaluation/report.txt")
+        run.figure(
+            plots.confusion_matrix(
+                result.confusion, loaded.class_names, f"test confusion matrix (accuracy {result.accuracy:.4f})"
+            ),
+            "evaluation/confusion_matrix.png",
+        )
+        wrong = np.flatnonzero(probabilities.argmax(1) != labels)[:36]
+        if len(wrong):
+            names = loaded.class_names
+            grid = plots.image_grid(
+                [decoder.load(paths[i]) for i in wrong],
+                [
+                    f"true {names[labels[i]]}\npred {names[probabilities[i].argmax()]} {probabilities[i].max():.2f}"
+                    for i in wrong
+                ],
+                f"misclassified test photos ({len(np.flatnonzero(probabilities.argmax(1) != labels))} in all)",
+            )
+            run.figure(grid, "evaluation/misclassified.png")
+        versions = registry.record_test_accuracy(
+            config.tracking.uri, config.final.registered_model, loaded.run_id, result.accuracy
+        )
+        echo(
+            f"Logged to run {loaded.run_id}"
+            + (
+                f"; registry version(s) {', '.join(versions)} tagged test_accuracy={result.accuracy:.4f}"
+                if versions
+                else ""
+            )
+        )
+    return result, loaded

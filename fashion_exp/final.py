@@ -1,0 +1,209 @@
+"""train-final: the best hyperparameters of a search -> a 299x299 model a user can call on raw photos.
+
+Trains the head on cached features at the final size, keeps the best epoch by val_accuracy, and
+assembles frozen Xception (preprocessing inside) + head + softmax into one Keras model, which is
+logged with MLflow's Keras flavour and registered.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fashion_exp import plots, registry
+from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
+from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_dataset
+from fashion_exp.errors import ConfigError
+from fashion_exp.features import Backbone, FeatureCache, build_backbone, extract_features, jobs_for_policy
+from fashion_exp.head import build_head, view_dataset
+from fashion_exp.space import RULES
+from fashion_exp.tracking import KIND, RunLogger, best_from_search
+
+
+@dataclass
+class FinalResult:
+    run_id: str
+    version: str
+    val_accuracy: float
+    best_epoch: int
+    hyperparameters: dict
+    max_abs_diff: float
+    top1_agreement: float
+
+
+def resolve_hyperparameters(config: Config, tuned: dict[str, str]) -> dict:
+    """The search's best values, typed, with any final.* override applied; validated."""
+    casts = {"learning_rate": float, "size_inner": int, "droprate": float, "augmentation": str}
+    values = {}
+    for name, cast in casts.items():
+        override = getattr(config.final, name)
+        raw = override if override is not None else tuned.get(name)
+        if raw is None:
+            raise ConfigError(f"final.{name}: the search logged no value; set final.{name}=...")
+        values[name] = cast(float(raw)) if cast is int else cast(raw)
+        if name in RULES and not RULES[name][0](values[name]):
+            raise ConfigError(f"final.{name}: {values[name]!r} is not {RULES[name][1]}")
+    if values["augmentation"] not in config.augmentation:
+        raise ConfigError(
+            f"final.augmentation: policy '{values['augmentation']}' is not loaded "
+            f"(loaded: {', '.join(config.augmentation)}); add it with augmentation=[...]"
+        )
+    return values
+
+
+def assemble(backbone: Backbone, head: keras.Model) -> keras.Model:
+    """uint8 images -> frozen Xception features -> head logits -> softmax probabilities."""
+    probabilities = keras.layers.Softmax(name="probabilities")(head(backbone.model.output))
+    return keras.Model(backbone.model.input, probabilities, name="fashion_classifier")
+
+
+class _EpochLog(keras.callbacks.Callback):
+    def __init__(self, run: RunLogger):
+        super().__init__()
+        self.run = run
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        self.run.metrics(values, step=epoch)
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+
+def train_head(
+    views: np.ndarray,
+    labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    n_classes: int,
+    hp: dict,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    callbacks: list,
+) -> tuple[keras.Model, int, float]:
+    """Fit a head for `epochs`; restore its best epoch by val_accuracy. Returns (head, best epoch, score)."""
+    steps = math.ceil(len(labels) / batch_size)
+    head = build_head(views.shape[-1], n_classes, hp["learning_rate"], hp["size_inner"], hp["droprate"], seed, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        best_path = Path(tmp) / "best.weights.h5"
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            best_path, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
+        )
+        history = head.fit(
+            view_dataset(tf.constant(views), tf.constant(labels), batch_size, 0, epochs, seed),
+            steps_per_epoch=steps,
+            epochs=epochs,
+            validation_data=val,
+            callbacks=[checkpoint, *callbacks],
+            shuffle=False,
+            verbose=0,
+        )
+        head.load_weights(best_path)
+    scores = history.history["val_accuracy"]
+    best_epoch = int(np.argmax(scores))  # ModelCheckpoint keeps the first of equal bests too
+    return head, best_epoch, float(scores[best_epoch])
+
+
+def train_final(config: Config, echo=print) -> FinalResult:
+    """Train, assemble, log and register the final model. Returns the run id and registered version."""
+    started = time.time()
+    search_run, tuned = best_from_search(config.tracking.uri, config.tracking.experiment, config.from_run)
+    hp = resolve_hyperparameters(config, tuned)
+    policy: AugmentationPolicy = config.augmentation[hp["augmentation"]]
+    if config.final.views is not None:
+        policy = replace(policy, views=config.final.views)
+    echo(f"Hyperparameters from tune run {search_run}: {hp}")
+
+    dataset = scan_dataset(
+        config.data.root,
+        [TRAIN, VALIDATION],
+        config.data.limit_per_class,
+        config.data.max_image_pixels,
+        cache_dir=Path(config.work_dir) / "scans",
+    )
+    echo(report(dataset))
+    size = config.final.image_size
+    decoder = Decoder(size, config.data.interpolation, config.data.max_image_pixels)
+    backbone = build_backbone(config.model, size, config.seed)
+    train_jobs = jobs_for_policy(TRAIN, policy)
+    val_job = jobs_for_policy(VALIDATION, AugmentationPolicy())[0]
+    features = extract_features(
+        backbone,
+        dataset,
+        FeatureCache(Path(config.work_dir) / "features"),
+        [val_job, *train_jobs],
+        decoder,
+        config.model.batch_size,
+        config.seed,
+    )
+
+    run = RunLogger.start(
+        config.tracking.uri,
+        config.final.experiment,
+        run_name=f"final-{size}px-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={KIND: "final", "tune_parent_run_id": search_run},
+    )
+    try:
+        run.params(
+            {
+                **{f"hp.{k}": v for k, v in hp.items()},
+                "image_size": size,
+                "epochs": config.final.epochs,
+                "views": len(train_jobs),
+                "tune_parent_run_id": search_run,
+            }
+        )
+        run.text(to_yaml(config), "config.yaml")
+        run.text(report(dataset), "dataset_report.txt")
+        run.json(flatten(config), "config_flat.json")
+        run.json(dataset.classes, "class_names.json")
+        epoch_log = _EpochLog(run)
+        val = (features[val_job], dataset.labels(VALIDATION))
+        head, best_epoch, score = train_head(
+            np.stack([features[j] for j in train_jobs]),
+            dataset.labels(TRAIN),
+            val,
+            len(dataset.classes),
+            hp,
+            config.final.epochs,
+            config.tuner.batch_size,
+            config.seed,
+            [epoch_log],
+        )
+        val_loss = epoch_log.history["val_loss"][best_epoch]
+        run.metrics({"best_epoch": best_epoch, "best_val_accuracy": score, "best_val_loss": val_loss})
+        run.figure(plots.learning_curves(epoch_log.history, f"final {size}px: {hp}"), "plots/learning_curves.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            head.save(Path(tmp) / "head.keras")
+            run.file(Path(tmp) / "head.keras", "checkpoint")
+
+        model = assemble(backbone, head)
+        echo("Checking the assembled model on the validation photos ...")
+        images = np.stack([decoder.load(p) for p in dataset.paths(VALIDATION)])
+        assembled = model.predict(images, batch_size=config.model.batch_size, verbose=0)
+        reference = tf.nn.softmax(head.predict(features[val_job], verbose=0)).numpy()
+        max_diff = float(np.max(np.abs(assembled - reference)))
+        agreement = float(np.mean(assembled.argmax(1) == reference.argmax(1)))
+        run.metrics({"assembled_max_abs_diff": max_diff, "assembled_top1_agreement": agreement})
+        metadata = {
+            "class_names": dataset.classes,
+            "image_size": size,
+            "interpolation": config.data.interpolation,
+            "tune_parent_run_id": search_run,
+        }
+        version = registry.log_model(
+            config.tracking.uri, run.run_id, model, metadata, images[:1], config.final.registered_model
+        )
+        run.metrics({"train_final_seconds": time.time() - started})
+        run.end("FINISHED")
+    except BaseException:
+        run.end("KILLED")
+        raise
+    return FinalResult(run.run_id, version, score, best_epoch, hp, max_diff, agreement)

@@ -1,0 +1,124 @@
+"""The Fashion Classification Service: an HTTP API and an upload page around one loaded model.
+
+POST /predict (multipart field `file`, or the raw image as the body), GET /health, GET /version,
+GET / (the upload page). The model is loaded once, before the server starts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from fashion_exp.data import Decoder
+from fashion_exp.errors import ImageError
+from fashion_exp.page import INDEX_HTML
+from fashion_exp.predict import top_k
+
+STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 400, "not_image": 415, "missing": 400}
+
+
+class Predictor(Protocol):
+    class_names: list[str]
+    image_size: int
+    interpolation: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class ServeSettings:
+    max_upload_bytes: int = 10 * 2**20
+    max_image_pixels: int = 89_478_485
+    top_k: int = 3
+    backend: str = "keras"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
+    """A FastAPI app that classifies uploaded photos with `predictor`."""
+    app = FastAPI(title="Fashion Classification Service", version=str(predictor.version or "local"))
+    decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels)
+    lock = threading.Lock()  # one inference at a time: the model uses every core already
+    k = min(settings.top_k, len(predictor.class_names))
+
+    def classify(data: bytes) -> dict:
+        image = decoder.decode(data, name="upload")
+        with lock:
+            probabilities = predictor.predict(image[None])[0]
+        top = top_k(np.asarray(probabilities), predictor.class_names, k)
+        return {"category": top[0][0], "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        started = time.perf_counter()
+        try:
+            body = await _read_limited(request, settings.max_upload_bytes)
+        except _TooLarge:
+            return _error(413, f"upload larger than the limit of {settings.max_upload_bytes} bytes")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            request._body = body  # let Starlette parse the multipart form from what was read
+            try:
+                form = await request.form()
+            except Exception as err:  # malformed multipart bodies raise several parser errors
+                return _error(400, f"malformed multipart body ({type(err).__name__})")
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return _error(400, "multipart upload needs an image in the field 'file'")
+            body = await upload.read()
+        try:
+            answer = await run_in_threadpool(classify, body)
+        except ImageError as err:
+            return _error(STATUS_FOR_KIND.get(err.kind, 400), str(err))
+        answer["model"] = {"name": predictor.name, "version": predictor.version, "backend": settings.backend}
+        answer["time_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return answer
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/version")
+    def version():
+        return {
+            "name": predictor.name,
+            "version": predictor.version,
+            "run_id": predictor.run_id,
+            "class_names": predictor.class_names,
+            "image_size": predictor.image_size,
+            "backend": settings.backend,
+        }
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return INDEX_HTML
+
+    return app

@@ -1,0 +1,130 @@
+"""train-final, evaluate, promote and predict on synthetic data with the tiny backbone."""
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashion_exp import registry
+from fashion_exp.cli import main
+from fashion_exp.config import load_config
+from fashion_exp.errors import ConfigError, UserError
+from fashion_exp.evaluate import confusion_matrix, evaluate, per_class_metrics, score
+from fashion_exp.final import train_final
+from fashion_exp.search import run_search
+from tests.synthetic import COLORS, write_image
+
+
+@pytest.fixture
+def final_overrides(overrides):
+    return [*overrides, "final.image_size=32", "final.epochs=4", "final.views=2"]
+
+
+@pytest.fixture
+def tuned(final_overrides):
+    config = load_config(final_overrides)
+    return run_search(config, echo=lambda *_: None)
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0])
+    matrix = confusion_matrix(y_true, y_pred, 3)
+    assert matrix.tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    rows = per_class_metrics(matrix, ["a", "b", "c"])
+    assert rows[0] == pytest.approx({"class": "a", "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert rows[1]["precision"] == pytest.approx(1 / 2) and rows[1]["recall"] == pytest.approx(1 / 2)
+    assert rows[2]["precision"] == pytest.approx(3 / 4) and rows[2]["recall"] == pytest.approx(3 / 4)
+    probabilities = np.eye(3)[y_pred] * 0.9 + 0.1 / 3
+    result = score(probabilities, y_true, ["a", "b", "c"])
+    assert result.accuracy == pytest.approx(6 / 9)
+    expected_loss = -np.mean(np.log(probabilities[np.arange(9), y_true]))
+    assert result.loss == pytest.approx(expected_loss)
+
+
+def test_no_search_yet_is_a_clear_error(final_overrides):
+    with pytest.raises(ConfigError, match="no finished tune search"):
+        train_final(load_config(final_overrides), echo=lambda *_: None)
+
+
+def test_from_run_must_be_a_search(final_overrides, tuned):
+    with pytest.raises(ConfigError, match="from_run=nope"):
+        train_final(load_config([*final_overrides, "from_run=nope"]), echo=lambda *_: None)
+
+
+def test_final_override_is_validated(final_overrides, tuned):
+    with pytest.raises(ConfigError, match="final.droprate"):
+        train_final(load_config([*final_overrides, "final.droprate=1.5"]), echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="final.augmentation: policy 'sparkles'"):
+        train_final(load_config([*final_overrides, "final.augmentation=sparkles"]), echo=lambda *_: None)
+
+
+def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, capsys):
+    config = load_config([*final_overrides, "final.augmentation=shear_zoom_flip"])
+    first = train_final(config, echo=lambda *_: None)
+    # the assembled model (uint8 photos in, probabilities out) equals the cached-feature head
+    assert first.max_abs_diff < 1e-4 and first.top1_agreement == 1.0
+    assert first.version == "1"
+    client = MlflowClient(config.tracking.uri)
+    run = client.get_run(first.run_id)
+    assert run.data.tags["tune_parent_run_id"] == tuned.parent_run_id
+    assert run.data.params["hp.augmentation"] == "shear_zoom_flip" and run.data.params["views"] == "2"
+    assert len(client.get_metric_history(first.run_id, "val_accuracy")) == 4
+    loaded = registry.load("models:/fashion-classifier/1", config.tracking.uri)
+    assert loaded.class_names == ["hat", "pants", "shoes"] and loaded.image_size == 32 and loaded.version == "1"
+
+    # nothing evaluated yet: promotion needs --force
+    with pytest.raises(UserError, match="evaluate"):
+        registry.promote(config.tracking.uri, "fashion-classifier")
+    result, _ = evaluate(config, None, echo=lambda *_: None)
+    assert 0.0 <= result.accuracy <= 1.0 and sum(r["support"] for r in result.per_class) == 12
+    assert client.get_run(first.run_id).data.metrics["test_accuracy"] == pytest.approx(result.accuracy)
+    assert "evaluation/confusion_matrix.png" in [a.path for a in client.list_artifacts(first.run_id, "evaluation")]
+    changes = registry.promote(config.tracking.uri, "fashion-classifier")
+    assert changes == [f"'fashion-classifier@champion' -> version 1 (test accuracy {result.accuracy:.4f})"]
+
+    # a second, worse version is refused unless forced; the old champion becomes 'previous'
+    second = train_final(
+        load_config([*final_overrides, "final.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
+    )
+    client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", str(result.accuracy - 0.5))
+    with pytest.raises(UserError, match="worse than champion version 1"):
+        registry.promote(config.tracking.uri, "fashion-classifier", version=second.version)
+    registry.promote(config.tracking.uri, "fashion-classifier", version=second.version, force=True)
+    assert str(client.get_model_version_by_alias("fashion-classifier", "champion").version) == second.version
+    assert str(client.get_model_version_by_alias("fashion-classifier", "previous").version) == "1"
+    assert main(["promote", "--rollback", *final_overrides]) == 0
+    assert str(client.get_model_version_by_alias("fashion-classifier", "champion").version) == "1"
+    assert "champion' -> version 1" in capsys.readouterr().out
+
+    # predict: good and broken files, a folder, JSON, exit code
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", COLORS["shoes"])
+    (photos / "broken.jpg").write_bytes(b"plain text, not a photo")
+    assert main(["predict", str(photos), "--json", *final_overrides]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [p["path"].rsplit("/", 1)[-1] for p in out] == ["a.jpg", "broken.jpg"]
+    assert len(out[0]["top"]) == 3 and out[0]["error"] is None
+    assert abs(sum(t["probability"] for t in out[0]["top"]) - 1) < 1e-4
+    assert out[1]["top"] == [] and "not an image" in out[1]["error"]
+    assert main(["predict", str(photos / "a.jpg"), "--top-k", "1", *final_overrides]) == 0
+    assert "a.jpg" in capsys.readouterr().out
+
+
+def test_predict_missing_path_and_bad_model(final_overrides, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.jpg"), *final_overrides]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    write_image(tmp_path / "x.jpg", COLORS["hat"])
+    assert main(["predict", str(tmp_path / "x.jpg"), *final_overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot load model models:/fashion-classifier@champion") and "\n" not in err
+    assert main(["predict", str(tmp_path / "x.jpg"), "--model", str(tmp_path), *final_overrides]) == 2
+    assert "not an MLflow model folder" in capsys.readouterr().err
+
+
+def test_promote_without_versions(final_overrides, capsys):
+    assert main(["promote", *final_overrides]) == 2
+    assert "run train-final first" in capsys.readouterr().err
+    assert main(["promote", "--rollback", *final_overrides]) == 2
+    assert "nothing to roll back" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""The HTTP service: good and bad requests, and the upload page in a real headless browser."""
+
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from fashion_exp.cli import main
+from fashion_exp.serve import ServeSettings, create_app
+from tests.synthetic import COLORS, REAL_DATA, write_image
+
+
+class ColourPredictor:
+    """A stand-in model: the class whose colour is closest to the image's mean colour."""
+
+    class_names = ["hat", "pants", "shoes"]
+    image_size = 32
+    interpolation = "nearest"
+    name, version, run_id = "fashion-classifier", "7", "abc123"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        means = images.reshape(len(images), -1, 3).mean(axis=1)
+        centres = np.array([COLORS[c] for c in self.class_names], dtype=np.float32)
+        logits = -np.linalg.norm(means[:, None, :] - centres[None], axis=2) / 20
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def jpeg_bytes(color, size=(40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client():
+    settings = ServeSettings(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3)
+    return TestClient(create_app(ColourPredictor(), settings))
+
+
+def test_multipart_and_raw_uploads(client):
+    answer = client.post("/predict", files={"file": ("p.jpg", jpeg_bytes(COLORS["pants"]), "image/jpeg")})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["category"] == "pants" and [t["class"] for t in body["top"]][0] == "pants"
+    assert len(body["top"]) == 3 and abs(sum(t["probability"] for t in body["top"]) - 1) < 1e-4
+    assert body["model"] == {"name": "fashion-classifier", "version": "7", "backend": "keras"}
+    assert body["time_ms"] >= 0
+    raw = client.post("/predict", content=jpeg_bytes(COLORS["shoes"]), headers={"content-type": "image/jpeg"})
+    assert raw.status_code == 200 and raw.json()["category"] == "shoes"
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(client):
+    good = jpeg_bytes(COLORS["hat"])
+    big = io.BytesIO()
+    Image.new("RGB", (600, 600)).save(big, format="PNG")  # 360,000 pixels: over the 200,000 limit
+    noisy = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(noisy, "PNG")
+    cases = [
+        (dict(content=b"hello, not an image", headers={"content-type": "text/plain"}), 415, "not an image"),
+        (dict(content=b"", headers={"content-type": "image/jpeg"}), 400, "empty"),
+        (dict(content=good[: len(good) // 2], headers={"content-type": "image/jpeg"}), 400, "truncated"),
+        (dict(content=noisy.getvalue(), headers={"content-type": "image/png"}), 413, "limit"),
+        (dict(content=big.getvalue(), headers={"content-type": "image/png"}), 400, "decompression-bomb"),
+        (dict(files={"other": ("x.jpg", good, "image/jpeg")}), 400, "field 'file'"),
+        (dict(files={"file": ("x.txt", b"text", "text/plain")}), 415, "not an image"),
+    ]
+    for kwargs, status, needle in cases:
+        answer = client.post("/predict", **kwargs)
+        assert answer.status_code == status, (kwargs.keys(), answer.text)
+        assert needle in answer.json()["error"] and answer.json()["status"] == status
+    after = client.post("/predict", files={"file": ("h.jpg", good, "image/jpeg")})
+    assert after.status_code == 200 and after.json()["category"] == "hat"
+
+
+def test_health_version_and_page(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    version = client.get("/version").json()
+    assert version["version"] == "7" and version["class_names"] == ["hat", "pants", "shoes"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'type="file"' in page.text and "/predict" in page.text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server():
+    import uvicorn
+
+    port = free_port()
+    app = create_app(ColourPredictor(), ServeSettings())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_upload_page_in_a_headless_browser(live_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    real = sorted((REAL_DATA / "test" / "t-shirt").glob("*.jpg"))[:1] if REAL_DATA.is_dir() else []
+    photo = real[0] if real else write_image(tmp_path / "photo.jpg", COLORS["shoes"])
+    import httpx
+
+    expected = httpx.post(f"{live_server}/predict", files={"file": photo.open("rb")}).json()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.goto(live_server + "/")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.getElementById('category').textContent.length > 0", timeout=20_000)
+        assert page.text_content("#category") == expected["category"]
+        rows = page.locator("tr.prediction")
+        assert rows.count() == 3
+        assert rows.first.locator("td").first.text_content() == expected["top"][0]["class"]
+        assert page.is_visible("#preview")
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()
+
+
+def test_serve_refuses_a_taken_port_and_a_missing_model(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", f"serve.port={port}"]) == 2
+        assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["serve", f"serve.port={free_port()}", f"tracking.uri={uri}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot load model models:/fashion-classifier@champion") and "\n" not in err
+    assert Path(tmp_path).exists()
