@@ -238,6 +238,13 @@ def scan_dataset(
     return dataset
 
 
+def scan_configured(data, splits: list[str], work_dir: Path | str) -> Dataset:
+    """scan_dataset with the settings of a DataConfig, caching verdicts under work_dir/scans."""
+    return scan_dataset(
+        data.root, splits, data.limit_per_class, data.max_image_pixels, cache_dir=Path(work_dir) / "scans"
+    )
+
+
 def report(dataset: Dataset) -> str:
     """A plain-text table: images per class per split, then the skipped files with reasons."""
     counts = dataset.counts()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from fashion_exp import plots, registry
 from fashion_exp.config import Config
-from fashion_exp.data import TEST, Decoder, scan_dataset
+from fashion_exp.data import TEST, Decoder, scan_configured
 from fashion_exp.errors import DataError
 from fashion_exp.tracking import RunLogger, latest_final_run
 
@@ -80,13 +79,7 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
     if model_ref is None:
         model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/model"
     loaded = registry.load(model_ref, config.tracking.uri)
-    dataset = scan_dataset(
-        config.data.root,
-        [TEST],
-        config.data.limit_per_class,
-        config.data.max_image_pixels,
-        cache_dir=Path(config.work_dir) / "scans",
-    )
+    dataset = scan_configured(config.data, [TEST], config.work_dir)
     if dataset.classes != loaded.class_names:
         raise DataError(f"test classes {dataset.classes} differ from the model's {loaded.class_names}")
     decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)

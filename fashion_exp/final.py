@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from fashion_exp import plots, registry
 from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
-from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_dataset
+from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_configured
 from fashion_exp.errors import ConfigError
 from fashion_exp.features import Backbone, FeatureCache, build_backbone, extract_features, jobs_for_policy
 from fashion_exp.head import build_head, view_dataset
@@ -121,13 +121,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
         policy = replace(policy, views=config.final.views)
     echo(f"Hyperparameters from tune run {search_run}: {hp}")
 
-    dataset = scan_dataset(
-        config.data.root,
-        [TRAIN, VALIDATION],
-        config.data.limit_per_class,
-        config.data.max_image_pixels,
-        cache_dir=Path(config.work_dir) / "scans",
-    )
+    dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
     echo(report(dataset))
     size = config.final.image_size
     decoder = Decoder(size, config.data.interpolation, config.data.max_image_pixels)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from fashion_exp import registry
 from fashion_exp.config import Config
-from fashion_exp.data import VALIDATION, Decoder, scan_dataset
+from fashion_exp.data import VALIDATION, Decoder, scan_configured
 from fashion_exp.errors import UserError
 from fashion_exp.tracking import RunLogger, download_artifact
 
@@ -48,13 +48,7 @@ class ExportResult:
 def export(config: Config, model_ref: str, echo=print) -> ExportResult:
     """Export, compare with Keras on every validation photo, log the file to the model's run."""
     loaded = registry.load(model_ref, config.tracking.uri)
-    dataset = scan_dataset(
-        config.data.root,
-        [VALIDATION],
-        config.data.limit_per_class,
-        config.data.max_image_pixels,
-        cache_dir=Path(config.work_dir) / "scans",
-    )
+    dataset = scan_configured(config.data, [VALIDATION], config.work_dir)
     decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fashion_exp import space
 from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
-from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_dataset
+from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_configured
 from fashion_exp.features import FeatureCache, build_backbone, extract_features, jobs_for_policy
 from fashion_exp.head import HeadHyperModel
 from fashion_exp.tracking import SearchTracker
@@ -116,13 +116,7 @@ def run_search(config: Config, echo=print) -> SearchResult:
     work = Path(config.work_dir)
     clock = Stopwatch()
 
-    dataset = scan_dataset(
-        config.data.root,
-        [TRAIN, VALIDATION],
-        config.data.limit_per_class,
-        config.data.max_image_pixels,
-        cache_dir=work / "scans",
-    )
+    dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
     dataset_report = report(dataset)
     echo(dataset_report)
     clock.lap("scan_seconds")

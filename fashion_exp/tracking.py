@@ -229,18 +229,12 @@ def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tu
         if run.data.tags.get(KIND) != "search":
             raise ConfigError(f"from_run={run_id}: run is not a tune search (its kind is {run.data.tags.get(KIND)})")
     else:
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{KIND}` = 'search' and attributes.status = 'FINISHED'",
-            order_by=["attributes.end_time DESC"],
-            max_results=1,
-        )
-        if not found:
+        run = _latest_finished(client, experiment_id, "search")
+        if run is None:
             raise ConfigError(
                 f"no finished tune search in experiment '{experiment}' of {uri}: run `python -m fashion_exp tune` "
                 "first, or pass from_run=<run id>"
             )
-        run = found[0]
     best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
     if not best:
         raise ConfigError(f"tune run {run.info.run_id} has no best hyperparameters (did every trial fail?)")
@@ -302,15 +296,21 @@ class RunLogger:
 def latest_final_run(uri: str, experiment: str) -> str:
     """The run id of the newest finished train-final run."""
     client, experiment_id = connect(uri, experiment)
+    run = _latest_finished(client, experiment_id, "final")
+    if run is None:
+        raise ConfigError(f"no finished train-final run in experiment '{experiment}': run train-final first")
+    return run.info.run_id
+
+
+def _latest_finished(client: MlflowClient, experiment_id: str, kind: str):
+    """The newest FINISHED run of a kind ('search' or 'final') in an experiment, or None."""
     found = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{KIND}` = 'final' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{KIND}` = '{kind}' and attributes.status = 'FINISHED'",
         order_by=["attributes.end_time DESC"],
         max_results=1,
     )
-    if not found:
-        raise ConfigError(f"no finished train-final run in experiment '{experiment}': run train-final first")
-    return found[0].info.run_id
+    return found[0] if found else None
 
 
 def download_artifact(uri: str, run_id: str, path: str) -> str | None:
