@@ -52,6 +52,8 @@ def export(config: Config, model_ref: str, echo=print) -> ExportResult:
     decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
+        size = loaded.image_size
+        loaded.predict(np.zeros((1, size, size, 3), np.uint8))  # keras exports only a model it has called
         loaded.model.export(str(path), format="onnx", verbose=False)
         onnx = OnnxPredictor(path, loaded)
         paths = dataset.paths(VALIDATION)

@@ -128,3 +128,27 @@ def test_promote_without_versions(final_overrides, capsys):
     assert "run train-final first" in capsys.readouterr().err
     assert main(["promote", "--rollback", *final_overrides]) == 2
     assert "nothing to roll back" in capsys.readouterr().err
+
+
+def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
+    from fastapi.testclient import TestClient
+
+    from fashion_exp.onnx_export import load_onnx
+    from fashion_exp.serve import ServeSettings, create_app
+    from tests.test_serve import jpeg_bytes
+
+    config = load_config(final_overrides)
+    train_final(config, echo=lambda *_: None)
+    with pytest.raises(UserError, match="run `python -m fashion_exp export-onnx` first"):
+        load_onnx("models:/fashion-classifier/1", config.tracking.uri)
+    assert main(["export-onnx", "--model", "models:/fashion-classifier/1", *final_overrides]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agreement 100.0%" in out and "onnx/model.onnx in run" in out
+    onnx = load_onnx("models:/fashion-classifier/1", config.tracking.uri)
+    keras_model = registry.load("models:/fashion-classifier/1", config.tracking.uri)
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(onnx.predict(images), keras_model.predict(images), atol=1e-5)
+    client = TestClient(create_app(onnx, ServeSettings(backend="onnx")))
+    answer = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200 and answer.json()["model"]["backend"] == "onnx"
+    assert answer.json()["category"] in ["hat", "pants", "shoes"]
