@@ -8,7 +8,8 @@ INDEX_HTML = """<!doctype html>
 <title>Fashion Classification Service</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-  #drop { display: block; margin: 1rem 0; border: 2px dashed #999; border-radius: 8px; padding: 2rem; text-align: center; cursor: pointer; }
+  #drop { display: block; margin: 1rem 0; border: 2px dashed #999; border-radius: 8px; padding: 2rem;
+          text-align: center; cursor: pointer; }
   #drop.over { border-color: #2a6; background: #f3fff6; }
   #preview { max-width: 100%; max-height: 20rem; display: none; margin: 1rem auto; }
   #category { font-size: 1.6rem; font-weight: bold; margin: 0.5rem 0; }
