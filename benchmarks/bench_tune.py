@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
@@ -67,22 +66,14 @@ def throughput(model_config, dataset, size: int, n: int) -> float:
 
 
 def cached_trial(features, labels, val, val_labels, epochs: int = 10) -> float:
-    """Seconds for one trial on cached features: build the head and fit it for `epochs`."""
+    """Seconds for one trial on cached features: build the head and fit it for `epochs`, as tune does."""
     import tensorflow as tf
 
-    from fashion_exp.head import build_head, view_dataset
+    from fashion_exp.head import build_head, fit_on_views, steps_for
 
     start = time.perf_counter()
-    head = build_head(features.shape[-1], 10, 0.001, 100, 0.2)
-    data = view_dataset(tf.constant(features[None]), tf.constant(labels), 32, 0, epochs, seed=0)
-    head.fit(
-        data,
-        steps_per_epoch=math.ceil(len(labels) / 32),
-        epochs=epochs,
-        validation_data=(val, val_labels),
-        verbose=0,
-        shuffle=False,
-    )
+    head = build_head(features.shape[-1], 10, 0.001, 100, 0.2, steps_per_epoch=steps_for(len(labels), 32))
+    fit_on_views(head, tf.constant(features[None]), labels, (val, val_labels), 32, 0, epochs)
     return time.perf_counter() - start
 
 

@@ -7,7 +7,6 @@ logged with MLflow's Keras flavour and registered.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
 from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_configured
 from fashion_exp.errors import ConfigError
 from fashion_exp.features import Backbone, FeatureCache, build_backbone, extract_features, jobs_for_policy
-from fashion_exp.head import build_head, view_dataset
+from fashion_exp.head import build_head, fit_on_views, steps_for
 from fashion_exp.space import RULES
 from fashion_exp.tracking import KIND, RunLogger, best_from_search
 
@@ -89,21 +88,15 @@ def train_head(
     callbacks: list,
 ) -> tuple[keras.Model, int, float]:
     """Fit a head for `epochs`; restore its best epoch by val_accuracy. Returns (head, best epoch, score)."""
-    steps = math.ceil(len(labels) / batch_size)
+    steps = steps_for(len(labels), batch_size)
     head = build_head(views.shape[-1], n_classes, hp["learning_rate"], hp["size_inner"], hp["droprate"], seed, steps)
     with tempfile.TemporaryDirectory() as tmp:
         best_path = Path(tmp) / "best.weights.h5"
         checkpoint = keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
         )
-        history = head.fit(
-            view_dataset(tf.constant(views), tf.constant(labels), batch_size, 0, epochs, seed),
-            steps_per_epoch=steps,
-            epochs=epochs,
-            validation_data=val,
-            callbacks=[checkpoint, *callbacks],
-            shuffle=False,
-            verbose=0,
+        history = fit_on_views(
+            head, tf.constant(views), labels, val, batch_size, seed, epochs, callbacks=[checkpoint, *callbacks]
         )
         head.load_weights(best_path)
     scores = history.history["val_accuracy"]

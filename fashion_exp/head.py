@@ -74,6 +74,36 @@ def view_dataset(
     return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch).prefetch(2)
 
 
+def steps_for(n: int, batch_size: int) -> int:
+    """Training steps in one epoch over n rows."""
+    return math.ceil(n / batch_size)
+
+
+def fit_on_views(
+    head: keras.Model,
+    views: tf.Tensor,
+    labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    initial_epoch: int = 0,
+    callbacks: list | None = None,
+):
+    """Fit `head` on K cached views (epoch e on view e mod K), validating on `val`; returns History."""
+    return head.fit(
+        view_dataset(views, tf.constant(labels), batch_size, initial_epoch, epochs, seed),
+        steps_per_epoch=steps_for(len(labels), batch_size),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        validation_data=val,
+        validation_batch_size=256,
+        callbacks=callbacks,
+        shuffle=False,  # view_dataset shuffles each epoch itself
+        verbose=0,
+    )
+
+
 class HeadHyperModel(kt.HyperModel):
     """Builds a head from the search space; fit() trains it on the cached features of the
     trial's augmentation policy and validates on the (never augmented) validation features."""
@@ -105,7 +135,7 @@ class HeadHyperModel(kt.HyperModel):
         droprate = define(hp, "droprate", self.space.droprate)
         define(hp, "augmentation", self.space.augmentation)
         dim = next(iter(self.train_views.values())).shape[-1]
-        steps = math.ceil(len(self.train_labels) / self.batch_size)
+        steps = steps_for(len(self.train_labels), self.batch_size)
         return build_head(dim, self.n_classes, learning_rate, size_inner, droprate, self.seed, steps)
 
     def _views(self, policy: str) -> tf.Tensor:
@@ -115,15 +145,6 @@ class HeadHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
         views = self._views(hp.get("augmentation"))
-        data = view_dataset(views, tf.constant(self.train_labels), self.batch_size, initial_epoch, epochs, self.seed)
-        return model.fit(
-            data,
-            steps_per_epoch=math.ceil(len(self.train_labels) / self.batch_size),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            validation_data=self.val,
-            validation_batch_size=256,
-            callbacks=callbacks,
-            shuffle=False,  # view_dataset shuffles each epoch itself
-            verbose=0,
+        return fit_on_views(
+            model, views, self.train_labels, self.val, self.batch_size, self.seed, epochs, initial_epoch, callbacks
         )

@@ -98,15 +98,13 @@ class SearchTracker:
         self, params: dict[str, str], tags: dict[str, str], texts: dict[str, str], dicts: dict[str, Any]
     ) -> None:
         """Flat params, tags, text artifacts (file name -> text) and JSON artifacts on the parent run."""
-        existing = self.client.get_run(self.parent_id).data.params
-        new = [Param(k, _short(v)) for k, v in params.items() if k not in existing]
-        for start in range(0, len(new), 100):
-            self.client.log_batch(self.parent_id, params=new[start : start + 100])
-        self.client.log_batch(self.parent_id, tags=[RunTag(k, _short(v, 5000)) for k, v in tags.items()])
+        run = RunLogger(self.client, self.parent_id)
+        run.params(params)
+        run.tags(tags)
         for name, text in texts.items():
-            self.client.log_text(self.parent_id, text, name)
+            run.text(text, name)
         for name, value in dicts.items():
-            self.client.log_dict(self.parent_id, value, name)
+            run.json(value, name)
 
     def finish_search(
         self,
