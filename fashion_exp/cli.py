@@ -122,7 +122,10 @@ def cmd_train_final(overrides: list[str]) -> int:
 
     config = load_config(overrides)
     result = train_final(config)
-    print(f"\nBest epoch {result.best_epoch}: val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters}")
+    print(
+        f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
+        f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters}"
+    )
     print(
         f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"

@@ -82,6 +82,7 @@ class TrackingConfig:
 class FinalConfig:
     image_size: int = 299
     epochs: int = 30
+    restarts: int = 5
     experiment: str = "fashion-classifier"
     registered_model: str = "fashion-classifier"
     views: int | None = None

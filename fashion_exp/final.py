@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -21,7 +22,7 @@ from fashion_exp.config import AugmentationPolicy, Config, flatten, to_yaml
 from fashion_exp.data import TRAIN, VALIDATION, Decoder, report, scan_configured
 from fashion_exp.errors import ConfigError
 from fashion_exp.features import Backbone, FeatureCache, build_backbone, extract_features, jobs_for_policy
-from fashion_exp.head import build_head, fit_on_views, steps_for
+from fashion_exp.restarts import Restart, train_once, train_restarts
 from fashion_exp.space import RULES
 from fashion_exp.tracking import KIND, RunLogger, best_from_search
 
@@ -32,6 +33,7 @@ class FinalResult:
     version: str
     val_accuracy: float
     best_epoch: int
+    seed: int
     hyperparameters: dict
     max_abs_diff: float
     top1_agreement: float
@@ -61,47 +63,6 @@ def assemble(backbone: Backbone, head: keras.Model) -> keras.Model:
     """uint8 images -> frozen Xception features -> head logits -> softmax probabilities."""
     probabilities = keras.layers.Softmax(name="probabilities")(head(backbone.model.output))
     return keras.Model(backbone.model.input, probabilities, name="fashion_classifier")
-
-
-class _EpochLog(keras.callbacks.Callback):
-    def __init__(self, run: RunLogger):
-        super().__init__()
-        self.run = run
-        self.history: dict[str, list[float]] = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = {k: float(v) for k, v in (logs or {}).items()}
-        self.run.metrics(values, step=epoch)
-        for key, value in values.items():
-            self.history.setdefault(key, []).append(value)
-
-
-def train_head(
-    views: np.ndarray,
-    labels: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray],
-    n_classes: int,
-    hp: dict,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    callbacks: list,
-) -> tuple[keras.Model, int, float]:
-    """Fit a head for `epochs`; restore its best epoch by val_accuracy. Returns (head, best epoch, score)."""
-    steps = steps_for(len(labels), batch_size)
-    head = build_head(views.shape[-1], n_classes, hp["learning_rate"], hp["size_inner"], hp["droprate"], seed, steps)
-    with tempfile.TemporaryDirectory() as tmp:
-        best_path = Path(tmp) / "best.weights.h5"
-        checkpoint = keras.callbacks.ModelCheckpoint(
-            best_path, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
-        )
-        history = fit_on_views(
-            head, tf.constant(views), labels, val, batch_size, seed, epochs, callbacks=[checkpoint, *callbacks]
-        )
-        head.load_weights(best_path)
-    scores = history.history["val_accuracy"]
-    best_epoch = int(np.argmax(scores))  # ModelCheckpoint keeps the first of equal bests too
-    return head, best_epoch, float(scores[best_epoch])
 
 
 def train_final(config: Config, echo=print) -> FinalResult:
@@ -144,6 +105,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
                 "image_size": size,
                 "epochs": config.final.epochs,
                 "views": len(train_jobs),
+                "restarts": config.final.restarts,
                 "tune_parent_run_id": search_run,
             }
         )
@@ -151,22 +113,50 @@ def train_final(config: Config, echo=print) -> FinalResult:
         run.text(report(dataset), "dataset_report.txt")
         run.json(flatten(config), "config_flat.json")
         run.json(dataset.classes, "class_names.json")
-        epoch_log = _EpochLog(run)
         val = (features[val_job], dataset.labels(VALIDATION))
-        head, best_epoch, score = train_head(
-            np.stack([features[j] for j in train_jobs]),
+        seeds = [config.seed + i for i in range(config.final.restarts)]
+
+        def logged(index: int, restart: Restart) -> None:
+            run.metrics(
+                {"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}, step=index
+            )
+            run.curves({f"restart_{index}_val_accuracy": restart.history["val_accuracy"]})
+            echo(
+                f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): best val_accuracy "
+                f"{restart.val_accuracy:.4f} at epoch {restart.best_epoch} (val_loss {restart.val_loss:.4f})"
+            )
+
+        echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
+        views = tf.constant(np.stack([features[j] for j in train_jobs]))
+        train = partial(
+            train_once,
+            views,
             dataset.labels(TRAIN),
             val,
             len(dataset.classes),
             hp,
             config.final.epochs,
             config.tuner.batch_size,
-            config.seed,
-            [epoch_log],
         )
-        val_loss = epoch_log.history["val_loss"][best_epoch]
-        run.metrics({"best_epoch": best_epoch, "best_val_accuracy": score, "best_val_loss": val_loss})
-        run.figure(plots.learning_curves(epoch_log.history, f"final {size}px: {hp}"), "plots/learning_curves.png")
+        head, chosen, restarts = train_restarts(train, seeds, on_restart=logged)
+        run.curves(chosen.history)
+        best_epoch, score = chosen.best_epoch, chosen.val_accuracy
+        run.params({"seed": chosen.seed})
+        run.metrics(
+            {
+                "best_epoch": best_epoch,
+                "best_val_accuracy": score,
+                "best_val_loss": chosen.val_loss,
+                "chosen_restart": seeds.index(chosen.seed),
+            }
+        )
+        title = f"final {size}px, seed {chosen.seed}: {hp}"
+        run.figure(plots.learning_curves(chosen.history, title), "plots/learning_curves.png")
+        curves = {f"seed {r.seed}": r.history["val_accuracy"] for r in restarts}
+        run.figure(
+            plots.compare_trials(curves, f"seed {chosen.seed}", f"final {size}px: val_accuracy of each restart"),
+            "plots/restarts_val_accuracy.png",
+        )
         with tempfile.TemporaryDirectory() as tmp:
             head.save(Path(tmp) / "head.keras")
             run.file(Path(tmp) / "head.keras", "checkpoint")
@@ -193,4 +183,4 @@ def train_final(config: Config, echo=print) -> FinalResult:
     except BaseException:
         run.end("KILLED")
         raise
-    return FinalResult(run.run_id, version, score, best_epoch, hp, max_diff, agreement)
+    return FinalResult(run.run_id, version, score, best_epoch, chosen.seed, hp, max_diff, agreement)

@@ -98,6 +98,8 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"final.image_size: Xception needs at least 71 pixels, got {config.final.image_size}")
     if config.final.epochs < 1:
         raise ConfigError(f"final.epochs: {config.final.epochs} must be at least 1")
+    if config.final.restarts < 1:
+        raise ConfigError(f"final.restarts: {config.final.restarts} must be at least 1")
     if config.final.views is not None and config.final.views < 1:
         raise ConfigError(f"final.views: {config.final.views} must be at least 1 or null")
     if config.serve.backend not in ("keras", "onnx"):

@@ -271,6 +271,13 @@ class RunLogger:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
+    def curves(self, history: dict[str, list[float]]) -> None:
+        """Per-epoch series (name -> values): value i is logged at step i, in batches of 1000."""
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, i) for k, values in history.items() for i, v in enumerate(values)]
+        for start in range(0, len(points), 1000):
+            self.client.log_batch(self.run_id, metrics=points[start : start + 1000])
+
     def tags(self, values: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, _short(str(v), 5000)) for k, v in values.items()])
 

@@ -64,6 +64,7 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("data.image_size=32", "data.image_size"),
         ("model.backbone=resnet", "model.backbone"),
         ("augmentation.shear_zoom_flip.views=0", "augmentation.shear_zoom_flip.views"),
+        ("final.restarts=0", "final.restarts"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(override, key):

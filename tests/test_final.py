@@ -18,7 +18,7 @@ from tests.synthetic import COLORS, write_image
 
 @pytest.fixture
 def final_overrides(overrides):
-    return [*overrides, "final.image_size=32", "final.epochs=4", "final.views=2"]
+    return [*overrides, "final.image_size=32", "final.epochs=4", "final.views=2", "final.restarts=2"]
 
 
 @pytest.fixture
@@ -71,6 +71,11 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert run.data.tags["tune_parent_run_id"] == tuned.parent_run_id
     assert run.data.params["hp.augmentation"] == "shear_zoom_flip" and run.data.params["views"] == "2"
     assert len(client.get_metric_history(first.run_id, "val_accuracy")) == 4
+    # two restarts (seeds 42, 43) logged; the kept one has the best val_accuracy of the two
+    restarts = [m.value for m in client.get_metric_history(first.run_id, "restart_val_accuracy")]
+    assert len(restarts) == 2 and first.val_accuracy == max(restarts)
+    assert run.data.params["seed"] == str(first.seed) and first.seed in (42, 43)
+    assert len(client.get_metric_history(first.run_id, "restart_1_val_accuracy")) == 4
     loaded = registry.load("models:/fashion-classifier/1", config.tracking.uri)
     assert loaded.class_names == ["hat", "pants", "shoes"] and loaded.image_size == 32 and loaded.version == "1"
 

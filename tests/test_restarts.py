@@ -1,0 +1,65 @@
+"""train-final's restarts: one head per seed, the best validation epoch of the best restart is kept."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from fashion_exp.restarts import Restart, train_once, train_restarts
+
+
+def _features(seed=0, n=120, dim=8, classes=3):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim)) * 1.2
+    labels = rng.integers(0, classes, n)
+    features = (centers[labels] + rng.normal(size=(n, dim))).astype(np.float32)
+    return features, labels
+
+
+HP = {"learning_rate": 0.01, "size_inner": 8, "droprate": 0.2}
+
+
+def _data():
+    train, train_y = _features(0)
+    val, val_y = _features(1, n=60)
+    return train[None], train_y, (val, val_y)
+
+
+def test_the_kept_head_is_the_best_epoch_of_the_best_restart():
+    views, labels, (val, val_y) = _data()
+    seen = []
+    train = partial(train_once, views, labels, (val, val_y), 3, HP, 6, 16)
+    head, best, every = train_restarts(train, [3, 4, 5], on_restart=lambda i, r: seen.append((i, r.seed)))
+    assert seen == [(0, 3), (1, 4), (2, 5)]
+    assert [r.seed for r in every] == [3, 4, 5]
+    assert best.rank() == max(r.rank() for r in every)
+    assert len({tuple(r.history["val_accuracy"]) for r in every}) > 1  # the seeds really differ
+    for r in every:
+        assert r.val_accuracy == max(r.history["val_accuracy"])
+        assert r.val_accuracy == r.history["val_accuracy"][r.best_epoch]
+    # the returned head holds the chosen restart's best epoch, not its last one
+    predicted = head.predict(val, verbose=0).argmax(1)
+    assert np.mean(predicted == val_y) == pytest.approx(best.val_accuracy, abs=1e-6)
+
+
+def test_one_restart_equals_one_training_with_that_seed():
+    views, labels, val = _data()
+    _, alone = train_once(views, labels, val, 3, HP, 5, 16, 7)
+    _, best, every = train_restarts(partial(train_once, views, labels, val, 3, HP, 5, 16), [7])
+    assert len(every) == 1 and best.history == alone.history
+
+
+def test_ties_go_to_the_lower_val_loss_then_the_earlier_restart():
+    outcomes = {
+        1: Restart(1, 3, 0.9, 0.40, {}),
+        2: Restart(2, 5, 0.9, 0.30, {}),  # same accuracy as 1, lower loss: wins
+        3: Restart(3, 2, 0.8, 0.10, {}),  # lowest loss, lower accuracy
+        4: Restart(4, 0, 0.9, 0.30, {}),  # an exact tie with 2: the earlier restart stays
+    }
+    head, best, every = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4])
+    assert head == "head 2" and best.seed == 2 and len(every) == 4
+
+
+def test_no_seeds_is_an_error():
+    with pytest.raises(ValueError, match="at least one seed"):
+        train_restarts(lambda seed: None, [])
