@@ -118,12 +118,13 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
             )
             run.figure(grid, "evaluation/misclassified.png")
         versions = registry.record_test_accuracy(
-            config.tracking.uri, config.final.registered_model, loaded.run_id, result.accuracy
+            config.tracking.uri, config.final.registered_model, loaded.run_id, result.accuracy, result.loss
         )
         echo(
             f"Logged to run {loaded.run_id}"
             + (
-                f"; registry version(s) {', '.join(versions)} tagged test_accuracy={result.accuracy:.4f}"
+                f"; registry version(s) {', '.join(versions)} tagged "
+                f"test_accuracy={result.accuracy:.4f}, test_loss={result.loss:.4f}"
                 if versions
                 else ""
             )

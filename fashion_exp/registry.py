@@ -20,6 +20,7 @@ from fashion_exp.errors import UserError
 CHAMPION = "champion"
 PREVIOUS = "previous"
 TEST_ACCURACY = "test_accuracy"
+TEST_LOSS = "test_loss"
 
 
 @dataclass
@@ -144,8 +145,15 @@ def _accuracy(version) -> float | None:
     return float(value) if value is not None else None
 
 
-def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float) -> list[str]:
-    """Tag every registered version logged by run_id with its test accuracy; returns the versions."""
+def _rank(version) -> tuple[float, float, int]:
+    """Best test accuracy first; equal accuracies (1/372 apart on the real test split) go to the
+    lower test loss, then to the newer version."""
+    loss = (version.tags or {}).get(TEST_LOSS)
+    return (_accuracy(version), -float(loss) if loss is not None else float("-inf"), int(version.version))
+
+
+def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float, loss: float | None = None) -> list[str]:
+    """Tag every registered version logged by run_id with its test accuracy (and loss); returns the versions."""
     client = _client(uri)
     try:
         versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
@@ -153,6 +161,8 @@ def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float) -> l
         return []
     for version in versions:
         client.set_model_version_tag(name, version.version, TEST_ACCURACY, f"{accuracy:.6f}")
+        if loss is not None:
+            client.set_model_version_tag(name, version.version, TEST_LOSS, f"{loss:.6f}")
     return [str(v.version) for v in versions]
 
 
@@ -187,7 +197,7 @@ def promote(
         evaluated = [v for v in versions if _accuracy(v) is not None]
         if not evaluated:
             raise UserError(f"no version of '{name}' has a test accuracy: run `python -m fashion_exp evaluate` first")
-        candidate = max(evaluated, key=lambda v: (_accuracy(v), int(v.version)))
+        candidate = max(evaluated, key=_rank)
     champion = _alias(client, name, CHAMPION)
     if champion is not None and champion.version == candidate.version:
         return [f"version {candidate.version} is already the champion; nothing changed"]

@@ -157,3 +157,20 @@ def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
     answer = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
     assert answer.status_code == 200 and answer.json()["model"]["backend"] == "onnx"
     assert answer.json()["category"] in ["hat", "pants", "shoes"]
+
+
+def test_promote_breaks_accuracy_ties_by_test_loss(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    client = MlflowClient(uri, uri)
+    client.create_registered_model("m")
+    experiment = client.create_experiment("e")
+    results = {"1": (0.9, 0.25), "2": (0.9, 0.30), "3": (0.8, 0.10)}  # version -> (accuracy, loss)
+    for version, (accuracy, loss) in results.items():
+        run_id = client.create_run(experiment).info.run_id
+        assert str(client.create_model_version("m", f"runs:/{run_id}/model", run_id).version) == version
+        assert registry.record_test_accuracy(uri, "m", run_id, accuracy, loss) == [version]
+    assert client.get_model_version("m", "1").tags == {"test_accuracy": "0.900000", "test_loss": "0.250000"}
+    # 1 and 2 tie on accuracy: the lower loss wins although it is not the newest
+    assert registry.promote(uri, "m") == ["'m@champion' -> version 1 (test accuracy 0.9000)"]
+    # an equal accuracy is not a worse one: version 2 may replace 1 without --force
+    assert registry.promote(uri, "m", version="2")[-1] == "'m@champion' -> version 2 (test accuracy 0.9000)"
