@@ -161,11 +161,9 @@ def cmd_promote(overrides: list[str], version, run, rollback: bool, force: bool)
 
 
 def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: int, as_json: bool) -> int:
-    import json
-
     from fashion_exp import registry
     from fashion_exp.config import load_config
-    from fashion_exp.predict import expand, format_table, predict_files
+    from fashion_exp.predict import expand, format_json, format_table, predict_files
 
     if not paths:
         raise UserError("predict needs at least one image file or folder")
@@ -175,22 +173,7 @@ def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: in
     files = expand(paths)
     loaded = registry.load(model or _champion(config), config.tracking.uri)
     predictions = predict_files(loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels)
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "path": p.path,
-                        "top": [{"class": c, "probability": round(v, 6)} for c, v in p.top],
-                        "error": p.error,
-                    }
-                    for p in predictions
-                ],
-                indent=2,
-            )
-        )
-    else:
-        print(format_table(predictions))
+    print(format_json(predictions) if as_json else format_table(predictions))
     return 1 if any(p.error for p in predictions) else 0
 
 

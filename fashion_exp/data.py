@@ -120,7 +120,8 @@ def decode_image(
         raise ImageError(f"{name}: not an image Pillow can read", "not_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
-            f"{name}: more pixels than the decompression-bomb limit of {max_pixels} (data.max_image_pixels)"
+            f"{name}: more pixels than the decompression-bomb limit of {max_pixels} (data.max_image_pixels)",
+            "too_large",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{name}: corrupt or truncated image ({err})") from None

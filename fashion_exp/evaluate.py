@@ -105,16 +105,17 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
             ),
             "evaluation/confusion_matrix.png",
         )
-        wrong = np.flatnonzero(probabilities.argmax(1) != labels)[:36]
+        wrong = np.flatnonzero(probabilities.argmax(1) != labels)
         if len(wrong):
             names = loaded.class_names
+            shown = wrong[:36]
             grid = plots.image_grid(
-                [decoder.load(paths[i]) for i in wrong],
+                [decoder.load(paths[i]) for i in shown],
                 [
                     f"true {names[labels[i]]}\npred {names[probabilities[i].argmax()]} {probabilities[i].max():.2f}"
-                    for i in wrong
+                    for i in shown
                 ],
-                f"misclassified test photos ({len(np.flatnonzero(probabilities.argmax(1) != labels))} in all)",
+                f"misclassified test photos ({len(wrong)} in all)",
             )
             run.figure(grid, "evaluation/misclassified.png")
         versions = registry.record_test_accuracy(

@@ -7,7 +7,6 @@ logged with MLflow's Keras flavour and registered.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -157,9 +156,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
             plots.compare_trials(curves, f"seed {chosen.seed}", f"final {size}px: val_accuracy of each restart"),
             "plots/restarts_val_accuracy.png",
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            head.save(Path(tmp) / "head.keras")
-            run.file(Path(tmp) / "head.keras", "checkpoint")
+        run.keras(head, "checkpoint/head.keras")
 
         model = assemble(backbone, head)
         echo("Checking the assembled model on the validation photos ...")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def predict_files(
         for (i, _), row in zip(chunk, probabilities, strict=True):
             results[i].top = top_k(row, model.class_names, k)
     return results
+
+
+def top_as_json(top: list[tuple[str, float]]) -> list[dict]:
+    """[(class, probability)] as the JSON both `predict --json` and the HTTP API answer with."""
+    return [{"class": c, "probability": round(p, 6)} for c, p in top]
+
+
+def format_json(predictions: list[Prediction]) -> str:
+    rows = [{"path": p.path, "top": top_as_json(p.top), "error": p.error} for p in predictions]
+    return json.dumps(rows, indent=2)
 
 
 def format_table(predictions: list[Prediction]) -> str:

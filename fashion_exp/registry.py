@@ -117,7 +117,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
 
 
 def _version_of(tracking_uri: str, uri: str, name: str) -> str | None:
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = _client(tracking_uri)
     rest = uri[len(f"models:/{name}") :]
     if rest.startswith("@"):
         return str(client.get_model_version_by_alias(name, rest[1:]).version)

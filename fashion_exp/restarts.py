@@ -80,7 +80,6 @@ def train_restarts(
         on_restart(index, restart)
         if best is None or restart.rank() > best.rank():
             best_head, best = head, restart
-        else:
-            del head
-            gc.collect()
+        del head
+        gc.collect()  # the losing head (this one or the one it replaced) goes now, not at exit
     return best_head, best, every

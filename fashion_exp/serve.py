@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from fashion_exp.data import Decoder
 from fashion_exp.errors import ImageError
 from fashion_exp.page import INDEX_HTML
-from fashion_exp.predict import top_k
+from fashion_exp.predict import top_as_json, top_k
 
 STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 400, "not_image": 415, "missing": 400}
 
@@ -75,7 +75,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         with lock:
             probabilities = predictor.predict(image[None])[0]
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
-        return {"category": top[0][0], "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+        return {"category": top[0][0], "top": top_as_json(top)}
 
     @app.post("/predict")
     async def predict(request: Request):

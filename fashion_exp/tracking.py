@@ -175,42 +175,30 @@ class SearchTracker:
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
 
     def epoch_ended(self, trial, epoch: int, logs: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.children[trial.trial_id], metrics=[Metric(k, v, now, epoch) for k, v in logs.items()]
-        )
+        RunLogger(self.client, self.children[trial.trial_id]).metrics(logs, step=epoch)
         history = self._history[trial.trial_id]
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
 
     def trial_ended(self, trial, best_model) -> None:
-        run_id = self.children[trial.trial_id]
+        run = RunLogger(self.client, self.children[trial.trial_id])
         seconds = time.time() - self._started.pop(trial.trial_id, time.time())
-        now = int(time.time() * 1000)
-        metrics = [Metric("trial_seconds", seconds, now, 0), Metric("rss_mb", rss_mb(), now, 0)]
+        run.metrics({"trial_seconds": seconds, "rss_mb": rss_mb()})
         if trial.status != "COMPLETED" or best_model is None:
             message = (trial.message or "unknown error").strip()
-            self.client.log_batch(
-                run_id, metrics=metrics, tags=[RunTag("error", _short(message.splitlines()[-1], 5000))]
-            )
-            self.client.log_text(run_id, message, "error.txt")
-            self.client.set_terminated(run_id, status="FAILED")
+            run.tags({"error": message.splitlines()[-1]})
+            run.text(message, "error.txt")
+            run.end("FAILED")
             return
-        metrics += [
-            Metric("best_val_accuracy", float(trial.score), now, 0),
-            Metric("best_epoch", float(trial.best_step), now, 0),
-        ]
-        self.client.log_batch(run_id, metrics=metrics)
+        run.metrics({"best_val_accuracy": trial.score, "best_epoch": trial.best_step})
         history = self._history.pop(trial.trial_id, {})
         if history:
-            fig = plots.learning_curves(history, f"trial {trial.trial_id}: {trial.hyperparameters.values}")
-            self.client.log_figure(run_id, fig, "plots/learning_curves.png")
-            plots.close(fig)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "head.keras"
-            best_model.save(path)  # the best epoch's weights, as ModelCheckpoint(save_best_only) keeps
-            self.client.log_artifact(run_id, str(path), "checkpoint")
-        self.client.set_terminated(run_id, status="FINISHED")
+            run.figure(
+                plots.learning_curves(history, f"trial {trial.trial_id}: {trial.hyperparameters.values}"),
+                "plots/learning_curves.png",
+            )
+        run.keras(best_model, "checkpoint/head.keras")  # the best epoch's weights, as ModelCheckpoint keeps
+        run.end("FINISHED")
 
 
 # ---- final runs ---------------------------------------------------------------------------------
@@ -293,6 +281,13 @@ class RunLogger:
 
     def file(self, path: Path | str, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
+
+    def keras(self, model, name: str) -> None:
+        """A Keras model saved as the artifact `name` (folder/file.keras)."""
+        folder, _, file_name = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / file_name)
+            self.file(Path(tmp) / file_name, folder or None)
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

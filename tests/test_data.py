@@ -120,8 +120,9 @@ def test_decompression_bomb_is_refused(tmp_path):
     Image.new("RGB", (400, 400)).save(tmp_path / "big.png")
     with pytest.raises(ImageError, match="decompression-bomb limit"):
         load_image(tmp_path / "big.png", 32, max_pixels=10_000)
-    with pytest.raises(ImageError, match="decompression-bomb limit"):
+    with pytest.raises(ImageError, match="decompression-bomb limit") as err:
         load_image(tmp_path / "big.png", 32, max_pixels=100_000)  # over the limit but under 2x
+    assert err.value.kind == "too_large"
 
 
 def test_decode_bytes_names_the_upload():
