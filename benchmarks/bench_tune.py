@@ -48,16 +48,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def throughput(model_config, dataset, size: int, n: int) -> float:
+def throughput(config, dataset, size: int, n: int) -> float:
     """Images/s of decode + frozen Xception forward pass at size x size (first batch not counted)."""
     import numpy as np
 
-    from fashion_exp.data import load_image
-    from fashion_exp.features import build_backbone
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.backbone import build_backbone
 
-    backbone = build_backbone(model_config, size)
+    backbone = build_backbone(config.model, size, config.seed)
+    decoder = Decoder.for_data(config.data, size)
     paths = dataset.paths("train")[: n + 32]
-    batch = lambda ps: np.stack([load_image(p, size) for p in ps])  # noqa: E731
+    batch = lambda ps: np.stack([decoder.load(p) for p in ps])  # noqa: E731
     backbone.model.predict_on_batch(batch(paths[:32]))  # warm-up: graph tracing
     start = time.perf_counter()
     for i in range(32, 32 + n, 32):
@@ -65,19 +66,25 @@ def throughput(model_config, dataset, size: int, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def cached_trial(features, labels, val, val_labels, epochs: int = 10) -> float:
+PARAMS = dict(learning_rate=0.001, size_inner=100, droprate=0.2, augmentation="none")  # the course's pick
+
+
+def cached_trial(config, features, labels, val, val_labels, epochs: int = 10) -> float:
     """Seconds for one trial on cached features: build the head and fit it for `epochs`, as tune does."""
     import tensorflow as tf
 
-    from fashion_exp.head import build_head, fit_on_views, steps_for
+    from fashion_exp.hyperparameters import HeadParams
+    from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
+    batch = config.tuner.batch_size
     start = time.perf_counter()
-    head = build_head(features.shape[-1], 10, 0.001, 100, 0.2, steps_per_epoch=steps_for(len(labels), 32))
-    fit_on_views(head, tf.constant(features[None]), labels, (val, val_labels), 32, 0, epochs)
+    head = build_head(features.shape[-1], 10, HeadParams(**PARAMS), config.seed, steps_for(len(labels), batch))
+    views = tf.constant(features[None])
+    fit_on_views(head, views, labels, (val, val_labels), batch, config.tuner.validation_batch_size, 0, epochs)
     return time.perf_counter() - start
 
 
-def naive_trial(model_config, dataset, size: int, n_train: int, epochs: int = 10) -> tuple[float, float]:
+def naive_trial(config, dataset, size: int, n_train: int, epochs: int = 10) -> tuple[float, float]:
     """Seconds for the naive trial: the whole model (frozen Xception + head) fitted on images.
 
     Fits one epoch on n_train training images and evaluates on n_train // 3 validation images,
@@ -86,12 +93,14 @@ def naive_trial(model_config, dataset, size: int, n_train: int, epochs: int = 10
     import keras
     import numpy as np
 
-    from fashion_exp.data import load_image
-    from fashion_exp.features import build_backbone
-    from fashion_exp.head import build_head
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.backbone import build_backbone
+    from fashion_exp.hyperparameters import HeadParams
+    from fashion_exp.search.head import build_head
 
-    backbone = build_backbone(model_config, size)
-    head = build_head(backbone.dim, 10, 0.001, 100, 0.2)
+    backbone = build_backbone(config.model, size, config.seed)
+    load_image = Decoder.for_data(config.data, size).load
+    head = build_head(backbone.dim, 10, HeadParams(**PARAMS), config.seed, steps_per_epoch=1)
     model = keras.Model(backbone.model.input, head(backbone.model.output))
     model.compile(
         optimizer=keras.optimizers.Adam(0.001),
@@ -99,9 +108,9 @@ def naive_trial(model_config, dataset, size: int, n_train: int, epochs: int = 10
         metrics=["accuracy"],
     )
     n_val = max(n_train // 3, 32)
-    x = np.stack([load_image(p, size) for p in dataset.paths("train")[:n_train]])
+    x = np.stack([load_image(p) for p in dataset.paths("train")[:n_train]])
     y = dataset.labels("train")[:n_train]
-    xv = np.stack([load_image(p, size) for p in dataset.paths("validation")[:n_val]])
+    xv = np.stack([load_image(p) for p in dataset.paths("validation")[:n_val]])
     yv = dataset.labels("validation")[:n_val]
     model.fit(x[:32], y[:32], epochs=1, verbose=0)  # warm-up: graph tracing
     start = time.perf_counter()
@@ -110,7 +119,7 @@ def naive_trial(model_config, dataset, size: int, n_train: int, epochs: int = 10
     # decoding is part of the naive loop too (an ImageDataGenerator reads files every epoch)
     start = time.perf_counter()
     for p in dataset.paths("train")[:n_train] + dataset.paths("validation")[:n_val]:
-        load_image(p, size)
+        load_image(p)
     decode_seconds = time.perf_counter() - start
     measured = fit_seconds + decode_seconds
     per_image = measured / (n_train + n_val)  # train and validation images cost about the same
@@ -150,21 +159,21 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    from fashion_exp.config import ModelConfig
-    from fashion_exp.data import scan_dataset
+    from fashion_exp.config import load_config
+    from fashion_exp.data.dataset import scan_configured
 
-    model_config = ModelConfig(weights=str(args.weights))
-    dataset = scan_dataset(args.data, ["train", "validation"])
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-tune-"))
+    work.mkdir(parents=True, exist_ok=True)
+    config = load_config([f"data.root={args.data}", f"model.weights={args.weights}", f"work_dir={work / 'cache'}"])
+    dataset = scan_configured(config.data, ["train", "validation"], config.work_dir)
     rows: list[tuple[str, str]] = []
     results: dict[str, float] = {}
 
     for size in (150, 299):
-        results[f"throughput_{size}"] = throughput(model_config, dataset, size, args.throughput_images)
+        results[f"throughput_{size}"] = throughput(config, dataset, size, args.throughput_images)
         rows.append((f"Xception features at {size}px (decode + forward)", f"{results[f'throughput_{size}']:.1f} img/s"))
         print(rows[-1], flush=True)
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-tune-"))
-    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FASHION_DATA": str(args.data), "FASHION_WEIGHTS": str(args.weights)}
     if not args.skip_tune:
         cold, out = run_tune(work, args.overrides, env, fresh=False)
@@ -177,21 +186,14 @@ def main() -> None:
         print(out[out.find("Timings") :], flush=True)
 
     # the cached trial uses the 150px features (from the cold tune's cache when it ran)
-    from fashion_exp.augment import is_identity  # noqa: F401  (documents: identity policy = no augmentation)
-    from fashion_exp.config import AugmentationPolicy
-    from fashion_exp.features import FeatureCache, build_backbone, extract_features, jobs_for_policy
+    from fashion_exp.features.prepare import prepare_features
 
-    backbone = build_backbone(model_config, 150)
-    train_job = jobs_for_policy("train", AugmentationPolicy())[0]
-    val_job = jobs_for_policy("validation", AugmentationPolicy())[0]
-    feats = extract_features(backbone, dataset, FeatureCache(work / "cache" / "features"), [train_job, val_job])
-    del backbone
-    trial = [
-        cached_trial(feats[train_job], dataset.labels("train"), feats[val_job], dataset.labels("validation"))
-        for _ in range(3)
-    ]
+    prepared = prepare_features(config, 150, {"none": config.augmentation["none"]}, echo=lambda *_: None)
+    train = prepared.train_views["none"][0]
+    trial = [cached_trial(config, train, prepared.train_labels, prepared.val, prepared.val_labels) for _ in range(3)]
+    del prepared
     results["cached_trial"] = float(np.median(trial))
-    measured, scaled = naive_trial(model_config, dataset, 150, args.naive_images)
+    measured, scaled = naive_trial(config, dataset, 150, args.naive_images)
     results.update(naive_trial_measured=measured, naive_trial_scaled=scaled)
 
     speedup = results["naive_trial_scaled"] / results["cached_trial"]

@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="promote even if worse or not evaluated")
     predict = command("predict", "top-k categories for image files and folders")
     predict.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
-    predict.add_argument("--top-k", type=int, default=3, help="categories shown per image (default 3)")
+    predict.add_argument("--top-k", type=int, help="categories shown per image (default: predict.top_k)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     serve = command("serve", "serve the model over HTTP: POST /predict, GET /health, /version and the upload page")
     serve.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
@@ -87,14 +87,14 @@ def _split(parser: argparse.ArgumentParser, words: list[str], paths_allowed: boo
 
 def cmd_tune(overrides: list[str]) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.search import run_search
+    from fashion_exp.search.run import run_search
 
     config = load_config(overrides)
     result = run_search(config)
     if result.best_trial_id is None:
         print(f"No trial completed. Parent run {result.parent_run_id} holds the errors.")
         return 1
-    print(f"\nBest trial {result.best_trial_id}: val_accuracy {result.best_score:.4f}")
+    print(f"\nBest trial {result.best_trial_id}: {result.objective} {result.best_score:.4f}")
     for key, value in result.best_hyperparameters.items():
         print(f"  {key} = {value}")
     print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {result.tracking_uri}")
@@ -104,7 +104,7 @@ def cmd_tune(overrides: list[str]) -> int:
 
 def cmd_fetch_data(overrides: list[str], force: bool) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.download import fetch_dataset, has_dataset
+    from fashion_exp.data.download import fetch_dataset, has_dataset
 
     config = load_config(overrides)
     root = Path(config.data.root)
@@ -118,13 +118,13 @@ def cmd_fetch_data(overrides: list[str], force: bool) -> int:
 
 def cmd_train_final(overrides: list[str]) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.final import train_final
+    from fashion_exp.final.train import train_final
 
     config = load_config(overrides)
     result = train_final(config)
     print(
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
-        f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters}"
+        f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters.as_dict()}"
     )
     print(
         f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
@@ -138,7 +138,7 @@ def cmd_train_final(overrides: list[str]) -> int:
 
 def cmd_evaluate(overrides: list[str], model: str | None) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.evaluate import evaluate
+    from fashion_exp.final.evaluate import evaluate
 
     config = load_config(overrides)
     evaluate(config, model)
@@ -146,8 +146,8 @@ def cmd_evaluate(overrides: list[str], model: str | None) -> int:
 
 
 def cmd_promote(overrides: list[str], version, run, rollback: bool, force: bool) -> int:
-    from fashion_exp import registry
     from fashion_exp.config import load_config
+    from fashion_exp.tracking import registry
 
     config = load_config(overrides)
     name = config.final.registered_model
@@ -160,19 +160,22 @@ def cmd_promote(overrides: list[str], version, run, rollback: bool, force: bool)
     return 0
 
 
-def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: int, as_json: bool) -> int:
-    from fashion_exp import registry
+def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: int | None, as_json: bool) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.predict import expand, format_json, format_table, predict_files
+    from fashion_exp.serving.predict import expand, format_json, format_table, predict_files
+    from fashion_exp.tracking import registry
 
     if not paths:
         raise UserError("predict needs at least one image file or folder")
-    if k < 1:
+    if k is not None and k < 1:
         raise UserError(f"--top-k {k}: must be at least 1")
     config = load_config(overrides)
+    k = k or config.predict.top_k
     files = expand(paths)
     loaded = registry.load(model or _champion(config), config.tracking.uri)
-    predictions = predict_files(loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels)
+    predictions = predict_files(
+        loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels, config.model.batch_size
+    )
     print(format_json(predictions) if as_json else format_table(predictions))
     return 1 if any(p.error for p in predictions) else 0
 
@@ -186,9 +189,9 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
 
     import uvicorn
 
-    from fashion_exp import registry
     from fashion_exp.config import load_config
-    from fashion_exp.serve import ServeSettings, create_app
+    from fashion_exp.serving.app import ServeSettings, create_app
+    from fashion_exp.tracking import registry
 
     config = load_config(overrides)
     settings = config.serve
@@ -202,7 +205,7 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
             ) from None
     reference = model or _champion(config)
     if settings.backend == "onnx":
-        from fashion_exp.onnx_export import load_onnx
+        from fashion_exp.final.onnx_export import load_onnx
 
         predictor = load_onnx(reference, config.tracking.uri)
     else:
@@ -212,22 +215,14 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
         f"http://{settings.host}:{settings.port}/",
         flush=True,
     )
-    app = create_app(
-        predictor,
-        ServeSettings(
-            max_upload_bytes=int(settings.max_upload_mb * 2**20),
-            max_image_pixels=config.data.max_image_pixels,
-            top_k=settings.top_k,
-            backend=settings.backend,
-        ),
-    )
+    app = create_app(predictor, ServeSettings.from_config(config))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 
 
 def cmd_export_onnx(overrides: list[str], model: str | None) -> int:
     from fashion_exp.config import load_config
-    from fashion_exp.onnx_export import export
+    from fashion_exp.final.onnx_export import export
 
     config = load_config(overrides)
     result = export(config, model or _champion(config))

@@ -1,10 +1,16 @@
-"""Typed config: the schema of conf/ and load_config(), which composes it with Hydra's compose API."""
+"""Typed config: the schema of conf/, each section's rules beside its fields, and load_config().
+
+The dataclasses hold types only: every default lives in conf/ (a schema default would one day
+disagree with the YAML). load_config composes conf/ with Hydra's compose API, merges it into the
+schema and runs each section's check(), which raises ConfigError naming the bad key.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,126 +18,226 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fashion_exp.errors import ConfigError
+from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, check_value
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+BACKBONES = ("xception", "tiny")
+TUNERS = ("random", "bayesian", "hyperband", "grid")
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # name -> keras-tuner direction
+SERVE_BACKENDS = ("keras", "onnx")
+XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
+
+
+def _at_least(key: str, value: float | None, least: float = 1, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if value is None or value < least:
+        raise ConfigError(f"{key}: {value} must be at least {least}{' or null' if nullable else ''}")
+
+
+def _one_of(key: str, value: str, allowed: Collection[str], what: str = "value") -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: unknown {what} '{value}' (use one of {', '.join(allowed)})")
 
 
 @dataclass
 class DataConfig:
-    root: str = "data/clothing-dataset-small"
-    url: str = ""
-    image_size: int = 150
-    interpolation: str = "nearest"
-    limit_per_class: int | None = None
-    max_image_pixels: int = 89_478_485
+    root: str
+    url: str
+    image_size: int
+    interpolation: str
+    limit_per_class: int | None
+    max_image_pixels: int
+    scan_size: int
+
+    def check(self, key: str) -> None:
+        _at_least(f"{key}.image_size", self.image_size)
+        _one_of(f"{key}.interpolation", self.interpolation, INTERPOLATIONS)
+        _at_least(f"{key}.limit_per_class", self.limit_per_class, nullable=True)
+        _at_least(f"{key}.max_image_pixels", self.max_image_pixels)
+        _at_least(f"{key}.scan_size", self.scan_size)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "xception"
-    weights: str = "imagenet"
-    batch_size: int = 32
+    backbone: str
+    weights: str
+    batch_size: int
+
+    def check(self, key: str) -> None:
+        _one_of(f"{key}.backbone", self.backbone, BACKBONES, "backbone")
+        _at_least(f"{key}.batch_size", self.batch_size)
+
+    def check_size(self, key: str, size: int) -> None:
+        """A backbone's smallest input: Xception needs 71 pixels."""
+        if self.backbone == "xception" and size < XCEPTION_MIN_SIZE:
+            raise ConfigError(f"{key}: Xception needs at least {XCEPTION_MIN_SIZE} pixels, got {size}")
 
 
 @dataclass
 class AugmentationPolicy:
-    views: int = 1
-    rotation: float = 0.0
-    shift: float = 0.0
-    shear: float = 0.0
-    zoom: float = 0.0
-    horizontal_flip: bool = False
+    views: int  # K precomputed random views per training image
+    rotation: float
+    shift: float
+    shear: float
+    zoom: float
+    horizontal_flip: bool
 
-
-@dataclass
-class ParamSpace:
-    type: str = "choice"
-    values: list[Any] | None = None
-    min: float | None = None
-    max: float | None = None
-    step: float | None = None
-    log: bool = False
-
-
-@dataclass
-class SearchSpace:
-    learning_rate: ParamSpace = field(default_factory=ParamSpace)
-    size_inner: ParamSpace = field(default_factory=ParamSpace)
-    droprate: ParamSpace = field(default_factory=ParamSpace)
-    augmentation: ParamSpace = field(default_factory=ParamSpace)
+    def check(self, key: str) -> None:
+        _at_least(f"{key}.views", self.views)
+        for name in ("rotation", "shift", "shear", "zoom"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{key}.{name}: must be >= 0")
+        if self.zoom >= 1:
+            raise ConfigError(f"{key}.zoom: {self.zoom} must be below 1")
 
 
 @dataclass
 class TunerConfig:
-    type: str = "random"
-    max_trials: int = 20
-    epochs: int = 10
-    batch_size: int = 32
-    objective: str = "val_accuracy"
-    factor: int = 3
-    initial_points: int | None = None
+    type: str
+    max_trials: int
+    epochs: int
+    batch_size: int
+    validation_batch_size: int
+    objective: str
+    max_consecutive_failed_trials: int
+    factor: int | None = None  # hyperband only (conf/tuner/hyperband.yaml)
+    initial_points: int | None = None  # bayesian only (conf/tuner/bayesian.yaml)
+
+    @property
+    def direction(self) -> str:
+        """'max' or 'min': how the objective ranks trials, epochs and restarts."""
+        return OBJECTIVES[self.objective]
+
+    def check(self, key: str) -> None:
+        _one_of(f"{key}.type", self.type, TUNERS, "tuner")
+        _one_of(f"{key}.objective", self.objective, OBJECTIVES, "objective")
+        for name in ("max_trials", "epochs", "batch_size", "validation_batch_size", "max_consecutive_failed_trials"):
+            _at_least(f"{key}.{name}", getattr(self, name))
+        if self.type == "hyperband":
+            _at_least(f"{key}.factor", self.factor, least=2)
+        _at_least(f"{key}.initial_points", self.initial_points, nullable=True)
 
 
 @dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "fashion-classifier-search"
+    uri: str
+    experiment: str
+
+    def check(self, key: str) -> None:
+        if not self.uri.strip() or not self.experiment.strip():
+            raise ConfigError(f"{key}.uri and {key}.experiment must not be empty")
 
 
 @dataclass
 class FinalConfig:
-    image_size: int = 299
-    epochs: int = 30
-    restarts: int = 5
-    experiment: str = "fashion-classifier"
-    registered_model: str = "fashion-classifier"
-    views: int | None = None
-    learning_rate: float | None = None
-    size_inner: int | None = None
-    droprate: float | None = None
-    augmentation: str | None = None
+    image_size: int
+    epochs: int
+    restarts: int
+    experiment: str
+    registered_model: str
+    views: int | None
+    hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
+
+    def check(self, key: str) -> None:
+        _at_least(f"{key}.image_size", self.image_size)
+        _at_least(f"{key}.epochs", self.epochs)
+        _at_least(f"{key}.restarts", self.restarts)
+        _at_least(f"{key}.views", self.views, nullable=True)
+        unknown = sorted(set(self.hp) - set(NAMES))
+        if unknown:
+            raise ConfigError(f"{key}.hp.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")
+
+
+@dataclass
+class PredictConfig:
+    top_k: int
+
+    def check(self, key: str) -> None:
+        _at_least(f"{key}.top_k", self.top_k)
 
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    backend: str = "keras"
-    max_upload_mb: float = 10.0
-    top_k: int = 3
+    host: str
+    port: int
+    backend: str
+    max_upload_mb: float
+    top_k: int
+
+    def check(self, key: str) -> None:
+        _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{key}.port: {self.port} is not a TCP port")
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"{key}.max_upload_mb: {self.max_upload_mb} must be > 0")
+        _at_least(f"{key}.top_k", self.top_k)
 
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augmentation: dict[str, AugmentationPolicy] = field(default_factory=dict)
-    search: SearchSpace = field(default_factory=SearchSpace)
-    tuner: TunerConfig = field(default_factory=TunerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    final: FinalConfig = field(default_factory=FinalConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    seed: int = 42
-    work_dir: str = ".fashion_exp"
-    fresh: bool = False
-    from_run: str | None = None
+    data: DataConfig
+    model: ModelConfig
+    augmentation: dict[str, AugmentationPolicy]
+    search: dict[str, ParamSpace]  # head hyperparameter -> its space (fashion_exp/hyperparameters.py)
+    tuner: TunerConfig
+    tracking: TrackingConfig
+    final: FinalConfig
+    predict: PredictConfig
+    serve: ServeConfig
+    seed: int
+    work_dir: str
+    fresh: bool
+    from_run: str | None
+
+    def choices(self) -> dict[str, list[str]]:
+        """Config group -> the names a categorical hyperparameter may take (the loaded policies)."""
+        return {"augmentation": list(self.augmentation)}
+
+    def check(self) -> None:
+        """Every section's rules, then the rules that span sections."""
+        for section in ("data", "model", "tuner", "tracking", "final", "predict", "serve"):
+            getattr(self, section).check(section)
+        for name, policy in self.augmentation.items():
+            policy.check(f"augmentation.{name}")
+        self.model.check_size("data.image_size", self.data.image_size)
+        self.model.check_size("final.image_size", self.final.image_size)
+        missing = [name for name in NAMES if name not in self.search]
+        if missing:
+            raise ConfigError(f"search.{missing[0]}: no entry (every head hyperparameter needs a space in conf/search)")
+        unknown = sorted(set(self.search) - set(NAMES))
+        if unknown:
+            raise ConfigError(f"search.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")
+        for row in ROWS:
+            self.search[row.name].check(f"search.{row.name}", row, self.choices(), self.tuner.type)
+            override = self.final.hp.get(row.name)
+            if override is not None:
+                check_value(row, override, f"final.hp.{row.name}", self.choices())
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: Any) -> str:
     return re.sub(r"\s+", " ", str(message)).strip()
+
+
+def _register_generated_nodes() -> None:
+    """conf/final/default.yaml pulls in `final/hp_overrides`: one null per head hyperparameter,
+    made from the table so that `final.hp.<name>=value` works for every row without a YAML copy."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="final", name="hp_overrides", node=dict.fromkeys(NAMES))
 
 
 def compose(overrides: list[str] | None = None, config_dir: Path | str | None = None):
     """Compose conf/config.yaml with Hydra overrides; returns a DictConfig (no schema applied)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     directory = Path(config_dir or os.environ.get("FASHION_CONF") or CONFIG_DIR).resolve()
     if not (directory / "config.yaml").is_file():
         raise ConfigError(f"no config.yaml in {directory}: set FASHION_CONF to the conf/ folder")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     for override in overrides or []:
         try:
@@ -139,6 +245,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
         except HydraException as err:
             reason = _one_line(err).split(" See https")[0]
             raise ConfigError(f"cannot parse override '{override}': {reason}") from None
+    _register_generated_nodes()
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides or []))
@@ -147,12 +254,10 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
 
 
 def load_config(overrides: list[str] | None = None, config_dir: Path | str | None = None) -> Config:
-    """Compose the config, check every value against the schema and the search-space rules.
+    """Compose the config, type it with the schema and check every rule.
 
     Returns a typed Config; raises ConfigError with a one-line message naming the bad key.
     """
-    from fashion_exp.space import validate_config
-
     raw = compose(overrides, config_dir)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
@@ -162,7 +267,7 @@ def load_config(overrides: list[str] | None = None, config_dir: Path | str | Non
         reason = _one_line(getattr(err, "msg", err)).split(" full_key:")[0]
         where = f"config key '{key}'" if key else "config"
         raise ConfigError(f"{where}: {reason}") from None
-    validate_config(config)
+    config.check()
     return config
 
 

@@ -19,3 +19,17 @@ class ImageError(UserError):
     def __init__(self, message: str, kind: str = "corrupt"):
         super().__init__(message)
         self.kind = kind
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an error (or its type name): what a one-line message quotes."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0]
+
+
+def last_line(text: str | None) -> str:
+    """The last non-empty line of a message (a traceback's is the exception itself)."""
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""

@@ -34,3 +34,18 @@ def make_dataset(root: Path, per_split=None) -> Path:
                     root / split / name / f"{name}_{i}.jpg", COLORS[name], seed=zlib.crc32(f"{split}{name}{i}".encode())
                 )
     return root
+
+
+def data_config(root: Path | str = "data", *overrides: str):
+    """The data section of the real config (conf/) pointed at `root`: tests never restate defaults."""
+    from fashion_exp.config import load_config
+
+    return load_config([f"data.root={root}", *overrides]).data
+
+
+def scan(root: Path, splits: list[str], cache_dir: Path | None = None, limit_per_class: int | None = None):
+    """scan_dataset with conf/'s data settings (decompression-bomb limit, scan size)."""
+    from fashion_exp.data.dataset import scan_dataset
+
+    data = data_config(root)
+    return scan_dataset(root, splits, limit_per_class, data.max_image_pixels, data.scan_size, cache_dir)

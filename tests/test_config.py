@@ -8,10 +8,10 @@ from fashion_exp.errors import ConfigError
 
 def test_defaults_cover_the_course_grid():
     config = load_config([])
-    assert config.search.learning_rate.values == [0.0001, 0.001, 0.01, 0.1]
-    assert set(config.search.size_inner.values) >= {10, 100, 1000}
-    assert config.search.droprate.values == [0.0, 0.2, 0.5, 0.8]
-    assert "none" in config.search.augmentation.values and len(config.search.augmentation.values) >= 2
+    assert config.search["learning_rate"].values == [0.0001, 0.001, 0.01, 0.1]
+    assert set(config.search["size_inner"].values) >= {10, 100, 1000}
+    assert config.search["droprate"].values == [0.0, 0.2, 0.5, 0.8]
+    assert "none" in config.search["augmentation"].values and len(config.search["augmentation"].values) >= 2
     assert config.tuner.max_trials >= 20 and config.tuner.epochs == 10
     assert config.tracking.uri.startswith("sqlite:///mlflow.db") or "MLFLOW_TRACKING_URI" in __import__("os").environ
 
@@ -65,6 +65,23 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("model.backbone=resnet", "model.backbone"),
         ("augmentation.shear_zoom_flip.views=0", "augmentation.shear_zoom_flip.views"),
         ("final.restarts=0", "final.restarts"),
+        ("final.hp.droprate=1.5", "final.hp.droprate"),
+        ("final.hp.augmentation=sparkles", "final.hp.augmentation"),
+        ("+final.hp.momentum=0.9", "final.hp.momentum"),
+        ("tuner.objective=accuracy", "tuner.objective"),
+        ("tuner.max_consecutive_failed_trials=0", "tuner.max_consecutive_failed_trials"),
+        ("tuner.validation_batch_size=0", "tuner.validation_batch_size"),
+        ("tuner=hyperband tuner.factor=1", "tuner.factor"),
+        ("data.interpolation=cubic", "data.interpolation"),
+        ("data.scan_size=0", "data.scan_size"),
+        ("data.max_image_pixels=0", "data.max_image_pixels"),
+        ("predict.top_k=0", "predict.top_k"),
+        ("serve.backend=tflite", "serve.backend"),
+        ("serve.port=70000", "serve.port"),
+        ("search.augmentation.type=float", "search.augmentation.type"),
+        ("~search.droprate", "search.droprate"),
+        ("+search.momentum={type:choice,values:[0.9]}", "search.momentum"),
+        ("search.learning_rate.values=[inf]", "search.learning_rate.values"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(override, key):
@@ -94,3 +111,40 @@ def test_bad_overrides_give_one_line(override, needle):
 def test_missing_config_dir(tmp_path: Path):
     with pytest.raises(ConfigError, match="no config.yaml"):
         load_config([], config_dir=tmp_path)
+
+
+def test_every_head_hyperparameter_has_a_final_override_key_and_a_space():
+    from fashion_exp.hyperparameters import NAMES
+
+    config = load_config([])
+    assert list(config.final.hp) == list(NAMES) and all(v is None for v in config.final.hp.values())
+    assert list(config.search) == list(NAMES)
+    assert load_config(["final.hp.size_inner=10"]).final.hp["size_inner"] == 10
+
+
+def test_val_loss_is_an_objective_that_is_minimised():
+    config = load_config(["tuner.objective=val_loss"])
+    assert config.tuner.objective == "val_loss" and config.tuner.direction == "min"
+    assert load_config([]).tuner.direction == "max"
+
+
+def test_schema_holds_no_defaults_of_its_own():
+    """conf/ is the one home of defaults: a key missing from the YAML is an error, not a silent default."""
+    import dataclasses
+
+    from fashion_exp import config as schema
+
+    for section in (
+        schema.DataConfig,
+        schema.ModelConfig,
+        schema.AugmentationPolicy,
+        schema.FinalConfig,
+        schema.PredictConfig,
+        schema.ServeConfig,
+        schema.TrackingConfig,
+        schema.Config,
+    ):
+        given = [f.name for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING]
+        assert given == [], f"{section.__name__} defaults {given}: put them in conf/"
+    with pytest.raises(ConfigError, match="data.scan_size"):
+        load_config(["~data.scan_size"])

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_exp.data import decode_image, load_image, report, scan_dataset
+from fashion_exp.data.dataset import report
+from fashion_exp.data.images import Decoder, decode_image
 from fashion_exp.errors import DataError, ImageError
-from tests.synthetic import COLORS, write_image
+from tests.synthetic import COLORS, data_config, write_image
+from tests.synthetic import scan as scan_dataset
+
+DATA = data_config()
+
+
+def load_image(path, size, max_pixels=DATA.max_image_pixels):
+    return Decoder(size, DATA.interpolation, max_pixels).load(path)
 
 
 def test_scan_counts_every_class_and_split(dataset_root, tmp_path):
@@ -38,7 +46,7 @@ def test_broken_files_are_skipped_and_listed(dataset_root, tmp_path):
 def test_scan_verdicts_are_cached_until_a_file_changes(dataset_root, tmp_path, monkeypatch):
     scan_dataset(dataset_root, ["train", "validation"], cache_dir=tmp_path / "scan")
     calls = []
-    monkeypatch.setattr("fashion_exp.data.load_image", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("fashion_exp.data.dataset.decode_image", lambda *a, **k: calls.append(a))
     scan_dataset(dataset_root, ["train", "validation"], cache_dir=tmp_path / "scan")
     assert calls == []
     write_image(dataset_root / "train" / "hat" / "new.jpg", COLORS["hat"])
@@ -127,9 +135,9 @@ def test_decompression_bomb_is_refused(tmp_path):
 
 def test_decode_bytes_names_the_upload():
     with pytest.raises(ImageError, match="^upload: not an image"):
-        decode_image(b"hello", 32, name="upload")
+        decode_image(b"hello", 32, DATA.max_image_pixels, DATA.interpolation, name="upload")
     with pytest.raises(ImageError, match="^upload: empty"):
-        decode_image(b"", 32, name="upload")
+        decode_image(b"", 32, DATA.max_image_pixels, DATA.interpolation, name="upload")
 
 
 def test_missing_file(tmp_path):

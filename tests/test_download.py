@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from fashion_exp.download import fetch_dataset
+from fashion_exp.data.download import fetch_dataset
 from fashion_exp.errors import DataError
 from tests.synthetic import make_dataset
 

@@ -1,22 +1,32 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from fashion_exp.augment import random_transform, view_rng
-from fashion_exp.config import AugmentationPolicy, ModelConfig
-from fashion_exp.data import scan_dataset
-from fashion_exp.features import FeatureCache, FeatureKey, build_backbone, extract_features, jobs_for_policy
+from fashion_exp.config import load_config
+from fashion_exp.data.augment import IDENTITY, random_transform, view_rng
+from fashion_exp.data.images import Decoder
+from fashion_exp.features.backbone import build_backbone
+from fashion_exp.features.cache import FeatureCache, FeatureKey
+from fashion_exp.features.extract import extract_features, jobs_for_policy
+from tests.synthetic import COLORS, data_config, scan, write_image
 
-POLICY = AugmentationPolicy(views=3, shear=10.0, zoom=0.1, horizontal_flip=True)
+POLICY = load_config(["augmentation.shear_zoom_flip.views=3"]).augmentation["shear_zoom_flip"]  # shear 10, zoom 0.1
+DECODER = Decoder.for_data(data_config(), 32)
 
 
 @pytest.fixture
 def dataset(dataset_root):
-    return scan_dataset(dataset_root, ["train", "validation"])
+    return scan(dataset_root, ["train", "validation"])
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    return build_backbone(ModelConfig(backbone="tiny", weights="random", batch_size=8), 32, seed=1)
+    return build_backbone(load_config(["model=tiny", "model.batch_size=8"]).model, 32, seed=1)
+
+
+def extract(backbone, dataset, cache, jobs, batch_size=8, seed=0):
+    return extract_features(backbone, dataset, cache, jobs, DECODER, batch_size, seed)
 
 
 def test_views_are_deterministic_and_differ():
@@ -31,7 +41,7 @@ def test_views_are_deterministic_and_differ():
 
 def test_flip_only_policy_mirrors_or_keeps():
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
-    flip = AugmentationPolicy(horizontal_flip=True)
+    flip = replace(IDENTITY, horizontal_flip=True)
     outs = [random_transform(image, flip, view_rng(0, flip, v, "a")) for v in range(20)]
     assert all(np.array_equal(o, image) or np.array_equal(o, image[:, ::-1]) for o in outs)
     assert any(np.array_equal(o, image[:, ::-1]) for o in outs)
@@ -55,8 +65,8 @@ def test_cache_key_changes_with_everything_that_changes_features():
 
 def test_extract_then_reuse_the_cache(dataset, backbone, tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
-    jobs = jobs_for_policy("train", POLICY) + jobs_for_policy("validation", AugmentationPolicy())
-    first = extract_features(backbone, dataset, cache, jobs, batch_size=8, seed=3)
+    jobs = jobs_for_policy("train", POLICY) + jobs_for_policy("validation", IDENTITY)
+    first = extract(backbone, dataset, cache, jobs, seed=3)
     assert len(first) == 4 and all(
         v.shape == (24 if j.split == "train" else 12, backbone.dim) for j, v in first.items()
     )
@@ -67,15 +77,15 @@ def test_extract_then_reuse_the_cache(dataset, backbone, tmp_path, monkeypatch):
         raise AssertionError("the backbone must not run on a warm cache")
 
     monkeypatch.setattr(backbone.model, "predict_on_batch", fail)
-    second = extract_features(backbone, dataset, cache, jobs, batch_size=8, seed=3)
+    second = extract(backbone, dataset, cache, jobs, seed=3)
     for job in jobs:
         np.testing.assert_array_equal(first[job], second[job])
 
 
 def test_features_do_not_depend_on_batching(dataset, backbone, tmp_path):
-    jobs = jobs_for_policy("validation", AugmentationPolicy())
-    a = extract_features(backbone, dataset, FeatureCache(tmp_path / "a"), jobs, batch_size=8)
-    b = extract_features(backbone, dataset, FeatureCache(tmp_path / "b"), jobs, batch_size=5)
+    jobs = jobs_for_policy("validation", IDENTITY)
+    a = extract(backbone, dataset, FeatureCache(tmp_path / "a"), jobs, batch_size=8)
+    b = extract(backbone, dataset, FeatureCache(tmp_path / "b"), jobs, batch_size=5)
     np.testing.assert_allclose(a[jobs[0]], b[jobs[0]], atol=1e-5)
 
 
@@ -107,8 +117,33 @@ def test_missing_weights_file_is_a_config_error(tmp_path):
     from fashion_exp.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.weights: no weights file"):
-        build_backbone(ModelConfig(weights=str(tmp_path / "missing.weights.h5")), 75)
+        build_backbone(load_config([f"model.weights={tmp_path / 'missing.weights.h5'}"]).model, 75, seed=0)
     bad = tmp_path / "bad.weights.h5"
     bad.write_bytes(b"not hdf5")
     with pytest.raises(ConfigError, match="is not Xception no-top weights"):
-        build_backbone(ModelConfig(weights=str(bad)), 75)
+        build_backbone(load_config([f"model.weights={bad}"]).model, 75, seed=0)
+
+
+def test_a_photo_replaced_in_place_gets_new_features(dataset_root, backbone, tmp_path):
+    """Same name, same size, same mtime, new photo: the cache must not serve the old photo's features."""
+    import os
+
+    cache = FeatureCache(tmp_path / "cache")
+    jobs = jobs_for_policy("validation", IDENTITY)
+    before = extract(backbone, scan(dataset_root, ["train", "validation"]), cache, jobs)[jobs[0]]
+    photo = dataset_root / "validation" / "hat" / "hat_0.jpg"
+    old = photo.stat()
+    replacement = write_image(tmp_path / "other.jpg", COLORS["shoes"], size=(24, 24), seed=5).read_bytes()
+    assert len(replacement) < old.st_size
+    photo.write_bytes(replacement.ljust(old.st_size, b"\0"))  # a smaller JPEG padded to the old size
+    os.utime(photo, ns=(old.st_atime_ns, old.st_mtime_ns))  # as `cp -p` or `rsync -t` would leave it
+    assert photo.stat().st_size == old.st_size and photo.stat().st_mtime_ns == old.st_mtime_ns
+
+    dataset = scan(dataset_root, ["train", "validation"])
+    after = extract(backbone, dataset, cache, jobs)[jobs[0]]
+    row = [s.path for s in dataset.splits["validation"]].index("validation/hat/hat_0.jpg")
+    expected = backbone.model.predict_on_batch(DECODER.load(photo)[None])[0]
+    np.testing.assert_allclose(after[row], expected, atol=1e-5)  # the new photo's features
+    assert not np.allclose(after[row], before[row], atol=1e-3)
+    others = [i for i in range(len(after)) if i != row]
+    np.testing.assert_allclose(after[others], before[others], atol=1e-5)

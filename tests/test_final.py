@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashion_exp import registry
 from fashion_exp.cli import main
 from fashion_exp.config import load_config
 from fashion_exp.errors import ConfigError, UserError
-from fashion_exp.evaluate import confusion_matrix, evaluate, per_class_metrics, score
-from fashion_exp.final import train_final
-from fashion_exp.search import run_search
+from fashion_exp.final.evaluate import confusion_matrix, evaluate, per_class_metrics, score
+from fashion_exp.final.train import train_final
+from fashion_exp.search.run import run_search
+from fashion_exp.tracking import registry
 from tests.synthetic import COLORS, write_image
 
 
@@ -54,14 +54,18 @@ def test_from_run_must_be_a_search(final_overrides, tuned):
 
 
 def test_final_override_is_validated(final_overrides, tuned):
-    with pytest.raises(ConfigError, match="final.droprate"):
-        train_final(load_config([*final_overrides, "final.droprate=1.5"]), echo=lambda *_: None)
-    with pytest.raises(ConfigError, match="final.augmentation: policy 'sparkles'"):
-        train_final(load_config([*final_overrides, "final.augmentation=sparkles"]), echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="final.hp.droprate"):
+        train_final(load_config([*final_overrides, "final.hp.droprate=1.5"]), echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="final.hp.augmentation: unknown augmentation 'sparkles'"):
+        train_final(load_config([*final_overrides, "final.hp.augmentation=sparkles"]), echo=lambda *_: None)
 
 
-def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, capsys):
-    config = load_config([*final_overrides, "final.augmentation=shear_zoom_flip"])
+def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, capsys, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'someone-elses.db'}")  # the global default
+    global_uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    config = load_config([*final_overrides, "final.hp.augmentation=shear_zoom_flip"])
     first = train_final(config, echo=lambda *_: None)
     # the assembled model (uint8 photos in, probabilities out) equals the cached-feature head
     assert first.max_abs_diff < 1e-4 and first.top1_agreement == 1.0
@@ -91,7 +95,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
 
     # a second, worse version is refused unless forced; the old champion becomes 'previous'
     second = train_final(
-        load_config([*final_overrides, "final.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
+        load_config([*final_overrides, "final.hp.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
     )
     client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", str(result.accuracy - 0.5))
     with pytest.raises(UserError, match="worse than champion version 1"):
@@ -115,6 +119,26 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert out[1]["top"] == [] and "not an image" in out[1]["error"]
     assert main(["predict", str(photos / "a.jpg"), "--top-k", "1", *final_overrides]) == 0
     assert "a.jpg" in capsys.readouterr().out
+    # every call above went through explicit clients: MLflow's global URIs are as they were
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == global_uris
+    assert config.tracking.uri not in global_uris
+
+
+@pytest.mark.parametrize("error,status", [(KeyboardInterrupt(), "KILLED"), (RuntimeError("disk full"), "FAILED")])
+def test_an_interrupted_or_crashed_final_run_is_marked(final_overrides, tuned, monkeypatch, error, status):
+    from fashion_exp.final import train as final_train
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(final_train, "assemble", broken)
+    config = load_config(final_overrides)
+    with pytest.raises(type(error)):
+        train_final(config, echo=lambda *_: None)
+    client = MlflowClient(config.tracking.uri)
+    experiment = client.get_experiment_by_name(config.final.experiment)
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == [status]
+    assert client.search_model_versions(f"name='{config.final.registered_model}'") == []
 
 
 def test_predict_missing_path_and_bad_model(final_overrides, tmp_path, capsys):
@@ -138,8 +162,8 @@ def test_promote_without_versions(final_overrides, capsys):
 def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
     from fastapi.testclient import TestClient
 
-    from fashion_exp.onnx_export import load_onnx
-    from fashion_exp.serve import ServeSettings, create_app
+    from fashion_exp.final.onnx_export import load_onnx
+    from fashion_exp.serving.app import ServeSettings, create_app
     from tests.test_serve import jpeg_bytes
 
     config = load_config(final_overrides)
@@ -152,8 +176,10 @@ def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
     onnx = load_onnx("models:/fashion-classifier/1", config.tracking.uri)
     keras_model = registry.load("models:/fashion-classifier/1", config.tracking.uri)
     images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(onnx.predict(images), keras_model.predict(images), atol=1e-5)
-    client = TestClient(create_app(onnx, ServeSettings(backend="onnx")))
+    np.testing.assert_allclose(onnx.predict(images), keras_model.predict(images, 32), atol=1e-5)
+    client = TestClient(
+        create_app(onnx, ServeSettings.from_config(load_config([*final_overrides, "serve.backend=onnx"])))
+    )
     answer = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
     assert answer.status_code == 200 and answer.json()["model"]["backend"] == "onnx"
     assert answer.json()["category"] in ["hat", "pants", "shoes"]

@@ -3,7 +3,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.head import build_head, view_dataset
+from fashion_exp.hyperparameters import HeadParams
+from fashion_exp.search.head import build_head, view_dataset
+
+
+def params(learning_rate, size_inner, droprate):
+    return HeadParams(learning_rate, size_inner, droprate, "none")
 
 
 def test_epoch_e_trains_on_view_e_mod_k():
@@ -36,8 +41,8 @@ def test_resumed_epochs_start_at_the_right_view():
 
 
 def test_head_shapes_with_and_without_inner_layer():
-    with_inner = build_head(16, 10, 0.001, 100, 0.2)
-    without = build_head(16, 10, 0.001, 0, 0.5)
+    with_inner = build_head(16, 10, params(0.001, 100, 0.2), seed=0, steps_per_epoch=1)
+    without = build_head(16, 10, params(0.001, 0, 0.5), seed=0, steps_per_epoch=1)
     assert with_inner.output_shape == (None, 10) and without.output_shape == (None, 10)
     assert [layer.name for layer in with_inner.layers][1:] == ["inner", "dropout", "logits"]
     assert [layer.name for layer in without.layers][1:] == ["logits"]
@@ -46,14 +51,14 @@ def test_head_shapes_with_and_without_inner_layer():
 def test_fit_runs_every_epoch_on_its_own_batches(recwarn):
     import math
 
-    from fashion_exp.head import steps_per_execution
+    from fashion_exp.search.head import steps_per_execution
 
     assert steps_per_execution(96) == 16 and steps_per_execution(3) == 3 and steps_per_execution(7) == 7
     assert steps_per_execution(34) == 2
     n, batch = 24, 8  # 3 steps per epoch, fewer than 16
     views = np.random.default_rng(0).random((2, n, 4)).astype(np.float32)
     steps = math.ceil(n / batch)
-    head = build_head(4, 3, 0.01, 0, 0.0, steps_per_epoch=steps)
+    head = build_head(4, 3, params(0.01, 0, 0.0), seed=0, steps_per_epoch=steps)
     history = head.fit(
         view_dataset(tf.constant(views), tf.constant(np.arange(n) % 3), batch, 0, 5, seed=0),
         steps_per_epoch=steps,

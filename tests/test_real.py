@@ -3,7 +3,7 @@
 import pytest
 
 from fashion_exp.config import load_config
-from fashion_exp.search import run_search
+from fashion_exp.search.run import run_search
 from tests.synthetic import REAL_DATA, REAL_WEIGHTS
 
 pytestmark = [
@@ -36,10 +36,10 @@ def test_real_xception_features_learn_the_real_classes(tmp_path):
 
 def test_real_final_model_evaluate_promote_predict(tmp_path):
     """train-final -> evaluate -> promote -> predict with real Xception on a small real subset."""
-    from fashion_exp import registry
-    from fashion_exp.evaluate import evaluate
-    from fashion_exp.final import train_final
-    from fashion_exp.predict import predict_files
+    from fashion_exp.final.evaluate import evaluate
+    from fashion_exp.final.train import train_final
+    from fashion_exp.serving.predict import predict_files
+    from fashion_exp.tracking import registry
 
     common = [
         f"data.root={REAL_DATA}",
@@ -71,5 +71,5 @@ def test_real_final_model_evaluate_promote_predict(tmp_path):
     assert registry.promote(config.tracking.uri, "fashion-classifier")[-1].startswith("'fashion-classifier@champion'")
     champion = registry.load("models:/fashion-classifier@champion", config.tracking.uri)
     shoes = sorted((REAL_DATA / "test" / "shoes").iterdir())[:3]
-    predictions = predict_files(champion, shoes)
+    predictions = predict_files(champion, shoes, config.predict.top_k, config.data.max_image_pixels, 32)
     assert all(p.error is None and len(p.top) == 3 for p in predictions)

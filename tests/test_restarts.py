@@ -5,7 +5,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from fashion_exp.restarts import Restart, train_once, train_restarts
+from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
+from fashion_exp.hyperparameters import HeadParams
 
 
 def _features(seed=0, n=120, dim=8, classes=3):
@@ -16,7 +17,7 @@ def _features(seed=0, n=120, dim=8, classes=3):
     return features, labels
 
 
-HP = {"learning_rate": 0.01, "size_inner": 8, "droprate": 0.2}
+HP = HeadParams(learning_rate=0.01, size_inner=8, droprate=0.2, augmentation="none")
 
 
 def _data():
@@ -25,14 +26,18 @@ def _data():
     return train[None], train_y, (val, val_y)
 
 
+def _training(views, labels, val, epochs):
+    return HeadTraining(views, labels, val, 3, epochs, 16, 256, "val_accuracy")
+
+
 def test_the_kept_head_is_the_best_epoch_of_the_best_restart():
     views, labels, (val, val_y) = _data()
     seen = []
-    train = partial(train_once, views, labels, (val, val_y), 3, HP, 6, 16)
-    head, best, every = train_restarts(train, [3, 4, 5], on_restart=lambda i, r: seen.append((i, r.seed)))
+    train = partial(train_once, _training(views, labels, (val, val_y), 6), HP)
+    head, best, every = train_restarts(train, [3, 4, 5], "val_accuracy", lambda i, r: seen.append((i, r.seed)))
     assert seen == [(0, 3), (1, 4), (2, 5)]
     assert [r.seed for r in every] == [3, 4, 5]
-    assert best.rank() == max(r.rank() for r in every)
+    assert best.rank("val_accuracy") == max(r.rank("val_accuracy") for r in every)
     assert len({tuple(r.history["val_accuracy"]) for r in every}) > 1  # the seeds really differ
     for r in every:
         assert r.val_accuracy == max(r.history["val_accuracy"])
@@ -44,8 +49,8 @@ def test_the_kept_head_is_the_best_epoch_of_the_best_restart():
 
 def test_one_restart_equals_one_training_with_that_seed():
     views, labels, val = _data()
-    _, alone = train_once(views, labels, val, 3, HP, 5, 16, 7)
-    _, best, every = train_restarts(partial(train_once, views, labels, val, 3, HP, 5, 16), [7])
+    _, alone = train_once(_training(views, labels, val, 5), HP, 7)
+    _, best, every = train_restarts(partial(train_once, _training(views, labels, val, 5), HP), [7], "val_accuracy")
     assert len(every) == 1 and best.history == alone.history
 
 
@@ -56,10 +61,26 @@ def test_ties_go_to_the_lower_val_loss_then_the_earlier_restart():
         3: Restart(3, 2, 0.8, 0.10, {}),  # lowest loss, lower accuracy
         4: Restart(4, 0, 0.9, 0.30, {}),  # an exact tie with 2: the earlier restart stays
     }
-    head, best, every = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4])
+    head, best, every = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4], "val_accuracy")
     assert head == "head 2" and best.seed == 2 and len(every) == 4
 
 
 def test_no_seeds_is_an_error():
     with pytest.raises(ValueError, match="at least one seed"):
-        train_restarts(lambda seed: None, [])
+        train_restarts(lambda seed: None, [], "val_accuracy")
+
+
+def test_val_loss_objective_keeps_the_lowest_loss_epoch_and_restart():
+    from dataclasses import replace
+
+    views, labels, val = _data()
+    _, restart = train_once(replace(_training(views, labels, val, 6), objective="val_loss"), HP, 3)
+    assert restart.val_loss == min(restart.history["val_loss"])
+    assert restart.best_epoch == int(np.argmin(restart.history["val_loss"]))
+    outcomes = {
+        1: Restart(1, 0, 0.90, 0.40, {}),
+        2: Restart(2, 0, 0.80, 0.30, {}),
+        3: Restart(3, 0, 0.85, 0.30, {}),  # the same loss as 2, better accuracy: wins
+    }
+    _, best, _ = train_restarts(lambda seed: (seed, outcomes[seed]), [1, 2, 3], "val_loss")
+    assert best.seed == 3

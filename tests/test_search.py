@@ -2,8 +2,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.config import load_config
-from fashion_exp.head import HeadHyperModel
-from fashion_exp.search import TrialProgress, run_search
+from fashion_exp.search.head import HeadHyperModel
+from fashion_exp.search.observers import TrialProgress
+from fashion_exp.search.run import run_search
 
 
 def runs(uri):
@@ -75,17 +76,23 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     import keras
     import numpy as np
 
-    from fashion_exp.data import scan_dataset
-    from fashion_exp.features import FeatureCache, build_backbone, extract_features, jobs_for_policy
+    from fashion_exp.data.augment import IDENTITY
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.backbone import build_backbone
+    from fashion_exp.features.cache import FeatureCache
+    from fashion_exp.features.extract import extract_features, jobs_for_policy
+    from tests.synthetic import scan
 
     config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=4", "search.augmentation.values=[none]"])
     run_search(config, echo=lambda *_: None)
     client, parents, children = runs(config.tracking.uri)
     head = keras.models.load_model(client.download_artifacts(children[0].info.run_id, "checkpoint/head.keras"))
-    dataset = scan_dataset(config.data.root, ["train", "validation"])
+    dataset = scan(config.data.root, ["train", "validation"])
     backbone = build_backbone(config.model, config.data.image_size, config.seed)
-    job = jobs_for_policy("validation", config.augmentation["none"])[0]
-    features = extract_features(backbone, dataset, FeatureCache(f"{config.work_dir}/features"), [job])[job]
+    job = jobs_for_policy("validation", IDENTITY)[0]
+    decoder = Decoder.for_data(config.data)
+    cache = FeatureCache(f"{config.work_dir}/features")
+    features = extract_features(backbone, dataset, cache, [job], decoder, config.model.batch_size, config.seed)[job]
     accuracy = float(np.mean(np.argmax(head.predict(features, verbose=0), axis=1) == dataset.labels("validation")))
     assert accuracy == pytest.approx(children[0].data.metrics["best_val_accuracy"], abs=1e-6)
 
@@ -168,3 +175,16 @@ def test_bayesian_never_repeats_a_point_and_stops_when_the_grid_is_done(override
     result = run_search(config, echo=lambda *_: None)
     points = [tuple(sorted(c.items())) for c in fit_calls]
     assert len(points) == len(set(points)) == 4 and result.trials == 4
+
+
+def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
+    config = load_config([*overrides, "tuner=random", "tuner.max_trials=3", "tuner.objective=val_loss"])
+    result = run_search(config, echo=lambda *_: None)
+    client, parents, children = runs(config.tracking.uri)
+    best = {c.data.tags["fashion_exp.trial_id"]: c.data.metrics["best_val_loss"] for c in children}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert child.data.metrics["best_val_loss"] == pytest.approx(min(m.value for m in history))
+    assert len(best) == 3 and result.best_trial_id == min(best, key=best.get)
+    assert parents[0].data.metrics["best_val_loss"] == pytest.approx(min(best.values()))
+    assert "val_loss" in open(client.download_artifacts(parents[0].info.run_id, "trials.csv")).readline()

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashion_exp.cli import main
-from fashion_exp.serve import ServeSettings, create_app
+from fashion_exp.config import load_config
+from fashion_exp.serving.app import ServeSettings, create_app
 from tests.synthetic import COLORS, REAL_DATA, write_image
 
 
@@ -25,7 +26,7 @@ class ColourPredictor:
     interpolation = "nearest"
     name, version, run_id = "fashion-classifier", "7", "abc123"
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         means = images.reshape(len(images), -1, 3).mean(axis=1)
         centres = np.array([COLORS[c] for c in self.class_names], dtype=np.float32)
         logits = -np.linalg.norm(means[:, None, :] - centres[None], axis=2) / 20
@@ -41,7 +42,7 @@ def jpeg_bytes(color, size=(40, 40)) -> bytes:
 
 @pytest.fixture
 def client():
-    settings = ServeSettings(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3)
+    settings = ServeSettings(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras")
     return TestClient(create_app(ColourPredictor(), settings))
 
 
@@ -99,7 +100,7 @@ def live_server():
     import uvicorn
 
     port = free_port()
-    app = create_app(ColourPredictor(), ServeSettings())
+    app = create_app(ColourPredictor(), ServeSettings.from_config(load_config([])))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashion_exp import plots
-from fashion_exp.errors import ConfigError
+from fashion_exp.errors import ConfigError, first_line, last_line
+from fashion_exp.tracking import plots
 
 SEARCH_ID = "fashion_exp.search_id"
 TRIAL_ID = "fashion_exp.trial_id"
@@ -32,6 +34,11 @@ def rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def status_for(error: BaseException) -> str:
+    """The MLflow status of a run that `error` ended: KILLED for Ctrl-C, FAILED for anything else."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
 
 
 def _short(text: str, limit: int = 500) -> str:
@@ -51,17 +58,21 @@ def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
             )
         return client, found.experiment_id
     except MlflowException as err:
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first})") from None
+        raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(err)})") from None
 
 
 class SearchTracker:
-    """Records a keras-tuner search in MLflow (a TrialObserver for fashion_exp.tuner)."""
+    """Records a search in MLflow: the parent run, and one nested child run per trial.
+
+    It is told about trials in plain values (ids, params, metrics, a Keras model): it knows
+    MLflow, not keras-tuner.
+    """
 
     def __init__(self, uri: str, experiment: str):
         self.uri = uri
         self.client, self.experiment_id = connect(uri, experiment)
         self.parent_id: str | None = None
+        self.search_id: str | None = None
         self.children: dict[str, str] = {}  # trial id -> child run id
         self._started: dict[str, float] = {}
         self._history: dict[str, dict[str, list[float]]] = {}
@@ -70,6 +81,7 @@ class SearchTracker:
 
     def open_search(self, search_id: str, resume: bool, run_name: str) -> bool:
         """Start (or with resume, reopen) the parent run of search_id. Returns True if reopened."""
+        self.search_id = search_id
         if resume:
             found = self.client.search_runs(
                 [self.experiment_id],
@@ -86,6 +98,16 @@ class SearchTracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={SEARCH_ID: search_id, KIND: "search"})
         self.parent_id = run.info.run_id
         return False
+
+    @contextmanager
+    def recording(self) -> Iterator[SearchTracker]:
+        """Inside the block an error ends the running trial's run and the parent run: KILLED on
+        Ctrl-C, FAILED otherwise (finish_search ends the parent when all went well)."""
+        try:
+            yield self
+        except BaseException as err:
+            self.abort(status_for(err))
+            raise
 
     def _child_runs(self) -> list:
         return self.client.search_runs(
@@ -109,46 +131,42 @@ class SearchTracker:
     def finish_search(
         self,
         best: dict[str, Any] | None,
+        objective: str,
         summary_csv: str,
         timings: dict[str, float],
         curves_title: str,
-        status: str = "FINISHED",
     ) -> None:
-        """Best hyperparameters, timings, the trials table and the comparison plot; then end the run."""
-        run = self.parent_id
-        now = int(time.time() * 1000)
-        self.client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in timings.items()])
+        """Best hyperparameters, timings, the trials table and the comparison plot; then end the
+        parent run: FINISHED if a trial completed, else FAILED.
+
+        best: {trial_id, score, hyperparameters, run_id} of the best trial, or None.
+        """
+        run = RunLogger(self.client, self.parent_id)
+        run.metrics(timings)
         if best is not None:
-            params = self.client.get_run(run).data.params
-            self.client.log_batch(
-                run,
-                params=[
-                    Param(f"best.{k}", str(v)) for k, v in best["hyperparameters"].items() if f"best.{k}" not in params
-                ],
-                tags=[RunTag("best_trial_id", best["trial_id"]), RunTag("best_run_id", best.get("run_id") or "")]
-                + [RunTag(f"best.{k}", str(v)) for k, v in best["hyperparameters"].items()],
-                metrics=[Metric("best_val_accuracy", float(best["score"]), int(time.time() * 1000), 0)],
-            )
-        self.client.log_text(run, summary_csv, "trials.csv")
-        curves = self.curves()
+            run.params({f"best.{k}": v for k, v in best["hyperparameters"].items()})
+            run.tags({"best_trial_id": best["trial_id"], "best_run_id": best.get("run_id") or ""})
+            run.tags({f"best.{k}": v for k, v in best["hyperparameters"].items()})
+            run.metrics({f"best_{objective}": best["score"]})
+        run.text(summary_csv, "trials.csv")
+        curves = self.curves(objective)
         if curves:
             best_label = f"trial {best['trial_id']}" if best else None
-            fig = plots.compare_trials(curves, best_label, curves_title)
-            self.client.log_figure(run, fig, "plots/val_accuracy_by_trial.png")
-            plots.close(fig)
-        self.client.set_terminated(run, status=status)
+            figure = plots.compare_trials(curves, best_label, curves_title, objective)
+            run.figure(figure, f"plots/{objective}_by_trial.png")
+        run.end("FINISHED" if best is not None else "FAILED")
 
-    def curves(self) -> dict[str, list[float]]:
-        """val_accuracy per epoch of every finished child run, read back from MLflow."""
+    def curves(self, metric: str) -> dict[str, list[float]]:
+        """`metric` per epoch of every finished child run, read back from MLflow."""
         out = {}
         for child in sorted(self._child_runs(), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
             if child.info.status != "FINISHED":
                 continue
-            history = self.client.get_metric_history(child.info.run_id, "val_accuracy")
+            history = self.client.get_metric_history(child.info.run_id, metric)
             out[f"trial {child.data.tags[TRIAL_ID]}"] = [m.value for m in sorted(history, key=lambda m: m.step)]
         return out
 
-    def abort(self, status: str = "KILLED") -> None:
+    def abort(self, status: str) -> None:
         """End the running child (if any) and the parent with status (KILLED on Ctrl-C, FAILED on error)."""
         for trial_id in list(self._started):
             self.client.set_terminated(self.children[trial_id], status=status)
@@ -156,48 +174,46 @@ class SearchTracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status=status)
 
-    # ---- child runs (TrialObserver) -----------------------------------------------------
+    # ---- child runs -----------------------------------------------------------------------
 
-    def trial_started(self, trial) -> None:
-        stale = self.children.pop(trial.trial_id, None)
+    def start_trial(self, trial_id: str, params: dict[str, Any]) -> None:
+        """A child run for the trial, replacing the run of an interrupted attempt at it."""
+        stale = self.children.pop(trial_id, None)
         if stale:  # an interrupted attempt at this trial: keep one run per trial
             self.client.delete_run(stale)
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial.trial_id}",
-            tags={PARENT: self.parent_id, TRIAL_ID: trial.trial_id, KIND: "trial"},
+            run_name=f"trial-{trial_id}",
+            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial"},
         )
-        run_id = run.info.run_id
-        self.children[trial.trial_id] = run_id
-        self._started[trial.trial_id] = time.time()
-        self._history[trial.trial_id] = {}
-        values = trial.hyperparameters.values
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
+        self.children[trial_id] = run.info.run_id
+        self._started[trial_id] = time.time()
+        self._history[trial_id] = {}
+        RunLogger(self.client, run.info.run_id).params(params)
 
-    def epoch_ended(self, trial, epoch: int, logs: dict[str, float]) -> None:
-        RunLogger(self.client, self.children[trial.trial_id]).metrics(logs, step=epoch)
-        history = self._history[trial.trial_id]
+    def log_epoch(self, trial_id: str, epoch: int, logs: dict[str, float]) -> None:
+        RunLogger(self.client, self.children[trial_id]).metrics(logs, step=epoch)
+        history = self._history[trial_id]
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
 
-    def trial_ended(self, trial, best_model) -> None:
-        run = RunLogger(self.client, self.children[trial.trial_id])
-        seconds = time.time() - self._started.pop(trial.trial_id, time.time())
+    def end_trial(self, trial_id: str, title: str, best: dict[str, float] | None, model=None, error: str = "") -> None:
+        """Close the trial's run: with its best-epoch metrics, curves and checkpoint (best: metric
+        name -> value), or, when best is None, FAILED with the error message."""
+        run = RunLogger(self.client, self.children[trial_id])
+        seconds = time.time() - self._started.pop(trial_id, time.time())
         run.metrics({"trial_seconds": seconds, "rss_mb": rss_mb()})
-        if trial.status != "COMPLETED" or best_model is None:
-            message = (trial.message or "unknown error").strip()
-            run.tags({"error": message.splitlines()[-1]})
+        history = self._history.pop(trial_id, {})
+        if best is None or model is None:
+            message = error.strip() or "unknown error"
+            run.tags({"error": last_line(message)})
             run.text(message, "error.txt")
             run.end("FAILED")
             return
-        run.metrics({"best_val_accuracy": trial.score, "best_epoch": trial.best_step})
-        history = self._history.pop(trial.trial_id, {})
+        run.metrics(best)
         if history:
-            run.figure(
-                plots.learning_curves(history, f"trial {trial.trial_id}: {trial.hyperparameters.values}"),
-                "plots/learning_curves.png",
-            )
-        run.keras(best_model, "checkpoint/head.keras")  # the best epoch's weights, as ModelCheckpoint keeps
+            run.figure(plots.learning_curves(history, title), "plots/learning_curves.png")
+        run.keras(model, "checkpoint/head.keras")  # the best epoch's weights, as ModelCheckpoint keeps
         run.end("FINISHED")
 
 
@@ -291,6 +307,16 @@ class RunLogger:
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def recording(self) -> Iterator[RunLogger]:
+        """End the run FINISHED when the block completes, KILLED on Ctrl-C, FAILED on an error."""
+        try:
+            yield self
+        except BaseException as err:
+            self.end(status_for(err))
+            raise
+        self.end("FINISHED")
 
 
 def latest_final_run(uri: str, experiment: str) -> str:

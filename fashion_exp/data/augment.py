@@ -9,6 +9,9 @@ from scipy import ndimage
 
 from fashion_exp.config import AugmentationPolicy
 
+IDENTITY = AugmentationPolicy(views=1, rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, horizontal_flip=False)
+"""What validation, test and serving photos get: no transform (validation is never augmented)."""
+
 
 def is_identity(policy: AugmentationPolicy) -> bool:
     return not (policy.rotation or policy.shift or policy.shear or policy.zoom or policy.horizontal_flip)

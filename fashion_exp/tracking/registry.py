@@ -15,12 +15,14 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashion_exp.errors import UserError
+from fashion_exp.batching import pad_batch
+from fashion_exp.errors import UserError, first_line
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 TEST_ACCURACY = "test_accuracy"
 TEST_LOSS = "test_loss"
+MODEL_ARTIFACT = "model"  # where train-final logs the model in its run
 
 
 @dataclass
@@ -36,15 +38,19 @@ class LoadedModel:
     name: str | None = None
     version: str | None = None
 
-    def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """Probabilities for any number of images, `batch_size` at a time (one traced shape)."""
         parts = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            n = len(batch)
-            if len(images) > batch_size and n < batch_size:  # one traced shape for every full-size call
-                batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-            parts.append(np.asarray(self.model.predict_on_batch(batch))[:n])
+            shape = batch_size if len(images) > batch_size else len(batch)
+            parts.append(np.asarray(self.model.predict_on_batch(pad_batch(batch, shape)))[: len(batch)])
         return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def _client(uri: str) -> MlflowClient:
+    """A client bound to one store: MLflow's global tracking and registry URIs are never changed."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: np.ndarray, registered_name: str) -> str:
@@ -56,81 +62,87 @@ def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: n
     import mlflow
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    client = _client(uri)
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     with tempfile.TemporaryDirectory() as tmp:
         # mlflow.keras.log_model(input_example=...) writes the example before creating its folder
         # (MLflow 3.17); saving into an existing folder and uploading it avoids that.
-        path = Path(tmp) / "model"
+        path = Path(tmp) / MODEL_ARTIFACT
         path.mkdir()
         mlflow.keras.save_model(model, str(path), signature=signature, input_example=example, metadata=metadata)
-        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(path), "model")
-    version = mlflow.register_model(f"runs:/{run_id}/model", registered_name)
+        client.log_artifacts(run_id, str(path), MODEL_ARTIFACT)
+    try:
+        client.create_registered_model(registered_name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):  # made by an earlier run
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    version = client.create_model_version(registered_name, source, run_id)
     return str(version.version)
 
 
-def _model_uri(reference: str) -> str:
+@dataclass
+class _Where:
+    """What a model reference points at: a local folder, or a run's model artifact."""
+
+    folder: Path | None = None
+    run_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+def _locate(reference: str, client: MlflowClient) -> _Where:
+    """A local MLflow model folder, runs:/<id>/model, models:/<name>/<version> or models:/<name>@<alias>."""
     path = Path(reference).expanduser()
     if "://" not in reference and not reference.startswith("models:") and path.exists():
         if not (path / "MLmodel").is_file():
             raise UserError(f"{path}: not an MLflow model folder (no MLmodel file)")
-        return str(path.resolve())
-    return reference
+        return _Where(folder=path.resolve())
+    if reference.startswith("runs:/"):
+        run_id, _, artifact = reference[len("runs:/") :].partition("/")
+        if artifact.strip("/") not in ("", MODEL_ARTIFACT):
+            raise UserError(f"{reference}: train-final logs its model at runs:/<id>/{MODEL_ARTIFACT}")
+        return _Where(run_id=run_id)
+    if reference.startswith("models:/"):
+        rest = reference[len("models:/") :]
+        name, alias = rest.split("@", 1) if "@" in rest else (rest.split("/")[0], None)
+        if alias is not None:
+            found = client.get_model_version_by_alias(name, alias)
+        else:
+            found = client.get_model_version(name, rest.split("/", 1)[1] if "/" in rest else "")
+        return _Where(run_id=found.run_id, name=name, version=str(found.version))
+    raise UserError(f"{reference}: no such model folder, and not a runs:/ or models:/ URI")
 
 
 def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    uri = _model_uri(reference)
+    client = _client(tracking_uri)
     try:
-        info = mlflow.models.get_model_info(uri)
-        model = mlflow.keras.load_model(uri)
+        where = _locate(reference, client)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = where.folder or Path(client.download_artifacts(where.run_id, MODEL_ARTIFACT, tmp))
+            info = mlflow.models.Model.load(str(folder))
+            model = mlflow.keras.load_model(str(folder))
     except (MlflowException, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load model {reference} ({first})") from None
+        raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
     meta = info.metadata or {}
     if "class_names" not in meta:
         raise UserError(f"model {reference} has no class_names metadata: was it logged by train-final?")
-    name = version = None
-    run_id = info.run_id
-    if uri.startswith("models:/"):
-        name = uri[len("models:/") :].split("@")[0].split("/")[0]
-        version = _version_of(tracking_uri, uri, name)
-        if version is not None:
-            run_id = _client(tracking_uri).get_model_version(name, version).run_id
-    elif uri.startswith("runs:/"):
-        run_id = uri[len("runs:/") :].split("/")[0]
     return LoadedModel(
         model=model,
         uri=reference,
         class_names=list(meta["class_names"]),
         image_size=int(meta["image_size"]),
         interpolation=str(meta.get("interpolation", "nearest")),
-        run_id=run_id,
-        name=name,
-        version=version,
+        run_id=where.run_id or info.run_id,
+        name=where.name,
+        version=where.version,
     )
 
 
-def _version_of(tracking_uri: str, uri: str, name: str) -> str | None:
-    client = _client(tracking_uri)
-    rest = uri[len(f"models:/{name}") :]
-    if rest.startswith("@"):
-        return str(client.get_model_version_by_alias(name, rest[1:]).version)
-    if rest.startswith("/"):
-        return rest[1:]
-    return None
-
-
 # ---- aliases ------------------------------------------------------------------------------------
-
-
-def _client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _alias(client: MlflowClient, name: str, alias: str):

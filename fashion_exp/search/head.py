@@ -12,8 +12,7 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.config import SearchSpace
-from fashion_exp.space import define
+from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
 
 
 def steps_per_execution(steps_per_epoch: int, most: int = 16) -> int:
@@ -21,15 +20,7 @@ def steps_per_execution(steps_per_epoch: int, most: int = 16) -> int:
     return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def build_head(
-    feature_dim: int,
-    n_classes: int,
-    learning_rate: float,
-    size_inner: int,
-    droprate: float,
-    seed: int = 0,
-    steps_per_epoch: int = 1,
-) -> keras.Model:
+def build_head(feature_dim: int, n_classes: int, params: HeadParams, seed: int, steps_per_epoch: int) -> keras.Model:
     """A compiled head: pooled features (n, feature_dim) -> class logits (n, n_classes).
 
     steps_per_epoch sets how many training steps run per call into TensorFlow (fewer Python round
@@ -38,13 +29,13 @@ def build_head(
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
-    if size_inner > 0:
-        x = keras.layers.Dense(size_inner, activation="relu", name="inner")(x)
-        x = keras.layers.Dropout(droprate, name="dropout")(x)
+    if params.size_inner > 0:
+        x = keras.layers.Dense(params.size_inner, activation="relu", name="inner")(x)
+        x = keras.layers.Dropout(params.droprate, name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name="head")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(params.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(steps_per_epoch),
@@ -85,6 +76,7 @@ def fit_on_views(
     labels: np.ndarray,
     val: tuple[np.ndarray, np.ndarray],
     batch_size: int,
+    validation_batch_size: int,
     seed: int,
     epochs: int,
     initial_epoch: int = 0,
@@ -97,7 +89,7 @@ def fit_on_views(
         epochs=epochs,
         initial_epoch=initial_epoch,
         validation_data=val,
-        validation_batch_size=256,
+        validation_batch_size=validation_batch_size,
         callbacks=callbacks,
         shuffle=False,  # view_dataset shuffles each epoch itself
         verbose=0,
@@ -110,33 +102,32 @@ class HeadHyperModel(kt.HyperModel):
 
     def __init__(
         self,
-        space: SearchSpace,
+        search: dict[str, ParamSpace],
         train_views: dict[str, np.ndarray],
         train_labels: np.ndarray,
         val_features: np.ndarray,
         val_labels: np.ndarray,
         n_classes: int,
-        batch_size: int = 32,
-        seed: int = 0,
+        batch_size: int,
+        validation_batch_size: int,
+        seed: int,
     ):
         super().__init__(name="xception_head")
-        self.space = space
+        self.search = search
         self.train_views = train_views
         self.train_labels = train_labels
         self.val = (val_features, val_labels)
         self.n_classes = n_classes
         self.batch_size = batch_size
+        self.validation_batch_size = validation_batch_size
         self.seed = seed
         self._tensors: dict[str, tf.Tensor] = {}
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        learning_rate = define(hp, "learning_rate", self.space.learning_rate)
-        size_inner = define(hp, "size_inner", self.space.size_inner)
-        droprate = define(hp, "droprate", self.space.droprate)
-        define(hp, "augmentation", self.space.augmentation)
+        params = define_all(hp, self.search)
         dim = next(iter(self.train_views.values())).shape[-1]
         steps = steps_for(len(self.train_labels), self.batch_size)
-        return build_head(dim, self.n_classes, learning_rate, size_inner, droprate, self.seed, steps)
+        return build_head(dim, self.n_classes, params, self.seed, steps)
 
     def _views(self, policy: str) -> tf.Tensor:
         if policy not in self._tensors:  # one tensor per policy, shared by every trial
@@ -144,7 +135,16 @@ class HeadHyperModel(kt.HyperModel):
         return self._tensors[policy]
 
     def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
-        views = self._views(hp.get("augmentation"))
+        views = self._views(HeadParams.from_values(hp.values).augmentation)
         return fit_on_views(
-            model, views, self.train_labels, self.val, self.batch_size, self.seed, epochs, initial_epoch, callbacks
+            model,
+            views,
+            self.train_labels,
+            self.val,
+            self.batch_size,
+            self.validation_batch_size,
+            self.seed,
+            epochs,
+            initial_epoch,
+            callbacks,
         )

@@ -26,8 +26,8 @@ def learning_curves(history: dict[str, list[float]], title: str) -> Figure:
     return fig
 
 
-def compare_trials(curves: dict[str, list[float]], best: str | None, title: str) -> Figure:
-    """val_accuracy per epoch for every trial (label -> values); the best trial drawn bold."""
+def compare_trials(curves: dict[str, list[float]], best: str | None, title: str, metric: str) -> Figure:
+    """`metric` per epoch for every trial (label -> values); the best trial drawn bold."""
     fig, ax = plt.subplots(figsize=(10, 6))
     for label, values in curves.items():
         if label == best:
@@ -37,7 +37,7 @@ def compare_trials(curves: dict[str, list[float]], best: str | None, title: str)
         values = curves[best]
         ax.plot(range(len(values)), values, color="black", linewidth=3, marker="o", label=f"{best} (best)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("val_accuracy")
+    ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)

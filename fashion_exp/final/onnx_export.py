@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from fashion_exp import registry
 from fashion_exp.config import Config
-from fashion_exp.data import VALIDATION, Decoder, scan_configured
+from fashion_exp.data.dataset import VALIDATION, scan_configured
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
-from fashion_exp.tracking import RunLogger, download_artifact
+from fashion_exp.tracking import registry
+from fashion_exp.tracking.runs import RunLogger, download_artifact
 
 ONNX_ARTIFACT = "onnx/model.onnx"
 
@@ -32,7 +32,8 @@ class OnnxPredictor:
         self.interpolation = like.interpolation
         self.name, self.version, self.run_id = like.name, like.version, like.run_id
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities for a batch (ONNX Runtime takes any batch size: batch_size is not needed)."""
         return self.session.run(None, {self.input_name: images.astype(np.uint8)})[0]
 
 
@@ -49,18 +50,18 @@ def export(config: Config, model_ref: str, echo=print) -> ExportResult:
     """Export, compare with Keras on every validation photo, log the file to the model's run."""
     loaded = registry.load(model_ref, config.tracking.uri)
     dataset = scan_configured(config.data, [VALIDATION], config.work_dir)
-    decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)
+    decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)
+    batch_size = config.model.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         size = loaded.image_size
-        loaded.predict(np.zeros((1, size, size, 3), np.uint8))  # keras exports only a model it has called
+        loaded.predict(np.zeros((1, size, size, 3), np.uint8), 1)  # keras exports only a model it has called
         loaded.model.export(str(path), format="onnx", verbose=False)
         onnx = OnnxPredictor(path, loaded)
         paths = dataset.paths(VALIDATION)
         diffs, agree = [], 0
-        for start in tqdm(range(0, len(paths), 32), desc="Comparing ONNX with Keras", unit="batch"):
-            images = np.stack([decoder.load(p) for p in paths[start : start + 32]])
-            a, b = loaded.predict(images), onnx.predict(images)
+        for images in decoder.load_batches(paths, batch_size, "Comparing ONNX with Keras"):
+            a, b = loaded.predict(images, batch_size), onnx.predict(images)
             diffs.append(float(np.max(np.abs(a - b))))
             agree += int(np.sum(a.argmax(1) == b.argmax(1)))
         result = ExportResult(ONNX_ARTIFACT, loaded.run_id, len(paths), max(diffs), agree / len(paths))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
-from fashion_exp import plots, registry
 from fashion_exp.config import Config
-from fashion_exp.data import TEST, Decoder, scan_configured
+from fashion_exp.data.dataset import TEST, scan_configured
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import DataError
-from fashion_exp.tracking import RunLogger, latest_final_run
+from fashion_exp.tracking import plots, registry
+from fashion_exp.tracking.runs import RunLogger, latest_final_run
 
 
 @dataclass
@@ -82,13 +82,11 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
     dataset = scan_configured(config.data, [TEST], config.work_dir)
     if dataset.classes != loaded.class_names:
         raise DataError(f"test classes {dataset.classes} differ from the model's {loaded.class_names}")
-    decoder = Decoder(loaded.image_size, loaded.interpolation, config.data.max_image_pixels)
+    decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)
     paths = dataset.paths(TEST)
-    parts = []
-    for start in tqdm(range(0, len(paths), 32), desc=f"Evaluating on {TEST}", unit="batch"):
-        images = np.stack([decoder.load(p) for p in paths[start : start + 32]])
-        parts.append(loaded.predict(images))
-    probabilities = np.concatenate(parts)
+    batch_size = config.model.batch_size
+    batches = decoder.load_batches(paths, batch_size, f"Evaluating on {TEST}")
+    probabilities = np.concatenate([loaded.predict(images, batch_size) for images in batches])
     labels = dataset.labels(TEST)
     result = score(probabilities, labels, loaded.class_names)
     echo(table(result))

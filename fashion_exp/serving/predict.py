@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_exp.data import Decoder
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ImageError, UserError
-from fashion_exp.registry import LoadedModel
+from fashion_exp.tracking.registry import LoadedModel
 
 
 @dataclass
@@ -39,9 +39,7 @@ def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[tup
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def predict_files(
-    model: LoadedModel, files: list[Path], k: int = 3, max_pixels: int = 89_478_485, batch_size: int = 32
-) -> list[Prediction]:
+def predict_files(model: LoadedModel, files: list[Path], k: int, max_pixels: int, batch_size: int) -> list[Prediction]:
     """One Prediction per file, in order; unreadable files carry an error instead of classes."""
     decoder = Decoder(model.image_size, model.interpolation, max_pixels)
     results = [Prediction(str(f)) for f in files]
@@ -53,7 +51,7 @@ def predict_files(
             results[i].error = str(err).split(": ", 1)[-1]
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
-        probabilities = model.predict(np.stack([image for _, image in chunk]))
+        probabilities = model.predict(np.stack([image for _, image in chunk]), batch_size)
         for (i, _), row in zip(chunk, probabilities, strict=True):
             results[i].top = top_k(row, model.class_names, k)
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fashion_exp.data import TEST, TRAIN, VALIDATION
+from fashion_exp.data.dataset import TEST, TRAIN, VALIDATION
 from fashion_exp.errors import DataError
 
 SPLITS = (TRAIN, VALIDATION, TEST)

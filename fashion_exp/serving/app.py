@@ -15,11 +15,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartParser
 
-from fashion_exp.data import Decoder
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ImageError
-from fashion_exp.page import INDEX_HTML
-from fashion_exp.predict import top_as_json, top_k
+from fashion_exp.serving.page import INDEX_HTML
+from fashion_exp.serving.predict import top_as_json, top_k
 
 STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 400, "not_image": 415, "missing": 400}
 
@@ -32,15 +33,26 @@ class Predictor(Protocol):
     version: str | None
     run_id: str | None
 
-    def predict(self, images: np.ndarray) -> np.ndarray: ...
+    def predict(self, images: np.ndarray, batch_size: int) -> np.ndarray: ...
 
 
 @dataclass
 class ServeSettings:
-    max_upload_bytes: int = 10 * 2**20
-    max_image_pixels: int = 89_478_485
-    top_k: int = 3
-    backend: str = "keras"
+    """What the app needs of the config (serve.* and data.max_image_pixels)."""
+
+    max_upload_bytes: int
+    max_image_pixels: int
+    top_k: int
+    backend: str
+
+    @classmethod
+    def from_config(cls, config) -> ServeSettings:
+        return cls(
+            max_upload_bytes=int(config.serve.max_upload_mb * 2**20),
+            max_image_pixels=config.data.max_image_pixels,
+            top_k=config.serve.top_k,
+            backend=config.serve.backend,
+        )
 
 
 class _TooLarge(Exception):
@@ -59,6 +71,15 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _parse_multipart(request: Request, body: bytes):
+    """Starlette's multipart parser over the body already read (and size-checked) by _read_limited."""
+
+    async def chunks():
+        yield body
+
+    return await MultiPartParser(request.headers, chunks()).parse()
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
@@ -73,7 +94,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     def classify(data: bytes) -> dict:
         image = decoder.decode(data, name="upload")
         with lock:
-            probabilities = predictor.predict(image[None])[0]
+            probabilities = predictor.predict(image[None], 1)[0]
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
         return {"category": top[0][0], "top": top_as_json(top)}
 
@@ -85,9 +106,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         except _TooLarge:
             return _error(413, f"upload larger than the limit of {settings.max_upload_bytes} bytes")
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            request._body = body  # let Starlette parse the multipart form from what was read
             try:
-                form = await request.form()
+                form = await _parse_multipart(request, body)
             except Exception as err:  # malformed multipart bodies raise several parser errors
                 return _error(400, f"malformed multipart body ({type(err).__name__})")
             upload = form.get("file")

@@ -1,7 +1,7 @@
 """keras-tuner: the Oracle picks hyperparameters, the Tuner runs trials and reports them to observers.
 
-Observers (tracking, progress) hear about trials through the Tuner's own hooks; this module does
-not know what they do with it.
+Observers (tracking, progress) hear about trials through the Tuner's own hooks, overridden in the
+named subclasses below; this module does not know what they do with it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import gc
 import itertools
 import warnings
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import keras
 import keras_tuner as kt
@@ -19,18 +19,41 @@ import numpy as np
 from fashion_exp.config import TunerConfig
 
 
-class TrialObserver(Protocol):
-    def trial_started(self, trial: kt.engine.trial.Trial) -> None: ...
+class TrialObserver:
+    """Hears about a search as keras-tuner runs it; override the hooks you need (like a keras Callback)."""
 
-    def epoch_ended(self, trial: kt.engine.trial.Trial, epoch: int, logs: dict[str, float]) -> None: ...
+    def search_started(self, done: int, best_score: float | None) -> None:
+        """The search begins (or resumes) with `done` trials ended and the best score so far."""
 
-    def trial_ended(self, trial: kt.engine.trial.Trial, best_model: keras.Model | None) -> None: ...
+    def trial_started(self, trial: kt.engine.trial.Trial) -> None:
+        """A trial begins; its hyperparameters are set."""
+
+    def epoch_ended(self, trial: kt.engine.trial.Trial, epoch: int, logs: dict[str, float]) -> None:
+        """One epoch of the trial's fit ended with these metrics."""
+
+    def trial_ended(self, trial: kt.engine.trial.Trial, best_model: keras.Model | None) -> None:
+        """The oracle scored the trial (COMPLETED, with its best epoch's model) or marked it FAILED."""
+
+    def search_ended(self) -> None:
+        """The search loop ended normally."""
 
 
-class _Observed:
-    """Mixin for a keras-tuner Tuner: forwards trial and epoch hooks to observers, frees memory."""
+class TrialHooks:
+    """Mixin for a keras-tuner Tuner: tells observers about the search and frees memory after trials.
 
-    observers: list[TrialObserver]
+    keras-tuner's own extension points (on_search_begin, on_trial_begin, on_epoch_end,
+    on_trial_end, on_search_end) are overridden; observers are given at construction.
+    """
+
+    def __init__(self, *args, observers: list[TrialObserver], **kwargs):
+        self.observers = list(observers)
+        super().__init__(*args, **kwargs)
+
+    def on_search_begin(self):
+        super().on_search_begin()
+        best = best_trial(self)
+        for observer in self.observers:
+            observer.search_started(len(finished_trials(self)), best.score if best else None)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -56,6 +79,19 @@ class _Observed:
         del best
         keras.backend.clear_session()  # models of finished trials must not pile up in memory
         gc.collect()
+
+    def on_search_end(self):
+        super().on_search_end()
+        for observer in self.observers:
+            observer.search_ended()
+
+
+class SearchTuner(TrialHooks, kt.Tuner):
+    """The tuner of random, grid and Bayesian searches: keras-tuner's Tuner with the oracle we pick."""
+
+
+class HyperbandSearchTuner(TrialHooks, kt.Hyperband):
+    """keras-tuner's Hyperband (it sets each trial's epochs and carries weights between rounds)."""
 
 
 def _grid(hp) -> list | None:
@@ -106,12 +142,19 @@ class DistinctBayesianOracle(kt.oracles.BayesianOptimizationOracle):
         return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": untried[best]}
 
 
-_TUNERS: dict[str, type] = {
-    "random": kt.RandomSearch,
-    "bayesian": kt.Tuner,  # with DistinctBayesianOracle
-    "grid": kt.GridSearch,
-    "hyperband": kt.Hyperband,
-}
+def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.Oracle:
+    """The oracle of a random, grid or Bayesian search (Hyperband builds its own)."""
+    common = dict(
+        objective=objective,
+        max_trials=config.max_trials,
+        seed=seed,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+    )
+    if config.type == "bayesian":
+        return DistinctBayesianOracle(num_initial_points=config.initial_points, **common)
+    if config.type == "grid":
+        return kt.oracles.GridSearchOracle(**common)
+    return kt.oracles.RandomSearchOracle(**common)
 
 
 def make_tuner(
@@ -124,30 +167,20 @@ def make_tuner(
     observers: list[TrialObserver],
 ) -> kt.Tuner:
     """A keras-tuner Tuner of the configured type that resumes from `directory/project` unless overwrite."""
-    base = _TUNERS[config.type]
-    observed = type(f"Observed{base.__name__}", (_Observed, base), {})
-    kwargs: dict[str, Any] = dict(
-        hypermodel=hypermodel,
-        objective=kt.Objective(config.objective, direction="max"),
-        directory=str(directory),
-        project_name=project,
-        overwrite=overwrite,
-        max_consecutive_failed_trials=3,
-    )
-    if config.type == "bayesian":
-        oracle_args = {k: kwargs.pop(k) for k in ("objective", "max_consecutive_failed_trials")}
-        kwargs["oracle"] = DistinctBayesianOracle(
-            max_trials=config.max_trials, num_initial_points=config.initial_points, seed=seed, **oracle_args
+    objective = kt.Objective(config.objective, direction=config.direction)
+    where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
+    if config.type == "hyperband":
+        return HyperbandSearchTuner(
+            hypermodel=hypermodel,
+            objective=objective,
+            max_epochs=config.epochs,
+            factor=config.factor,
+            seed=seed,
+            max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+            observers=observers,
+            **where,
         )
-    elif config.type == "hyperband":
-        kwargs.update(max_epochs=config.epochs, factor=config.factor, seed=seed)
-    elif config.type == "grid":
-        kwargs.update(max_trials=config.max_trials)
-    else:
-        kwargs.update(max_trials=config.max_trials, seed=seed)
-    tuner = observed(**kwargs)
-    tuner.observers = observers
-    return tuner
+    return SearchTuner(oracle=make_oracle(config, objective, seed), hypermodel=hypermodel, observers=observers, **where)
 
 
 def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:

@@ -1,0 +1,58 @@
+"""The on-disk feature cache: one .npy per FeatureKey, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything that changes an entry's features."""
+
+    weights: str  # Backbone.fingerprint: a hash of the weights file
+    decoding: str  # Decoder.key: image size and interpolation
+    split: str
+    files: str  # Dataset.fingerprint([split]): the ordered files' names, labels and bytes
+    policy: str  # augment.policy_key(); 'identity' for no augmentation
+    seed: int  # only matters for augmented views; 0 otherwise
+    view: int
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(vars(self), sort_keys=True).encode()).hexdigest()[:24]
+
+
+class FeatureCache:
+    """One .npy file per FeatureKey; written to a temporary name, then renamed into place."""
+
+    def __init__(self, directory: Path | str):
+        self.directory = Path(directory)
+
+    def path(self, key: FeatureKey) -> Path:
+        return self.directory / f"{key.split}-{key.decoding}-{key.digest()}.npy"
+
+    def load(self, key: FeatureKey) -> np.ndarray | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # unreadable entry (e.g. disk trouble): recompute and overwrite
+
+    def save(self, key: FeatureKey, features: np.ndarray) -> Path:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                np.save(handle, features, allow_pickle=False)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # only left over if writing failed
+        return path

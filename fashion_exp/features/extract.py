@@ -1,0 +1,102 @@
+"""Feature extraction: the backbone run once over each (split, policy, view) the cache lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from fashion_exp.batching import pad_batch
+from fashion_exp.config import AugmentationPolicy
+from fashion_exp.data.augment import is_identity, policy_key, random_transform, view_rng
+from fashion_exp.data.dataset import Dataset
+from fashion_exp.data.images import Decoder
+from fashion_exp.features.backbone import Backbone
+from fashion_exp.features.cache import FeatureCache, FeatureKey
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cache entry to fill: a split's images under one policy and view."""
+
+    split: str
+    policy_key: str  # augment.policy_key(policy): jobs with equal transforms are equal
+    view: int
+    policy: AugmentationPolicy = field(compare=False, hash=False)
+
+
+def jobs_for_policy(split: str, policy: AugmentationPolicy) -> list[Job]:
+    """The views a split needs under a policy: one for identity, `views` for augmented ones."""
+    views = 1 if is_identity(policy) else policy.views
+    return [Job(split, policy_key(policy), view, policy) for view in range(views)]
+
+
+def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Decoded (and, for augmented jobs, transformed) uint8 batches, decoded in a background thread."""
+    samples = dataset.splits[job.split]
+
+    def decode(start: int) -> np.ndarray:
+        images = []
+        for sample in samples[start : start + batch_size]:
+            image = decoder.load(dataset.root / sample.path)
+            if not is_identity(job.policy):
+                image = random_transform(image, job.policy, view_rng(seed, job.policy, job.view, sample.path))
+            images.append(image)
+        return np.stack(images)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        starts = range(0, len(samples), batch_size)
+        yield from pool.map(decode, starts)
+
+
+def key_for(backbone: Backbone, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
+    augmented = not is_identity(job.policy)
+    return FeatureKey(
+        weights=backbone.fingerprint,
+        decoding=decoder.key,
+        split=job.split,
+        files=dataset.fingerprint([job.split]),
+        policy=policy_key(job.policy),
+        seed=seed if augmented else 0,
+        view=job.view if augmented else 0,
+    )
+
+
+def extract_features(
+    backbone: Backbone,
+    dataset: Dataset,
+    cache: FeatureCache,
+    jobs: list[Job],
+    decoder: Decoder,
+    batch_size: int,
+    seed: int,
+) -> dict[Job, np.ndarray]:
+    """Features for every job: from the cache where present, else computed and cached.
+
+    Returns {job: float32 array (n_images, dim)}. Shows one progress bar over all images to compute.
+    """
+    if decoder.size != backbone.image_size:
+        raise ValueError(f"decoder size {decoder.size} != backbone input {backbone.image_size}")
+    results: dict[Job, np.ndarray] = {}
+    missing: list[Job] = []
+    for job in jobs:
+        cached = cache.load(key_for(backbone, decoder, dataset, job, seed))
+        if cached is not None and cached.shape[0] == len(dataset.splits[job.split]):
+            results[job] = cached
+        else:
+            missing.append(job)
+    total = sum(len(dataset.splits[job.split]) for job in missing)
+    with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
+        for job in missing:
+            parts = []
+            for batch in _batches(dataset, job, decoder, batch_size, seed):
+                n = len(batch)  # padded to a fixed shape: one compiled graph for every batch
+                parts.append(np.asarray(backbone.model.predict_on_batch(pad_batch(batch, batch_size)), np.float32)[:n])
+                bar.update(n)
+            features = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
+            cache.save(key_for(backbone, decoder, dataset, job, seed), features)
+            results[job] = features
+    return results

@@ -1,0 +1,1 @@
+"""Stage 4: the shipped model: train-final (restarts, assembly, registration), evaluate, export-onnx."""

@@ -1,0 +1,207 @@
+"""train-final: the best hyperparameters of a search -> a 299x299 model a user can call on raw photos.
+
+Trains the head on cached features at the final size (several restarts, the best epoch by the
+objective), assembles frozen Xception (preprocessing inside) + head + softmax into one Keras
+model, checks it against the cached-feature head on every validation photo, then logs it with
+MLflow's Keras flavour and registers it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fashion_exp.batching import pad_batch
+from fashion_exp.config import Config, flatten, to_yaml
+from fashion_exp.data.dataset import VALIDATION
+from fashion_exp.errors import ConfigError
+from fashion_exp.features.prepare import PreparedFeatures, prepare_features
+from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
+from fashion_exp.hyperparameters import NAMES, HeadParams
+from fashion_exp.tracking import plots, registry
+from fashion_exp.tracking.runs import KIND, RunLogger, best_from_search
+
+
+@dataclass
+class FinalResult:
+    run_id: str
+    version: str
+    val_accuracy: float
+    best_epoch: int
+    seed: int
+    hyperparameters: HeadParams
+    max_abs_diff: float
+    top1_agreement: float
+
+
+@dataclass
+class AssemblyCheck:
+    """The assembled model against the cached-feature head on the validation photos."""
+
+    max_abs_diff: float
+    top1_agreement: float
+    example: np.ndarray  # one decoded photo: the model's MLflow input example
+
+
+def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
+    """(tune parent run id, the search's best values with every final.hp.* override applied)."""
+    search_run, tuned = best_from_search(config.tracking.uri, config.tracking.experiment, config.from_run)
+    values = {}
+    for name in NAMES:
+        override = config.final.hp.get(name)
+        values[name] = override if override is not None else tuned.get(name)
+        if values[name] is None:
+            raise ConfigError(f"final.hp.{name}: the search logged no value; set final.hp.{name}=...")
+    params = HeadParams.from_values(values)
+    params.check("final.hp", config.choices())
+    return search_run, params
+
+
+def policies_for(config: Config, params: HeadParams) -> dict:
+    """The chosen augmentation policy, with final.views applied."""
+    policy = config.augmentation[params.augmentation]
+    if config.final.views is not None:
+        policy = replace(policy, views=config.final.views)
+    return {params.augmentation: policy}
+
+
+def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, search_run: str):
+    run.params(
+        {
+            **{f"hp.{k}": v for k, v in params.as_dict().items()},
+            "image_size": config.final.image_size,
+            "epochs": config.final.epochs,
+            "views": len(prepared.train_views[params.augmentation]),
+            "restarts": config.final.restarts,
+            "objective": config.tuner.objective,
+            "tune_parent_run_id": search_run,
+        }
+    )
+    run.text(to_yaml(config), "config.yaml")
+    run.text(prepared.report, "dataset_report.txt")
+    run.json(flatten(config), "config_flat.json")
+    run.json(prepared.dataset.classes, "class_names.json")
+
+
+def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, echo) -> tuple:
+    """Train the head from final.restarts seeds, log every restart; returns (head, chosen Restart)."""
+    seeds = [config.seed + i for i in range(config.final.restarts)]
+    objective = config.tuner.objective
+
+    def logged(index: int, restart: Restart) -> None:
+        run.metrics({"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}, step=index)
+        run.curves({f"restart_{index}_val_accuracy": restart.history["val_accuracy"]})
+        echo(
+            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): best epoch {restart.best_epoch}, "
+            f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
+        )
+
+    echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
+    training = HeadTraining(
+        views=tf.constant(prepared.train_views[params.augmentation]),
+        labels=prepared.train_labels,
+        val=(prepared.val, prepared.val_labels),
+        n_classes=prepared.n_classes,
+        epochs=config.final.epochs,
+        batch_size=config.tuner.batch_size,
+        validation_batch_size=config.tuner.validation_batch_size,
+        objective=objective,
+    )
+    head, chosen, restarts = train_restarts(partial(train_once, training, params), seeds, objective, logged)
+    log_chosen(run, config.final.image_size, params, chosen, restarts)
+    run.keras(head, "checkpoint/head.keras")
+    return head, chosen
+
+
+def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
+    """The kept restart's curves, seed and best epoch, and the plots of it and of every restart."""
+    run.curves(chosen.history)
+    run.params({"seed": chosen.seed})
+    run.metrics(
+        {
+            "best_epoch": chosen.best_epoch,
+            "best_val_accuracy": chosen.val_accuracy,
+            "best_val_loss": chosen.val_loss,
+            "chosen_restart": [r.seed for r in restarts].index(chosen.seed),
+        }
+    )
+    title = f"final {size}px, seed {chosen.seed}: {params.as_dict()}"
+    run.figure(plots.learning_curves(chosen.history, title), "plots/learning_curves.png")
+    curves = {f"seed {r.seed}": r.history["val_accuracy"] for r in restarts}
+    run.figure(
+        plots.compare_trials(
+            curves, f"seed {chosen.seed}", f"final {size}px: val_accuracy of each restart", "val_accuracy"
+        ),
+        "plots/restarts_val_accuracy.png",
+    )
+
+
+def assemble(prepared: PreparedFeatures, head: keras.Model) -> keras.Model:
+    """uint8 images -> frozen Xception features -> head logits -> softmax probabilities."""
+    backbone = prepared.backbone.model
+    probabilities = keras.layers.Softmax(name="probabilities")(head(backbone.output))
+    return keras.Model(backbone.input, probabilities, name="fashion_classifier")
+
+
+def check_assembled(model: keras.Model, head: keras.Model, prepared: PreparedFeatures, batch_size: int):
+    """Run the assembled model on every validation photo and compare with the cached-feature head.
+
+    Returns an AssemblyCheck."""
+    paths = prepared.dataset.paths(VALIDATION)
+    batches = prepared.decoder.load_batches(paths, batch_size, "Checking the assembled model on validation photos")
+    parts, example = [], None
+    for images in batches:
+        example = images[:1] if example is None else example
+        parts.append(np.asarray(model.predict_on_batch(pad_batch(images, batch_size)))[: len(images)])
+    assembled = np.concatenate(parts)
+    reference = tf.nn.softmax(head.predict(prepared.val, verbose=0)).numpy()
+    return AssemblyCheck(
+        max_abs_diff=float(np.max(np.abs(assembled - reference))),
+        top1_agreement=float(np.mean(assembled.argmax(1) == reference.argmax(1))),
+        example=example,
+    )
+
+
+def train_final(config: Config, echo=print) -> FinalResult:
+    """Train, assemble, check, log and register the final model. Returns the run id and registered version."""
+    started = time.time()
+    search_run, params = chosen_hyperparameters(config)
+    echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
+    prepared = prepare_features(config, config.final.image_size, policies_for(config, params), echo)
+    run = RunLogger.start(
+        config.tracking.uri,
+        config.final.experiment,
+        run_name=f"final-{config.final.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={KIND: "final", "tune_parent_run_id": search_run},
+    )
+    with run.recording():
+        log_inputs(run, config, prepared, params, search_run)
+        head, chosen = train_head(run, config, prepared, params, echo)
+        model = assemble(prepared, head)
+        check = check_assembled(model, head, prepared, config.model.batch_size)
+        run.metrics({"assembled_max_abs_diff": check.max_abs_diff, "assembled_top1_agreement": check.top1_agreement})
+        metadata = {
+            "class_names": prepared.dataset.classes,
+            "image_size": config.final.image_size,
+            "interpolation": config.data.interpolation,
+            "tune_parent_run_id": search_run,
+        }
+        version = registry.log_model(
+            config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model
+        )
+        run.metrics({"train_final_seconds": time.time() - started})
+    return FinalResult(
+        run.run_id,
+        version,
+        chosen.val_accuracy,
+        chosen.best_epoch,
+        chosen.seed,
+        params,
+        check.max_abs_diff,
+        check.top1_agreement,
+    )

@@ -1,0 +1,182 @@
+"""The head's hyperparameters: one table, and everything that is derived from it.
+
+`HeadParams` is the table. Each field is one row: its name, its type (the cast applied to values
+from config, keras-tuner and MLflow), the rule a value must meet, and by its position the order in
+every table and in the keras-tuner space. The search-space checks, the keras-tuner definition,
+`describe()`, the trials CSV columns, train-final's `final.hp.*` overrides and the MLflow params
+all read these rows; nothing else names a hyperparameter.
+
+Adding one: a field here, an entry in conf/search/default.yaml, and the code that uses the value.
+(No `from __future__ import annotations` here: the rows' types are read as classes.)
+"""
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fashion_exp.errors import ConfigError
+
+SPACE_TYPES = ("choice", "int", "float")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return _number(value) and float(value).is_integer()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value of one hyperparameter must be: `test(value)`, said in words as `says`.
+
+    choices_from names a config group whose entries are the only allowed values (for example the
+    loaded augmentation policies); such a hyperparameter is categorical.
+    """
+
+    says: str
+    test: Callable[[Any], bool] = lambda value: True
+    choices_from: str | None = None
+
+
+def hyperparameter(says: str, test: Callable[[Any], bool] | None = None, choices_from: str | None = None):
+    """One row of the table (a dataclass field of HeadParams)."""
+    rule = Rule(says, test, choices_from) if test else Rule(says, choices_from=choices_from)
+    return field(metadata={"rule": rule})
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """One head's hyperparameters: a trial's, or the final model's."""
+
+    learning_rate: float = hyperparameter("a number > 0", lambda v: _number(v) and v > 0)
+    size_inner: int = hyperparameter("an integer >= 0 (0 = no inner layer)", lambda v: _integer(v) and v >= 0)
+    droprate: float = hyperparameter("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+    augmentation: str = hyperparameter("the name of a loaded augmentation policy", choices_from="augmentation")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "HeadParams":
+        """From keras-tuner values, MLflow params (strings) or config: cast by each row's type.
+
+        Keys that are not head hyperparameters (keras-tuner's `tuner/epochs`, ...) are ignored.
+        """
+        missing = [name for name in NAMES if name not in values]
+        if missing:
+            raise KeyError(f"no value for {', '.join(missing)}")
+        return cls(**{row.name: cast(row, values[row.name]) for row in ROWS})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Name -> value, in table order."""
+        return asdict(self)
+
+    def check(self, key: str, choices: Mapping[str, Collection[str]]) -> None:
+        """Raise ConfigError naming `key.<name>` for a value that breaks its row's rule."""
+        for row in ROWS:
+            check_value(row, getattr(self, row.name), f"{key}.{row.name}", choices)
+
+
+ROWS = fields(HeadParams)
+NAMES = tuple(row.name for row in ROWS)
+
+
+def rule(row) -> Rule:
+    return row.metadata["rule"]
+
+
+def is_categorical(row) -> bool:
+    return row.type is str
+
+
+def cast(row, value: Any) -> Any:
+    """A value (possibly the string MLflow stored) as the row's type; an int row accepts '100.0'."""
+    if row.type is int:
+        return int(float(value))
+    return row.type(value)
+
+
+def check_value(row, value: Any, key: str, choices: Mapping[str, Collection[str]]) -> None:
+    """Raise ConfigError naming `key` if `value` breaks the row's rule (choices: group -> names)."""
+    if rule(row).choices_from:
+        allowed = list(choices.get(rule(row).choices_from, ()))
+        if value not in allowed:
+            group = rule(row).choices_from
+            raise ConfigError(
+                f"{key}: unknown {group} '{value}' (loaded: {', '.join(allowed) or 'none'}; "
+                f"load it with {group}=[{','.join([*allowed, str(value)])}])"
+            )
+    elif not rule(row).test(value):
+        raise ConfigError(f"{key}: {value!r} is not {rule(row).says}")
+
+
+# ---- the search space of one hyperparameter -------------------------------------------------
+
+
+@dataclass
+class ParamSpace:
+    """conf/search/<file>.yaml, one entry: a choice list or a range.
+
+    The None/False defaults mean "not given" (a choice has no min, a range no values); the
+    search files hold every real value.
+    """
+
+    type: str
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def check(self, key: str, row, choices: Mapping[str, Collection[str]], tuner: str) -> None:
+        """Raise ConfigError naming `key` if this space cannot produce valid values of `row`."""
+        if self.type not in SPACE_TYPES:
+            raise ConfigError(f"{key}.type: unknown type '{self.type}' (use one of {', '.join(SPACE_TYPES)})")
+        if self.type == "choice":
+            if not self.values:
+                raise ConfigError(f"{key}.values: empty choice list")
+            for value in self.values:
+                check_value(row, value, f"{key}.values", choices)
+            return
+        if is_categorical(row):
+            raise ConfigError(f"{key}.type: {row.name} is categorical: use a choice list")
+        if self.min is None or self.max is None:
+            raise ConfigError(f"{key}: a {self.type} range needs both min and max")
+        if self.min > self.max:
+            raise ConfigError(f"{key}: min {self.min} is greater than max {self.max}")
+        for bound in (self.min, self.max):
+            if not rule(row).test(bound):
+                raise ConfigError(f"{key}: bound {bound!r} is not {rule(row).says}")
+        if self.type == "int" and not (_integer(self.min) and _integer(self.max)):
+            raise ConfigError(f"{key}: an int range needs integer min and max")
+        if self.step is not None and self.step <= 0:
+            raise ConfigError(f"{key}.step: {self.step} must be > 0")
+        if self.log and self.min <= 0:
+            raise ConfigError(f"{key}.log: log sampling needs min > 0, got {self.min}")
+        if tuner == "grid" and self.type == "float" and self.step is None:
+            raise ConfigError(f"{key}.step: the grid tuner needs a step for a float range")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keys that were given (for logging and the search id)."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def define(hp, row, space: ParamSpace) -> Any:
+    """Declare one row on a keras-tuner HyperParameters object; returns its current value."""
+    if space.type == "choice":
+        return hp.Choice(row.name, [cast(row, v) for v in space.values], ordered=not is_categorical(row))
+    sampling = "log" if space.log else "linear"
+    if space.type == "int":
+        step = int(space.step) if space.step else None
+        return hp.Int(row.name, int(space.min), int(space.max), step=step, sampling=sampling)
+    return hp.Float(row.name, float(space.min), float(space.max), step=space.step, sampling=sampling)
+
+
+def define_all(hp, search: Mapping[str, ParamSpace]) -> HeadParams:
+    """Declare every row, in table order, on a keras-tuner HyperParameters object."""
+    return HeadParams(**{row.name: define(hp, row, search[row.name]) for row in ROWS})
+
+
+def describe(search: Mapping[str, ParamSpace]) -> dict[str, dict[str, Any]]:
+    """The search space as plain data in table order, for logging and the search id."""
+    return {name: search[name].as_dict() for name in NAMES}

@@ -1,0 +1,1 @@
+"""Stage 3: the `tune` job: heads trained on cached features, trials chosen by keras-tuner."""

@@ -1,0 +1,173 @@
+"""The `tune` job: cached features -> keras-tuner search -> MLflow parent and child runs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashion_exp.config import Config, flatten, to_yaml
+from fashion_exp.features.prepare import PreparedFeatures, prepare_features
+from fashion_exp.hyperparameters import NAMES, describe
+from fashion_exp.search.head import HeadHyperModel
+from fashion_exp.search.observers import TrialProgress, TrialRecorder
+from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
+from fashion_exp.stopwatch import Stopwatch
+from fashion_exp.tracking.runs import SearchTracker
+
+
+@dataclass
+class SearchResult:
+    parent_run_id: str
+    search_id: str
+    objective: str
+    best_trial_id: str | None
+    best_score: float | None
+    best_hyperparameters: dict
+    trials: int
+    tracking_uri: str
+    timings: dict[str, float]
+
+
+def search_policies(config: Config) -> dict:
+    """The augmentation policies the search space can pick, by name."""
+    return {name: config.augmentation[name] for name in config.search["augmentation"].values}
+
+
+def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str) -> str:
+    """What identifies a search for resuming: data, weights, space and tuner (not max_trials)."""
+    tuner = {k: v for k, v in vars(config.tuner).items() if k != "max_trials"}
+    identity = {
+        "data": dataset_fingerprint,
+        "weights": weights_fingerprint,
+        "image_size": config.data.image_size,
+        "space": describe(config.search),
+        "policies": {name: vars(policy) for name, policy in search_policies(config).items()},
+        "tuner": tuner,
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def trials_csv(trials, children: dict[str, str], objective: str) -> str:
+    """One row per ended trial: id, status, score, best epoch, the head hyperparameters, run id."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trial_id", "status", objective, "best_epoch", *NAMES, "run_id"])
+    for t in trials:
+        values = t.hyperparameters.values
+        scored = t.score is not None
+        writer.writerow(
+            [
+                t.trial_id,
+                t.status,
+                f"{t.score:.4f}" if scored else "",
+                t.best_step if scored else "",
+                *(values.get(name, "") for name in NAMES),
+                children.get(t.trial_id, ""),
+            ]
+        )
+    return out.getvalue()
+
+
+def open_search_run(config: Config, prepared: PreparedFeatures, echo) -> tuple[SearchTracker, str, bool]:
+    """The search's id, whether it resumes, and its MLflow parent run (new or reopened)."""
+    sid = search_id(config, prepared.dataset.fingerprint(), prepared.weights_fingerprint)
+    resume = (Path(config.work_dir) / "tuner" / sid / "oracle.json").is_file() and not config.fresh
+    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
+    reopened = tracker.open_search(sid, resume, run_name=f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}")
+    echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
+    return tracker, sid, resume
+
+
+def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures) -> None:
+    dataset = prepared.dataset
+    tracker.log_setup(
+        params=flatten(config),
+        tags={
+            "dataset_fingerprint": dataset.fingerprint(),
+            "weights_fingerprint": prepared.weights_fingerprint,
+            "tuner": config.tuner.type,
+        },
+        texts={"config.yaml": to_yaml(config), "dataset_report.txt": prepared.report},
+        dicts={
+            "dataset_counts.json": dataset.counts(),
+            "search_space.json": describe(config.search),
+            "tuner.json": vars(config.tuner),
+            "skipped_files.json": dict(dataset.skipped),
+        },
+    )
+
+
+def run_trials(config: Config, prepared: PreparedFeatures, tracker: SearchTracker, sid: str, resume: bool):
+    """Build the head HyperModel and the tuner, run the search; returns the tuner."""
+    hypermodel = HeadHyperModel(
+        config.search,
+        prepared.train_views,
+        prepared.train_labels,
+        prepared.val,
+        prepared.val_labels,
+        n_classes=prepared.n_classes,
+        batch_size=config.tuner.batch_size,
+        validation_batch_size=config.tuner.validation_batch_size,
+        seed=config.seed,
+    )
+    tuning = config.tuner
+    total = tuning.max_trials if tuning.type != "hyperband" else 1
+    observers = [TrialRecorder(tracker, tuning.objective), TrialProgress(total, tuning.objective, tuning.direction)]
+    tuner = make_tuner(tuning, hypermodel, Path(config.work_dir) / "tuner", sid, config.seed, not resume, observers)
+    tuner.search(epochs=tuning.epochs, verbose=0)
+    return tuner
+
+
+def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -> SearchResult:
+    """Log the best trial, trials.csv, the comparison plot and timings; end the parent run."""
+    trials = finished_trials(tuner)
+    best = best_trial(tuner)
+    objective = config.tuner.objective
+    best_info = None
+    if best is not None:
+        best_info = {
+            "trial_id": best.trial_id,
+            "score": best.score,
+            "hyperparameters": best.hyperparameters.values,
+            "run_id": tracker.children.get(best.trial_id),
+        }
+    clock.laps["total_seconds"] = clock.total()
+    tracker.finish_search(
+        best_info,
+        objective,
+        trials_csv(trials, tracker.children, objective),
+        clock.laps,
+        f"{objective} per epoch, {len(trials)} trials ({config.tuner.type}, {config.data.image_size}px)",
+    )
+    return SearchResult(
+        parent_run_id=tracker.parent_id,
+        search_id=tracker.search_id,
+        objective=objective,
+        best_trial_id=best.trial_id if best else None,
+        best_score=best.score if best else None,
+        best_hyperparameters=best.hyperparameters.values if best else {},
+        trials=len(trials),
+        tracking_uri=config.tracking.uri,
+        timings=clock.laps,
+    )
+
+
+def run_search(config: Config, echo=print) -> SearchResult:
+    """Run (or resume) the search that `config` describes. Returns where its results went."""
+    clock = Stopwatch()
+    prepared = prepare_features(config, config.data.image_size, search_policies(config), echo, clock)
+    prepared.drop_backbone()  # trials train heads on cached features only
+    tracker, sid, resume = open_search_run(config, prepared, echo)
+    with tracker.recording():
+        log_search_setup(tracker, config, prepared)
+        tuner = run_trials(config, prepared, tracker, sid, resume)
+        clock.lap("trials_seconds")
+        result = summarize(tuner, tracker, config, clock)
+    echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
+    return result
