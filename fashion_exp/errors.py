@@ -20,6 +20,11 @@ class ImageError(UserError):
         super().__init__(message)
         self.kind = kind
 
+    @property
+    def reason(self) -> str:
+        """The message without its leading '<file>: ' (for tables that already show the file)."""
+        return str(self).split(": ", 1)[-1]
+
 
 def first_line(error: BaseException | str) -> str:
     """The first non-empty line of an error (or its type name): what a one-line message quotes."""

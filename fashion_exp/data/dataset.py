@@ -153,7 +153,7 @@ def scan_dataset(
         try:
             data = read_file(root / sample.path)
         except ImageError as err:
-            reasons[sample.path] = str(err).split(": ", 1)[-1]
+            reasons[sample.path] = err.reason
             continue
         digest = content_digest(data)
         if digest not in cache.verdicts:
@@ -161,7 +161,7 @@ def scan_dataset(
                 decode_image(data, scan_size, max_pixels, "nearest")
                 cache.verdicts[digest] = None
             except ImageError as err:
-                cache.verdicts[digest] = str(err).split(": ", 1)[-1]
+                cache.verdicts[digest] = err.reason
             decoded += 1
         if cache.verdicts[digest] is None:
             digests[sample.path] = digest

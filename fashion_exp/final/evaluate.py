@@ -77,7 +77,7 @@ def table(evaluation: Evaluation) -> str:
 def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluation, registry.LoadedModel]:
     """Evaluate a model (URI, path, or the latest train-final run's) on the test split; log to its run."""
     if model_ref is None:
-        model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/model"
+        model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/{registry.MODEL_ARTIFACT}"
     loaded = registry.load(model_ref, config.tracking.uri)
     dataset = scan_configured(config.data, [TEST], config.work_dir)
     if dataset.classes != loaded.class_names:

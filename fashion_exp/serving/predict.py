@@ -48,7 +48,7 @@ def predict_files(model: LoadedModel, files: list[Path], k: int, max_pixels: int
         try:
             good.append((i, decoder.load(f)))
         except ImageError as err:
-            results[i].error = str(err).split(": ", 1)[-1]
+            results[i].error = err.reason
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
         probabilities = model.predict(np.stack([image for _, image in chunk]), batch_size)
