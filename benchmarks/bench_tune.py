@@ -186,9 +186,10 @@ def main() -> None:
         print(out[out.find("Timings") :], flush=True)
 
     # the cached trial uses the 150px features (from the cold tune's cache when it ran)
-    from fashion_exp.features.prepare import prepare_features
+    from fashion_exp.features.prepare import open_sources, prepare_features
 
-    prepared = prepare_features(config, 150, {"none": config.augmentation["none"]}, echo=lambda *_: None)
+    sources = open_sources(config, 150, echo=lambda *_: None)
+    prepared = prepare_features(config, sources, {"none": config.augmentation["none"]})
     train = prepared.train_views["none"][0]
     trial = [cached_trial(config, train, prepared.train_labels, prepared.val, prepared.val_labels) for _ in range(3)]
     del prepared

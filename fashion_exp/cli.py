@@ -111,8 +111,10 @@ def cmd_fetch_data(overrides: list[str], force: bool) -> int:
     if has_dataset(root) and not force:
         print(f"Dataset already at {root.resolve()} (use --force to download again)")
         return 0
-    fetch_dataset(config.data.url, root, force=force)
-    print(f"Dataset ready at {root.resolve()}")
+    if fetch_dataset(config.data.url, root, force=force):
+        print(f"Dataset ready at {root.resolve()}")
+    else:
+        print(f"Dataset ready at {root.resolve()} (downloaded by the fetch-data this one waited for)")
     return 0
 
 
@@ -241,6 +243,15 @@ def cmd_show_config(overrides: list[str]) -> int:
     return 0
 
 
+def _store_error(err: Exception) -> str | None:
+    """One line for an error from the MLflow store, else None (MLflow is imported only if it ran)."""
+    if "mlflow" not in sys.modules:
+        return None
+    from fashion_exp.tracking.store import store_error
+
+    return store_error(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
 
@@ -277,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        message = _store_error(err)
+        if message is None:
+            raise  # a bug: the traceback is for us
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return 130

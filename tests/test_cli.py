@@ -44,3 +44,39 @@ def test_tune_end_to_end_through_python_m(overrides, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Best trial 0" in done.stdout and "mlflow ui" in done.stdout
+
+
+def test_an_error_from_the_tracking_store_is_one_line(monkeypatch, capsys):
+    """An MLflow or database error no command turned into a UserError still reaches the user as one line."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    from fashion_exp.tracking import registry
+
+    errors = [
+        MlflowException("API request to http://tracker:5000 failed: Max retries exceeded\n  (details)"),
+        sqlalchemy.exc.OperationalError("UPDATE ...", {}, Exception("database is locked")),
+    ]
+    for error in errors:
+
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(registry, "rollback", fail)
+        assert main(["promote", "--rollback"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: MLflow: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "Max retries exceeded" in str(errors[0]) and "database is locked" in err
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch):
+    from fashion_exp.tracking import registry
+
+    def fail(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(registry, "rollback", fail)
+    import pytest
+
+    with pytest.raises(ZeroDivisionError):
+        main(["promote", "--rollback"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fashion_exp import locks
 from fashion_exp.data.dataset import TEST, TRAIN, VALIDATION
 from fashion_exp.errors import DataError
 
@@ -47,30 +48,52 @@ def _dataset_dir(extracted: Path) -> Path:
     raise DataError("the downloaded archive has no folder with train/, validation/ and test/ inside")
 
 
-def fetch_dataset(url: str, root: Path | str, force: bool = False, timeout: float = 60) -> Path:
+def fetch_lock(root: Path):
+    """The lock beside root that one fetch into root holds at a time (a second one waits)."""
+    return root.parent / f".{root.name}.fetch.lock"
+
+
+def fetch_dataset(url: str, root: Path | str, force: bool = False, timeout: float = 60, echo=print) -> bool:
     """Download and unpack the dataset into root; nothing is left half-written if anything fails.
 
-    Returns root. Does nothing if root already holds the three splits, unless force.
+    Returns True if it downloaded, False if root already held the three splits (unless force),
+    or if another fetch into root, which this one waited for, put them there. Two fetches at once
+    download once: the second waits on an OS file lock beside root, then finds the data there.
     """
     root = Path(root)
     if has_dataset(root) and not force:
-        return root
-    if root.exists() and any(root.iterdir()) and not force:
-        raise DataError(f"{root} exists but is not a complete dataset: move it away or use --force")
+        return False
     root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".fetch-") as tmp:
-        archive = Path(tmp) / "dataset.zip"
-        _download(url, archive, timeout)
-        try:
-            with zipfile.ZipFile(archive) as zipped:
-                for member in zipped.namelist():
-                    if member.startswith("/") or ".." in Path(member).parts:
-                        raise DataError(f"the downloaded archive has an unsafe path: {member}")
-                zipped.extractall(Path(tmp) / "unpacked")
-        except zipfile.BadZipFile:
-            raise DataError(f"{url} did not return a zip archive") from None
-        found = _dataset_dir(Path(tmp) / "unpacked")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(found, root)
-    return root
+    waited = []
+
+    def say(holder) -> None:
+        waited.append(holder)
+        echo(f"Waiting for {holder.describe() if holder else 'another process'}, which is downloading into {root} ...")
+
+    with locks.exclusive(fetch_lock(root), f"the download into {root}", wait=float("inf"), on_wait=say):
+        if has_dataset(root) and (waited or not force):
+            return False
+        if root.exists() and any(root.iterdir()) and not force:
+            raise DataError(f"{root} exists but is not a complete dataset: move it away or use --force")
+        for stale in root.parent.glob(f".fetch-{root.name}-*"):  # left by a fetch that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".fetch-{root.name}-") as tmp:
+            _download_and_unpack(url, Path(tmp), timeout)
+            found = _dataset_dir(Path(tmp) / "unpacked")
+            if root.exists():
+                os.replace(root, Path(tmp) / "replaced")  # root is never half there: old, then new
+            os.replace(found, root)
+    return True
+
+
+def _download_and_unpack(url: str, tmp: Path, timeout: float) -> None:
+    archive = tmp / "dataset.zip"
+    _download(url, archive, timeout)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise DataError(f"the downloaded archive has an unsafe path: {member}")
+            zipped.extractall(tmp / "unpacked")
+    except zipfile.BadZipFile:
+        raise DataError(f"{url} did not return a zip archive") from None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_exp import locks
+
 
 @dataclass(frozen=True)
 class FeatureKey:
@@ -32,6 +34,16 @@ class FeatureCache:
 
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
+
+    def extracting(self, decoding: str, on_wait=None):
+        """Context manager held while computing entries of one decoding (image size): one extractor
+        at a time, so two commands that need the same features compute them once (the second waits)."""
+        return locks.exclusive(
+            self.directory / f"extracting-{decoding}.lock",
+            f"the {decoding} feature cache in {self.directory}",
+            wait=float("inf"),
+            on_wait=on_wait,
+        )
 
     def path(self, key: FeatureKey) -> Path:
         return self.directory / f"{key.split}-{key.decoding}-{key.digest()}.npy"

@@ -81,13 +81,38 @@ def extract_features(
     if decoder.size != backbone.image_size:
         raise ValueError(f"decoder size {decoder.size} != backbone input {backbone.image_size}")
     results: dict[Job, np.ndarray] = {}
-    missing: list[Job] = []
+    missing = _load_cached(backbone, dataset, cache, jobs, decoder, seed, results)
+    if not missing:
+        return results
+    with cache.extracting(decoder.key, on_wait=_say_waiting(cache)):
+        # whoever held the lock may have computed what we lack
+        missing = _load_cached(backbone, dataset, cache, missing, decoder, seed, results)
+        _compute(backbone, dataset, cache, missing, decoder, batch_size, seed, results)
+    return results
+
+
+def _say_waiting(cache: FeatureCache):
+    def say(holder) -> None:
+        who = holder.describe() if holder else "another process"
+        tqdm.write(f"Waiting for {who}, which is extracting features into {cache.directory} ...")
+
+    return say
+
+
+def _load_cached(backbone, dataset, cache, jobs, decoder, seed, results: dict) -> list[Job]:
+    """Put every cached job's features into results; returns the jobs the cache lacks."""
+    missing = []
     for job in jobs:
         cached = cache.load(key_for(backbone, decoder, dataset, job, seed))
         if cached is not None and cached.shape[0] == len(dataset.splits[job.split]):
             results[job] = cached
         else:
             missing.append(job)
+    return missing
+
+
+def _compute(backbone, dataset, cache, missing: list[Job], decoder, batch_size, seed, results: dict) -> None:
+    """Run the backbone over every missing job (one progress bar), cache and collect the features."""
     total = sum(len(dataset.splits[job.split]) for job in missing)
     with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
         for job in missing:
@@ -99,4 +124,3 @@ def extract_features(
             features = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
             cache.save(key_for(backbone, decoder, dataset, job, seed), features)
             results[job] = features
-    return results

@@ -1,7 +1,7 @@
-"""prepare_features: the one step that turns a config into cached features for tune and train-final.
+"""The features step of tune and train-final: open_sources, then prepare_features.
 
-scan the dataset -> build the backbone -> list the (split, policy, view) jobs -> extract what the
-cache lacks. Validation photos are never augmented.
+open_sources: scan the dataset, build the backbone. prepare_features: list the (split, policy,
+view) jobs, extract what the cache lacks. Validation photos are never augmented.
 """
 
 from __future__ import annotations
@@ -50,11 +50,24 @@ class PreparedFeatures:
         self.backbone = None
 
 
-def prepare_features(
-    config: Config, image_size: int, policies: dict[str, AugmentationPolicy], echo=print, clock: Stopwatch | None = None
-) -> PreparedFeatures:
-    """Scan train and validation, then features at `image_size` for validation and for every view
-    of every policy on train; laps scan/backbone/extraction on `clock`."""
+@dataclass
+class FeatureSources:
+    """What the features are computed from, known before any extraction: the checked dataset and
+    the backbone (so a caller can name and lock its job from their fingerprints first)."""
+
+    dataset: Dataset
+    report: str
+    backbone: Backbone
+    decoder: Decoder
+
+    @property
+    def weights_fingerprint(self) -> str:
+        return self.backbone.fingerprint
+
+
+def open_sources(config: Config, image_size: int, echo=print, clock: Stopwatch | None = None) -> FeatureSources:
+    """Scan train and validation (printing the check's table) and build the backbone at `image_size`;
+    laps scan/backbone on `clock`."""
     clock = clock or Stopwatch()
     dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
     dataset_report = report(dataset)
@@ -62,25 +75,33 @@ def prepare_features(
     clock.lap("scan_seconds")
     backbone = build_backbone(config.model, image_size, config.seed)
     clock.lap("backbone_seconds")
-    decoder = Decoder.for_data(config.data, image_size)
+    return FeatureSources(dataset, dataset_report, backbone, Decoder.for_data(config.data, image_size))
+
+
+def prepare_features(
+    config: Config, sources: FeatureSources, policies: dict[str, AugmentationPolicy], clock: Stopwatch | None = None
+) -> PreparedFeatures:
+    """Features for validation and for every view of every policy on train, from the cache or
+    extracted now; laps extraction on `clock`."""
+    clock = clock or Stopwatch()
     val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
     train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
     features = extract_features(
-        backbone,
-        dataset,
+        sources.backbone,
+        sources.dataset,
         FeatureCache(Path(config.work_dir) / "features"),
         [val_job, *[job for jobs in train_jobs.values() for job in jobs]],
-        decoder,
+        sources.decoder,
         config.model.batch_size,
         config.seed,
     )
     clock.lap("extraction_seconds")
     return PreparedFeatures(
-        dataset=dataset,
-        report=dataset_report,
-        backbone=backbone,
-        weights_fingerprint=backbone.fingerprint,
-        decoder=decoder,
+        dataset=sources.dataset,
+        report=sources.report,
+        backbone=sources.backbone,
+        weights_fingerprint=sources.weights_fingerprint,
+        decoder=sources.decoder,
         train_views={name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()},
         val=features[val_job],
     )

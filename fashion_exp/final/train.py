@@ -20,7 +20,7 @@ from fashion_exp.batching import pad_batch
 from fashion_exp.config import Config, flatten, to_yaml
 from fashion_exp.data.dataset import VALIDATION
 from fashion_exp.errors import ConfigError
-from fashion_exp.features.prepare import PreparedFeatures, prepare_features
+from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
 from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import NAMES, HeadParams
 from fashion_exp.tracking import plots, registry
@@ -172,7 +172,8 @@ def train_final(config: Config, echo=print) -> FinalResult:
     started = time.time()
     search_run, params = chosen_hyperparameters(config)
     echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
-    prepared = prepare_features(config, config.final.image_size, policies_for(config, params), echo)
+    sources = open_sources(config, config.final.image_size, echo)
+    prepared = prepare_features(config, sources, policies_for(config, params))
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fashion_exp import locks
 from fashion_exp.config import Config, flatten, to_yaml
-from fashion_exp.features.prepare import PreparedFeatures, prepare_features
+from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
 from fashion_exp.hyperparameters import NAMES, describe
 from fashion_exp.search.head import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
@@ -74,14 +75,27 @@ def trials_csv(trials, children: dict[str, str], objective: str) -> str:
     return out.getvalue()
 
 
-def open_search_run(config: Config, prepared: PreparedFeatures, echo) -> tuple[SearchTracker, str, bool]:
-    """The search's id, whether it resumes, and its MLflow parent run (new or reopened)."""
-    sid = search_id(config, prepared.dataset.fingerprint(), prepared.weights_fingerprint)
+def search_lock(config: Config, sid: str):
+    """Context manager that makes this process the only one running search `sid` in work_dir.
+
+    Refuses at once (locks.Busy, naming the holder) instead of waiting: two processes on one
+    search would repeat each other's trials. The kernel drops the lock if the holder dies.
+    """
+    return locks.exclusive(
+        Path(config.work_dir) / "tuner" / f"{sid}.lock",
+        f"search {sid}",
+        hint="a search runs in one process at a time; wait for it to end (or stop it), "
+        "then run the same command again to resume or see its results",
+    )
+
+
+def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool]:
+    """The search's MLflow parent run (new, or reopened to resume) and whether the tuner resumes."""
     resume = (Path(config.work_dir) / "tuner" / sid / "oracle.json").is_file() and not config.fresh
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
     reopened = tracker.open_search(sid, resume, run_name=f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}")
     echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
-    return tracker, sid, resume
+    return tracker, resume
 
 
 def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures) -> None:
@@ -159,15 +173,22 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
 
 
 def run_search(config: Config, echo=print) -> SearchResult:
-    """Run (or resume) the search that `config` describes. Returns where its results went."""
+    """Run (or resume) the search that `config` describes. Returns where its results went.
+
+    Raises locks.Busy, before writing anything, if another process is running the same search.
+    """
     clock = Stopwatch()
-    prepared = prepare_features(config, config.data.image_size, search_policies(config), echo, clock)
-    prepared.drop_backbone()  # trials train heads on cached features only
-    tracker, sid, resume = open_search_run(config, prepared, echo)
-    with tracker.recording():
-        log_search_setup(tracker, config, prepared)
-        tuner = run_trials(config, prepared, tracker, sid, resume)
-        clock.lap("trials_seconds")
-        result = summarize(tuner, tracker, config, clock)
+    sources = open_sources(config, config.data.image_size, echo, clock)
+    sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
+    with search_lock(config, sid):
+        prepared = prepare_features(config, sources, search_policies(config), clock)
+        del sources
+        prepared.drop_backbone()  # trials train heads on cached features only
+        tracker, resume = open_search_run(config, sid, echo)
+        with tracker.recording():
+            log_search_setup(tracker, config, prepared)
+            tuner = run_trials(config, prepared, tracker, sid, resume)
+            clock.lap("trials_seconds")
+            result = summarize(tuner, tracker, config, clock)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result

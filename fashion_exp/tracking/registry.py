@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
+from fashion_exp.tracking.store import alias_lock, open_client
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -48,11 +49,6 @@ class LoadedModel:
         return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def _client(uri: str) -> MlflowClient:
-    """A client bound to one store: MLflow's global tracking and registry URIs are never changed."""
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: np.ndarray, registered_name: str) -> str:
     """Save `model` with MLflow's Keras flavour (signature, input example, metadata) into run_id's
     artifacts at `model/`, then register it. Returns the new registered model version.
@@ -62,7 +58,7 @@ def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: n
     import mlflow
     from mlflow.models import infer_signature
 
-    client = _client(uri)
+    client = open_client(uri)
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     with tempfile.TemporaryDirectory() as tmp:
         # mlflow.keras.log_model(input_example=...) writes the example before creating its folder
@@ -118,7 +114,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
 
-    client = _client(tracking_uri)
+    client = open_client(tracking_uri)
     try:
         where = _locate(reference, client)
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +162,7 @@ def _rank(version) -> tuple[float, float, int]:
 
 def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float, loss: float | None = None) -> list[str]:
     """Tag every registered version logged by run_id with its test accuracy (and loss); returns the versions."""
-    client = _client(uri)
+    client = open_client(uri)
     try:
         versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -184,9 +180,14 @@ def promote(
     """Point `champion` at a version (given, the one run_id logged, or the best test accuracy).
 
     The old champion becomes `previous`. Refuses a worse or unevaluated version unless force.
-    Returns the changes as sentences.
+    One promote or rollback at a time moves the aliases (alias_lock), so `champion` and
+    `previous` never name the same version. Returns the changes as sentences.
     """
-    client = _client(uri)
+    with alias_lock(uri, name):
+        return _promote(open_client(uri), uri, name, version, run_id, force)
+
+
+def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: bool) -> list[str]:
     try:
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:
@@ -235,8 +236,12 @@ def promote(
 
 
 def rollback(uri: str, name: str) -> list[str]:
-    """Swap `champion` and `previous`."""
-    client = _client(uri)
+    """Swap `champion` and `previous` (under alias_lock, like promote)."""
+    with alias_lock(uri, name):
+        return _rollback(open_client(uri), name)
+
+
+def _rollback(client: MlflowClient, name: str) -> list[str]:
     previous = _alias(client, name, PREVIOUS)
     if previous is None:
         raise UserError(f"'{name}' has no '{PREVIOUS}' alias: nothing to roll back to")

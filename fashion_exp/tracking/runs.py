@@ -1,6 +1,6 @@
 """MLflow: one parent run per search, one nested child run per trial, plots and artifacts.
 
-Only this module (and the registry module) talk to MLflow. It uses MlflowClient with explicit run
+Only the tracking modules talk to MLflow. It uses MlflowClient with explicit run
 ids, so nothing depends on a global active run.
 """
 
@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.errors import ConfigError, first_line, last_line
 from fashion_exp.tracking import plots
+from fashion_exp.tracking.store import open_client
 
 SEARCH_ID = "fashion_exp.search_id"
 TRIAL_ID = "fashion_exp.trial_id"
@@ -48,7 +49,7 @@ def _short(text: str, limit: int = 500) -> str:
 def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """A client and the id of `experiment` (created if new); ConfigError if the store is unusable."""
     try:
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
             return client, client.create_experiment(experiment)
@@ -258,7 +259,7 @@ class RunLogger:
 
     @classmethod
     def reopen(cls, uri: str, run_id: str) -> RunLogger:
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         try:
             client.get_run(run_id)
         except MlflowException:
@@ -341,7 +342,7 @@ def _latest_finished(client: MlflowClient, experiment_id: str, kind: str):
 
 def download_artifact(uri: str, run_id: str, path: str) -> str | None:
     """Local path of a run's artifact, or None if the run has no such artifact."""
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     folder = path.rsplit("/", 1)[0] if "/" in path else None
     if path not in [a.path for a in client.list_artifacts(run_id, folder)]:
         return None

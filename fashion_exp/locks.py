@@ -1,0 +1,116 @@
+"""Operating-system file locks: one holder at a time, released by the kernel when the holder exits.
+
+`flock(2)` locks belong to an open file, so a process that dies (kill -9, power loss) holds nothing
+afterwards and no stale lock file ever needs deleting. The holder writes who it is (pid, host,
+command, start time) into the lock file so a refused process can say who is in the way.
+Lock files are never deleted: removing one while a process waits on it would let two hold "it".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashion_exp.errors import UserError
+
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as the holder wrote it into the lock file."""
+
+    pid: int
+    host: str
+    command: str
+    since: float
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), " ".join(sys.argv[1:]), time.time())
+
+    def describe(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        command = f" ({self.command})" if self.command else ""
+        return f"pid {self.pid} on host {self.host} since {started}{command}"
+
+
+class Busy(UserError):
+    """The lock is held by another process (and we were told not to wait, or waited too long)."""
+
+    def __init__(self, message: str, holder: Holder | None):
+        super().__init__(message)
+        self.holder = holder
+
+
+def read_holder(path: Path | str) -> Holder | None:
+    """The holder recorded in a lock file, or None (free, never used, or being rewritten)."""
+    try:
+        values = json.loads(Path(path).read_text() or "null")
+        return Holder(int(values["pid"]), str(values["host"]), str(values["command"]), float(values["since"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+@contextmanager
+def exclusive(
+    path: Path | str,
+    what: str,
+    wait: float = 0,
+    hint: str = "",
+    on_wait: Callable[[Holder | None], None] | None = None,
+    quiet_for: float = 0,
+) -> Iterator[Holder]:
+    """Hold the lock at `path` for the block; yields this process's Holder record.
+
+    what: the thing locked, as a message names it ("search 1a2b3c").
+    wait: seconds to wait for a busy lock (0: refuse at once). Busy is raised when it runs out,
+      naming the holder and ending with `hint`.
+    on_wait: called once with the holder if we have to wait (to print "waiting for ..."), after
+      `quiet_for` seconds of waiting (so a wait too short to notice says nothing).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot create the lock file {path} for {what} ({err.strerror})") from None
+    try:
+        if not _try_lock(fd):
+            started = time.monotonic()
+            told = wait <= 0 or on_wait is None
+            while not _try_lock(fd):
+                if not told and time.monotonic() - started >= quiet_for:
+                    on_wait(read_holder(path))
+                    told = True
+                if time.monotonic() - started >= wait:
+                    holder = read_holder(path)
+                    who = holder.describe() if holder else "another process"
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise Busy(f"{what} is in use by {who}{waited}" + (f": {hint}" if hint else ""), holder)
+                time.sleep(POLL_SECONDS)
+        me = Holder.me()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(vars(me)).encode(), 0)
+        try:
+            yield me
+        finally:
+            os.ftruncate(fd, 0)  # a released lock names nobody
+    finally:
+        os.close(fd)  # closing the file releases the lock

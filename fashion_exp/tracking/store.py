@@ -1,0 +1,93 @@
+"""Opening an MLflow store safely when several commands use it at once.
+
+MLflow creates and migrates a new SQL store's tables when the first client touches it, with no
+lock between processes (its tracking and registry stores call `_initialize_tables` directly), so
+two commands started together in a fresh folder race and one dies ("duplicate column name: step").
+`open_client` does that first touch under an OS file lock. `alias_lock` serializes the
+read-decide-write of registry aliases (promote, rollback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
+
+from fashion_exp import locks
+from fashion_exp.errors import ConfigError, first_line
+
+INIT_WAIT_SECONDS = 300  # creating a store takes seconds; a stuck holder is reported after this
+ALIAS_WAIT_SECONDS = 120
+_ready: set[str] = set()  # stores this process has already opened (their tables exist)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (absolute), or None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]  # sqlite:////abs/file or sqlite:///relative/file
+    if not path or path == ":memory:":
+        return None
+    return Path(path) if path.startswith("/") else (Path.cwd() / path).resolve()
+
+
+def lock_path(uri: str, purpose: str) -> Path:
+    """Where the `purpose` lock of a store lives: beside a sqlite file (so every process using the
+    file finds it, whatever its work_dir), else in the temp folder keyed by the URI (this machine)."""
+    database = sqlite_file(uri)
+    if database is not None:
+        return database.with_name(f"{database.name}.{purpose}.lock")
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "fashion_exp-locks" / f"store-{key}.{purpose}.lock"
+
+
+def _waiting(what: str):
+    def say(holder: locks.Holder | None) -> None:
+        who = holder.describe() if holder else "another process"
+        print(f"Waiting for {who}, which holds {what} ...", flush=True)
+
+    return say
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client bound to one store for tracking and registry; the first open of a store in this
+    process creates its tables under the store's init lock. ConfigError if the store is unusable."""
+    if uri in _ready or uri.startswith(("http://", "https://", "databricks")):  # a server owns its schema
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    database = sqlite_file(uri)
+    if database is not None and not database.parent.is_dir():
+        raise ConfigError(f"tracking.uri: the folder of {uri} does not exist ({database.parent})")
+    what = f"the MLflow store {uri} (opening it, creating its tables if it is new)"
+    waiting = _waiting(what)
+    with locks.exclusive(lock_path(uri, "init"), what, wait=INIT_WAIT_SECONDS, on_wait=waiting, quiet_for=2):
+        try:  # the client's constructor opens the tracking store (creating its tables) ...
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_registered_models(max_results=1)  # ... and the registry's on first use
+        except (MlflowException, SQLAlchemyError) as err:
+            raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(err)})") from None
+    _ready.add(uri)
+    return client
+
+
+@contextmanager
+def alias_lock(uri: str, name: str) -> Iterator[None]:
+    """Hold while reading and moving the aliases of registered model `name` (one mover at a time).
+
+    A local lock: it covers every process on this machine (and every user of a shared sqlite file).
+    """
+    what = f"the aliases of '{name}'"
+    with locks.exclusive(lock_path(uri, "aliases"), what, wait=ALIAS_WAIT_SECONDS, on_wait=_waiting(what), quiet_for=2):
+        yield
+
+
+def store_error(error: BaseException) -> str | None:
+    """One line for an error that came from the tracking store (MLflow or its database), else None."""
+    if isinstance(error, MlflowException | SQLAlchemyError):
+        return f"MLflow: {first_line(error)}"
+    return None

@@ -1,0 +1,90 @@
+"""Real `python -m fashion_exp` processes started at the same moment, for the concurrency tests.
+
+Each process imports what it will need (TensorFlow, MLflow, ...), says it is ready, then waits for
+a "go" file; the test creates it once all are ready, so the commands begin within a millisecond of
+each other instead of a few seconds apart as their imports finish.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LAUNCHER = """
+import importlib, os, sys, time
+for module in os.environ.get("PRELOAD", "").split():
+    importlib.import_module(module)
+from fashion_exp.cli import main
+ready, go = sys.argv[1], sys.argv[2]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.0005)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def has_traceback(self) -> bool:
+        return "Traceback" in self.stdout + self.stderr
+
+
+def launch(args: list[str], cwd: Path, tag: str, preload: str = "") -> tuple[subprocess.Popen, Path, Path]:
+    """Start one CLI process that waits for cwd/<tag>.go before running `args`."""
+    ready, go = cwd / f".{tag}.ready", cwd / f".{tag}.go"
+    env = {**os.environ, "PRELOAD": preload, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(ready), str(go), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, ready, go
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"process exited ({process.returncode}) before it was ready:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"process not ready after {timeout} s")
+        time.sleep(0.01)
+
+
+def run_together(commands: list[list[str]], cwd: Path, preload: str = "", timeout: float = 600) -> list[Finished]:
+    """Run the CLI commands in separate processes started at the same moment; their results in order."""
+    started = [launch(args, cwd, f"p{i}", preload) for i, args in enumerate(commands)]
+    for process, ready, _ in started:
+        wait_for(ready, process, timeout=120)
+    for _, _, go in started:
+        go.touch()
+    return [finish(process, timeout) for process, _, _ in started]
+
+
+def finish(process: subprocess.Popen, timeout: float) -> Finished:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return Finished(process.returncode, out, err)
+
+
+def kill_hard(process: subprocess.Popen) -> None:
+    """kill -9: no handler, no cleanup; the kernel closes the process's files (and drops its locks)."""
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
