@@ -43,6 +43,16 @@ class Holder:
         return f"pid {self.pid} on host {self.host} since {started}{command}"
 
 
+def who(holder: Holder | None) -> str:
+    """The holder as a message names it; 'another process' when the lock file names nobody yet."""
+    return holder.describe() if holder else "another process"
+
+
+def waiting_line(holder: Holder | None, doing: str) -> str:
+    """What a waiting command prints: 'Waiting for <holder>, which <doing> ...'."""
+    return f"Waiting for {who(holder)}, which {doing} ..."
+
+
 class Busy(UserError):
     """The lock is held by another process (and we were told not to wait, or waited too long)."""
 
@@ -101,9 +111,8 @@ def exclusive(
                     told = True
                 if time.monotonic() - started >= wait:
                     holder = read_holder(path)
-                    who = holder.describe() if holder else "another process"
                     waited = f" (waited {wait:g} s)" if wait > 0 else ""
-                    raise Busy(f"{what} is in use by {who}{waited}" + (f": {hint}" if hint else ""), holder)
+                    raise Busy(f"{what} is in use by {who(holder)}{waited}" + (f": {hint}" if hint else ""), holder)
                 time.sleep(POLL_SECONDS)
         me = Holder.me()
         os.ftruncate(fd, 0)

@@ -68,7 +68,7 @@ def fetch_dataset(url: str, root: Path | str, force: bool = False, timeout: floa
 
     def say(holder) -> None:
         waited.append(holder)
-        echo(f"Waiting for {holder.describe() if holder else 'another process'}, which is downloading into {root} ...")
+        echo(locks.waiting_line(holder, f"is downloading into {root}"))
 
     with locks.exclusive(fetch_lock(root), f"the download into {root}", wait=float("inf"), on_wait=say):
         if has_dataset(root) and (waited or not force):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from fashion_exp import locks
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import AugmentationPolicy
 from fashion_exp.data.augment import is_identity, policy_key, random_transform, view_rng
@@ -93,8 +94,7 @@ def extract_features(
 
 def _say_waiting(cache: FeatureCache):
     def say(holder) -> None:
-        who = holder.describe() if holder else "another process"
-        tqdm.write(f"Waiting for {who}, which is extracting features into {cache.directory} ...")
+        tqdm.write(locks.waiting_line(holder, f"is extracting features into {cache.directory}"))
 
     return say
 

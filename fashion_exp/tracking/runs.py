@@ -18,9 +18,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashion_exp.errors import ConfigError, first_line, last_line
+from fashion_exp.errors import ConfigError, last_line
 from fashion_exp.tracking import plots
-from fashion_exp.tracking.store import open_client
+from fashion_exp.tracking.store import open_client, unusable
 
 SEARCH_ID = "fashion_exp.search_id"
 TRIAL_ID = "fashion_exp.trial_id"
@@ -59,7 +59,7 @@ def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
             )
         return client, found.experiment_id
     except MlflowException as err:
-        raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(err)})") from None
+        raise unusable(uri, err) from None
 
 
 class SearchTracker:

@@ -49,10 +49,14 @@ def lock_path(uri: str, purpose: str) -> Path:
 
 def _waiting(what: str):
     def say(holder: locks.Holder | None) -> None:
-        who = holder.describe() if holder else "another process"
-        print(f"Waiting for {who}, which holds {what} ...", flush=True)
+        print(locks.waiting_line(holder, f"holds {what}"), flush=True)
 
     return say
+
+
+def unusable(uri: str, error: BaseException) -> ConfigError:
+    """The one-line error for a store MLflow cannot use (missing, unreadable, unreachable)."""
+    return ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(error)})")
 
 
 def open_client(uri: str) -> MlflowClient:
@@ -70,7 +74,7 @@ def open_client(uri: str) -> MlflowClient:
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_registered_models(max_results=1)  # ... and the registry's on first use
         except (MlflowException, SQLAlchemyError) as err:
-            raise ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(err)})") from None
+            raise unusable(uri, err) from None
     _ready.add(uri)
     return client
 
