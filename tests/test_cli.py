@@ -80,3 +80,11 @@ def test_a_bug_still_shows_its_traceback(monkeypatch):
 
     with pytest.raises(ZeroDivisionError):
         main(["promote", "--rollback"])
+
+
+def test_a_store_in_a_missing_folder_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["promote", f"tracking.uri=sqlite:///{missing / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: tracking.uri: the folder of sqlite:///{missing / 'mlflow.db'} does not exist ({missing})\n"
+    assert not missing.exists()  # nothing created: no folder, no lock file

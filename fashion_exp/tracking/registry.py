@@ -183,8 +183,9 @@ def promote(
     One promote or rollback at a time moves the aliases (alias_lock), so `champion` and
     `previous` never name the same version. Returns the changes as sentences.
     """
+    client = open_client(uri)  # first: it checks the store (the lock file goes beside it)
     with alias_lock(uri, name):
-        return _promote(open_client(uri), uri, name, version, run_id, force)
+        return _promote(client, uri, name, version, run_id, force)
 
 
 def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: bool) -> list[str]:
@@ -237,8 +238,9 @@ def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: 
 
 def rollback(uri: str, name: str) -> list[str]:
     """Swap `champion` and `previous` (under alias_lock, like promote)."""
+    client = open_client(uri)
     with alias_lock(uri, name):
-        return _rollback(open_client(uri), name)
+        return _rollback(client, name)
 
 
 def _rollback(client: MlflowClient, name: str) -> list[str]:

@@ -84,6 +84,7 @@ def alias_lock(uri: str, name: str) -> Iterator[None]:
     """Hold while reading and moving the aliases of registered model `name` (one mover at a time).
 
     A local lock: it covers every process on this machine (and every user of a shared sqlite file).
+    Call open_client(uri) first: it checks the store's folder, where this lock file goes.
     """
     what = f"the aliases of '{name}'"
     with locks.exclusive(lock_path(uri, "aliases"), what, wait=ALIAS_WAIT_SECONDS, on_wait=_waiting(what), quiet_for=2):
