@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     command("tune", "search head hyperparameters with keras-tuner, tracked in MLflow (resumes by default)")
+    worker = command(
+        "tune-worker", "run trials for a distributed search's chief (tune tuner.role=chief) on this machine"
+    )
+    worker.add_argument("--chief", required=True, metavar="HOST:PORT", help="where the chief's oracle listens")
+    worker.add_argument(
+        "--worker-id",
+        help="this worker's id; restart a dead worker with its id to re-run its trial (default: worker-<host name>)",
+    )
     fetch = command("fetch-data", "download clothing-dataset-small to data.root")
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
@@ -90,7 +98,7 @@ def cmd_tune(overrides: list[str]) -> int:
     from fashion_exp.search.run import run_search
 
     config = load_config(overrides)
-    result = run_search(config)
+    result = run_search(config, overrides=overrides)
     if result.best_trial_id is None:
         print(f"No trial completed. Parent run {result.parent_run_id} holds the errors.")
         return 1
@@ -99,6 +107,22 @@ def cmd_tune(overrides: list[str]) -> int:
         print(f"  {key} = {value}")
     print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {result.tracking_uri}")
     print("Compare the trials: mlflow ui   (then open http://127.0.0.1:5000)")
+    return 0
+
+
+def cmd_tune_worker(overrides: list[str], chief: str, worker_id: str | None) -> int:
+    import socket
+
+    from fashion_exp.config import check_address, load_config
+
+    check_address("--chief", chief)  # before TensorFlow is imported: a typo costs no wait
+    worker_id = worker_id if worker_id is not None else "worker-" + socket.gethostname().replace("chief", "head")
+    if not worker_id or "chief" in worker_id or "/" in worker_id:
+        raise UserError(f"--worker-id '{worker_id}': must be non-empty, without '/' and not contain 'chief'")
+    config = load_config(overrides)
+    from fashion_exp.search.worker import run_worker
+
+    run_worker(config, chief, worker_id)
     return 0
 
 
@@ -269,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tune":
             return cmd_tune(overrides)
+        if args.command == "tune-worker":
+            return cmd_tune_worker(overrides, args.chief, args.worker_id)
         if args.command == "fetch-data":
             return cmd_fetch_data(overrides, args.force)
         if args.command == "show-config":

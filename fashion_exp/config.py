@@ -25,6 +25,17 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 BACKBONES = ("xception", "tiny")
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # name -> keras-tuner direction
+ROLES = ("single", "chief")
+# tuner keys that say where trials run, not what the search is: not part of the search id
+PLACEMENT_KEYS = (
+    "max_trials",
+    "workers",
+    "role",
+    "oracle_address",
+    "gpus_per_worker",
+    "worker_restarts",
+    "chief_timeout",
+)
 SERVE_BACKENDS = ("keras", "onnx")
 XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
 
@@ -39,6 +50,15 @@ def _at_least(key: str, value: float | None, least: float = 1, nullable: bool = 
 def _one_of(key: str, value: str, allowed: Collection[str], what: str = "value") -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: unknown {what} '{value}' (use one of {', '.join(allowed)})")
+
+
+def check_address(key: str, address: str) -> None:
+    """host:port with a port in 0..65535 (0: any free port)."""
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"{key}: '{address}' is not host:port (for example 127.0.0.1:8470, or port 0 for any free port)"
+        )
 
 
 @dataclass
@@ -102,8 +122,24 @@ class TunerConfig:
     validation_batch_size: int
     objective: str
     max_consecutive_failed_trials: int
+    workers: int  # local worker processes (0: trials run in this process)
+    role: str  # single | chief (serve the oracle to workers started elsewhere)
+    oracle_address: str  # host:port the chief's oracle listens on (port 0: any free port)
+    gpus_per_worker: int  # GPUs each local worker sees through CUDA_VISIBLE_DEVICES (0: leave it alone)
+    worker_restarts: int  # times a local worker that died is started again before the search stops
+    chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
     factor: int | None = None  # hyperband only (conf/tuner/hyperband.yaml)
     initial_points: int | None = None  # bayesian only (conf/tuner/bayesian.yaml)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether trials run in worker processes that ask a chief oracle for hyperparameters."""
+        return self.workers > 0 or self.role == "chief"
+
+    @property
+    def oracle_host_port(self) -> tuple[str, int]:
+        host, _, port = self.oracle_address.rpartition(":")
+        return host, int(port)
 
     @property
     def direction(self) -> str:
@@ -118,6 +154,11 @@ class TunerConfig:
         if self.type == "hyperband":
             _at_least(f"{key}.factor", self.factor, least=2)
         _at_least(f"{key}.initial_points", self.initial_points, nullable=True)
+        _one_of(f"{key}.role", self.role, ROLES, "role")
+        for name in ("workers", "gpus_per_worker", "worker_restarts"):
+            _at_least(f"{key}.{name}", getattr(self, name), least=0)
+        _at_least(f"{key}.chief_timeout", self.chief_timeout)
+        check_address(f"{key}.oracle_address", self.oracle_address)
 
 
 @dataclass

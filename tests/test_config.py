@@ -72,6 +72,13 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("tuner.max_consecutive_failed_trials=0", "tuner.max_consecutive_failed_trials"),
         ("tuner.validation_batch_size=0", "tuner.validation_batch_size"),
         ("tuner=hyperband tuner.factor=1", "tuner.factor"),
+        ("tuner.workers=-1", "tuner.workers"),
+        ("tuner.role=boss", "tuner.role"),
+        ("tuner.oracle_address=8470", "tuner.oracle_address"),
+        ("tuner.oracle_address=host:99999", "tuner.oracle_address"),
+        ("tuner.chief_timeout=0", "tuner.chief_timeout"),
+        ("tuner.worker_restarts=-1", "tuner.worker_restarts"),
+        ("tuner.gpus_per_worker=-2", "tuner.gpus_per_worker"),
         ("data.interpolation=cubic", "data.interpolation"),
         ("data.scan_size=0", "data.scan_size"),
         ("data.max_image_pixels=0", "data.max_image_pixels"),
@@ -148,3 +155,13 @@ def test_schema_holds_no_defaults_of_its_own():
         assert given == [], f"{section.__name__} defaults {given}: put them in conf/"
     with pytest.raises(ConfigError, match="data.scan_size"):
         load_config(["~data.scan_size"])
+
+
+def test_where_trials_run_is_not_part_of_the_search_id():
+    """A search started on workers resumes in one process (and back): placement keys are left out."""
+    from fashion_exp.search.run import search_id
+
+    single = load_config([])
+    spread = load_config(["tuner.workers=3", "tuner.role=chief", "tuner.oracle_address=0.0.0.0:8470"])
+    assert search_id(single, "d", "w") == search_id(spread, "d", "w")
+    assert search_id(single, "d", "w") != search_id(load_config(["tuner.epochs=5"]), "d", "w")

@@ -1,3 +1,4 @@
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -8,7 +9,7 @@ from fashion_exp.data.augment import IDENTITY, random_transform, view_rng
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.backbone import build_backbone
 from fashion_exp.features.cache import FeatureCache, FeatureKey
-from fashion_exp.features.extract import extract_features, jobs_for_policy
+from fashion_exp.features.extract import extract_features, jobs_for_policy, key_for
 from tests.synthetic import COLORS, data_config, scan, write_image
 
 POLICY = load_config(["augmentation.shear_zoom_flip.views=3"]).augmentation["shear_zoom_flip"]  # shear 10, zoom 0.1
@@ -147,3 +148,50 @@ def test_a_photo_replaced_in_place_gets_new_features(dataset_root, backbone, tmp
     assert not np.allclose(after[row], before[row], atol=1e-3)
     others = [i for i in range(len(after)) if i != row]
     np.testing.assert_allclose(after[others], before[others], atol=1e-5)
+
+
+def _hold_claim(cache, key, release: threading.Event, write=None):
+    """Another claimant (a second open of the lock file, as another process would have)."""
+    held = threading.Event()
+
+    def hold():
+        with cache.claim(key, wait=0):
+            held.set()
+            release.wait(30)
+            if write is not None:
+                cache.save(key, write)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    return thread
+
+
+def test_an_entry_claimed_elsewhere_is_waited_for_not_computed_twice(dataset, backbone, tmp_path):
+    """Processes sharing a cache split the entries: one claimed by another is loaded, not recomputed."""
+    cache = FeatureCache(tmp_path / "cache")
+    jobs = jobs_for_policy("train", POLICY)  # three views
+    key = key_for(backbone, DECODER, dataset, jobs[0], 0)
+    theirs = np.full((len(dataset.splits["train"]), backbone.dim), 7.0, np.float32)
+    release = threading.Event()
+    thread = _hold_claim(cache, key, release, write=theirs)
+    threading.Timer(1.0, release.set).start()  # the other claimant finishes after a second
+    results = extract(backbone, dataset, cache, jobs)
+    thread.join()
+    assert np.array_equal(results[jobs[0]], theirs)  # loaded what the claimant wrote
+    assert not np.array_equal(results[jobs[1]], theirs)  # the others were computed here
+    assert all(cache.load(key_for(backbone, DECODER, dataset, job, 0)) is not None for job in jobs)
+
+
+def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
+    """A claimant that ends without writing its entry (a killed worker) leaves it claimable."""
+    cache = FeatureCache(tmp_path / "cache")
+    jobs = jobs_for_policy("validation", IDENTITY)
+    key = key_for(backbone, DECODER, dataset, jobs[0], 0)
+    release = threading.Event()
+    thread = _hold_claim(cache, key, release)
+    threading.Timer(0.5, release.set).start()
+    results = extract(backbone, dataset, cache, jobs)
+    thread.join()
+    fresh = extract(backbone, dataset, FeatureCache(tmp_path / "other"), jobs)
+    np.testing.assert_allclose(results[jobs[0]], fresh[jobs[0]], rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""The on-disk feature cache: one .npy per FeatureKey, written atomically."""
+"""The on-disk feature cache: one .npy per FeatureKey, written atomically, claimed while computed."""
 
 from __future__ import annotations
 
@@ -35,13 +35,16 @@ class FeatureCache:
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
 
-    def extracting(self, decoding: str, on_wait=None):
-        """Context manager held while computing entries of one decoding (image size): one extractor
-        at a time, so two commands that need the same features compute them once (the second waits)."""
+    def claim(self, key: FeatureKey, wait: float, on_wait=None):
+        """Context manager held while computing one entry: whoever holds it computes the entry, so
+        processes that share this cache (commands, search workers, other machines on a shared
+        file system) each compute different entries and none computes one twice. wait=0 raises
+        locks.Busy at once if another process holds it. The kernel drops the claim of a process
+        that dies, so its entry becomes claimable again."""
         return locks.exclusive(
-            self.directory / f"extracting-{decoding}.lock",
-            f"the {decoding} feature cache in {self.directory}",
-            wait=float("inf"),
+            self.directory / "claims" / f"{self.path(key).stem}.lock",
+            f"the feature cache entry {self.path(key).name}",
+            wait=wait,
             on_wait=on_wait,
         )
 

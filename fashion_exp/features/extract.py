@@ -77,19 +77,37 @@ def extract_features(
 ) -> dict[Job, np.ndarray]:
     """Features for every job: from the cache where present, else computed and cached.
 
-    Returns {job: float32 array (n_images, dim)}. Shows one progress bar over all images to compute.
+    Processes sharing the cache split the work: each missing entry is computed by whoever claims
+    it first (FeatureCache.claim); entries others are computing are waited for and loaded, or
+    computed here if their claimant died. Returns {job: float32 array (n_images, dim)}. Shows
+    one progress bar over all images the cache lacked.
     """
     if decoder.size != backbone.image_size:
         raise ValueError(f"decoder size {decoder.size} != backbone input {backbone.image_size}")
     results: dict[Job, np.ndarray] = {}
     missing = _load_cached(backbone, dataset, cache, jobs, decoder, seed, results)
-    if not missing:
-        return results
-    with cache.extracting(decoder.key, on_wait=_say_waiting(cache)):
-        # whoever held the lock may have computed what we lack
-        missing = _load_cached(backbone, dataset, cache, missing, decoder, seed, results)
-        _compute(backbone, dataset, cache, missing, decoder, batch_size, seed, results)
+    total = sum(len(dataset.splits[job.split]) for job in missing)
+    with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
+        claimed_elsewhere = []
+        for job in missing:  # first pass: the entries nobody is computing
+            try:
+                _fill(backbone, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=0)
+            except locks.Busy:
+                claimed_elsewhere.append(job)
+        for job in claimed_elsewhere:  # then wait for the others' entries (or take over a dead claimant's)
+            _fill(backbone, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=float("inf"))
     return results
+
+
+def _fill(backbone, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, wait: float) -> None:
+    """Claim job's entry, then load it (another process computed it meanwhile) or compute it."""
+    key = key_for(backbone, decoder, dataset, job, seed)
+    with cache.claim(key, wait=wait, on_wait=_say_waiting(cache)):
+        if _load_cached(backbone, dataset, cache, [job], decoder, seed, results):
+            results[job] = _compute(backbone, dataset, job, decoder, batch_size, seed, bar)
+            cache.save(key, results[job])
+        else:
+            bar.update(len(dataset.splits[job.split]))
 
 
 def _say_waiting(cache: FeatureCache):
@@ -111,16 +129,11 @@ def _load_cached(backbone, dataset, cache, jobs, decoder, seed, results: dict) -
     return missing
 
 
-def _compute(backbone, dataset, cache, missing: list[Job], decoder, batch_size, seed, results: dict) -> None:
-    """Run the backbone over every missing job (one progress bar), cache and collect the features."""
-    total = sum(len(dataset.splits[job.split]) for job in missing)
-    with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
-        for job in missing:
-            parts = []
-            for batch in _batches(dataset, job, decoder, batch_size, seed):
-                n = len(batch)  # padded to a fixed shape: one compiled graph for every batch
-                parts.append(np.asarray(backbone.model.predict_on_batch(pad_batch(batch, batch_size)), np.float32)[:n])
-                bar.update(n)
-            features = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
-            cache.save(key_for(backbone, decoder, dataset, job, seed), features)
-            results[job] = features
+def _compute(backbone, dataset, job: Job, decoder, batch_size, seed, bar) -> np.ndarray:
+    """Run the backbone over one job's images, advancing the progress bar."""
+    parts = []
+    for batch in _batches(dataset, job, decoder, batch_size, seed):
+        n = len(batch)  # padded to a fixed shape: one compiled graph for every batch
+        parts.append(np.asarray(backbone.model.predict_on_batch(pad_batch(batch, batch_size)), np.float32)[:n])
+        bar.update(n)
+    return np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)

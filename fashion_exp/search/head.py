@@ -148,3 +148,15 @@ class HeadHyperModel(kt.HyperModel):
             initial_epoch,
             callbacks,
         )
+
+
+class SpaceModel(kt.HyperModel):
+    """Declares the search space and builds nothing: the chief of a distributed search needs its
+    oracle to know the space, not the features (its workers build and train the heads)."""
+
+    def __init__(self, search: dict[str, ParamSpace]):
+        super().__init__(name="xception_head")
+        self.search = search
+
+    def build(self, hp: kt.HyperParameters) -> None:
+        define_all(hp, self.search)

@@ -62,12 +62,13 @@ class TrialRecorder(TrialObserver):
     """Hands each trial to the SearchTracker: a child run per trial with per-epoch metrics, the
     best epoch's metrics and checkpoint, or the error of a failed trial."""
 
-    def __init__(self, tracker: SearchTracker, objective: str):
+    def __init__(self, tracker: SearchTracker, objective: str, tags: dict[str, str] | None = None):
         self.tracker = tracker
         self.objective = objective
+        self.tags = tags or {}  # on every trial's run: who ran it
 
     def trial_started(self, trial) -> None:
-        self.tracker.start_trial(trial.trial_id, trial_params(trial))
+        self.tracker.start_trial(trial.trial_id, trial_params(trial), self.tags)
 
     def epoch_ended(self, trial, epoch: int, logs: dict[str, float]) -> None:
         self.tracker.log_epoch(trial.trial_id, epoch, logs)

@@ -6,19 +6,21 @@ import csv
 import hashlib
 import io
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_exp import locks
-from fashion_exp.config import Config, flatten, to_yaml
-from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
+from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
+from fashion_exp.features.prepare import FeatureSources, PreparedFeatures, open_sources, prepare_features
 from fashion_exp.hyperparameters import NAMES, describe
+from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.head import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
-from fashion_exp.tracking.runs import SearchTracker
+from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
 
 
 @dataclass
@@ -40,8 +42,9 @@ def search_policies(config: Config) -> dict:
 
 
 def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str) -> str:
-    """What identifies a search for resuming: data, weights, space and tuner (not max_trials)."""
-    tuner = {k: v for k, v in vars(config.tuner).items() if k != "max_trials"}
+    """What identifies a search for resuming: data, weights, space and tuner (not max_trials, nor
+    where the trials run: a search started on workers resumes in one process and back)."""
+    tuner = {k: v for k, v in vars(config.tuner).items() if k not in PLACEMENT_KEYS}
     identity = {
         "data": dataset_fingerprint,
         "weights": weights_fingerprint,
@@ -98,7 +101,7 @@ def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool
     return tracker, resume
 
 
-def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures) -> None:
+def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures | FeatureSources) -> None:
     dataset = prepared.dataset
     tracker.log_setup(
         params=flatten(config),
@@ -117,9 +120,9 @@ def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedF
     )
 
 
-def run_trials(config: Config, prepared: PreparedFeatures, tracker: SearchTracker, sid: str, resume: bool):
-    """Build the head HyperModel and the tuner, run the search; returns the tuner."""
-    hypermodel = HeadHyperModel(
+def head_hypermodel(config: Config, prepared: PreparedFeatures) -> HeadHyperModel:
+    """The HyperModel that trains heads on the prepared features."""
+    return HeadHyperModel(
         config.search,
         prepared.train_views,
         prepared.train_labels,
@@ -130,9 +133,15 @@ def run_trials(config: Config, prepared: PreparedFeatures, tracker: SearchTracke
         validation_batch_size=config.tuner.validation_batch_size,
         seed=config.seed,
     )
+
+
+def run_trials(config: Config, prepared: PreparedFeatures, tracker: SearchTracker, sid: str, resume: bool):
+    """Build the head HyperModel and the tuner, run the search in this process; returns the tuner."""
+    hypermodel = head_hypermodel(config, prepared)
     tuning = config.tuner
     total = tuning.max_trials if tuning.type != "hyperband" else 1
-    observers = [TrialRecorder(tracker, tuning.objective), TrialProgress(total, tuning.objective, tuning.direction)]
+    recorder = TrialRecorder(tracker, tuning.objective, {WORKER: "tuner0", HOST: socket.gethostname()})
+    observers = [recorder, TrialProgress(total, tuning.objective, tuning.direction)]
     tuner = make_tuner(tuning, hypermodel, Path(config.work_dir) / "tuner", sid, config.seed, not resume, observers)
     tuner.search(epochs=tuning.epochs, verbose=0)
     return tuner
@@ -172,23 +181,35 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
     )
 
 
-def run_search(config: Config, echo=print) -> SearchResult:
+def run_search(config: Config, echo=print, overrides: list[str] | None = None) -> SearchResult:
     """Run (or resume) the search that `config` describes. Returns where its results went.
 
+    With tuner.workers > 0 or tuner.role=chief the trials run in worker processes; `overrides`
+    (the command line's key=value words) configure the local ones like this process.
     Raises locks.Busy, before writing anything, if another process is running the same search.
     """
     clock = Stopwatch()
     sources = open_sources(config, config.data.image_size, echo, clock)
     sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
     with search_lock(config, sid):
-        prepared = prepare_features(config, sources, search_policies(config), clock)
-        del sources
-        prepared.drop_backbone()  # trials train heads on cached features only
-        tracker, resume = open_search_run(config, sid, echo)
-        with tracker.recording():
-            log_search_setup(tracker, config, prepared)
-            tuner = run_trials(config, prepared, tracker, sid, resume)
-            clock.lap("trials_seconds")
-            result = summarize(tuner, tracker, config, clock)
+        tracker, resume = open_search_run(config, sid, echo) if config.tuner.distributed else (None, False)
+        if tracker is not None:
+            with tracker.recording():
+                log_search_setup(tracker, config, sources)
+                del sources  # the workers extract the features and train the heads
+                tuner = run_chief_trials(config, sid, resume, overrides or [], echo)
+                clock.lap("trials_seconds")
+                tracker.load_children()
+                result = summarize(tuner, tracker, config, clock)
+        else:
+            prepared = prepare_features(config, sources, search_policies(config), clock)
+            del sources
+            prepared.drop_backbone()  # trials train heads on cached features only
+            tracker, resume = open_search_run(config, sid, echo)
+            with tracker.recording():
+                log_search_setup(tracker, config, prepared)
+                tuner = run_trials(config, prepared, tracker, sid, resume)
+                clock.lap("trials_seconds")
+                result = summarize(tuner, tracker, config, clock)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result

@@ -32,7 +32,8 @@ class TrialObserver:
         """One epoch of the trial's fit ended with these metrics."""
 
     def trial_ended(self, trial: kt.engine.trial.Trial, best_model: keras.Model | None) -> None:
-        """The oracle scored the trial (COMPLETED, with its best epoch's model) or marked it FAILED."""
+        """The trial ended, scored (COMPLETED, with its best epoch's model) or not (FAILED or INVALID);
+        heard just before the oracle records it."""
 
     def search_ended(self) -> None:
         """The search loop ended normally."""
@@ -51,9 +52,12 @@ class TrialHooks:
 
     def on_search_begin(self):
         super().on_search_begin()
-        best = best_trial(self)
+        done, best_score = 0, None
+        if not self._is_worker():  # a worker's oracle is a client of the chief's: it holds no trials
+            best = best_trial(self)
+            done, best_score = len(finished_trials(self)), best.score if best else None
         for observer in self.observers:
-            observer.search_started(len(finished_trials(self)), best.score if best else None)
+            observer.search_started(done, best_score)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -67,8 +71,10 @@ class TrialHooks:
             observer.epoch_ended(trial, epoch, values)
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)  # the oracle scores the trial (or marks it failed) here
-        ended = self.oracle.get_trial(trial.trial_id)
+        # Observers hear of the ended trial before the oracle does: a process that dies in between
+        # leaves the trial running in the oracle (it is re-run and its record replaced), never
+        # ended in the oracle with its record unfinished.
+        ended = self._scored(trial)
         best = None
         if ended.status == kt.engine.trial.TrialStatus.COMPLETED:
             with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
@@ -77,8 +83,21 @@ class TrialHooks:
         for observer in self.observers:
             observer.trial_ended(ended, best)
         del best
+        super().on_trial_end(trial)  # the oracle scores the trial (or queues a failed one for a retry)
         keras.backend.clear_session()  # models of finished trials must not pile up in memory
         gc.collect()
+
+    def _scored(self, trial):
+        """The trial with the oracle's record of its epochs, scored as Oracle.score_trial will."""
+        reported = self.oracle.get_trial(trial.trial_id)
+        reported.status, reported.message = trial.status, trial.message
+        if reported.status == kt.engine.trial.TrialStatus.COMPLETED:
+            name = self.oracle.objective.name
+            reported.score = reported.metrics.get_best_value(name)
+            reported.best_step = reported.metrics.get_best_step(name)
+            if reported.score is None or np.isnan(reported.score):
+                reported.status = kt.engine.trial.TrialStatus.INVALID
+        return reported
 
     def on_search_end(self):
         super().on_search_end()

@@ -25,6 +25,8 @@ from fashion_exp.tracking.store import open_client, unusable
 SEARCH_ID = "fashion_exp.search_id"
 TRIAL_ID = "fashion_exp.trial_id"
 KIND = "fashion_exp.kind"
+WORKER = "fashion_exp.worker"  # on a trial's run: the tuner id that ran it (worker-0, ..., or tuner0)
+HOST = "fashion_exp.host"  # on a trial's run: the machine that ran it
 PARENT = "mlflow.parentRunId"
 
 
@@ -73,6 +75,7 @@ class SearchTracker:
         self.uri = uri
         self.client, self.experiment_id = connect(uri, experiment)
         self.parent_id: str | None = None
+        self.owns_parent = True  # False on a search worker: the chief starts and ends the parent run
         self.search_id: str | None = None
         self.children: dict[str, str] = {}  # trial id -> child run id
         self._started: dict[str, float] = {}
@@ -93,12 +96,34 @@ class SearchTracker:
             if found:
                 self.parent_id = found[0].info.run_id
                 self.client.update_run(self.parent_id, status="RUNNING")
-                for child in self._child_runs():
-                    self.children[child.data.tags[TRIAL_ID]] = child.info.run_id
+                self.load_children()
                 return True
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={SEARCH_ID: search_id, KIND: "search"})
         self.parent_id = run.info.run_id
         return False
+
+    def attach(self, search_id: str, chief: str) -> None:
+        """Log trials under the running parent run of search_id, which a chief at `chief` owns
+        (a search worker). ConfigError if no such search is running in this store."""
+        self.search_id = search_id
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{KIND}` = 'search' "
+            "and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise ConfigError(
+                f"no search {search_id} is running in {self.uri}: the chief at {chief} runs another search, or "
+                "logs elsewhere; start tune-worker with the chief's overrides and its tracking.uri"
+            )
+        self.parent_id = found[0].info.run_id
+        self.owns_parent = False
+
+    def load_children(self) -> None:
+        """Read the trial -> child run map back from MLflow (trials run by other processes included)."""
+        self.children = {child.data.tags[TRIAL_ID]: child.info.run_id for child in self._child_runs()}
 
     @contextmanager
     def recording(self) -> Iterator[SearchTracker]:
@@ -172,20 +197,25 @@ class SearchTracker:
         for trial_id in list(self._started):
             self.client.set_terminated(self.children[trial_id], status=status)
         self._started.clear()
-        if self.parent_id:
+        if self.parent_id and self.owns_parent:
             self.client.set_terminated(self.parent_id, status=status)
 
     # ---- child runs -----------------------------------------------------------------------
 
-    def start_trial(self, trial_id: str, params: dict[str, Any]) -> None:
-        """A child run for the trial, replacing the run of an interrupted attempt at it."""
-        stale = self.children.pop(trial_id, None)
-        if stale:  # an interrupted attempt at this trial: keep one run per trial
-            self.client.delete_run(stale)
+    def start_trial(self, trial_id: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
+        """A child run for the trial, replacing the run of an interrupted attempt at it (made by
+        this process or any other: a killed worker's, say), so each trial has one run."""
+        self.children.pop(trial_id, None)
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+        )
+        for run in stale:
+            self.client.delete_run(run.info.run_id)
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_id}",
-            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial"},
+            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", **(tags or {})},
         )
         self.children[trial_id] = run.info.run_id
         self._started[trial_id] = time.time()

@@ -1,0 +1,63 @@
+"""Child processes that end with their parent: search workers and the local tracking server.
+
+Linux's PR_SET_PDEATHSIG makes the kernel signal a child when the process that started it dies,
+kill -9 included, so a killed `tune` leaves no worker or server behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (no-op off Linux).
+
+    Used as Popen's preexec_fn (runs in the child between fork and exec; exec keeps the setting)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Send `sig`, wait up to `grace` seconds, then kill."""
+    if process.poll() is not None:
+        return
+    try:
+        process.send_signal(sig)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def exit_description(returncode: int) -> str:
+    """'exit code 1' or 'signal 9 (SIGKILL)'."""
+    if returncode < 0:
+        try:
+            return f"signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def tail(path: os.PathLike | str, lines: int = 1) -> str:
+    """The last non-empty lines of a log file ('' if unreadable)."""
+    try:
+        with open(path, errors="replace") as handle:
+            text = [line.rstrip() for line in handle if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])

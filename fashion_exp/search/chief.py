@@ -1,0 +1,77 @@
+"""The trials of a distributed search, seen from the chief: serve the oracle, start the local
+workers (and, for a sqlite store, the tracking server they log through), show one progress bar
+over the oracle's ended trials, and return when keras-tuner says the search is over."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from fashion_exp.config import Config
+from fashion_exp.search.cluster import OracleServer, WorkerPool
+from fashion_exp.search.head import SpaceModel
+from fashion_exp.search.observers import TrialProgress
+from fashion_exp.search.tuner import best_trial, make_tuner
+from fashion_exp.tracking.server import needs_server, shared_store
+
+POLL_SECONDS = 0.5
+
+
+def worker_hint(config: Config, address: str) -> str:
+    hint = (
+        f"Start workers on other machines with: python -m fashion_exp tune-worker --chief {address} "
+        f"<this command's overrides> (work_dir {config.work_dir} shared)"
+    )
+    if needs_server(config.tracking.uri):
+        hint += f"; {config.tracking.uri} is a file: give every machine a tracking server's tracking.uri=http://..."
+    return hint
+
+
+def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str], echo):
+    """Run the search's trials on workers; returns the chief's tuner (its oracle holds every trial)."""
+    tuning = config.tuner
+    directory = Path(config.work_dir) / "tuner"
+    tuner = make_tuner(tuning, SpaceModel(config.search), directory, sid, config.seed, not resume, observers=[])
+    tuner.save()  # as keras-tuner's chief does: without its <tuner id>.json a rerun would not reload the oracle
+    oracle = tuner.oracle
+    oracle.verbose = 0  # the progress bar below says what keras-tuner's trial tables would
+    total = tuning.max_trials if tuning.type != "hyperband" else 1
+    progress = TrialProgress(total, tuning.objective, tuning.direction)
+    logs = directory / sid / "logs"
+    server = OracleServer(oracle, tuning.oracle_address)  # bound now, serving from start() on
+    echo(f"Chief oracle of search {sid} on {server.address}")
+    if tuning.role == "chief":
+        echo(worker_hint(config, server.address))
+    store = (
+        shared_store(config.tracking.uri, logs / "mlflow-server.log", echo)
+        if tuning.workers
+        else nullcontext(config.tracking.uri)
+    )
+    with store as uri:
+        pool = WorkerPool(
+            tuning.workers,
+            server.local_address,
+            [*overrides, f"tracking.uri={uri}"],
+            tuning.worker_restarts,
+            tuning.gpus_per_worker,
+            logs,
+            echo,
+        )
+        shown = list(oracle.end_order)
+        best = best_trial(tuner)
+        try:
+            if tuning.workers:
+                pool.start()  # before the server's threads exist: forking beside them upsets gRPC
+            with server:
+                progress.search_started(len(shown), best.score if best else None)
+                while not (server.finished() and pool.all_done()):
+                    time.sleep(POLL_SECONDS)
+                    pool.check()
+                    for trial_id in list(oracle.end_order)[len(shown) :]:
+                        shown.append(trial_id)
+                        progress.trial_ended(oracle.trials[trial_id], None)
+        finally:
+            pool.stop()
+            progress.close()
+    return tuner

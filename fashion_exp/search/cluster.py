@@ -1,0 +1,185 @@
+"""The chief side of a distributed search: keras-tuner's oracle served over gRPC, and the local
+worker processes that ask it for trials.
+
+The servicer is keras-tuner's own (`OracleServicer`: CreateTrial, UpdateTrial, EndTrial, ...)
+and workers use keras-tuner's `OracleClient` (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT):
+the oracle decides who runs what. This module only starts and watches processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before gRPC starts: no INFO lines about fork() in our output
+
+import grpc  # noqa: E402
+from keras_tuner.src import protos  # noqa: E402
+from keras_tuner.src.distribute import oracle_chief  # noqa: E402
+
+from fashion_exp.children import die_with_parent, exit_description, stop, tail  # noqa: E402
+from fashion_exp.errors import UserError  # noqa: E402
+
+
+class SavingServicer(oracle_chief.OracleServicer):
+    """keras-tuner's servicer, saving the oracle once a trial has fully ended.
+
+    Oracle.end_trial saves its state before it drops the trial from the running ones, and in a
+    distributed search nothing saves it after that (a single-process Tuner does, in on_trial_end),
+    so a chief that stops would come back believing its last ended trial is still running, and run
+    it again. Saving here, in the servicer's one thread, keeps oracle.json true after every trial.
+    """
+
+    def EndTrial(self, request, context):  # noqa: N802 - gRPC method name
+        response = super().EndTrial(request, context)
+        self.oracle.save()
+        return response
+
+
+class OracleServer:
+    """keras-tuner's OracleServicer for `oracle` on host:port (port 0: a free one), as a context manager."""
+
+    def __init__(self, oracle, address: str):
+        self.oracle = oracle
+        host, _, port = address.rpartition(":")
+        self.servicer = SavingServicer(oracle)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # one request at a time, as keras-tuner
+        protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise UserError(
+                f"tuner.oracle_address: cannot listen on {address}: pass another host:port (port 0: any free port)"
+            )
+        self.host = host
+        self.port = bound
+
+    @property
+    def local_address(self) -> str:
+        """Where workers on this machine reach the oracle."""
+        return f"127.0.0.1:{self.port}" if self.host in ("0.0.0.0", "[::]", "::") else f"{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """Where workers reach the oracle (a wildcard host is named by this machine's name)."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "[::]", "::") else self.host
+        return f"{host}:{self.port}"
+
+    def finished(self) -> bool:
+        """keras-tuner's end of a distributed search: the oracle has told a worker to stop, no
+        trial is running and every worker that asked for trials has been told to stop."""
+        return self.servicer.stop_triggered and oracle_chief.exit_chief(self.oracle)
+
+    def __enter__(self) -> OracleServer:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop(grace=2).wait()
+
+
+@dataclass
+class LocalWorker:
+    worker_id: str
+    log: Path
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    done: bool = False
+
+
+def worker_env(index: int, workers: int, gpus_per_worker: int) -> dict[str, str]:
+    """Environment of local worker `index`: its GPUs, and its share of the CPU's threads."""
+    env = dict(os.environ)
+    if gpus_per_worker > 0:
+        first = index * gpus_per_worker
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + g) for g in range(gpus_per_worker))
+    if workers > 1 and "TF_NUM_INTRAOP_THREADS" not in env:  # n workers on one CPU: no oversubscription
+        env["TF_NUM_INTRAOP_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    return env
+
+
+class WorkerPool:
+    """`tune-worker` processes on this machine; a worker that dies is started again with the same
+    id (the oracle hands it the trial it was running) up to `restarts` times."""
+
+    def __init__(
+        self, count: int, chief: str, overrides: list[str], restarts: int, gpus_per_worker: int, log_dir: Path, echo
+    ):
+        self.chief = chief
+        self.overrides = list(overrides)
+        self.restarts = restarts
+        self.echo = echo
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = [
+            LocalWorker(f"worker-{i}", log_dir / f"worker-{i}.log", worker_env(i, count, gpus_per_worker))
+            for i in range(count)
+        ]
+
+    def _start(self, worker: LocalWorker) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "fashion_exp",
+            "tune-worker",
+            "--chief",
+            self.chief,
+            "--worker-id",
+            worker.worker_id,
+        ]
+        with open(worker.log, "a") as log:
+            worker.process = subprocess.Popen(
+                [*command, *self.overrides],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=worker.env,
+                preexec_fn=die_with_parent,  # a killed chief takes its workers with it
+            )
+
+    def start(self) -> None:
+        for worker in self.workers:
+            self._start(worker)
+        self.echo(f"Started {len(self.workers)} workers (logs: {self.workers[0].log.parent})")
+
+    def check(self) -> None:
+        """Restart workers that died; UserError when one has died more than `restarts` times."""
+        for worker in self.workers:
+            code = worker.process.poll() if worker.process and not worker.done else None
+            if code is None:
+                continue
+            if code == 0:
+                worker.done = True
+                continue
+            how = exit_description(code)
+            if worker.restarts >= self.restarts:
+                raise UserError(
+                    f"{worker.worker_id} failed {worker.restarts + 1} times ({how}): {tail(worker.log) or 'no output'} "
+                    f"(log: {worker.log}); run the same command again to resume"
+                )
+            worker.restarts += 1
+            self.echo(
+                f"{worker.worker_id} ended with {how}; starting it again ({worker.restarts} of {self.restarts}): "
+                "it re-runs the trial it had"
+            )
+            self._start(worker)
+
+    def all_done(self) -> bool:
+        return all(worker.done for worker in self.workers)
+
+    def stop(self) -> None:
+        """Ctrl-C to every running worker (each marks its trial's run KILLED), then kill stragglers."""
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGINT)
+        for worker in self.workers:
+            if worker.process is not None:
+                stop(worker.process, sig=signal.SIGINT, grace=15)

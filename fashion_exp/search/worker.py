@@ -1,0 +1,67 @@
+"""`tune-worker`: one worker of a distributed search.
+
+It computes the same search id as the chief from its own config (so it refuses a chief running
+another search), extracts its share of the features into the shared cache, then runs trials that
+keras-tuner's OracleClient asks the chief's oracle for, logging each as a child run of the chief's
+parent run, tagged with this worker's id and host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import grpc
+from keras_tuner.src.distribute import oracle_client
+
+from fashion_exp import locks
+from fashion_exp.config import Config
+from fashion_exp.errors import UserError
+from fashion_exp.features.prepare import open_sources, prepare_features
+from fashion_exp.search.observers import TrialRecorder
+from fashion_exp.search.run import head_hypermodel, search_id, search_policies
+from fashion_exp.search.tuner import make_tuner
+from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
+
+
+def _join(config: Config, chief: str, worker_id: str) -> None:
+    """Point keras-tuner's distributed mode at the chief (read when the tuner is made)."""
+    host, _, port = chief.rpartition(":")
+    os.environ.update(KERASTUNER_TUNER_ID=worker_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
+    oracle_client.TIMEOUT = config.tuner.chief_timeout  # keras-tuner waits an hour by default
+
+
+def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
+    """Run trials for the chief at host:port until its oracle says stop; returns trials run here."""
+    sources = open_sources(config, config.data.image_size, echo)
+    sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
+    directory = Path(config.work_dir) / "tuner"
+    with locks.exclusive(
+        directory / sid / "workers" / f"{worker_id}.lock",
+        f"worker id {worker_id} of search {sid}",
+        hint="give each worker its own --worker-id",
+    ):
+        _join(config, chief, worker_id)
+        try:
+            return _run(config, sources, sid, chief, worker_id, directory, echo)
+        except grpc.RpcError as err:
+            raise UserError(f"lost the chief at {chief} ({err.code().name}): {err.details()}") from None
+
+
+def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
+    echo(f"Connecting to the chief at {chief} (waiting up to tuner.chief_timeout={config.tuner.chief_timeout} s)")
+    oracle_client.OracleClient(None).get_space()  # returns once the chief's oracle answers
+    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
+    tracker.attach(sid, chief)
+    echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
+    prepared = prepare_features(config, sources, search_policies(config))
+    prepared.drop_backbone()
+    recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
+    hypermodel = head_hypermodel(config, prepared)
+    tuner = make_tuner(config.tuner, hypermodel, directory, sid, config.seed, overwrite=False, observers=[recorder])
+    with tracker.recording():
+        tuner.search(epochs=config.tuner.epochs, verbose=0)
+    ran = len(tracker.children)
+    echo(f"Worker {worker_id} done: the chief has no more trials ({ran} run here)")
+    return ran

@@ -1,0 +1,331 @@
+"""One search on several processes: a chief (keras-tuner's oracle over gRPC) and tune-worker
+processes, all real: real worker processes, a real `mlflow server`, a real PostgreSQL cluster,
+and real kill -9 of a worker and of the chief."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.children import free_port
+from fashion_exp.locks import read_holder
+from fashion_exp.tracking.server import healthy
+
+WORKERS = {"worker-0", "worker-1"}
+
+
+def tune_command(overrides: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.workers=2", *extra]
+
+
+def run_tune(command: list[str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_tune(command: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    log = open(cwd / "chief.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def search_runs(uri: str, experiment: str = "test") -> tuple[list, list]:
+    """(parent runs, trial runs) of the experiment, deleted runs left out as mlflow ui does."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000) if found else []
+    parents = [r for r in runs if r.data.tags.get("fashion_exp.kind") == "search"]
+    trials = [r for r in runs if r.data.tags.get("fashion_exp.kind") == "trial"]
+    return parents, trials
+
+
+def assert_one_distributed_search(uri: str, trials: int) -> list:
+    """One FINISHED parent; `trials` FINISHED children, distinct, each tagged with its worker and host."""
+    parents, kids = search_runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [(p.info.status) for p in parents]
+    assert all(k.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for k in kids)
+    assert sorted(k.info.status for k in kids) == ["FINISHED"] * trials, [k.info.status for k in kids]
+    assert len({k.data.tags["fashion_exp.trial_id"] for k in kids}) == trials  # each trial once
+    assert len({tuple(sorted(k.data.params.items())) for k in kids}) == trials  # no point tried twice
+    assert {k.data.tags["fashion_exp.worker"] for k in kids} <= WORKERS
+    assert all(k.data.tags["fashion_exp.host"] for k in kids)
+    return kids
+
+
+def sqlite_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not any(alive(pid) for pid in pids)
+
+
+def worker_pids(tmp_path: Path) -> dict[str, int]:
+    """Worker id -> pid of the running local workers, from their lock files' holder records."""
+    found = {}
+    for path in (tmp_path / "work" / "tuner").glob("*/workers/*.lock"):
+        holder = read_holder(path)
+        if holder is not None and alive(holder.pid):
+            found[path.stem] = holder.pid
+    return found
+
+
+def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the search ended ({process.returncode}) before {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial(uri: str):
+    _, kids = search_runs(uri)
+    running = [k for k in kids if k.info.status == "RUNNING"]
+    return running[0] if running else None
+
+
+# ---- a chief and two workers ---------------------------------------------------------------------
+
+
+def test_chief_and_two_workers_run_each_trial_once(overrides, tmp_path):
+    done = run_tune(tune_command(overrides, "tuner.max_trials=4"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Started 2 workers" in done.stdout and "Workers log through an MLflow server at http://" in done.stdout
+    assert "Best trial" in done.stdout and "Traceback" not in done.stderr
+    kids = assert_one_distributed_search(sqlite_uri(tmp_path), trials=4)
+    assert worker_pids(tmp_path) == {}  # every worker ended with the search
+    # the search's state is the chief's oracle: a single-process tune resumes it as done, re-running nothing
+    again = run_tune([sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.max_trials=5"], tmp_path)
+    assert again.returncode == 0 and "Resuming search" in again.stdout, again.stderr[-2000:]
+    after = search_runs(sqlite_uri(tmp_path))[1]
+    show = lambda runs: sorted((k.data.tags["fashion_exp.trial_id"], k.data.tags["fashion_exp.worker"]) for k in runs)  # noqa: E731
+    assert {k.info.run_id for k in kids} < {k.info.run_id for k in after}, (show(kids), show(after), again.stdout)
+    assert len(after) == 5  # one more trial
+    assert [k.data.tags["fashion_exp.worker"] for k in after if k.info.run_id not in {r.info.run_id for r in kids}] == [
+        "tuner0"
+    ]
+
+
+def test_worker_without_a_chief_gives_up_in_one_line(overrides, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "fashion_exp", "tune-worker", "--chief", f"127.0.0.1:{port}"]
+    done = run_tune([*command, *overrides, "tuner.chief_timeout=2"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: lost the chief at 127.0.0.1:{port} (DEADLINE_EXCEEDED): Deadline Exceeded"
+    )
+    assert not (tmp_path / "mlflow.db").exists() or not search_runs(sqlite_uri(tmp_path))[0]  # wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chief", "nohost"], "error: --chief: 'nohost' is not host:port"),
+        (["--chief", "127.0.0.1:1", "--worker-id", "chief-2"], "error: --worker-id 'chief-2': must be non-empty"),
+    ],
+)
+def test_tune_worker_refuses_bad_arguments_in_one_line(overrides, tmp_path, args, message):
+    done = run_tune([sys.executable, "-m", "fashion_exp", "tune-worker", *args, *overrides], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-2000:]
+
+
+def test_oracle_address_in_use_is_one_line(overrides, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_tune(tune_command(overrides, f"tuner.oracle_address=127.0.0.1:{port}"), tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: tuner.oracle_address: cannot listen on 127.0.0.1:{port}: pass another host:port")
+
+
+# ---- kill -9 --------------------------------------------------------------------------------------
+
+
+def test_kill_9_of_a_worker_mid_trial_reruns_its_trial(overrides, tmp_path):
+    uri = sqlite_uri(tmp_path)
+    chief = start_tune(tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=60"), tmp_path)
+    try:
+        victim = wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
+        worker = victim.data.tags["fashion_exp.worker"]
+        pid = wait_until(lambda: worker_pids(tmp_path).get(worker), 30, f"{worker}'s pid", chief)
+        os.kill(pid, signal.SIGKILL)
+        assert chief.wait(timeout=400) == 0, (tmp_path / "chief.log").read_text()[-3000:]
+    finally:
+        chief.kill()
+    log = (tmp_path / "chief.log").read_text()
+    assert f"{worker} ended with signal 9 (SIGKILL); starting it again (1 of 2)" in log
+    kids = assert_one_distributed_search(uri, trials=3)
+    rerun = [k for k in kids if k.data.tags["fashion_exp.trial_id"] == victim.data.tags["fashion_exp.trial_id"]]
+    assert len(rerun) == 1 and rerun[0].info.run_id != victim.info.run_id  # the killed attempt's run is gone
+    assert rerun[0].data.tags["fashion_exp.worker"] == worker  # the oracle gave its trial back to it
+
+
+def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, tmp_path):
+    uri = sqlite_uri(tmp_path)
+    command = tune_command(overrides, "tuner.max_trials=4", "tuner.epochs=60")
+    chief = start_tune(command, tmp_path)
+    try:
+        finished = wait_until(lambda: finished_trials(uri) or None, 240, "a finished trial", chief)
+        wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
+        finished = finished_trials(uri)
+        pids = wait_until(lambda: worker_pids(tmp_path) if len(worker_pids(tmp_path)) == 2 else None, 30, "2 workers")
+        server = _pids_with(f"--backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")  # the guard and the server
+        os.kill(chief.pid, signal.SIGKILL)
+        chief.wait()
+    finally:
+        chief.kill()
+    assert server, "the chief started no MLflow server for its workers"
+    assert gone_within([*pids.values(), *server], 30), "workers or the MLflow server outlived the chief"
+    rerun = run_tune(command, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming search" in rerun.stdout
+    kids = assert_one_distributed_search(uri, trials=4)
+    assert finished <= {k.info.run_id for k in kids}  # trials finished before the kill were not re-run
+
+
+def finished_trials(uri: str) -> set[str]:
+    return {k.info.run_id for k in search_runs(uri)[1] if k.info.status == "FINISHED"}
+
+
+def _pids_with(text: str) -> list[int]:
+    """Pids of processes whose command line contains text (the MLflow server and its guard)."""
+    found = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            if text in Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.split("/")[2]))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+# ---- a shared tracking server on PostgreSQL ----------------------------------------------------------
+
+
+def _postgres_bin(name: str) -> str | None:
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL cluster on a free port; yields its SQLAlchemy URI."""
+    initdb, pg_ctl, createdb = (_postgres_bin(n) for n in ("initdb", "pg_ctl", "createdb"))
+    if not (initdb and pg_ctl and createdb):
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg (in the dev extra) is needed for a postgresql:// store")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+    base = Path(tempfile.mkdtemp(prefix="fashion-pg-"))
+    if as_postgres:
+        shutil.chown(base, "postgres")
+    data, port = base / "data", free_port()
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    try:
+        run(initdb, "-D", str(data), "-A", "trust", "-U", "fashion", "--no-sync")
+        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
+        run(createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "fashion", "mlflow")
+        yield f"postgresql://fashion@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path):
+    """`mlflow server` on the PostgreSQL store, as a search on several machines would use it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres),
+            *("--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", "2"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url), 120, f"the MLflow server (log: {tmp_path / 'server.log'})", server)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlflow_server, tmp_path):
+    """The several-machines recipe on one machine: a tracking server on PostgreSQL, a chief
+    (tuner.role=chief, no local workers) and two tune-worker processes started on their own."""
+    at = [o for o in overrides if not o.startswith("tracking.uri=")] + [f"tracking.uri={mlflow_server}"]
+    port = free_port()
+    chief = start_tune(
+        [
+            sys.executable,
+            "-m",
+            "fashion_exp",
+            "tune",
+            *at,
+            "tuner.role=chief",
+            "tuner.max_trials=4",
+            f"tuner.oracle_address=127.0.0.1:{port}",
+        ],
+        tmp_path,
+    )
+    worker = [sys.executable, "-m", "fashion_exp", "tune-worker", "--chief", f"127.0.0.1:{port}", *at]
+    try:
+        wait_until(
+            lambda: "Chief oracle of search" in (tmp_path / "chief.log").read_text() or None, 120, "the chief", chief
+        )
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        workers = [
+            subprocess.Popen(
+                [*worker, "--worker-id", f"worker-{i}"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        results = [w.communicate(timeout=400) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in results]
+        assert chief.wait(timeout=60) == 0, (tmp_path / "chief.log").read_text()[-3000:]
+    finally:
+        chief.kill()
+    assert "Workers log through" not in (tmp_path / "chief.log").read_text()  # a server URI is used as it is
+    assert_one_distributed_search(mlflow_server, trials=4)
