@@ -12,6 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+from fashion_exp.errors import last_line
 
 PR_SET_PDEATHSIG = 1
 
@@ -33,10 +36,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
     """Send `sig`, wait up to `grace` seconds, then kill."""
-    if process.poll() is not None:
-        return
-    try:
+    if process.poll() is None:
         process.send_signal(sig)
+    reap(process, grace)
+
+
+def reap(process: subprocess.Popen, grace: float) -> None:
+    """Wait up to `grace` seconds for a process already told to stop, then kill it."""
+    try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         process.kill()
@@ -53,11 +60,9 @@ def exit_description(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def tail(path: os.PathLike | str, lines: int = 1) -> str:
-    """The last non-empty lines of a log file ('' if unreadable)."""
+def last_log_line(path: os.PathLike | str) -> str:
+    """The last non-empty line of a log file ('' if unreadable)."""
     try:
-        with open(path, errors="replace") as handle:
-            text = [line.rstrip() for line in handle if line.strip()]
+        return last_line(Path(path).read_text(errors="replace"))
     except OSError:
         return ""
-    return "\n".join(text[-lines:])

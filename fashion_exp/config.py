@@ -52,9 +52,15 @@ def _one_of(key: str, value: str, allowed: Collection[str], what: str = "value")
         raise ConfigError(f"{key}: unknown {what} '{value}' (use one of {', '.join(allowed)})")
 
 
+def split_address(address: str) -> tuple[str, str]:
+    """(host, port) of 'host:port' (the port after the last colon)."""
+    host, _, port = str(address).rpartition(":")
+    return host, port
+
+
 def check_address(key: str, address: str) -> None:
     """host:port with a port in 0..65535 (0: any free port)."""
-    host, _, port = str(address).rpartition(":")
+    host, port = split_address(address)
     if not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(
             f"{key}: '{address}' is not host:port (for example 127.0.0.1:8470, or port 0 for any free port)"
@@ -135,11 +141,6 @@ class TunerConfig:
     def distributed(self) -> bool:
         """Whether trials run in worker processes that ask a chief oracle for hyperparameters."""
         return self.workers > 0 or self.role == "chief"
-
-    @property
-    def oracle_host_port(self) -> tuple[str, int]:
-        host, _, port = self.oracle_address.rpartition(":")
-        return host, int(port)
 
     @property
     def direction(self) -> str:

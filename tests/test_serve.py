@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from fashion_exp.children import free_port
 from fashion_exp.cli import main
 from fashion_exp.config import load_config
 from fashion_exp.serving.app import ServeSettings, create_app
@@ -87,12 +88,6 @@ def test_health_version_and_page(client):
     assert version["version"] == "7" and version["class_names"] == ["hat", "pants", "shoes"]
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text and "/predict" in page.text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -23,8 +23,11 @@ import grpc  # noqa: E402
 from keras_tuner.src import protos  # noqa: E402
 from keras_tuner.src.distribute import oracle_chief  # noqa: E402
 
-from fashion_exp.children import die_with_parent, exit_description, stop, tail  # noqa: E402
+from fashion_exp.children import die_with_parent, exit_description, last_log_line, reap  # noqa: E402
+from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
+
+WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
 
 
 class SavingServicer(oracle_chief.OracleServicer):
@@ -47,7 +50,7 @@ class OracleServer:
 
     def __init__(self, oracle, address: str):
         self.oracle = oracle
-        host, _, port = address.rpartition(":")
+        host, port = split_address(address)
         self.servicer = SavingServicer(oracle)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # one request at a time, as keras-tuner
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
@@ -65,13 +68,12 @@ class OracleServer:
     @property
     def local_address(self) -> str:
         """Where workers on this machine reach the oracle."""
-        return f"127.0.0.1:{self.port}" if self.host in ("0.0.0.0", "[::]", "::") else f"{self.host}:{self.port}"
+        return f"{'127.0.0.1' if self.host in WILDCARD_HOSTS else self.host}:{self.port}"
 
     @property
     def address(self) -> str:
         """Where workers reach the oracle (a wildcard host is named by this machine's name)."""
-        host = socket.gethostname() if self.host in ("0.0.0.0", "[::]", "::") else self.host
-        return f"{host}:{self.port}"
+        return f"{socket.gethostname() if self.host in WILDCARD_HOSTS else self.host}:{self.port}"
 
     def finished(self) -> bool:
         """keras-tuner's end of a distributed search: the oracle has told a worker to stop, no
@@ -161,9 +163,10 @@ class WorkerPool:
                 continue
             how = exit_description(code)
             if worker.restarts >= self.restarts:
+                said = last_log_line(worker.log) or "no output"
                 raise UserError(
-                    f"{worker.worker_id} failed {worker.restarts + 1} times ({how}): {tail(worker.log) or 'no output'} "
-                    f"(log: {worker.log}); run the same command again to resume"
+                    f"{worker.worker_id} failed {worker.restarts + 1} times ({how}): {said} (log: {worker.log}); "
+                    "run the same command again to resume"
                 )
             worker.restarts += 1
             self.echo(
@@ -176,10 +179,10 @@ class WorkerPool:
         return all(worker.done for worker in self.workers)
 
     def stop(self) -> None:
-        """Ctrl-C to every running worker (each marks its trial's run KILLED), then kill stragglers."""
+        """Ctrl-C to every running worker at once (each marks its trial's run KILLED), then kill stragglers."""
         for worker in self.workers:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGINT)
         for worker in self.workers:
             if worker.process is not None:
-                stop(worker.process, sig=signal.SIGINT, grace=15)
+                reap(worker.process, grace=15)

@@ -192,8 +192,8 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
     sources = open_sources(config, config.data.image_size, echo, clock)
     sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
     with search_lock(config, sid):
-        tracker, resume = open_search_run(config, sid, echo) if config.tuner.distributed else (None, False)
-        if tracker is not None:
+        if config.tuner.distributed:
+            tracker, resume = open_search_run(config, sid, echo)
             with tracker.recording():
                 log_search_setup(tracker, config, sources)
                 del sources  # the workers extract the features and train the heads

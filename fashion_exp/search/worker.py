@@ -16,7 +16,7 @@ import grpc
 from keras_tuner.src.distribute import oracle_client
 
 from fashion_exp import locks
-from fashion_exp.config import Config
+from fashion_exp.config import Config, split_address
 from fashion_exp.errors import UserError
 from fashion_exp.features.prepare import open_sources, prepare_features
 from fashion_exp.search.observers import TrialRecorder
@@ -27,7 +27,7 @@ from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
 
 def _join(config: Config, chief: str, worker_id: str) -> None:
     """Point keras-tuner's distributed mode at the chief (read when the tuner is made)."""
-    host, _, port = chief.rpartition(":")
+    host, port = split_address(chief)
     os.environ.update(KERASTUNER_TUNER_ID=worker_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
     oracle_client.TIMEOUT = config.tuner.chief_timeout  # keras-tuner waits an hour by default
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fashion_exp.children import die_with_parent, free_port, stop, tail
+from fashion_exp.children import die_with_parent, free_port, last_log_line, stop
 from fashion_exp.errors import UserError
 
 START_TIMEOUT = 180.0
@@ -68,7 +68,7 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
         while not healthy(url):
             if guard.poll() is not None or time.monotonic() > deadline:
                 raise UserError(
-                    f"the MLflow server for the workers did not start ({tail(log) or 'no output'}); see {log}"
+                    f"the MLflow server for the workers did not start ({last_log_line(log) or 'no output'}); see {log}"
                 )
             time.sleep(0.25)
         echo(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
