@@ -23,6 +23,7 @@ from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, check_value
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 BACKBONES = ("xception", "tiny")
+RUNTIMES = ("auto", "tensorflow", "onnx", "onnx-int8")  # features.runtime: where the backbone runs
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # name -> keras-tuner direction
 ROLES = ("single", "chief")
@@ -90,9 +91,11 @@ class ModelConfig:
     backbone: str
     weights: str
     batch_size: int
+    runtime: str
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backbone", self.backbone, BACKBONES, "backbone")
+        _one_of(f"{key}.runtime", self.runtime, RUNTIMES, "runtime")
         _at_least(f"{key}.batch_size", self.batch_size)
 
     def check_size(self, key: str, size: int) -> None:

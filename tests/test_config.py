@@ -63,6 +63,7 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("tuner.max_trials=0", "tuner.max_trials"),
         ("data.image_size=32", "data.image_size"),
         ("model.backbone=resnet", "model.backbone"),
+        ("model.runtime=tflite", "model.runtime"),
         ("augmentation.shear_zoom_flip.views=0", "augmentation.shear_zoom_flip.views"),
         ("final.restarts=0", "final.restarts"),
         ("final.hp.droprate=1.5", "final.hp.droprate"),

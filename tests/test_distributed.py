@@ -176,7 +176,7 @@ def test_oracle_address_in_use_is_one_line(overrides, tmp_path):
 
 def test_kill_9_of_a_worker_mid_trial_reruns_its_trial(overrides, tmp_path):
     uri = sqlite_uri(tmp_path)
-    chief = start_tune(tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=60"), tmp_path)
+    chief = start_tune(tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=30"), tmp_path)
     try:
         victim = wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
         worker = victim.data.tags["fashion_exp.worker"]
@@ -195,7 +195,7 @@ def test_kill_9_of_a_worker_mid_trial_reruns_its_trial(overrides, tmp_path):
 
 def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, tmp_path):
     uri = sqlite_uri(tmp_path)
-    command = tune_command(overrides, "tuner.max_trials=4", "tuner.epochs=60")
+    command = tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=30")
     chief = start_tune(command, tmp_path)
     try:
         finished = wait_until(lambda: finished_trials(uri) or None, 240, "a finished trial", chief)
@@ -212,7 +212,7 @@ def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, 
     rerun = run_tune(command, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming search" in rerun.stdout
-    kids = assert_one_distributed_search(uri, trials=4)
+    kids = assert_one_distributed_search(uri, trials=3)
     assert finished <= {k.info.run_id for k in kids}  # trials finished before the kill were not re-run
 
 

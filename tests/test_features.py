@@ -10,6 +10,7 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.features.backbone import build_backbone
 from fashion_exp.features.cache import FeatureCache, FeatureKey
 from fashion_exp.features.extract import extract_features, jobs_for_policy, key_for
+from fashion_exp.features.runtime import open_runner
 from tests.synthetic import COLORS, data_config, scan, write_image
 
 POLICY = load_config(["augmentation.shear_zoom_flip.views=3"]).augmentation["shear_zoom_flip"]  # shear 10, zoom 0.1
@@ -26,8 +27,12 @@ def backbone():
     return build_backbone(load_config(["model=tiny", "model.batch_size=8"]).model, 32, seed=1)
 
 
+def on_tensorflow(backbone, batch_size=8):
+    return open_runner(backbone, "tensorflow", batch_size, "unused")
+
+
 def extract(backbone, dataset, cache, jobs, batch_size=8, seed=0):
-    return extract_features(backbone, dataset, cache, jobs, DECODER, batch_size, seed)
+    return extract_features(on_tensorflow(backbone, batch_size), dataset, cache, jobs, DECODER, batch_size, seed)
 
 
 def test_views_are_deterministic_and_differ():
@@ -171,7 +176,7 @@ def test_an_entry_claimed_elsewhere_is_waited_for_not_computed_twice(dataset, ba
     """Processes sharing a cache split the entries: one claimed by another is loaded, not recomputed."""
     cache = FeatureCache(tmp_path / "cache")
     jobs = jobs_for_policy("train", POLICY)  # three views
-    key = key_for(backbone, DECODER, dataset, jobs[0], 0)
+    key = key_for(on_tensorflow(backbone), DECODER, dataset, jobs[0], 0)
     theirs = np.full((len(dataset.splits["train"]), backbone.dim), 7.0, np.float32)
     release = threading.Event()
     thread = _hold_claim(cache, key, release, write=theirs)
@@ -180,14 +185,14 @@ def test_an_entry_claimed_elsewhere_is_waited_for_not_computed_twice(dataset, ba
     thread.join()
     assert np.array_equal(results[jobs[0]], theirs)  # loaded what the claimant wrote
     assert not np.array_equal(results[jobs[1]], theirs)  # the others were computed here
-    assert all(cache.load(key_for(backbone, DECODER, dataset, job, 0)) is not None for job in jobs)
+    assert all(cache.load(key_for(on_tensorflow(backbone), DECODER, dataset, job, 0)) is not None for job in jobs)
 
 
 def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
     """A claimant that ends without writing its entry (a killed worker) leaves it claimable."""
     cache = FeatureCache(tmp_path / "cache")
     jobs = jobs_for_policy("validation", IDENTITY)
-    key = key_for(backbone, DECODER, dataset, jobs[0], 0)
+    key = key_for(on_tensorflow(backbone), DECODER, dataset, jobs[0], 0)
     release = threading.Event()
     thread = _hold_claim(cache, key, release)
     threading.Timer(0.5, release.set).start()

@@ -23,7 +23,7 @@ def final_overrides(overrides):
 
 @pytest.fixture
 def tuned(final_overrides):
-    config = load_config(final_overrides)
+    config = load_config([*final_overrides, "tuner.max_trials=1"])  # train-final needs one finished search
     return run_search(config, echo=lambda *_: None)
 
 

@@ -81,6 +81,7 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     from fashion_exp.features.backbone import build_backbone
     from fashion_exp.features.cache import FeatureCache
     from fashion_exp.features.extract import extract_features, jobs_for_policy
+    from fashion_exp.features.runtime import open_runner
     from tests.synthetic import scan
 
     config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=4", "search.augmentation.values=[none]"])
@@ -92,7 +93,8 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     job = jobs_for_policy("validation", IDENTITY)[0]
     decoder = Decoder.for_data(config.data)
     cache = FeatureCache(f"{config.work_dir}/features")
-    features = extract_features(backbone, dataset, cache, [job], decoder, config.model.batch_size, config.seed)[job]
+    runner = open_runner(backbone, config.model.runtime, config.model.batch_size, config.work_dir)
+    features = extract_features(runner, dataset, cache, [job], decoder, config.model.batch_size, config.seed)[job]
     accuracy = float(np.mean(np.argmax(head.predict(features, verbose=0), axis=1) == dataset.labels("validation")))
     assert accuracy == pytest.approx(children[0].data.metrics["best_val_accuracy"], abs=1e-6)
 

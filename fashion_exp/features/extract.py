@@ -1,4 +1,5 @@
-"""Feature extraction: the backbone run once over each (split, policy, view) the cache lacks."""
+"""Feature extraction: the backbone, on its runtime, run once over each (split, policy, view) the
+cache lacks."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import numpy as np
 from tqdm import tqdm
 
 from fashion_exp import locks
-from fashion_exp.batching import pad_batch
 from fashion_exp.config import AugmentationPolicy
 from fashion_exp.data.augment import is_identity, policy_key, random_transform, view_rng
 from fashion_exp.data.dataset import Dataset
 from fashion_exp.data.images import Decoder
-from fashion_exp.features.backbone import Backbone
 from fashion_exp.features.cache import FeatureCache, FeatureKey
+from fashion_exp.features.runtime import Runner
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed
         yield from pool.map(decode, starts)
 
 
-def key_for(backbone: Backbone, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
+def key_for(runner: Runner, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
     augmented = not is_identity(job.policy)
     return FeatureKey(
-        weights=backbone.fingerprint,
+        weights=runner.fingerprint,
         decoding=decoder.key,
         split=job.split,
         files=dataset.fingerprint([job.split]),
@@ -67,7 +67,7 @@ def key_for(backbone: Backbone, decoder: Decoder, dataset: Dataset, job: Job, se
 
 
 def extract_features(
-    backbone: Backbone,
+    runner: Runner,
     dataset: Dataset,
     cache: FeatureCache,
     jobs: list[Job],
@@ -82,29 +82,29 @@ def extract_features(
     computed here if their claimant died. Returns {job: float32 array (n_images, dim)}. Shows
     one progress bar over all images the cache lacked.
     """
-    if decoder.size != backbone.image_size:
-        raise ValueError(f"decoder size {decoder.size} != backbone input {backbone.image_size}")
+    if decoder.size != runner.backbone.image_size:
+        raise ValueError(f"decoder size {decoder.size} != backbone input {runner.backbone.image_size}")
     results: dict[Job, np.ndarray] = {}
-    missing = _load_cached(backbone, dataset, cache, jobs, decoder, seed, results)
+    missing = _load_cached(runner, dataset, cache, jobs, decoder, seed, results)
     total = sum(len(dataset.splits[job.split]) for job in missing)
     with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
         claimed_elsewhere = []
         for job in missing:  # first pass: the entries nobody is computing
             try:
-                _fill(backbone, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=0)
+                _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=0)
             except locks.Busy:
                 claimed_elsewhere.append(job)
         for job in claimed_elsewhere:  # then wait for the others' entries (or take over a dead claimant's)
-            _fill(backbone, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=float("inf"))
+            _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=float("inf"))
     return results
 
 
-def _fill(backbone, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, wait: float) -> None:
+def _fill(runner, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, wait: float) -> None:
     """Claim job's entry, then load it (another process computed it meanwhile) or compute it."""
-    key = key_for(backbone, decoder, dataset, job, seed)
+    key = key_for(runner, decoder, dataset, job, seed)
     with cache.claim(key, wait=wait, on_wait=_say_waiting(cache)):
-        if _load_cached(backbone, dataset, cache, [job], decoder, seed, results):
-            results[job] = _compute(backbone, dataset, job, decoder, batch_size, seed, bar)
+        if _load_cached(runner, dataset, cache, [job], decoder, seed, results):
+            results[job] = _compute(runner, dataset, job, decoder, batch_size, seed, bar)
             cache.save(key, results[job])
         else:
             bar.update(len(dataset.splits[job.split]))
@@ -117,11 +117,11 @@ def _say_waiting(cache: FeatureCache):
     return say
 
 
-def _load_cached(backbone, dataset, cache, jobs, decoder, seed, results: dict) -> list[Job]:
+def _load_cached(runner, dataset, cache, jobs, decoder, seed, results: dict) -> list[Job]:
     """Put every cached job's features into results; returns the jobs the cache lacks."""
     missing = []
     for job in jobs:
-        cached = cache.load(key_for(backbone, decoder, dataset, job, seed))
+        cached = cache.load(key_for(runner, decoder, dataset, job, seed))
         if cached is not None and cached.shape[0] == len(dataset.splits[job.split]):
             results[job] = cached
         else:
@@ -129,11 +129,10 @@ def _load_cached(backbone, dataset, cache, jobs, decoder, seed, results: dict) -
     return missing
 
 
-def _compute(backbone, dataset, job: Job, decoder, batch_size, seed, bar) -> np.ndarray:
+def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar) -> np.ndarray:
     """Run the backbone over one job's images, advancing the progress bar."""
     parts = []
     for batch in _batches(dataset, job, decoder, batch_size, seed):
-        n = len(batch)  # padded to a fixed shape: one compiled graph for every batch
-        parts.append(np.asarray(backbone.model.predict_on_batch(pad_batch(batch, batch_size)), np.float32)[:n])
-        bar.update(n)
-    return np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
+        parts.append(runner.features(batch))
+        bar.update(len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, runner.backbone.dim), np.float32)

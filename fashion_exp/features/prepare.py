@@ -1,7 +1,8 @@
 """The features step of tune and train-final: open_sources, then prepare_features.
 
-open_sources: scan the dataset, build the backbone. prepare_features: list the (split, policy,
-view) jobs, extract what the cache lacks. Validation photos are never augmented.
+open_sources: scan the dataset, build the backbone and choose where it runs (model.runtime).
+prepare_features: list the (split, policy, view) jobs, extract what the cache lacks. Validation
+photos are never augmented.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.features.backbone import Backbone, build_backbone
 from fashion_exp.features.cache import FeatureCache
 from fashion_exp.features.extract import extract_features, jobs_for_policy
+from fashion_exp.features.onnx_files import Calibration, spread
+from fashion_exp.features.runtime import Runner, open_runner, resolve
 from fashion_exp.stopwatch import Stopwatch
 
 
@@ -29,6 +32,7 @@ class PreparedFeatures:
     report: str  # the dataset check's table, as printed
     backbone: Backbone | None  # None after drop_backbone()
     weights_fingerprint: str
+    runtime: str  # where the backbone ran: features.runtime.resolve(model.runtime)
     decoder: Decoder
     train_views: dict[str, np.ndarray]  # policy name -> (K views, n train images, dim)
     val: np.ndarray  # (n validation images, dim)
@@ -53,29 +57,58 @@ class PreparedFeatures:
 @dataclass
 class FeatureSources:
     """What the features are computed from, known before any extraction: the checked dataset and
-    the backbone (so a caller can name and lock its job from their fingerprints first)."""
+    the backbone on its runtime (so a caller can name and lock its job from their fingerprints
+    first)."""
 
     dataset: Dataset
     report: str
-    backbone: Backbone
+    runner: Runner
     decoder: Decoder
 
     @property
+    def backbone(self) -> Backbone:
+        return self.runner.backbone
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.runtime
+
+    @property
     def weights_fingerprint(self) -> str:
-        return self.backbone.fingerprint
+        """The features' identity: the weights, and the runtime when it is not TensorFlow."""
+        return self.runner.fingerprint
 
 
-def open_sources(config: Config, image_size: int, echo=print, clock: Stopwatch | None = None) -> FeatureSources:
-    """Scan train and validation (printing the check's table) and build the backbone at `image_size`;
-    laps scan/backbone on `clock`."""
+def open_sources(
+    config: Config, image_size: int, echo=print, clock: Stopwatch | None = None, exact: bool = False
+) -> FeatureSources:
+    """Scan train and validation (printing the check's table), build the backbone at `image_size`
+    and open it on model.runtime; exact=True (train-final: the shipped Keras model must compute
+    the features its head was trained on) never runs it in int8. Laps scan/backbone on `clock`."""
     clock = clock or Stopwatch()
     dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
     dataset_report = report(dataset)
     echo(dataset_report)
     clock.lap("scan_seconds")
     backbone = build_backbone(config.model, image_size, config.seed)
+    decoder = Decoder.for_data(config.data, image_size)
+    runtime = resolve(config.model.runtime, exact)
+    if config.model.runtime not in ("auto", runtime):
+        echo(f"model.runtime={config.model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
+    runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir, calibration(dataset, decoder))
+    echo(f"Backbone runtime: {runtime} (model.runtime={config.model.runtime})")
     clock.lap("backbone_seconds")
-    return FeatureSources(dataset, dataset_report, backbone, Decoder.for_data(config.data, image_size))
+    return FeatureSources(dataset, dataset_report, runner, decoder)
+
+
+def calibration(dataset: Dataset, decoder: Decoder) -> Calibration:
+    """int8 calibration photos: training photos spread over the (class-sorted) split, undistorted."""
+    paths = dataset.paths(TRAIN)
+
+    def load() -> np.ndarray:
+        return np.stack([decoder.load(paths[i]) for i in spread(len(paths))])
+
+    return Calibration(f"{dataset.fingerprint([TRAIN])}-{decoder.key}", load)
 
 
 def prepare_features(
@@ -87,7 +120,7 @@ def prepare_features(
     val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
     train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
     features = extract_features(
-        sources.backbone,
+        sources.runner,
         sources.dataset,
         FeatureCache(Path(config.work_dir) / "features"),
         [val_job, *[job for jobs in train_jobs.values() for job in jobs]],
@@ -101,6 +134,7 @@ def prepare_features(
         report=sources.report,
         backbone=sources.backbone,
         weights_fingerprint=sources.weights_fingerprint,
+        runtime=sources.runtime,
         decoder=sources.decoder,
         train_views={name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()},
         val=features[val_job],

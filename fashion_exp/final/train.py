@@ -80,6 +80,7 @@ def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, param
             "restarts": config.final.restarts,
             "objective": config.tuner.objective,
             "tune_parent_run_id": search_run,
+            "features_runtime": prepared.runtime,
         }
     )
     run.text(to_yaml(config), "config.yaml")
@@ -172,7 +173,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
     started = time.time()
     search_run, params = chosen_hyperparameters(config)
     echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
-    sources = open_sources(config, config.final.image_size, echo)
+    sources = open_sources(config, config.final.image_size, echo, exact=True)
     prepared = prepare_features(config, sources, policies_for(config, params))
     run = RunLogger.start(
         config.tracking.uri,

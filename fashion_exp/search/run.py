@@ -108,6 +108,7 @@ def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedF
         tags={
             "dataset_fingerprint": dataset.fingerprint(),
             "weights_fingerprint": prepared.weights_fingerprint,
+            "features_runtime": prepared.runtime,
             "tuner": config.tuner.type,
         },
         texts={"config.yaml": to_yaml(config), "dataset_report.txt": prepared.report},
