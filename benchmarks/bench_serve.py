@@ -1,10 +1,11 @@
-"""Benchmark the Fashion Classification Service: Keras vs ONNX backends, side by side.
+"""Benchmark the Fashion Classification Service: backends (Keras, ONNX) and micro-batching, side by side.
 
-Starts `python -m fashion_exp serve` on 127.0.0.1 for each backend, sends real test photos from
-this process with bounded concurrency and a bounded request count, and prints p50/p95 latency,
-throughput and the server's peak memory (VmHWM).
+Starts `python -m fashion_exp serve` on 127.0.0.1 once per mode: each backend with serve.max_batch=1
+(one photo at a time: the service before micro-batching) and with batching (serve.max_batch=16).
+Real test photos are sent from this process: single requests one after another (p50/p95 latency),
+then --clients clients at once (requests/s, p50/p95). Also the server's peak memory (VmHWM).
 
-    python benchmarks/bench_serve.py                     # the champion, 200 requests, 4 at a time
+    python benchmarks/bench_serve.py                     # the champion, 50 single + 200 concurrent requests
     python benchmarks/bench_serve.py --model models:/fashion-classifier/3 --requests 100
 """
 
@@ -39,17 +40,17 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_backend(backend: str, args, photos: list[Path]) -> dict:
+MODES = {
+    "keras, 1 at a time": ["serve.backend=keras", "serve.max_batch=1"],
+    "keras, batched": ["serve.backend=keras", "serve.max_batch=16"],
+    "onnx, 1 at a time": ["serve.backend=onnx", "serve.max_batch=1"],
+    "onnx, batched": ["serve.backend=onnx", "serve.max_batch=16"],
+}
+
+
+def run_mode(mode: str, args, photos: list[Path]) -> dict:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "fashion_exp",
-        "serve",
-        f"serve.port={port}",
-        f"serve.backend={backend}",
-        *args.overrides,
-    ]
+    command = [sys.executable, "-m", "fashion_exp", "serve", f"serve.port={port}", *MODES[mode], *args.overrides]
     if args.model:
         command += ["--model", args.model]
     server = subprocess.Popen(command, cwd=args.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -58,7 +59,7 @@ def run_backend(backend: str, args, photos: list[Path]) -> dict:
         deadline = time.time() + 300
         while time.time() < deadline:
             if server.poll() is not None:
-                raise SystemExit(f"{backend} server exited: {server.stdout.read()[-2000:]}")
+                raise SystemExit(f"{mode} server exited: {server.stdout.read()[-2000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -77,14 +78,17 @@ def run_backend(backend: str, args, photos: list[Path]) -> dict:
                 answer.raise_for_status()
                 return time.perf_counter() - start
 
+            single = [one(i) for i in range(args.single)]
             start = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
                 latencies = list(pool.map(one, range(args.requests)))
             wall = time.perf_counter() - start
         return {
+            "single_p50_ms": 1000 * float(np.percentile(single, 50)),
+            "single_p95_ms": 1000 * float(np.percentile(single, 95)),
+            "throughput": args.requests / wall,
             "p50_ms": 1000 * float(np.percentile(latencies, 50)),
             "p95_ms": 1000 * float(np.percentile(latencies, 95)),
-            "throughput": args.requests / wall,
             "peak_mb": peak_rss_mb(server.pid),
         }
     finally:
@@ -95,8 +99,10 @@ def run_backend(backend: str, args, photos: list[Path]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model URI (default: the champion)")
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--single", type=int, default=50, help="single requests, one after another")
+    parser.add_argument("--requests", type=int, default=200, help="requests sent by the concurrent clients")
+    parser.add_argument("--clients", type=int, default=16, help="clients sending at once")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), metavar="MODE")
     parser.add_argument("--photos", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
     parser.add_argument("--cwd", default=os.getcwd(), help="folder whose mlflow.db holds the model")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for serve")
@@ -104,17 +110,22 @@ def main() -> None:
     photos = sorted(Path(args.photos, "test").rglob("*.jpg"))[:50]
     if not photos:
         raise SystemExit(f"no test photos under {args.photos}/test")
-    results = {backend: run_backend(backend, args, photos) for backend in ("keras", "onnx")}
-    print(f"\n{args.requests} requests, {args.concurrency} at a time, {len(photos)} real test photos")
-    print(f"{'measure':<22}{'keras':>12}{'onnx':>12}")
-    print("-" * 46)
+    results = {mode: run_mode(mode, args, photos) for mode in args.modes}
+    print(
+        f"\n{len(photos)} real test photos; single: {args.single} requests one after another; "
+        f"{args.clients} clients: {args.requests} requests"
+    )
+    print(f"{'measure':<28}" + "".join(f"{mode:>20}" for mode in results))
+    print("-" * (28 + 20 * len(results)))
     for key, label in (
-        ("p50_ms", "p50 latency (ms)"),
-        ("p95_ms", "p95 latency (ms)"),
-        ("throughput", "throughput (req/s)"),
+        ("single_p50_ms", "single p50 (ms)"),
+        ("single_p95_ms", "single p95 (ms)"),
+        ("throughput", f"{args.clients} clients: requests/s"),
+        ("p50_ms", f"{args.clients} clients: p50 (ms)"),
+        ("p95_ms", f"{args.clients} clients: p95 (ms)"),
         ("peak_mb", "server peak RSS (MiB)"),
     ):
-        print(f"{label:<22}{results['keras'][key]:>12.1f}{results['onnx'][key]:>12.1f}")
+        print(f"{label:<28}" + "".join(f"{r[key]:>20.1f}" for r in results.values()))
 
 
 if __name__ == "__main__":

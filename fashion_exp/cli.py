@@ -106,7 +106,10 @@ def cmd_tune(overrides: list[str]) -> int:
     for key, value in result.best_hyperparameters.items():
         print(f"  {key} = {value}")
     print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {result.tracking_uri}")
-    print("Compare the trials: mlflow ui   (then open http://127.0.0.1:5000)")
+    if result.experiment_id:
+        from fashion_exp.tracking.runs import ui_link
+
+        print(f"Compare the trials: {ui_link(result.tracking_uri, result.experiment_id)}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,24 @@ def dataset_root(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, made once: making one runs MLflow's schema migrations (about
+    2.5 s here), which most tests need not repeat."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def overrides(tmp_path, dataset_root) -> list[str]:
-    """Overrides for a seconds-long search on the synthetic data with the tiny backbone."""
+def overrides(tmp_path, dataset_root, mlflow_template, request) -> list[str]:
+    """Overrides for a seconds-long search on the synthetic data with the tiny backbone. The store
+    starts as a copy of the empty template, unless the test is marked fresh_store (it is about
+    creating a store)."""
+    if request.node.get_closest_marker("fresh_store") is None:
+        shutil.copy(mlflow_template, tmp_path / "mlflow.db")
     return [
         f"data.root={dataset_root}",
         "data.image_size=32",

@@ -63,6 +63,7 @@ def assert_clean(*results: Finished) -> None:
 # ---- tune ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.fresh_store
 def test_two_identical_tunes_in_a_fresh_folder(overrides, tmp_path):
     """Case 1 of the issue: no mlflow.db yet; one search runs, the other is refused in one line."""
     assert not (tmp_path / "mlflow.db").exists()
@@ -91,6 +92,7 @@ def test_two_resumes_of_a_half_done_search(overrides, tmp_path):
     assert_one_complete_search(tmp_path, trials=4)
 
 
+@pytest.mark.fresh_store
 def test_two_different_searches_share_a_fresh_store(overrides, tmp_path):
     """Different searches may run at once: both create the store, both finish, each with its own parent."""
     first, second = run_together(

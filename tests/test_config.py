@@ -86,6 +86,8 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("predict.top_k=0", "predict.top_k"),
         ("serve.backend=tflite", "serve.backend"),
         ("serve.port=70000", "serve.port"),
+        ("serve.max_batch=0", "serve.max_batch"),
+        ("serve.max_wait_ms=-1", "serve.max_wait_ms"),
         ("search.augmentation.type=float", "search.augmentation.type"),
         ("~search.droprate", "search.droprate"),
         ("+search.momentum={type:choice,values:[0.9]}", "search.momentum"),

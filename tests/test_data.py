@@ -54,6 +54,16 @@ def test_scan_verdicts_are_cached_until_a_file_changes(dataset_root, tmp_path, m
     assert len(calls) > 0
 
 
+def test_a_splits_dataset_record_changes_when_one_of_its_photos_does(dataset_root):
+    before = scan_dataset(dataset_root, ["train", "validation"])
+    photo = sorted((dataset_root / "train" / "hat").iterdir())[0]
+    write_image(photo, COLORS["hat"], seed=7)  # same name, new pixels
+    after = scan_dataset(dataset_root, ["train", "validation"])
+    assert before.describe("train")["digest"] != after.describe("train")["digest"]
+    assert before.describe("validation") == after.describe("validation")
+    assert after.describe("train")["images"] == len(after.splits["train"])
+
+
 def test_empty_class_is_a_clear_error(dataset_root):
     for f in (dataset_root / "validation" / "pants").iterdir():
         f.unlink()

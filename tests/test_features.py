@@ -200,3 +200,35 @@ def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
     thread.join()
     fresh = extract(backbone, dataset, FeatureCache(tmp_path / "other"), jobs)
     np.testing.assert_allclose(results[jobs[0]], fresh[jobs[0]], rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_views_load_a_policy_only_when_asked_and_once():
+    from fashion_exp.features.prepare import LazyViews
+
+    loaded = []
+
+    def load(name):
+        loaded.append(name)
+        return np.zeros((2, 3, 4))
+
+    views = LazyViews(["none", "shear_zoom_flip"], load)
+    assert list(views) == ["none", "shear_zoom_flip"] and len(views) == 2 and loaded == []
+    assert views["shear_zoom_flip"].shape == (2, 3, 4) and views["shear_zoom_flip"] is views["shear_zoom_flip"]
+    assert loaded == ["shear_zoom_flip"]
+    with pytest.raises(KeyError):
+        views["sparkles"]
+
+
+def test_a_search_extracts_a_policys_views_when_its_first_trial_starts(overrides, tmp_path):
+    """The grid tuner's first point has no augmentation: after it, no augmented view was computed;
+    a trial that picks shear_zoom_flip extracts its views."""
+    from fashion_exp.search.run import run_search
+
+    common = [*overrides, "tuner=grid", "tuner.epochs=1", "search.augmentation.values=[none,shear_zoom_flip]"]
+    common += ["search.learning_rate.values=[0.01]", "search.size_inner.values=[10]", "search.droprate.values=[0.0]"]
+    features = tmp_path / "work" / "features"
+    run_search(load_config([*common, "tuner.max_trials=1"]), echo=lambda *_: None)
+    assert sorted(p.name.split("-")[0] for p in features.glob("*.npy")) == ["train", "validation"]  # no views yet
+    augmented = [*common, "search.augmentation.values=[shear_zoom_flip]", "tuner.max_trials=1"]
+    run_search(load_config(augmented), echo=lambda *_: None)
+    assert len(list(features.glob("train-*.npy"))) == 1 + 2  # identity + the policy's 2 views

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.cli import main
@@ -65,6 +66,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'someone-elses.db'}")  # the global default
     global_uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     config = load_config([*final_overrides, "final.hp.augmentation=shear_zoom_flip"])
     first = train_final(config, echo=lambda *_: None)
     # the assembled model (uint8 photos in, probabilities out) equals the cached-feature head
@@ -73,6 +75,11 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     client = MlflowClient(config.tracking.uri)
     run = client.get_run(first.run_id)
     assert run.data.tags["tune_parent_run_id"] == tuned.parent_run_id
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # MLflow's system metrics
+    assert sorted(i.tags[0].value for i in run.inputs.dataset_inputs) == ["train", "validation"]
+    logged = client.get_logged_model(run.data.tags["fashion_exp.model_id"])  # an MLflow 3 LoggedModel
+    assert logged.source_run_id == first.run_id and logged.status == LoggedModelStatus.READY
+    assert client.get_model_version("fashion-classifier", "1").source == f"models:/{logged.model_id}"
     assert run.data.params["hp.augmentation"] == "shear_zoom_flip" and run.data.params["views"] == "2"
     assert len(client.get_metric_history(first.run_id, "val_accuracy")) == 4
     # two restarts (seeds 42, 43) logged; the kept one has the best val_accuracy of the two
@@ -89,6 +96,11 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     result, _ = evaluate(config, None, echo=lambda *_: None)
     assert 0.0 <= result.accuracy <= 1.0 and sum(r["support"] for r in result.per_class) == 12
     assert client.get_run(first.run_id).data.metrics["test_accuracy"] == pytest.approx(result.accuracy)
+    inputs = client.get_run(first.run_id).inputs.dataset_inputs
+    assert sorted(i.tags[0].value for i in inputs) == ["test", "train", "validation"]
+    linked = {m.key: m for m in client.get_logged_model(logged.model_id).metrics}  # test scores on the model's page
+    assert linked["test_accuracy"].value == pytest.approx(result.accuracy)
+    assert linked["test_accuracy"].dataset_name.endswith("/test")
     assert "evaluation/confusion_matrix.png" in [a.path for a in client.list_artifacts(first.run_id, "evaluation")]
     changes = registry.promote(config.tracking.uri, "fashion-classifier")
     assert changes == [f"'fashion-classifier@champion' -> version 1 (test accuracy {result.accuracy:.4f})"]

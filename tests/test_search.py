@@ -5,6 +5,7 @@ from fashion_exp.config import load_config
 from fashion_exp.search.head import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress
 from fashion_exp.search.run import run_search
+from tests.synthetic import scan
 
 
 def runs(uri):
@@ -37,7 +38,8 @@ def fit_calls(monkeypatch):
     return calls
 
 
-def test_two_trial_search_is_tracked(overrides, fit_calls):
+def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the search lasts seconds, not minutes
     config = load_config(overrides)
     result = run_search(config, echo=lambda *_: None)
     assert result.trials == 2 and len(fit_calls) == 2
@@ -46,8 +48,16 @@ def test_two_trial_search_is_tracked(overrides, fit_calls):
     parent = parents[0]
     assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
     assert parent.data.params["tuner.type"] == "bayesian" and "dataset_fingerprint" in parent.data.tags
+    experiment = client.get_experiment(parent.info.experiment_id)  # mlflow ui: the model-training view
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags["best_trial_id"] == result.best_trial_id
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_score)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
+    dataset = scan(config.data.root, ["train", "validation"])
+    expected = {("train", dataset.fingerprint(["train"])), ("validation", dataset.fingerprint(["validation"]))}
+    for run in (parent, *children):  # the splits as MLflow datasets, each with its split and digest
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert {(i.tags[0].value, i.dataset.digest) for i in inputs} == expected
     assert {"best.learning_rate", "best.size_inner", "best.droprate", "best.augmentation"} <= set(parent.data.params)
     parent_files = artifact_paths(client, parent.info.run_id)
     for name in (
@@ -190,3 +200,14 @@ def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
     assert len(best) == 3 and result.best_trial_id == min(best, key=best.get)
     assert parents[0].data.metrics["best_val_loss"] == pytest.approx(min(best.values()))
     assert "val_loss" in open(client.download_artifacts(parents[0].info.run_id, "trials.csv")).readline()
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from fashion_exp.tracking.runs import connect
+
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    MlflowClient(uri).create_experiment("made-by-an-older-version")
+    client, experiment_id = connect(uri, "made-by-an-older-version")
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"

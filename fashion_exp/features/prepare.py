@@ -7,6 +7,8 @@ photos are never augmented.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ class PreparedFeatures:
     weights_fingerprint: str
     runtime: str  # where the backbone ran: features.runtime.resolve(model.runtime)
     decoder: Decoder
-    train_views: dict[str, np.ndarray]  # policy name -> (K views, n train images, dim)
+    train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim); may be LazyViews
     val: np.ndarray  # (n validation images, dim)
 
     @property
@@ -52,6 +54,32 @@ class PreparedFeatures:
     def drop_backbone(self) -> None:
         """Free the backbone (Xception's weights, ~80 MB) when only the features are needed."""
         self.backbone = None
+
+
+class LazyViews(Mapping):
+    """policy name -> its training views (K, n, dim), extracted (or loaded from the cache) the
+    first time a trial asks for them: a policy no trial picks costs nothing."""
+
+    def __init__(self, names: list[str], load: Callable[[str], np.ndarray]):
+        self._names = list(names)
+        self._load = load
+        self._loaded: dict[str, np.ndarray] = {}
+        self.seconds = 0.0  # spent extracting or loading, inside the trials that first asked
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._loaded:
+            started = time.time()
+            self._loaded[name] = self._load(name)
+            self.seconds += time.time() - started
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass
@@ -112,22 +140,37 @@ def calibration(dataset: Dataset, decoder: Decoder) -> Calibration:
 
 
 def prepare_features(
-    config: Config, sources: FeatureSources, policies: dict[str, AugmentationPolicy], clock: Stopwatch | None = None
+    config: Config,
+    sources: FeatureSources,
+    policies: dict[str, AugmentationPolicy],
+    clock: Stopwatch | None = None,
+    lazy: bool = False,
 ) -> PreparedFeatures:
     """Features for validation and for every view of every policy on train, from the cache or
-    extracted now; laps extraction on `clock`."""
+    extracted now; lazy=True (the search) leaves each policy's training views to the first trial
+    that uses them (LazyViews). Laps extraction on `clock`."""
     clock = clock or Stopwatch()
+    cache = FeatureCache(Path(config.work_dir) / "features")
+
+    def extract(jobs: list) -> dict:
+        return extract_features(
+            sources.runner, sources.dataset, cache, jobs, sources.decoder, config.model.batch_size, config.seed
+        )
+
+    def views(name: str) -> np.ndarray:
+        jobs = jobs_for_policy(TRAIN, policies[name])
+        features = extract(jobs)
+        return np.stack([features[job] for job in jobs])
+
     val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
-    train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
-    features = extract_features(
-        sources.runner,
-        sources.dataset,
-        FeatureCache(Path(config.work_dir) / "features"),
-        [val_job, *[job for jobs in train_jobs.values() for job in jobs]],
-        sources.decoder,
-        config.model.batch_size,
-        config.seed,
-    )
+    if lazy:
+        val = extract([val_job])[val_job]
+        train_views: Mapping[str, np.ndarray] = LazyViews(list(policies), views)
+    else:
+        train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
+        features = extract([val_job, *[job for jobs in train_jobs.values() for job in jobs]])
+        val = features[val_job]
+        train_views = {name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()}
     clock.lap("extraction_seconds")
     return PreparedFeatures(
         dataset=sources.dataset,
@@ -136,6 +179,6 @@ def prepare_features(
         weights_fingerprint=sources.weights_fingerprint,
         runtime=sources.runtime,
         decoder=sources.decoder,
-        train_views={name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()},
-        val=features[val_job],
+        train_views=train_views,
+        val=val,
     )

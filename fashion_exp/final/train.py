@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import Config, flatten, to_yaml
-from fashion_exp.data.dataset import VALIDATION
+from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import ConfigError
 from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
 from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
@@ -83,6 +83,7 @@ def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, param
             "features_runtime": prepared.runtime,
         }
     )
+    run.datasets([prepared.dataset.describe(TRAIN), prepared.dataset.describe(VALIDATION)])
     run.text(to_yaml(config), "config.yaml")
     run.text(prepared.report, "dataset_report.txt")
     run.json(flatten(config), "config_flat.json")

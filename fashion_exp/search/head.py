@@ -6,6 +6,7 @@ Head: [Dense(size_inner, relu) + Dropout(droprate)] -> Dense(n_classes) logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import keras
 import keras_tuner as kt
@@ -103,7 +104,7 @@ class HeadHyperModel(kt.HyperModel):
     def __init__(
         self,
         search: dict[str, ParamSpace],
-        train_views: dict[str, np.ndarray],
+        train_views: Mapping[str, np.ndarray],
         train_labels: np.ndarray,
         val_features: np.ndarray,
         val_labels: np.ndarray,
@@ -125,7 +126,7 @@ class HeadHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = define_all(hp, self.search)
-        dim = next(iter(self.train_views.values())).shape[-1]
+        dim = self.val[0].shape[-1]  # not the train views: they may not be extracted yet
         steps = steps_for(len(self.train_labels), self.batch_size)
         return build_head(dim, self.n_classes, params, self.seed, steps)
 

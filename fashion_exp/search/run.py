@@ -13,7 +13,14 @@ from pathlib import Path
 
 from fashion_exp import locks
 from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
-from fashion_exp.features.prepare import FeatureSources, PreparedFeatures, open_sources, prepare_features
+from fashion_exp.data.dataset import TRAIN, VALIDATION
+from fashion_exp.features.prepare import (
+    FeatureSources,
+    LazyViews,
+    PreparedFeatures,
+    open_sources,
+    prepare_features,
+)
 from fashion_exp.hyperparameters import NAMES, describe
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.head import HeadHyperModel
@@ -34,6 +41,7 @@ class SearchResult:
     trials: int
     tracking_uri: str
     timings: dict[str, float]
+    experiment_id: str | None = None
 
 
 def search_policies(config: Config) -> dict:
@@ -103,6 +111,7 @@ def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool
 
 def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures | FeatureSources) -> None:
     dataset = prepared.dataset
+    tracker.datasets = [dataset.describe(TRAIN), dataset.describe(VALIDATION)]
     tracker.log_setup(
         params=flatten(config),
         tags={
@@ -179,6 +188,7 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
         trials=len(trials),
         tracking_uri=config.tracking.uri,
         timings=clock.laps,
+        experiment_id=tracker.experiment_id,
     )
 
 
@@ -203,7 +213,7 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
                 tracker.load_children()
                 result = summarize(tuner, tracker, config, clock)
         else:
-            prepared = prepare_features(config, sources, search_policies(config), clock)
+            prepared = prepare_features(config, sources, search_policies(config), clock, lazy=True)
             del sources
             prepared.drop_backbone()  # trials train heads on cached features only
             tracker, resume = open_search_run(config, sid, echo)
@@ -211,6 +221,8 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
                 log_search_setup(tracker, config, prepared)
                 tuner = run_trials(config, prepared, tracker, sid, resume)
                 clock.lap("trials_seconds")
+                if isinstance(prepared.train_views, LazyViews):  # the part of the trials' time spent extracting views
+                    clock.laps["of_which_views_seconds"] = prepared.train_views.seconds
                 result = summarize(tuner, tracker, config, clock)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result

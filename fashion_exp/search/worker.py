@@ -17,6 +17,7 @@ from keras_tuner.src.distribute import oracle_client
 
 from fashion_exp import locks
 from fashion_exp.config import Config, split_address
+from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
 from fashion_exp.features.prepare import open_sources, prepare_features
 from fashion_exp.search.observers import TrialRecorder
@@ -54,8 +55,9 @@ def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
     oracle_client.OracleClient(None).get_space()  # returns once the chief's oracle answers
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
     tracker.attach(sid, chief)
+    tracker.datasets = [sources.dataset.describe(TRAIN), sources.dataset.describe(VALIDATION)]
     echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
-    prepared = prepare_features(config, sources, search_policies(config))
+    prepared = prepare_features(config, sources, search_policies(config), lazy=True)
     prepared.drop_backbone()
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
     hypermodel = head_hypermodel(config, prepared)

@@ -1,13 +1,15 @@
 """The Fashion Classification Service: an HTTP API and an upload page around one loaded model.
 
 POST /predict (multipart field `file`, or the raw image as the body), GET /health, GET /version,
-GET / (the upload page). The model is loaded once, before the server starts.
+GET / (the upload page). The model is loaded once, before the server starts. Uploads are decoded
+in parallel; photos that arrive together are classified in one batch (serving/batcher.py).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +21,7 @@ from starlette.formparsers import MultiPartParser
 
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ImageError
+from fashion_exp.serving.batcher import MicroBatcher
 from fashion_exp.serving.page import INDEX_HTML
 from fashion_exp.serving.predict import top_as_json, top_k
 
@@ -44,6 +47,8 @@ class ServeSettings:
     max_image_pixels: int
     top_k: int
     backend: str
+    max_batch: int = 1  # serve.max_batch: 1 classifies one photo at a time
+    max_wait_ms: float = 0.0
 
     @classmethod
     def from_config(cls, config) -> ServeSettings:
@@ -52,6 +57,8 @@ class ServeSettings:
             max_image_pixels=config.data.max_image_pixels,
             top_k=config.serve.top_k,
             backend=config.serve.backend,
+            max_batch=config.serve.max_batch,
+            max_wait_ms=config.serve.max_wait_ms,
         )
 
 
@@ -86,15 +93,23 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     """A FastAPI app that classifies uploaded photos with `predictor`."""
-    app = FastAPI(title="Fashion Classification Service", version=str(predictor.version or "local"))
+    # one inference thread (the model uses every core already), fed batches of concurrent photos
+    batcher = MicroBatcher(
+        lambda images: predictor.predict(images, len(images)), settings.max_batch, settings.max_wait_ms
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="Fashion Classification Service", version=str(predictor.version or "local"), lifespan=lifespan)
     decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels)
-    lock = threading.Lock()  # one inference at a time: the model uses every core already
     k = min(settings.top_k, len(predictor.class_names))
 
-    def classify(data: bytes) -> dict:
-        image = decoder.decode(data, name="upload")
-        with lock:
-            probabilities = predictor.predict(image[None], 1)[0]
+    async def classify(data: bytes) -> dict:
+        image = await run_in_threadpool(decoder.decode, data, "upload")
+        probabilities = await asyncio.wrap_future(batcher.submit(image))
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
         return {"category": top[0][0], "top": top_as_json(top)}
 
@@ -115,7 +130,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
                 return _error(400, "multipart upload needs an image in the field 'file'")
             body = await upload.read()
         try:
-            answer = await run_in_threadpool(classify, body)
+            answer = await classify(body)
         except ImageError as err:
             return _error(STATUS_FOR_KIND.get(err.kind, 400), str(err))
         answer["model"] = {"name": predictor.name, "version": predictor.version, "backend": settings.backend}

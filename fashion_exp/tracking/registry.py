@@ -1,11 +1,17 @@
 """MLflow model registry: log and register the final model, move aliases, load a model by URI or path.
 
+The final model is an MLflow 3 LoggedModel (the experiment's Models tab): made from its
+train-final run (`source_run_id`), holding the model files, registered as a version that names
+it (`model_id`); the run carries its id in the tag MODEL_ID, and evaluate's test metrics are
+linked to it. Models logged before LoggedModels (files in the run's `model/` folder) still load.
+
 Aliases only (registry stages are deprecated): `champion` is what predict and serve use,
 `previous` is the champion before the last promotion, so a rollback is one command.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +23,14 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
+from fashion_exp.tracking.runs import MODEL_ID
 from fashion_exp.tracking.store import alias_lock, open_client
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 TEST_ACCURACY = "test_accuracy"
 TEST_LOSS = "test_loss"
-MODEL_ARTIFACT = "model"  # where train-final logs the model in its run
+MODEL_ARTIFACT = "model"  # where train-final logged the model in its run before LoggedModels
 
 
 @dataclass
@@ -50,8 +57,8 @@ class LoadedModel:
 
 
 def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: np.ndarray, registered_name: str) -> str:
-    """Save `model` with MLflow's Keras flavour (signature, input example, metadata) into run_id's
-    artifacts at `model/`, then register it. Returns the new registered model version.
+    """Save `model` with MLflow's Keras flavour (signature, input example, metadata) as a
+    LoggedModel of run_id, then register it. Returns the new registered model version.
 
     metadata (class_names, image_size, interpolation) is stored in the MLmodel file.
     """
@@ -60,21 +67,71 @@ def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: n
 
     client = open_client(uri)
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    with tempfile.TemporaryDirectory() as tmp:
-        # mlflow.keras.log_model(input_example=...) writes the example before creating its folder
-        # (MLflow 3.17); saving into an existing folder and uploading it avoids that.
-        path = Path(tmp) / MODEL_ARTIFACT
-        path.mkdir()
-        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example, metadata=metadata)
-        client.log_artifacts(run_id, str(path), MODEL_ARTIFACT)
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=registered_name, source_run_id=run_id, model_type="keras"
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # mlflow.keras.log_model(name=..., input_example=...) writes the example before it
+            # creates its folder (MLflow 3.17: "No such file or directory: .../input_example.json");
+            # saving into a folder that exists and uploading it to the LoggedModel avoids that.
+            path = Path(tmp) / MODEL_ARTIFACT
+            path.mkdir()
+            mlflow.keras.save_model(model, str(path), signature=signature, input_example=example, metadata=metadata)
+            client.log_model_artifacts(logged.model_id, str(path))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    client.set_tag(run_id, MODEL_ID, logged.model_id)
     try:
         client.create_registered_model(registered_name)
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):  # made by an earlier run
             raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    version = client.create_model_version(registered_name, source, run_id)
+    version = _register(client, registered_name, logged.model_id, run_id)
+    client.set_logged_model_tags(  # the model's page lists its registered version, as mlflow.register_model does
+        logged.model_id, {"mlflow.modelVersions": json.dumps([{"name": registered_name, "version": version.version}])}
+    )
     return str(version.version)
+
+
+def _register(client: MlflowClient, name: str, model_id: str, run_id: str):
+    """A new version of `name` from a LoggedModel. Its source is models:/<model_id>, as
+    mlflow.register_model makes it (MLflow's SQL registry stores no model_id field), and MLflow 3.17
+    resolves that source through the process-wide tracking URI, not this client's (a TODO in its
+    SqlAlchemyStore.create_model_version): point that URI at this store meanwhile."""
+    import os
+
+    from mlflow.tracking._tracking_service import utils
+
+    saved = (utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI"))
+    utils._tracking_uri = client.tracking_uri
+    try:
+        return client.create_model_version(name, f"models:/{model_id}", run_id, model_id=model_id)
+    finally:  # put back both halves of the process-wide URI (MLflow's own helper drops the variable)
+        utils._tracking_uri = saved[0]
+        if saved[1] is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved[1]
+
+
+def model_id_of(client: MlflowClient, run_id: str) -> str | None:
+    """The LoggedModel a train-final run made (None for runs from before LoggedModels)."""
+    return client.get_run(run_id).data.tags.get(MODEL_ID)
+
+
+def _download(client: MlflowClient, run_id: str, tmp: str) -> Path:
+    """The model folder of a train-final run: its LoggedModel's files, or the run's `model/`."""
+    import mlflow
+
+    model_id = model_id_of(client, run_id)
+    if model_id is None:
+        return Path(client.download_artifacts(run_id, MODEL_ARTIFACT, tmp))
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=client.tracking_uri)
+    )
 
 
 @dataclass
@@ -118,7 +175,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
     try:
         where = _locate(reference, client)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = where.folder or Path(client.download_artifacts(where.run_id, MODEL_ARTIFACT, tmp))
+            folder = where.folder or _download(client, where.run_id, tmp)
             info = mlflow.models.Model.load(str(folder))
             model = mlflow.keras.load_model(str(folder))
     except (MlflowException, OSError, ValueError) as err:

@@ -6,6 +6,7 @@ ids, so nothing depends on a global active run.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -28,6 +29,7 @@ KIND = "fashion_exp.kind"
 WORKER = "fashion_exp.worker"  # on a trial's run: the tuner id that ran it (worker-0, ..., or tuner0)
 HOST = "fashion_exp.host"  # on a trial's run: the machine that ran it
 PARENT = "mlflow.parentRunId"
+MODEL_ID = "fashion_exp.model_id"  # on a train-final run: the id of the LoggedModel it made (registry.log_model)
 
 
 def rss_mb() -> float:
@@ -48,20 +50,83 @@ def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# MLflow 3's UI opens an experiment of this kind in its model-training view (runs, metrics), not
+# the GenAI one. MLflow 3.17's UI decides by a browser-wide GenAI / Model training switch instead
+# (default GenAI) unless the link says ?workflowType=machine_learning: ui_link gives that link.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def ui_link(uri: str, experiment_id: str) -> str:
+    """How to look at an experiment's runs in mlflow ui: the command (for a local store) and the
+    link that opens its runs table."""
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{page}"
+
+
 def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """A client and the id of `experiment` (created if new); ConfigError if the store is unusable."""
+    """A client and the id of `experiment` (created if new, tagged EXPERIMENT_KIND); ConfigError if
+    the store is unusable."""
     try:
         client = open_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            return client, client.create_experiment(experiment)
+            return client, client.create_experiment(experiment, tags=dict([EXPERIMENT_KIND]))
         if found.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"tracking.experiment: '{experiment}' is deleted in {uri}; restore it in mlflow ui or pick another name"
             )
+        if EXPERIMENT_KIND[0] not in found.tags:  # made before fashion_exp tagged its experiments
+            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
         return client, found.experiment_id
     except MlflowException as err:
         raise unusable(uri, err) from None
+
+
+def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:
+    """Log dataset records (Dataset.describe) as the run's inputs, each tagged with its split
+    (MLflow's `mlflow.data.context`): the Datasets column of mlflow ui."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for split in splits:
+        source = LocalArtifactDatasetSource(split["source"])
+        dataset = Dataset(
+            name=split["name"],
+            digest=split["digest"],
+            source_type=source._get_source_type(),
+            source=source.to_json(),
+            profile=json.dumps({"images": split["images"]}),
+        )
+        inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split["split"])]))
+    client.log_inputs(run_id, inputs)
+
+
+SYSTEM_METRICS_SECONDS = 10  # how often CPU, memory, disk, network (and GPU) use is sampled
+
+
+@contextmanager
+def system_metrics(uri: str, run_id: str | None) -> Iterator[None]:
+    """MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes,
+    ... and system/gpu_* where a GPU is seen) on `run_id` while the block runs; nothing for None."""
+    if run_id is None:
+        yield
+        return
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no "started monitoring" lines
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=SYSTEM_METRICS_SECONDS, resume_logging=True, tracking_uri=uri
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 class SearchTracker:
@@ -78,6 +143,7 @@ class SearchTracker:
         self.owns_parent = True  # False on a search worker: the chief starts and ends the parent run
         self.search_id: str | None = None
         self.children: dict[str, str] = {}  # trial id -> child run id
+        self.datasets: list[dict[str, Any]] = []  # Dataset.describe() of the splits trials use: each child's inputs
         self._started: dict[str, float] = {}
         self._history: dict[str, dict[str, list[float]]] = {}
 
@@ -128,9 +194,11 @@ class SearchTracker:
     @contextmanager
     def recording(self) -> Iterator[SearchTracker]:
         """Inside the block an error ends the running trial's run and the parent run: KILLED on
-        Ctrl-C, FAILED otherwise (finish_search ends the parent when all went well)."""
+        Ctrl-C, FAILED otherwise (finish_search ends the parent when all went well). The process
+        that owns the parent run records system metrics on it meanwhile."""
         try:
-            yield self
+            with system_metrics(self.uri, self.parent_id if self.owns_parent else None):
+                yield self
         except BaseException as err:
             self.abort(status_for(err))
             raise
@@ -145,8 +213,10 @@ class SearchTracker:
     def log_setup(
         self, params: dict[str, str], tags: dict[str, str], texts: dict[str, str], dicts: dict[str, Any]
     ) -> None:
-        """Flat params, tags, text artifacts (file name -> text) and JSON artifacts on the parent run."""
+        """Flat params, tags, text artifacts (file name -> text), JSON artifacts and the datasets
+        (self.datasets) on the parent run."""
         run = RunLogger(self.client, self.parent_id)
+        run.datasets(self.datasets)
         run.params(params)
         run.tags(tags)
         for name, text in texts.items():
@@ -221,6 +291,7 @@ class SearchTracker:
         self._started[trial_id] = time.time()
         self._history[trial_id] = {}
         RunLogger(self.client, run.info.run_id).params(params)
+        RunLogger(self.client, run.info.run_id).datasets(self.datasets)
 
     def log_epoch(self, trial_id: str, epoch: int, logs: dict[str, float]) -> None:
         RunLogger(self.client, self.children[trial_id]).metrics(logs, step=epoch)
@@ -302,9 +373,16 @@ class RunLogger:
         for start in range(0, len(new), 100):
             self.client.log_batch(self.run_id, params=new[start : start + 100])
 
-    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+    def metrics(self, values: dict[str, float], step: int = 0, model_of: dict[str, Any] | None = None) -> None:
+        """model_of: a dataset record (Dataset.describe) whose scores these are, for the run's
+        LoggedModel (registry.MODEL_ID): the model's page then shows them, with the dataset."""
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+        link = {}
+        model_id = self.client.get_run(self.run_id).data.tags.get(MODEL_ID) if model_of else None
+        if model_id:
+            link = {"model_id": model_id, "dataset_name": model_of["name"], "dataset_digest": model_of["digest"]}
+        metrics = [Metric(k, float(v), now, step, **link) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     def curves(self, history: dict[str, list[float]]) -> None:
         """Per-epoch series (name -> values): value i is logged at step i, in batches of 1000."""
@@ -312,6 +390,11 @@ class RunLogger:
         points = [Metric(k, float(v), now, i) for k, values in history.items() for i, v in enumerate(values)]
         for start in range(0, len(points), 1000):
             self.client.log_batch(self.run_id, metrics=points[start : start + 1000])
+
+    def datasets(self, splits: list[dict[str, Any]]) -> None:
+        """Dataset records (Dataset.describe) as the run's inputs."""
+        if splits:
+            log_datasets(self.client, self.run_id, splits)
 
     def tags(self, values: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, _short(str(v), 5000)) for k, v in values.items()])
@@ -341,9 +424,11 @@ class RunLogger:
 
     @contextmanager
     def recording(self) -> Iterator[RunLogger]:
-        """End the run FINISHED when the block completes, KILLED on Ctrl-C, FAILED on an error."""
+        """End the run FINISHED when the block completes, KILLED on Ctrl-C, FAILED on an error;
+        record system metrics on it meanwhile."""
         try:
-            yield self
+            with system_metrics(self.client.tracking_uri, self.run_id):
+                yield self
         except BaseException as err:
             self.end(status_for(err))
             raise

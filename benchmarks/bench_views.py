@@ -1,0 +1,82 @@
+"""How many augmented views a search needs: val_accuracy with K = 1, 3, 5, 10 views, and with none.
+
+Extracts (or loads from --work-dir's cache) 10 views of `shear_zoom_flip` for the training photos
+at 150px, then trains the default search's two best configurations for 10 epochs (a tune trial)
+on the first K views, over several seeds, and prints the mean and spread of the best val_accuracy.
+Epoch e trains on view e mod K, so K < 10 reuses views.
+
+    python benchmarks/bench_views.py                       # model.runtime=tensorflow, 3 seeds
+    python benchmarks/bench_views.py --seeds 5 model.runtime=onnx-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+CONFIGS = [(0.001, 100, 0.2), (0.0001, 1000, 0.2)]  # (learning_rate, size_inner, droprate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
+    parser.add_argument(
+        "--weights", default=os.environ.get("FASHION_WEIGHTS", SHARED / "weights/xception_notop.weights.h5")
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--work-dir", default=".fashion_exp", help="feature cache to use and fill")
+    parser.add_argument("overrides", nargs="*", default=["model.runtime=tensorflow"])
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    from fashion_exp.config import load_config
+    from fashion_exp.features.prepare import open_sources, prepare_features
+    from fashion_exp.final.restarts import HeadTraining, train_once
+    from fashion_exp.hyperparameters import HeadParams
+
+    config = load_config(
+        [
+            f"data.root={args.data}",
+            f"model.weights={args.weights}",
+            "data.image_size=150",
+            f"work_dir={args.work_dir}",
+            "augmentation.shear_zoom_flip.views=10",
+            *args.overrides,
+        ]
+    )
+    sources = open_sources(config, 150, echo=print)
+    policies = {name: config.augmentation[name] for name in ("none", "shear_zoom_flip")}
+    prepared = prepare_features(config, sources, policies)
+
+    def score(views, params: HeadParams) -> list[float]:
+        training = HeadTraining(
+            views=tf.constant(views),
+            labels=prepared.train_labels,
+            val=(prepared.val, prepared.val_labels),
+            n_classes=prepared.n_classes,
+            epochs=10,
+            batch_size=config.tuner.batch_size,
+            validation_batch_size=config.tuner.validation_batch_size,
+            objective="val_accuracy",
+        )
+        return [train_once(training, params, seed)[1].val_accuracy for seed in range(args.seeds)]
+
+    rows = []
+    for lr, inner, drop in CONFIGS:
+        params = HeadParams(learning_rate=lr, size_inner=inner, droprate=drop, augmentation="shear_zoom_flip")
+        for k in (1, 3, 5, 10):
+            rows.append((lr, inner, f"{k} views", score(prepared.train_views["shear_zoom_flip"][:k], params)))
+            print(rows[-1], flush=True)
+        rows.append((lr, inner, "no augmentation", score(prepared.train_views["none"], params)))
+    print(f"\n{'learning_rate':>13} {'size_inner':>10}  {'training views':<16} {'mean val':>8} {'sd':>6}  seeds")
+    for lr, inner, what, scores in rows:
+        print(f"{lr:>13} {inner:>10}  {what:<16} {np.mean(scores):>8.4f} {np.std(scores):>6.4f}  {len(scores)}")
+
+
+if __name__ == "__main__":
+    main()
