@@ -41,10 +41,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 MODES = {
-    "keras, 1 at a time": ["serve.backend=keras", "serve.max_batch=1"],
-    "keras, batched": ["serve.backend=keras", "serve.max_batch=16"],
-    "onnx, 1 at a time": ["serve.backend=onnx", "serve.max_batch=1"],
-    "onnx, batched": ["serve.backend=onnx", "serve.max_batch=16"],
+    "keras-1": ["serve.backend=keras", "serve.max_batch=1"],  # one photo at a time: the service before batching
+    "keras-batched": ["serve.backend=keras", "serve.max_batch=16"],
+    "onnx-1": ["serve.backend=onnx", "serve.max_batch=1"],
+    "onnx-batched": ["serve.backend=onnx", "serve.max_batch=16"],
 }
 
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=50, help="single requests, one after another")
     parser.add_argument("--requests", type=int, default=200, help="requests sent by the concurrent clients")
     parser.add_argument("--clients", type=int, default=16, help="clients sending at once")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), metavar="MODE")
+    parser.add_argument("--mode", action="append", choices=list(MODES), help="a mode to run (repeat; default: all)")
     parser.add_argument("--photos", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
     parser.add_argument("--cwd", default=os.getcwd(), help="folder whose mlflow.db holds the model")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for serve")
@@ -110,13 +110,13 @@ def main() -> None:
     photos = sorted(Path(args.photos, "test").rglob("*.jpg"))[:50]
     if not photos:
         raise SystemExit(f"no test photos under {args.photos}/test")
-    results = {mode: run_mode(mode, args, photos) for mode in args.modes}
+    results = {mode: run_mode(mode, args, photos) for mode in args.mode or MODES}
     print(
         f"\n{len(photos)} real test photos; single: {args.single} requests one after another; "
         f"{args.clients} clients: {args.requests} requests"
     )
-    print(f"{'measure':<28}" + "".join(f"{mode:>20}" for mode in results))
-    print("-" * (28 + 20 * len(results)))
+    print(f"{'measure':<28}" + "".join(f"{mode:>15}" for mode in results))
+    print("-" * (28 + 15 * len(results)))
     for key, label in (
         ("single_p50_ms", "single p50 (ms)"),
         ("single_p95_ms", "single p95 (ms)"),
@@ -125,7 +125,7 @@ def main() -> None:
         ("p95_ms", f"{args.clients} clients: p95 (ms)"),
         ("peak_mb", "server peak RSS (MiB)"),
     ):
-        print(f"{label:<28}" + "".join(f"{r[key]:>20.1f}" for r in results.values()))
+        print(f"{label:<28}" + "".join(f"{r[key]:>15.1f}" for r in results.values()))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,14 @@ def test_a_failing_forward_pass_fails_its_callers_and_the_next_batch_runs():
         batcher.close()
 
 
+def test_warm_up_runs_every_batch_shape_once():
+    model = SlowRecorder(0.0)
+    batcher = MicroBatcher(model, max_batch=12, max_wait_ms=0)
+    batcher.warm_up((4, 4, 3))
+    batcher.close()
+    assert model.shapes == [1, 2, 4, 8, 12]
+
+
 def test_padded_sizes():
     assert [padded_size(n, 16) for n in (1, 2, 3, 5, 9, 16)] == [1, 2, 4, 8, 16, 16]
     assert padded_size(12, 12) == 12

@@ -195,7 +195,7 @@ def test_kill_9_of_a_worker_mid_trial_reruns_its_trial(overrides, tmp_path):
 
 def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, tmp_path):
     uri = sqlite_uri(tmp_path)
-    command = tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=30")
+    command = tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=20")
     chief = start_tune(command, tmp_path)
     try:
         finished = wait_until(lambda: finished_trials(uri) or None, 240, "a finished trial", chief)

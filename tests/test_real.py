@@ -73,7 +73,7 @@ def test_real_final_model_evaluate_promote_predict(tmp_path):
         ),
         echo=print,
     )
-    config = load_config([*common, "final.image_size=150", "final.epochs=20"])
+    config = load_config([*common, "final.image_size=150", "final.epochs=20", "final.restarts=2"])
     final = train_final(config, echo=print)  # auto: fp32 Xception on ONNX Runtime, the Keras model's features
     assert final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
     result, _ = evaluate(config, None, echo=print)
@@ -98,8 +98,8 @@ def test_real_search_on_two_workers(tmp_path):
     overrides = [
         f"data.root={REAL_DATA}",
         f"model.weights={REAL_WEIGHTS}",
-        "data.limit_per_class=20",
-        "data.image_size=150",
+        "data.limit_per_class=10",
+        "data.image_size=100",
         f"work_dir={tmp_path / 'work'}",
         f"tracking.uri={uri}",
         "tuner.max_trials=2",
@@ -126,4 +126,4 @@ def test_real_search_on_two_workers(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.data.params["size_inner"] for r in trials) == ["0", "100"]
     assert {r.data.tags["fashion_exp.worker"] for r in trials} <= {"worker-0", "worker-1"}
-    assert parents[0].data.metrics["best_val_accuracy"] >= 0.5  # chance is 0.10
+    assert parents[0].data.metrics["best_val_accuracy"] >= 0.4  # chance is 0.10; 10 photos per class at 100px

@@ -100,6 +100,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app):
+        await run_in_threadpool(batcher.warm_up, (predictor.image_size, predictor.image_size, 3))
         yield
         batcher.close()
 

@@ -47,6 +47,16 @@ class MicroBatcher:
         self._queue.put((image, future))
         return future
 
+    def warm_up(self, image_shape: tuple[int, ...]) -> None:
+        """Run each batch shape once before requests come: a Keras model traces a graph per new
+        shape (seconds at 299px), which would otherwise land on the first burst of clients."""
+        size = 1
+        while True:
+            self._predict(np.zeros((size, *image_shape), np.uint8))
+            if size >= self.max_batch:
+                return
+            size = min(size * 2, self.max_batch)
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
