@@ -24,16 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import real_data_parser
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
-    parser.add_argument(
-        "--weights", default=os.environ.get("FASHION_WEIGHTS", SHARED / "weights/xception_notop.weights.h5")
-    )
+    parser = real_data_parser(__doc__)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to compare")
     parser.add_argument("--caches", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     parser.add_argument("--work-dir", default=None, help="where the runs write (default: a temp folder)")

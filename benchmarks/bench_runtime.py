@@ -22,26 +22,25 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
+from common import real_data_parser
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
 RUNTIMES = ("tensorflow", "onnx", "onnx-int8")
 GRID = {"learning_rate": [0.0001, 0.001, 0.01, 0.1], "size_inner": [10, 100, 1000]}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
-    parser.add_argument(
-        "--weights", default=os.environ.get("FASHION_WEIGHTS", SHARED / "weights/xception_notop.weights.h5")
-    )
+    parser = real_data_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[150, 299])
     parser.add_argument("--seeds", type=int, default=1, help="head trials per configuration (scores averaged)")
     parser.add_argument("--out", default=HERE / "results" / "bench_runtime.json", help="JSON results file")
+    parser.add_argument(
+        "--work-dir", help="keep the ONNX files and features here (the product's layout: a later run reuses them)"
+    )
     return parser.parse_args()
 
 
@@ -63,7 +62,7 @@ def extract(config, sources, runtime: str, work_dir: Path) -> dict:
     runner.features(np.zeros((1, size, size, 3), np.uint8))  # export / quantize / trace
     setup = time.perf_counter() - start
     jobs = [jobs_for_policy("train", IDENTITY)[0], jobs_for_policy("validation", IDENTITY)[0]]
-    cache = FeatureCache(work_dir / f"features-{runtime}")
+    cache = FeatureCache(work_dir / "features")  # the runtime is part of every cache key
     start = time.perf_counter()
     features = extract_features(runner, sources.dataset, cache, jobs, sources.decoder, config.model.batch_size, 0)
     seconds = time.perf_counter() - start
@@ -110,7 +109,8 @@ def main() -> None:
     from fashion_exp.features.prepare import open_sources
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work_dir or scratch
         for size in args.sizes:
             config = load_config(
                 [

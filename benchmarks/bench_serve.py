@@ -1,7 +1,8 @@
 """Benchmark the Fashion Classification Service: backends (Keras, ONNX) and micro-batching, side by side.
 
-Starts `python -m fashion_exp serve` on 127.0.0.1 once per mode: each backend with serve.max_batch=1
-(one photo at a time: the service before micro-batching) and with batching (serve.max_batch=16).
+Starts `python -m fashion_exp serve` on 127.0.0.1 once per mode: each backend (keras, onnx fp32,
+onnx-int8; the ONNX files come from export-onnx) with serve.max_batch=1 (one photo at a time: the
+service before micro-batching) and with batching (serve.max_batch=16), and `auto` (the defaults).
 Real test photos are sent from this process: single requests one after another (p50/p95 latency),
 then --clients clients at once (requests/s, p50/p95). Also the server's peak memory (VmHWM).
 
@@ -45,6 +46,9 @@ MODES = {
     "keras-batched": ["serve.backend=keras", "serve.max_batch=16"],
     "onnx-1": ["serve.backend=onnx", "serve.max_batch=1"],
     "onnx-batched": ["serve.backend=onnx", "serve.max_batch=16"],
+    "onnx-int8-1": ["serve.backend=onnx-int8", "serve.max_batch=1"],
+    "onnx-int8-batched": ["serve.backend=onnx-int8", "serve.max_batch=16"],
+    "auto": [],  # the defaults: serve.backend=auto (int8 where export-onnx measured that it holds), batched
 }
 
 

@@ -28,17 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import real_data_parser
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHARED = ROOT.parent / "shared"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
-    parser.add_argument(
-        "--weights", default=os.environ.get("FASHION_WEIGHTS", SHARED / "weights/xception_notop.weights.h5")
-    )
+    parser = real_data_parser(__doc__)
     parser.add_argument("--throughput-images", type=int, default=96, help="images per throughput measurement")
     parser.add_argument("--naive-images", type=int, default=96, help="training images in the naive epoch")
     parser.add_argument("--skip-tune", action="store_true", help="skip the cold and warm tune runs")

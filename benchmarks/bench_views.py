@@ -11,21 +11,16 @@ Epoch e trains on view e mod K, so K < 10 reuses views.
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 
+from common import real_data_parser
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared"
 CONFIGS = [(0.001, 100, 0.2), (0.0001, 1000, 0.2)]  # (learning_rate, size_inner, droprate)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("FASHION_DATA", SHARED / "data/clothing-dataset-small"))
-    parser.add_argument(
-        "--weights", default=os.environ.get("FASHION_WEIGHTS", SHARED / "weights/xception_notop.weights.h5")
-    )
+    parser = real_data_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work-dir", default=".fashion_exp", help="feature cache to use and fill")
     parser.add_argument("overrides", nargs="*", default=["model.runtime=tensorflow"])

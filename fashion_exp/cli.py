@@ -220,7 +220,7 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
 
     from fashion_exp.config import load_config
     from fashion_exp.serving.app import ServeSettings, create_app
-    from fashion_exp.tracking import registry
+    from fashion_exp.serving.backends import open_predictor
 
     config = load_config(overrides)
     settings = config.serve
@@ -233,18 +233,13 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
                 f"cannot listen on {settings.host}:{settings.port} ({err.strerror}): pass serve.port=..."
             ) from None
     reference = model or _champion(config)
-    if settings.backend == "onnx":
-        from fashion_exp.final.onnx_export import load_onnx
-
-        predictor = load_onnx(reference, config.tracking.uri)
-    else:
-        predictor = registry.load(reference, config.tracking.uri)
+    predictor, backend, why = open_predictor(reference, config.tracking.uri, settings.backend)
     print(
-        f"Serving {reference} (version {predictor.version}, {settings.backend}) on "
+        f"Serving {reference} (version {predictor.version}) on {backend} [{why}] at "
         f"http://{settings.host}:{settings.port}/",
         flush=True,
     )
-    app = create_app(predictor, ServeSettings.from_config(config))
+    app = create_app(predictor, ServeSettings.from_config(config, backend))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 
@@ -259,7 +254,13 @@ def cmd_export_onnx(overrides: list[str], model: str | None) -> int:
         f"ONNX vs Keras on {result.images} validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"
     )
-    print(f"ONNX file: {result.path}" + (f" in run {result.run_id}" if result.run_id else ""))
+    verdict = "holds: serve.backend=auto serves it" if result.int8_holds else "lost accuracy: auto will not serve it"
+    print(
+        f"ONNX int8 vs Keras: top-1 agreement {result.int8_agreement:.1%}, validation accuracy "
+        f"{result.int8_accuracy:.4f} vs {result.keras_accuracy:.4f} ({verdict})"
+    )
+    where = f" in run {result.run_id}" if result.run_id else ""
+    print(f"ONNX files: {result.path}, {result.int8_path}{where}")
     return 0 if result.top1_agreement == 1.0 else 1
 
 

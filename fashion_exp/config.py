@@ -37,7 +37,7 @@ PLACEMENT_KEYS = (
     "worker_restarts",
     "chief_timeout",
 )
-SERVE_BACKENDS = ("keras", "onnx")
+SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8")
 XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
 
 

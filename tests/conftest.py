@@ -33,12 +33,16 @@ def overrides(tmp_path, dataset_root, mlflow_template, request) -> list[str]:
     creating a store)."""
     if request.node.get_closest_marker("fresh_store") is None:
         shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return search_overrides(tmp_path, dataset_root)
+
+
+def search_overrides(folder: Path, dataset_root: Path) -> list[str]:
     return [
         f"data.root={dataset_root}",
         "data.image_size=32",
         "model=tiny",
-        f"work_dir={tmp_path / 'work'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"work_dir={folder / 'work'}",
+        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
         "tracking.experiment=test",
         "tuner.max_trials=2",
         "tuner.epochs=3",

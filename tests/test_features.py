@@ -232,3 +232,29 @@ def test_a_search_extracts_a_policys_views_when_its_first_trial_starts(overrides
     augmented = [*common, "search.augmentation.values=[shear_zoom_flip]", "tuner.max_trials=1"]
     run_search(load_config(augmented), echo=lambda *_: None)
     assert len(list(features.glob("train-*.npy"))) == 1 + 2  # identity + the policy's 2 views
+
+
+def test_decoding_runs_ahead_of_the_backbone_by_a_bounded_number_of_batches(tmp_path):
+    """Decoded images waiting for a slow backbone stay at most PREFETCH batches (memory does not
+    grow with the split), and the order is the split's."""
+    import time
+
+    from fashion_exp.data.dataset import Dataset, Sample
+    from fashion_exp.features import extract
+
+    decoded = []
+
+    class CountingDecoder:
+        def load(self, path):
+            decoded.append(path.name)
+            return np.full((2, 2, 3), int(path.stem), np.uint8)
+
+    samples = [Sample(f"{i}.jpg", 0) for i in range(100)]
+    dataset = Dataset(tmp_path, ["a"], {"train": samples}, {})
+    job = jobs_for_policy("train", IDENTITY)[0]
+    batches = extract._batches(dataset, job, CountingDecoder(), 4, 0)
+    first = next(batches)
+    time.sleep(0.3)  # a slow backbone: the decoding threads must stop PREFETCH batches ahead
+    assert len(decoded) <= 4 * (extract.PREFETCH + 1)
+    rest = list(batches)
+    assert [int(v) for b in [first, *rest] for v in b[:, 0, 0, 0]] == list(range(100))

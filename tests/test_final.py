@@ -1,6 +1,8 @@
 """train-final, evaluate, promote and predict on synthetic data with the tiny backbone."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,18 +16,38 @@ from fashion_exp.final.evaluate import confusion_matrix, evaluate, per_class_met
 from fashion_exp.final.train import train_final
 from fashion_exp.search.run import run_search
 from fashion_exp.tracking import registry
-from tests.synthetic import COLORS, write_image
+from tests.conftest import search_overrides
+from tests.synthetic import COLORS, make_dataset, write_image
+
+FINAL = ["final.image_size=32", "final.epochs=4", "final.views=2", "final.restarts=2"]
 
 
 @pytest.fixture
 def final_overrides(overrides):
-    return [*overrides, "final.image_size=32", "final.epochs=4", "final.views=2", "final.restarts=2"]
+    return [*overrides, *FINAL]
+
+
+@pytest.fixture(scope="module")
+def tuned_store(tmp_path_factory, mlflow_template):
+    """A store holding one finished one-trial search, made once per module (train-final needs a
+    search; its runs and best values are all it reads)."""
+    folder = tmp_path_factory.mktemp("tuned")
+    shutil.copy(mlflow_template, folder / "mlflow.db")
+    config = load_config([*search_overrides(folder, make_dataset(folder / "data")), *FINAL, "tuner.max_trials=1"])
+    here = os.getcwd()
+    os.chdir(folder)  # the search's artifacts (./mlruns) stay in its folder
+    try:
+        return folder / "mlflow.db", run_search(config, echo=lambda *_: None)
+    finally:
+        os.chdir(here)
 
 
 @pytest.fixture
-def tuned(final_overrides):
-    config = load_config([*final_overrides, "tuner.max_trials=1"])  # train-final needs one finished search
-    return run_search(config, echo=lambda *_: None)
+def tuned(tuned_store, final_overrides, tmp_path):
+    """This test's store: a copy of the one with the finished search."""
+    store, result = tuned_store
+    shutil.copy(store, tmp_path / "mlflow.db")
+    return result
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():
@@ -172,29 +194,62 @@ def test_promote_without_versions(final_overrides, capsys):
 
 
 def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
+    import onnx as onnx_lib
     from fastapi.testclient import TestClient
 
-    from fashion_exp.final.onnx_export import load_onnx
+    from fashion_exp.final.onnx_export import INT8_ARTIFACT, INT8_HOLDS, load_onnx
     from fashion_exp.serving.app import ServeSettings, create_app
+    from fashion_exp.serving.backends import open_predictor
     from tests.test_serve import jpeg_bytes
 
     config = load_config(final_overrides)
     train_final(config, echo=lambda *_: None)
+    uri, model = config.tracking.uri, "models:/fashion-classifier/1"
     with pytest.raises(UserError, match="run `python -m fashion_exp export-onnx` first"):
-        load_onnx("models:/fashion-classifier/1", config.tracking.uri)
-    assert main(["export-onnx", "--model", "models:/fashion-classifier/1", *final_overrides]) == 0
+        load_onnx(model, uri)
+    with pytest.raises(UserError, match="no int8 ONNX file yet"):
+        open_predictor(model, uri, "onnx-int8")
+    assert open_predictor(model, uri, "auto")[1] == "keras"  # nothing exported yet
+    assert main(["export-onnx", "--model", model, *final_overrides]) == 0
     out = capsys.readouterr().out
-    assert "top-1 agreement 100.0%" in out and "onnx/model.onnx in run" in out
-    onnx = load_onnx("models:/fashion-classifier/1", config.tracking.uri)
-    keras_model = registry.load("models:/fashion-classifier/1", config.tracking.uri)
+    assert "top-1 agreement 100.0%" in out and "onnx/model.onnx, onnx/model.int8.onnx in run" in out
+    assert "ONNX int8 vs Keras: top-1 agreement" in out
+    onnx = load_onnx(model, uri)
+    keras_model = registry.load(model, uri)
     images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(onnx.predict(images), keras_model.predict(images, 32), atol=1e-5)
+    int8 = load_onnx(model, uri, int8=True)
+    assert int8.predict(images).shape == (5, 3) and np.allclose(int8.predict(images).sum(1), 1, atol=1e-3)
+    run = MlflowClient(uri).get_run(keras_model.run_id)
+    int8_graph = onnx_lib.load(MlflowClient(uri).download_artifacts(run.info.run_id, INT8_ARTIFACT)).graph
+    assert "QuantizeLinear" in {node.op_type for node in int8_graph.node}  # quantized, not a copy of fp32
+    assert {"onnx_int8_val_accuracy", "keras_val_accuracy", "onnx_int8_top1_agreement"} <= set(run.data.metrics)
+    # auto follows export-onnx's verdict: int8 only when it held validation accuracy
+    for holds, expected in (("true", "onnx-int8"), ("false", "onnx")):
+        MlflowClient(uri).set_tag(keras_model.run_id, INT8_HOLDS, holds)
+        predictor, backend, why = open_predictor(model, uri, "auto")
+        assert backend == expected and why.startswith("auto:")
+        assert predictor.session.get_modelmeta() is not None
+    assert open_predictor(model, uri, "onnx-int8")[0].predict(images).shape == (5, 3)
     client = TestClient(
         create_app(onnx, ServeSettings.from_config(load_config([*final_overrides, "serve.backend=onnx"])))
     )
     answer = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
     assert answer.status_code == 200 and answer.json()["model"]["backend"] == "onnx"
     assert answer.json()["category"] in ["hat", "pants", "shoes"]
+    client = TestClient(create_app(int8, ServeSettings.from_config(load_config(final_overrides), "onnx-int8")))
+    answer = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200 and answer.json()["model"]["backend"] == "onnx-int8"
+
+
+def test_int8_holds_within_half_a_point():
+    from fashion_exp.final.onnx_export import ExportResult
+
+    def result(keras: float, int8: float) -> ExportResult:
+        return ExportResult("a", "b", None, 1000, 0.0, 1.0, keras, int8, 0.99)
+
+    assert result(0.900, 0.895).int8_holds and result(0.900, 0.910).int8_holds
+    assert not result(0.900, 0.894).int8_holds
 
 
 def test_promote_breaks_accuracy_ties_by_test_loss(tmp_path):

@@ -52,7 +52,7 @@ def test_int8_is_made_once_and_its_fingerprint_names_the_calibration(backbone, t
     def fail(*_):
         raise AssertionError("quantized twice")
 
-    monkeypatch.setattr(onnx_files, "_quantize", fail)
+    monkeypatch.setattr(onnx_files, "quantize", fail)
     again = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
     np.testing.assert_array_equal(again.features(IMAGES), features)  # the file from the first run
     names = {open_runner(backbone, name, 8, tmp_path, calibration()).fingerprint for name in ("tensorflow", "onnx")} | {
@@ -61,6 +61,22 @@ def test_int8_is_made_once_and_its_fingerprint_names_the_calibration(backbone, t
     }
     assert len(names) == 4  # every runtime and calibration caches its own features
     assert open_runner(backbone, "tensorflow", 8, tmp_path).fingerprint == backbone.fingerprint
+
+
+def test_an_int8_backbone_whose_features_left_fp32s_is_refused_and_not_kept(backbone, tmp_path, monkeypatch):
+    from fashion_exp.errors import UserError
+
+    real = onnx_files.quantize
+    monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 1.01)  # no quantized file reaches it
+    runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
+    with pytest.raises(UserError, match=r"not fp32's \(mean cosine \d\.\d+ < 1\.01.*pass model.runtime=onnx$"):
+        runner.features(IMAGES)
+    assert not list((tmp_path / "backbones").glob("*int8*"))  # nothing half-made is left
+    monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 0.9)
+    cosines = []
+    monkeypatch.setattr(onnx_files, "quantize", lambda *a: cosines.append(real(*a)) or cosines[-1])
+    assert open_runner(backbone, "onnx-int8", 8, tmp_path, calibration()).features(IMAGES).shape == (5, backbone.dim)
+    assert 0.9 <= cosines[0] <= 1.0 + 1e-6
 
 
 def test_a_damaged_onnx_file_is_made_again(backbone, tmp_path):

@@ -3,6 +3,9 @@ cache lacks."""
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from fashion_exp.data.dataset import Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.cache import FeatureCache, FeatureKey
 from fashion_exp.features.runtime import Runner
+
+PREFETCH = 4  # batches decoded ahead of the backbone
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ def jobs_for_policy(split: str, policy: AugmentationPolicy) -> list[Job]:
 
 
 def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Decoded (and, for augmented jobs, transformed) uint8 batches, decoded in a background thread."""
+    """Decoded (and, for augmented jobs, transformed) uint8 batches, decoded by two background
+    threads while the backbone runs on the previous batches."""
     samples = dataset.splits[job.split]
 
     def decode(start: int) -> np.ndarray:
@@ -48,9 +54,15 @@ def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed
             images.append(image)
         return np.stack(images)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        starts = range(0, len(samples), batch_size)
-        yield from pool.map(decode, starts)
+    starts = iter(range(0, len(samples), batch_size))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # at most PREFETCH batches decoded ahead: bounded memory
+        pending = deque(pool.submit(decode, start) for start in itertools.islice(starts, PREFETCH))
+        while pending:
+            batch = pending.popleft().result()
+            following = next(starts, None)
+            if following is not None:
+                pending.append(pool.submit(decode, following))
+            yield batch
 
 
 def key_for(runner: Runner, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
@@ -129,10 +141,32 @@ def _load_cached(runner, dataset, cache, jobs, decoder, seed, results: dict) -> 
     return missing
 
 
+@dataclass
+class StageTimes:
+    """Where extraction's wall time went: waiting for decoded images, or in the backbone.
+    Decoding overlaps the backbone when waiting_for_images stays near zero."""
+
+    waiting_for_images: float = 0.0
+    backbone: float = 0.0
+    images: int = 0
+
+
+STAGES = StageTimes()  # this process's totals (benchmarks read them)
+
+
 def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar) -> np.ndarray:
     """Run the backbone over one job's images, advancing the progress bar."""
     parts = []
-    for batch in _batches(dataset, job, decoder, batch_size, seed):
+    batches = _batches(dataset, job, decoder, batch_size, seed)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        ready = time.perf_counter()
+        STAGES.waiting_for_images += ready - start
+        if batch is None:
+            break
         parts.append(runner.features(batch))
+        STAGES.backbone += time.perf_counter() - ready
+        STAGES.images += len(batch)
         bar.update(len(batch))
     return np.concatenate(parts) if parts else np.zeros((0, runner.backbone.dim), np.float32)

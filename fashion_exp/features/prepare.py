@@ -123,7 +123,8 @@ def open_sources(
     runtime = resolve(config.model.runtime, exact)
     if config.model.runtime not in ("auto", runtime):
         echo(f"model.runtime={config.model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
-    runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir, calibration(dataset, decoder))
+    photos = calibration(dataset, decoder) if runtime == "onnx-int8" else None
+    runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir, photos)
     echo(f"Backbone runtime: {runtime} (model.runtime={config.model.runtime})")
     clock.lap("backbone_seconds")
     return FeatureSources(dataset, dataset_report, runner, decoder)

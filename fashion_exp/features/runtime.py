@@ -7,7 +7,6 @@ shipped Keras model computes (train-final), TensorFlow when it sees a GPU.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.features.backbone import Backbone
-from fashion_exp.features.onnx_files import Calibration, OnnxFiles
+from fashion_exp.features.onnx_files import Calibration, OnnxFiles, open_session
 
 EXACT = ("tensorflow", "onnx")  # features equal to the Keras model's (ONNX fp32: max abs diff ~1e-5)
 
@@ -36,15 +35,6 @@ def resolve(runtime: str, exact: bool) -> str:
     if exact and runtime not in EXACT:
         return "onnx"
     return runtime
-
-
-def session_options():
-    """ONNX Runtime options: as many threads as TensorFlow would use (search workers share the CPU)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
-    return options
 
 
 @dataclass
@@ -81,23 +71,18 @@ class Runner:
 
     def _open(self):
         if self._session is None:
+            path = self._file()
             try:
-                self._session = _session(self._file())
+                self._session = open_session(path)
             except Exception:  # noqa: BLE001 - a damaged file (ONNX Runtime raises several types): make it again
-                self._file().unlink(missing_ok=True)
-                self._session = _session(self._file())
+                path.unlink(missing_ok=True)
+                self._session = open_session(self._file())
         return self._session
 
     def _file(self) -> Path:
         if self.runtime == "onnx":
             return self.files.fp32(self.backbone)
         return self.files.int8(self.backbone, self.calibration)
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 def open_runner(

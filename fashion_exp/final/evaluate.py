@@ -95,8 +95,8 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
         run = RunLogger.reopen(config.tracking.uri, loaded.run_id)
         test = dataset.describe(TEST)
         run.datasets([test])
-        run.metrics({"test_accuracy": result.accuracy, "test_loss": result.loss}, model_of=test)
-        run.metrics({f"test_f1.{r['class']}": r["f1"] for r in result.per_class}, model_of=test)
+        per_class = {f"test_f1.{r['class']}": r["f1"] for r in result.per_class}
+        run.metrics({"test_accuracy": result.accuracy, "test_loss": result.loss, **per_class}, model_of=test)
         run.json(result.per_class, "evaluation/per_class.json")
         run.text(table(result), "evaluation/report.txt")
         run.figure(

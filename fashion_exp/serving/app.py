@@ -51,12 +51,13 @@ class ServeSettings:
     max_wait_ms: float = 0.0
 
     @classmethod
-    def from_config(cls, config) -> ServeSettings:
+    def from_config(cls, config, backend: str | None = None) -> ServeSettings:
+        """backend: the one serving chose (serve.backend=auto resolves to one); default serve.backend."""
         return cls(
             max_upload_bytes=int(config.serve.max_upload_mb * 2**20),
             max_image_pixels=config.data.max_image_pixels,
             top_k=config.serve.top_k,
-            backend=config.serve.backend,
+            backend=backend or config.serve.backend,
             max_batch=config.serve.max_batch,
             max_wait_ms=config.serve.max_wait_ms,
         )
