@@ -123,3 +123,20 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
     assert any("using onnx, whose features equal the shipped Keras model's" in line for line in said)
     assert client.get_run(result.run_id).data.params["features_runtime"] == "onnx"
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
+
+
+def test_auto_extracts_in_fp32_where_int8_features_are_not_close_enough(overrides, monkeypatch, capsys):
+    from fashion_exp.features import prepare
+
+    monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
+    config = load_config([*overrides, "model.runtime=auto"])
+    said = []
+    assert prepare.open_sources(config, 32, echo=said.append).runner.runtime == "onnx-int8"  # tiny: cosine ~1
+    monkeypatch.setattr(runtime, "AUTO_INT8_MIN_COSINE", 1.01)
+    said.clear()
+    sources = prepare.open_sources(config, 32, echo=said.append)
+    assert sources.runner.runtime == "onnx"
+    assert any("(< 1.01): model.runtime=auto extracts with onnx (fp32) here" in line for line in said)
+    assert "Backbone runtime: onnx (model.runtime=auto)" in said
+    explicit = prepare.open_sources(load_config([*overrides, "model.runtime=onnx-int8"]), 32, echo=said.append)
+    assert explicit.runner.runtime == "onnx-int8"  # asked for by name: kept

@@ -22,7 +22,7 @@ from fashion_exp.features.backbone import Backbone, build_backbone
 from fashion_exp.features.cache import FeatureCache
 from fashion_exp.features.extract import extract_features, jobs_for_policy
 from fashion_exp.features.onnx_files import Calibration, spread
-from fashion_exp.features.runtime import Runner, open_runner, resolve
+from fashion_exp.features.runtime import Runner, int8_holds, open_runner, resolve
 from fashion_exp.stopwatch import Stopwatch
 
 
@@ -125,6 +125,9 @@ def open_sources(
         echo(f"model.runtime={config.model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
     photos = calibration(dataset, decoder) if runtime == "onnx-int8" else None
     runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir, photos)
+    if config.model.runtime == "auto" and runtime == "onnx-int8" and not int8_holds(runner, echo):
+        runtime = "onnx"
+        runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir)
     echo(f"Backbone runtime: {runtime} (model.runtime={config.model.runtime})")
     clock.lap("backbone_seconds")
     return FeatureSources(dataset, dataset_report, runner, decoder)

@@ -1,8 +1,9 @@
 """Where the frozen backbone runs (model.runtime): TensorFlow, or ONNX Runtime in fp32 or int8.
 
 `auto` picks the fastest runtime whose features keep the search's accuracy (benchmarks/
-bench_runtime.py): ONNX int8 for the search, ONNX fp32 where features must equal what the
-shipped Keras model computes (train-final), TensorFlow when it sees a GPU.
+bench_runtime.py): ONNX int8 for the search where its features stay close to fp32's (int8_holds:
+yes at 150px, not at 299px), else ONNX fp32; ONNX fp32 where features must equal what the shipped
+Keras model computes (train-final); TensorFlow when it sees a GPU.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.features.backbone import Backbone
-from fashion_exp.features.onnx_files import Calibration, OnnxFiles, open_session
+from fashion_exp.features.onnx_files import AUTO_INT8_MIN_COSINE, Calibration, OnnxFiles, open_session
 
 EXACT = ("tensorflow", "onnx")  # features equal to the Keras model's (ONNX fp32: max abs diff ~1e-5)
 
@@ -83,6 +84,19 @@ class Runner:
         if self.runtime == "onnx":
             return self.files.fp32(self.backbone)
         return self.files.int8(self.backbone, self.calibration)
+
+
+def int8_holds(runner: Runner, echo=print) -> bool:
+    """Whether auto may extract with this int8 runner: its features' mean cosine to fp32 on the
+    calibration photos reaches AUTO_INT8_MIN_COSINE (quantizes now if needed; says why when not)."""
+    cosine = runner.files.int8_cosine(runner.backbone, runner.calibration)
+    if cosine >= AUTO_INT8_MIN_COSINE:
+        return True
+    echo(
+        f"int8 features at {runner.backbone.image_size}px: mean cosine {cosine:.3f} to fp32 on the calibration "
+        f"photos (< {AUTO_INT8_MIN_COSINE}): model.runtime=auto extracts with onnx (fp32) here"
+    )
+    return False
 
 
 def open_runner(
