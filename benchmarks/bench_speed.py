@@ -35,7 +35,7 @@ from common import real_data_parser
 
 HERE = Path(__file__).resolve().parent
 RUNTIMES = ("tensorflow", "onnx", "onnx-int8")
-SERVE_MODES = ("keras-1", "keras-batched", "onnx-batched", "onnx-int8-batched", "auto")
+SERVE_MODES = ("keras-1", "keras-batched", "onnx-batched", "onnx-int8-batched", "auto")  # --serve-modes picks
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--serve-model", help="model URI for the service rows (default: the champion)")
     parser.add_argument("--serve-cwd", default=os.getcwd(), help="folder whose mlflow.db holds --serve-model")
     parser.add_argument("--requests", type=int, default=200, help="requests the 16 clients send")
+    parser.add_argument("--serve-modes", nargs="+", default=list(SERVE_MODES), help="bench_serve modes to run")
     parser.add_argument("--out", default=HERE / "results" / "bench_speed.json")
     return parser.parse_args()
 
@@ -147,7 +148,7 @@ def serving(args) -> dict:
         model=args.serve_model, single=50, requests=args.requests, clients=16, cwd=args.serve_cwd, overrides=[]
     )
     results = {}
-    for mode in SERVE_MODES:
+    for mode in args.serve_modes:
         results[mode] = bench_serve.run_mode(mode, options, photos)
         print(json.dumps({mode: results[mode]}), flush=True)
     return results
