@@ -161,10 +161,11 @@ def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared))
-        nodes = list(onnx.load(str(prepared)).graph.node)  # names after pre-processing's fusions, in topological order
+        graph = onnx.load(str(prepared)).graph
+        nodes = list(graph.node)  # names after pre-processing's fusions, in topological order
         convolutions = [node.name for node in nodes if node.op_type == "Conv"]
         tail = next((i for i, node in enumerate(nodes) if node.op_type in float_from), len(nodes))
-        input_name = onnx.load(str(prepared)).graph.input[0].name
+        input_name = graph.input[0].name
         quantize_static(
             str(prepared),
             str(target),
