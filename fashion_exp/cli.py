@@ -155,6 +155,9 @@ def cmd_train_final(overrides: list[str]) -> int:
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
         f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters.as_dict()}"
     )
+    if result.ensemble_size > 1:
+        size, accuracy = result.ensemble_size, result.ensemble_val_accuracy
+        print(f"Shipped: the mean of the {size} best restarts, val_accuracy {accuracy:.4f}")
     print(
         f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"

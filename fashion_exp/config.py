@@ -137,6 +137,7 @@ class TunerConfig:
     gpus_per_worker: int  # GPUs each local worker sees through CUDA_VISIBLE_DEVICES (0: leave it alone)
     worker_restarts: int  # times a local worker that died is started again before the search stops
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
+    folds: int = 0  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
     factor: int | None = None  # hyperband only (conf/tuner/hyperband.yaml)
     initial_points: int | None = None  # bayesian only (conf/tuner/bayesian.yaml)
 
@@ -162,6 +163,14 @@ class TunerConfig:
         for name in ("workers", "gpus_per_worker", "worker_restarts"):
             _at_least(f"{key}.{name}", getattr(self, name), least=0)
         _at_least(f"{key}.chief_timeout", self.chief_timeout)
+        _at_least(f"{key}.folds", self.folds, least=0)
+        if self.folds == 1:
+            raise ConfigError(f"{key}.folds: 1 fold holds nothing out; use 0 (the validation split) or k >= 2")
+        if self.folds and self.type == "hyperband":
+            raise ConfigError(
+                f"{key}.folds: Hyperband continues one model between rounds, which {self.folds} fold heads are not; "
+                f"use tuner=bayesian (or random, grid) with folds, or {key}.folds=0"
+            )
         check_address(f"{key}.oracle_address", self.oracle_address)
 
 
@@ -183,12 +192,19 @@ class FinalConfig:
     experiment: str
     registered_model: str
     views: int | None
+    ensemble: Any  # "auto" or a number of heads: the mean of the k best restarts' probabilities is shipped
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 
     def check(self, key: str) -> None:
         _at_least(f"{key}.image_size", self.image_size)
         _at_least(f"{key}.epochs", self.epochs)
         _at_least(f"{key}.restarts", self.restarts)
+        heads = self.ensemble if isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) else None
+        if self.ensemble != "auto" and not (heads and 1 <= heads <= self.restarts):
+            raise ConfigError(
+                f"{key}.ensemble: {self.ensemble!r} is not 'auto' or a number of heads from 1 to "
+                f"{key}.restarts ({self.restarts})"
+            )
         _at_least(f"{key}.views", self.views, nullable=True)
         unknown = sorted(set(self.hp) - set(NAMES))
         if unknown:

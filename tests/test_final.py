@@ -193,7 +193,8 @@ def test_promote_without_versions(final_overrides, capsys):
     assert "nothing to roll back" in capsys.readouterr().err
 
 
-def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
+def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
+    """A two-head ensemble (final.ensemble=2) through train-final, export-onnx and serve."""
     import onnx as onnx_lib
     from fastapi.testclient import TestClient
 
@@ -202,9 +203,17 @@ def test_export_onnx_matches_keras_and_serves(final_overrides, tuned, capsys):
     from fashion_exp.serving.backends import open_predictor
     from tests.test_serve import jpeg_bytes
 
-    config = load_config(final_overrides)
-    train_final(config, echo=lambda *_: None)
+    config = load_config([*final_overrides, "final.ensemble=2"])
+    final = train_final(config, echo=lambda *_: None)
+    assert final.ensemble_size == 2 and final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
     uri, model = config.tracking.uri, "models:/fashion-classifier/1"
+    client = MlflowClient(uri)
+    by_size = {m.step: m.value for m in client.get_metric_history(final.run_id, "ensemble_val_accuracy")}
+    assert set(by_size) == {1, 2} and by_size[1] == pytest.approx(final.val_accuracy, abs=1e-6)  # k=1: the best restart
+    assert client.get_run(final.run_id).data.metrics["shipped_val_accuracy"] == pytest.approx(by_size[2])
+    assert final.ensemble_val_accuracy == pytest.approx(by_size[2])
+    assert "checkpoint/ensemble.keras" in [a.path for a in client.list_artifacts(final.run_id, "checkpoint")]
+    assert {"head_0", "head_1"} <= {layer.name for layer in registry.load(model, uri).model.layers}
     with pytest.raises(UserError, match="run `python -m fashion_exp export-onnx` first"):
         load_onnx(model, uri)
     with pytest.raises(UserError, match="no int8 ONNX file yet"):

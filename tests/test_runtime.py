@@ -63,6 +63,18 @@ def test_int8_is_made_once_and_its_fingerprint_names_the_calibration(backbone, t
     assert open_runner(backbone, "tensorflow", 8, tmp_path).fingerprint == backbone.fingerprint
 
 
+def test_an_int8_file_without_its_cosine_record_is_measured_again_not_refused(backbone, tmp_path, monkeypatch):
+    """A work_dir from a version that kept no record beside the int8 file: auto must not read that
+    as 'int8 does not hold' (nan) but measure, keep the record, and not quantize again."""
+    runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
+    cosine = runner.files.int8_cosine(backbone, runner.calibration)
+    record = next((tmp_path / "backbones").glob("*int8*.json"))
+    record.unlink()
+    monkeypatch.setattr(onnx_files, "quantize", lambda *_: pytest.fail("quantized again"))
+    assert runner.files.int8_cosine(backbone, runner.calibration) == pytest.approx(cosine, abs=1e-6)
+    assert record.is_file() and np.isfinite(cosine)
+
+
 def test_an_int8_backbone_whose_features_left_fp32s_is_refused_and_not_kept(backbone, tmp_path, monkeypatch):
     from fashion_exp.errors import UserError
 

@@ -2,7 +2,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.config import load_config
-from fashion_exp.search.head import HeadHyperModel
+from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress
 from fashion_exp.search.run import run_search
 from tests.synthetic import scan
@@ -211,3 +211,21 @@ def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
     MlflowClient(uri).create_experiment("made-by-an-older-version")
     client, experiment_id = connect(uri, "made-by-an-older-version")
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_cross_validated_search_scores_trials_on_train_and_validation(overrides):
+    config = load_config([*overrides, "tuner.max_trials=1", "tuner.folds=2"])
+    result = run_search(config, echo=lambda *_: None)
+    client, parents, children = runs(config.tracking.uri)
+    assert result.trials == 1 and children[0].info.status == "FINISHED"
+    assert parents[0].data.params["tuner.folds"] == "2"
+    history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    # every train and validation photo is held out once: the pooled score is a multiple of 1/n
+    dataset = scan(config.data.root, ["train", "validation"])
+    n = len(dataset.paths("train")) + len(dataset.paths("validation"))
+    assert result.best_score * n == pytest.approx(round(result.best_score * n), abs=1e-4)
+    plain = load_config(overrides)
+    from fashion_exp.search.run import search_id
+
+    assert search_id(config, "d", "w") != search_id(plain, "d", "w")  # a cross-validated search is another search

@@ -83,12 +83,18 @@ class OnnxFiles:
 
     def int8_cosine(self, backbone: Backbone, calibration: Calibration) -> float:
         """Mean cosine of the int8 backbone's features to fp32's on the calibration photos
-        (quantizing first if needed); nan when unknown."""
+        (quantizing first if needed). An int8 file without that record (made by a version that
+        kept none, or whose record was lost) is measured again and the record written."""
         path = self.int8(backbone, calibration)
+        record = path.with_suffix(".json")
         try:
-            return float(json.loads(path.with_suffix(".json").read_text())["cosine"])
+            return float(json.loads(record.read_text())["cosine"])
         except (OSError, ValueError, KeyError, TypeError):
-            return float("nan")
+            tqdm.write(f"Measuring {path.name} against fp32 on the calibration photos (it has no record) ...")
+            images = calibration.load()
+            cosine = _cosine(self.fp32(backbone), path, images, open_session(path).get_inputs()[0].name)
+            _write_atomically(record, json.dumps({"cosine": cosine}))
+            return cosine
 
     def _make(self, path: Path, what: str, write: Callable[[Path], None]) -> Path:
         if path.is_file():

@@ -38,6 +38,7 @@ class PreparedFeatures:
     decoder: Decoder
     train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim); may be LazyViews
     val: np.ndarray  # (n validation images, dim)
+    train_clean: np.ndarray | None = None  # (n train images, dim) un-augmented; only when asked for (cross-validation)
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -149,10 +150,12 @@ def prepare_features(
     policies: dict[str, AugmentationPolicy],
     clock: Stopwatch | None = None,
     lazy: bool = False,
+    clean_train: bool = False,
 ) -> PreparedFeatures:
     """Features for validation and for every view of every policy on train, from the cache or
     extracted now; lazy=True (the search) leaves each policy's training views to the first trial
-    that uses them (LazyViews). Laps extraction on `clock`."""
+    that uses them (LazyViews); clean_train=True also gives the training photos un-augmented
+    (cross-validation scores them). Laps extraction on `clock`."""
     clock = clock or Stopwatch()
     cache = FeatureCache(Path(config.work_dir) / "features")
 
@@ -167,13 +170,14 @@ def prepare_features(
         return np.stack([features[job] for job in jobs])
 
     val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
+    clean_job = jobs_for_policy(TRAIN, IDENTITY)[0]
+    first = [val_job, clean_job] if clean_train else [val_job]
     if lazy:
-        val = extract([val_job])[val_job]
+        features = extract(first)
         train_views: Mapping[str, np.ndarray] = LazyViews(list(policies), views)
     else:
         train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
-        features = extract([val_job, *[job for jobs in train_jobs.values() for job in jobs]])
-        val = features[val_job]
+        features = extract(list(dict.fromkeys([*first, *[job for jobs in train_jobs.values() for job in jobs]])))
         train_views = {name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()}
     clock.lap("extraction_seconds")
     return PreparedFeatures(
@@ -184,5 +188,6 @@ def prepare_features(
         runtime=sources.runtime,
         decoder=sources.decoder,
         train_views=train_views,
-        val=val,
+        val=features[val_job],
+        train_clean=features[clean_job] if clean_train else None,
     )

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.config import OBJECTIVES
+from fashion_exp.config import OBJECTIVES, TunerConfig
+from fashion_exp.features.prepare import PreparedFeatures
 from fashion_exp.hyperparameters import HeadParams
 from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
@@ -35,9 +36,14 @@ class Restart:
 
     def rank(self, objective: str) -> tuple[float, float]:
         """Larger is better: the objective first, the other validation metric breaks ties."""
-        if objective == "val_loss":
-            return (-self.val_loss, self.val_accuracy)
-        return (self.val_accuracy, -self.val_loss)
+        return rank(objective, self.val_accuracy, self.val_loss)
+
+
+def rank(objective: str, val_accuracy: float, val_loss: float) -> tuple[float, float]:
+    """A sort key, larger is better: the objective first, the other validation metric breaks ties."""
+    if objective == "val_loss":
+        return (-val_loss, val_accuracy)
+    return (val_accuracy, -val_loss)
 
 
 @dataclass
@@ -52,6 +58,20 @@ class HeadTraining:
     batch_size: int
     validation_batch_size: int
     objective: str  # val_accuracy | val_loss: which epoch is the best
+
+    @classmethod
+    def of(cls, prepared: PreparedFeatures, policy: str, epochs: int, tuner: TunerConfig) -> HeadTraining:
+        """Training on `policy`'s views of the prepared features, validated on the validation split."""
+        return cls(
+            views=tf.constant(prepared.train_views[policy]),
+            labels=prepared.train_labels,
+            val=(prepared.val, prepared.val_labels),
+            n_classes=prepared.n_classes,
+            epochs=epochs,
+            batch_size=tuner.batch_size,
+            validation_batch_size=tuner.validation_batch_size,
+            objective=tuner.objective,
+        )
 
 
 def train_once(training: HeadTraining, params: HeadParams, seed: int) -> tuple[keras.Model, Restart]:
@@ -88,21 +108,26 @@ def train_restarts(
     seeds: list[int],
     objective: str,
     on_restart: Callable[[int, Restart], None] = lambda i, r: None,
-) -> tuple[keras.Model, Restart, list[Restart]]:
-    """train(seed) for every seed; returns (best head, its Restart, every Restart in seed order).
+    keep: int = 1,
+) -> tuple[list[keras.Model], list[Restart], list[Restart]]:
+    """train(seed) for every seed; returns (the `keep` best heads, best first; their Restarts;
+    every Restart in seed order).
 
     train is train_once with everything but the seed bound (functools.partial); restarts are ranked
-    by `objective`; on_restart(index, restart) is called as each restart ends (progress, logging).
+    by `objective`, exact ties going to the earlier restart; on_restart(index, restart) is called as
+    each restart ends (progress, logging). Heads beyond the `keep` best are let go as soon as they
+    fall out.
     """
     if not seeds:
         raise ValueError("train_restarts needs at least one seed")
-    best_head, best, every = None, None, []
+    kept: list[tuple[keras.Model, Restart]] = []
+    every = []
     for index, seed in enumerate(seeds):
         head, restart = train(seed)
         every.append(restart)
         on_restart(index, restart)
-        if best is None or restart.rank(objective) > best.rank(objective):
-            best_head, best = head, restart
-        del head
-        gc.collect()  # the losing head (this one or the one it replaced) goes now, not at exit
-    return best_head, best, every
+        kept.append((head, restart))
+        kept.sort(key=lambda pair: pair[1].rank(objective), reverse=True)  # stable: ties keep seed order
+        del kept[keep:], head
+        gc.collect()  # a head that fell out (this one or an earlier one) goes now, not at exit
+    return [h for h, _ in kept], [r for _, r in kept], every

@@ -14,13 +14,13 @@ from functools import partial
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import ConfigError
 from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
+from fashion_exp.final.ensemble import choose_size, member_probabilities, probabilities, score_sizes
 from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import NAMES, HeadParams
 from fashion_exp.tracking import plots, registry
@@ -31,12 +31,14 @@ from fashion_exp.tracking.runs import KIND, RunLogger, best_from_search
 class FinalResult:
     run_id: str
     version: str
-    val_accuracy: float
+    val_accuracy: float  # the best restart's
     best_epoch: int
     seed: int
     hyperparameters: HeadParams
     max_abs_diff: float
     top1_agreement: float
+    ensemble_size: int = 1
+    ensemble_val_accuracy: float | None = None  # the shipped model's (the best restart's when ensemble_size is 1)
 
 
 @dataclass
@@ -78,6 +80,7 @@ def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, param
             "epochs": config.final.epochs,
             "views": len(prepared.train_views[params.augmentation]),
             "restarts": config.final.restarts,
+            "ensemble": config.final.ensemble,
             "objective": config.tuner.objective,
             "tune_parent_run_id": search_run,
             "features_runtime": prepared.runtime,
@@ -91,7 +94,8 @@ def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, param
 
 
 def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, echo) -> tuple:
-    """Train the head from final.restarts seeds, log every restart; returns (head, chosen Restart)."""
+    """Train the head from final.restarts seeds, log every restart; returns (the heads of every
+    restart, best first; their Restarts)."""
     seeds = [config.seed + i for i in range(config.final.restarts)]
     objective = config.tuner.objective
 
@@ -104,20 +108,33 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
         )
 
     echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
-    training = HeadTraining(
-        views=tf.constant(prepared.train_views[params.augmentation]),
-        labels=prepared.train_labels,
-        val=(prepared.val, prepared.val_labels),
-        n_classes=prepared.n_classes,
-        epochs=config.final.epochs,
-        batch_size=config.tuner.batch_size,
-        validation_batch_size=config.tuner.validation_batch_size,
-        objective=objective,
-    )
-    head, chosen, restarts = train_restarts(partial(train_once, training, params), seeds, objective, logged)
-    log_chosen(run, config.final.image_size, params, chosen, restarts)
-    run.keras(head, "checkpoint/head.keras")
-    return head, chosen
+    training = HeadTraining.of(prepared, params.augmentation, config.final.epochs, config.tuner)
+    train = partial(train_once, training, params)
+    heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
+    log_chosen(run, config.final.image_size, params, ranked[0], every)
+    run.keras(heads[0], "checkpoint/head.keras")
+    return heads, ranked
+
+
+def choose_ensemble(run: RunLogger, config: Config, prepared: PreparedFeatures, heads: list, ranked: list, echo):
+    """Score the ensembles of the 1..n best restarts on validation, log them, keep final.ensemble's
+    size (auto: the best); returns (its heads, its score, its probabilities on the validation photos)."""
+    members = member_probabilities(heads, prepared.val)
+    scores = score_sizes(members, prepared.val_labels)
+    for score in scores:
+        run.metrics({"ensemble_val_accuracy": score.val_accuracy, "ensemble_val_loss": score.val_loss}, step=score.size)
+    size = choose_size(scores, config.final.ensemble, config.tuner.objective)
+    chosen = scores[size - 1]
+    table = ", ".join(f"{s.size}: {s.val_accuracy:.4f}" for s in scores)
+    echo(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
+    echo(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
+    run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
+    run.metrics({"ensemble_size": size, "shipped_val_accuracy": chosen.val_accuracy})
+    run.metrics({"shipped_val_loss": chosen.val_loss})
+    if size > 1:
+        features = keras.Input(prepared.val.shape[1:], name="features")
+        run.keras(keras.Model(features, probabilities(heads[:size], features)), "checkpoint/ensemble.keras")
+    return heads[:size], chosen, members[:size].mean(axis=0)
 
 
 def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
@@ -143,17 +160,15 @@ def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, r
     )
 
 
-def assemble(prepared: PreparedFeatures, head: keras.Model) -> keras.Model:
-    """uint8 images -> frozen Xception features -> head logits -> softmax probabilities."""
+def assemble(prepared: PreparedFeatures, heads: list[keras.Model]) -> keras.Model:
+    """uint8 images -> frozen Xception features -> each head -> softmax (averaged over the heads)."""
     backbone = prepared.backbone.model
-    probabilities = keras.layers.Softmax(name="probabilities")(head(backbone.output))
-    return keras.Model(backbone.input, probabilities, name="fashion_classifier")
+    return keras.Model(backbone.input, probabilities(heads, backbone.output), name="fashion_classifier")
 
 
-def check_assembled(model: keras.Model, head: keras.Model, prepared: PreparedFeatures, batch_size: int):
-    """Run the assembled model on every validation photo and compare with the cached-feature head.
-
-    Returns an AssemblyCheck."""
+def check_assembled(model: keras.Model, reference: np.ndarray, prepared: PreparedFeatures, batch_size: int):
+    """Run the assembled model on every validation photo and compare with `reference`, the
+    probabilities the heads give on the cached validation features. Returns an AssemblyCheck."""
     paths = prepared.dataset.paths(VALIDATION)
     batches = prepared.decoder.load_batches(paths, batch_size, "Checking the assembled model on validation photos")
     parts, example = [], None
@@ -161,7 +176,6 @@ def check_assembled(model: keras.Model, head: keras.Model, prepared: PreparedFea
         example = images[:1] if example is None else example
         parts.append(np.asarray(model.predict_on_batch(pad_batch(images, batch_size)))[: len(images)])
     assembled = np.concatenate(parts)
-    reference = tf.nn.softmax(head.predict(prepared.val, verbose=0)).numpy()
     return AssemblyCheck(
         max_abs_diff=float(np.max(np.abs(assembled - reference))),
         top1_agreement=float(np.mean(assembled.argmax(1) == reference.argmax(1))),
@@ -184,27 +198,32 @@ def train_final(config: Config, echo=print) -> FinalResult:
     )
     with run.recording():
         log_inputs(run, config, prepared, params, search_run)
-        head, chosen = train_head(run, config, prepared, params, echo)
-        model = assemble(prepared, head)
-        check = check_assembled(model, head, prepared, config.model.batch_size)
+        heads, ranked = train_head(run, config, prepared, params, echo)
+        heads, shipped, reference = choose_ensemble(run, config, prepared, heads, ranked, echo)
+        model = assemble(prepared, heads)
+        check = check_assembled(model, reference, prepared, config.model.batch_size)
         run.metrics({"assembled_max_abs_diff": check.max_abs_diff, "assembled_top1_agreement": check.top1_agreement})
         metadata = {
             "class_names": prepared.dataset.classes,
             "image_size": config.final.image_size,
             "interpolation": config.data.interpolation,
             "tune_parent_run_id": search_run,
+            "ensemble_size": len(heads),
         }
         version = registry.log_model(
             config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model
         )
         run.metrics({"train_final_seconds": time.time() - started})
+    best = ranked[0]
     return FinalResult(
         run.run_id,
         version,
-        chosen.val_accuracy,
-        chosen.best_epoch,
-        chosen.seed,
+        best.val_accuracy,
+        best.best_epoch,
+        best.seed,
         params,
         check.max_abs_diff,
         check.top1_agreement,
+        len(heads),
+        shipped.val_accuracy,
     )

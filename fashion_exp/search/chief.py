@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fashion_exp.config import Config
 from fashion_exp.search.cluster import OracleServer, WorkerPool
-from fashion_exp.search.head import SpaceModel
+from fashion_exp.search.hypermodel import SpaceModel
 from fashion_exp.search.observers import TrialProgress
 from fashion_exp.search.tuner import best_trial, make_tuner
 from fashion_exp.tracking.server import needs_server, shared_store

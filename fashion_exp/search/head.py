@@ -1,4 +1,4 @@
-"""The classification head and its keras-tuner HyperModel, trained on cached features.
+"""The classification head, trained on cached features.
 
 Head: [Dense(size_inner, relu) + Dropout(droprate)] -> Dense(n_classes) logits.
 """
@@ -6,14 +6,12 @@ Head: [Dense(size_inner, relu) + Dropout(droprate)] -> Dense(n_classes) logits.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import keras
-import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
+from fashion_exp.hyperparameters import HeadParams
 
 
 def steps_per_execution(steps_per_epoch: int, most: int = 16) -> int:
@@ -95,69 +93,3 @@ def fit_on_views(
         shuffle=False,  # view_dataset shuffles each epoch itself
         verbose=0,
     )
-
-
-class HeadHyperModel(kt.HyperModel):
-    """Builds a head from the search space; fit() trains it on the cached features of the
-    trial's augmentation policy and validates on the (never augmented) validation features."""
-
-    def __init__(
-        self,
-        search: dict[str, ParamSpace],
-        train_views: Mapping[str, np.ndarray],
-        train_labels: np.ndarray,
-        val_features: np.ndarray,
-        val_labels: np.ndarray,
-        n_classes: int,
-        batch_size: int,
-        validation_batch_size: int,
-        seed: int,
-    ):
-        super().__init__(name="xception_head")
-        self.search = search
-        self.train_views = train_views
-        self.train_labels = train_labels
-        self.val = (val_features, val_labels)
-        self.n_classes = n_classes
-        self.batch_size = batch_size
-        self.validation_batch_size = validation_batch_size
-        self.seed = seed
-        self._tensors: dict[str, tf.Tensor] = {}
-
-    def build(self, hp: kt.HyperParameters) -> keras.Model:
-        params = define_all(hp, self.search)
-        dim = self.val[0].shape[-1]  # not the train views: they may not be extracted yet
-        steps = steps_for(len(self.train_labels), self.batch_size)
-        return build_head(dim, self.n_classes, params, self.seed, steps)
-
-    def _views(self, policy: str) -> tf.Tensor:
-        if policy not in self._tensors:  # one tensor per policy, shared by every trial
-            self._tensors[policy] = tf.constant(self.train_views[policy])
-        return self._tensors[policy]
-
-    def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
-        views = self._views(HeadParams.from_values(hp.values).augmentation)
-        return fit_on_views(
-            model,
-            views,
-            self.train_labels,
-            self.val,
-            self.batch_size,
-            self.validation_batch_size,
-            self.seed,
-            epochs,
-            initial_epoch,
-            callbacks,
-        )
-
-
-class SpaceModel(kt.HyperModel):
-    """Declares the search space and builds nothing: the chief of a distributed search needs its
-    oracle to know the space, not the features (its workers build and train the heads)."""
-
-    def __init__(self, search: dict[str, ParamSpace]):
-        super().__init__(name="xception_head")
-        self.search = search
-
-    def build(self, hp: kt.HyperParameters) -> None:
-        define_all(hp, self.search)

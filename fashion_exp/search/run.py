@@ -23,7 +23,7 @@ from fashion_exp.features.prepare import (
 )
 from fashion_exp.hyperparameters import NAMES, describe
 from fashion_exp.search.chief import run_chief_trials
-from fashion_exp.search.head import HeadHyperModel
+from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
@@ -47,6 +47,13 @@ class SearchResult:
 def search_policies(config: Config) -> dict:
     """The augmentation policies the search space can pick, by name."""
     return {name: config.augmentation[name] for name in config.search["augmentation"].values}
+
+
+def search_features(config: Config, sources: FeatureSources, clock: Stopwatch | None = None) -> PreparedFeatures:
+    """The features a search's trials train on: validation (and, with tuner.folds, the training
+    photos un-augmented) now, each policy's views when the first trial that needs them starts."""
+    policies = search_policies(config)
+    return prepare_features(config, sources, policies, clock, lazy=True, clean_train=config.tuner.folds > 0)
 
 
 def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str) -> str:
@@ -142,6 +149,8 @@ def head_hypermodel(config: Config, prepared: PreparedFeatures) -> HeadHyperMode
         batch_size=config.tuner.batch_size,
         validation_batch_size=config.tuner.validation_batch_size,
         seed=config.seed,
+        folds=config.tuner.folds,
+        train_clean=prepared.train_clean,
     )
 
 
@@ -213,7 +222,7 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
                 tracker.load_children()
                 result = summarize(tuner, tracker, config, clock)
         else:
-            prepared = prepare_features(config, sources, search_policies(config), clock, lazy=True)
+            prepared = search_features(config, sources, clock)
             del sources
             prepared.drop_backbone()  # trials train heads on cached features only
             tracker, resume = open_search_run(config, sid, echo)

@@ -19,9 +19,9 @@ from fashion_exp import locks
 from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
-from fashion_exp.features.prepare import open_sources, prepare_features
+from fashion_exp.features.prepare import open_sources
 from fashion_exp.search.observers import TrialRecorder
-from fashion_exp.search.run import head_hypermodel, search_id, search_policies
+from fashion_exp.search.run import head_hypermodel, search_features, search_id
 from fashion_exp.search.tuner import make_tuner
 from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
 
@@ -57,7 +57,7 @@ def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
     tracker.attach(sid, chief)
     tracker.datasets = [sources.dataset.describe(TRAIN), sources.dataset.describe(VALIDATION)]
     echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
-    prepared = prepare_features(config, sources, search_policies(config), lazy=True)
+    prepared = search_features(config, sources)
     prepared.drop_backbone()
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
     hypermodel = head_hypermodel(config, prepared)

@@ -1,0 +1,73 @@
+"""final.ensemble: the k best restarts' heads averaged in one model.
+
+The heads share the backbone, so serving an ensemble costs one Xception pass plus k small heads:
+what one model costs. Members are the restarts ranked by the objective; the ensemble of size k is
+the mean of the k best heads' softmax probabilities. With final.ensemble=auto, k is the size whose
+ensemble ranks best on the validation photos (the objective, then the other metric), the smallest
+such k on a tie: k=1 when averaging does not help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from fashion_exp.final.restarts import rank
+
+AUTO = "auto"
+
+
+@dataclass
+class EnsembleScore:
+    """The validation score of the ensemble of the `size` best restarts."""
+
+    size: int
+    val_accuracy: float
+    val_loss: float
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def member_probabilities(heads: list[keras.Model], features: np.ndarray) -> np.ndarray:
+    """(k members, n rows, classes): each head's softmax probabilities on cached features."""
+    return np.stack([softmax(np.asarray(head.predict(features, verbose=0), np.float64)) for head in heads])
+
+
+def score_sizes(probabilities: np.ndarray, labels: np.ndarray) -> list[EnsembleScore]:
+    """Accuracy and mean log loss of the mean of the first k members, for every k."""
+    scores = []
+    for size in range(1, len(probabilities) + 1):
+        mean = probabilities[:size].mean(axis=0)
+        picked = mean[np.arange(len(labels)), labels]
+        scores.append(
+            EnsembleScore(
+                size,
+                float(np.mean(mean.argmax(1) == labels)),
+                float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
+            )
+        )
+    return scores
+
+
+def choose_size(scores: list[EnsembleScore], setting: int | str, objective: str) -> int:
+    """final.ensemble: a fixed size, or (auto) the best-ranked one, the smallest on a tie."""
+    if setting != AUTO:
+        return int(setting)
+    best = max(scores, key=lambda s: (rank(objective, s.val_accuracy, s.val_loss), -s.size))
+    return best.size
+
+
+def probabilities(heads: list[keras.Model], features) -> keras.KerasTensor:
+    """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'."""
+    if len(heads) == 1:
+        return keras.layers.Softmax(name="probabilities")(heads[0](features))
+    outputs = []
+    for index, head in enumerate(heads):
+        head.name = f"head_{index}"  # built alike, each head is named "head": names must be unique
+        outputs.append(keras.layers.Softmax(name=f"probabilities_{index}")(head(features)))
+    return keras.layers.Average(name="probabilities")(outputs)
