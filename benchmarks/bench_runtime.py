@@ -70,12 +70,6 @@ def extract(config, sources, runtime: str, work_dir: Path) -> dict:
     return {"setup_s": setup, "img_per_s": n / seconds, "train": features[jobs[0]], "val": features[jobs[1]]}
 
 
-def cosine(a, b) -> float:
-    import numpy as np
-
-    return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
-
-
 def trial_scores(config, sources, train, val, seeds: int) -> list[float]:
     """Best val_accuracy of a 10-epoch head for each GRID configuration, averaged over seeds."""
     import numpy as np
@@ -106,6 +100,7 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from fashion_exp.config import load_config
+    from fashion_exp.features.onnx_files import mean_cosine
     from fashion_exp.features.prepare import open_sources
 
     rows = []
@@ -133,7 +128,7 @@ def main() -> None:
                     "setup_s": got["setup_s"],
                     "img_per_s": got["img_per_s"],
                     "speedup": got["img_per_s"] / reference["img_per_s"],
-                    "cosine": cosine(got["val"], reference["val"]),
+                    "cosine": mean_cosine(got["val"], reference["val"]),
                     "best_val": max(scores),
                     "gap_points": 100 * (max(scores) - max(reference["scores"])),
                     "spearman": float(spearmanr(scores, reference["scores"]).statistic),

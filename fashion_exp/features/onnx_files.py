@@ -92,7 +92,7 @@ class OnnxFiles:
         except (OSError, ValueError, KeyError, TypeError):
             tqdm.write(f"Measuring {path.name} against fp32 on the calibration photos (it has no record) ...")
             images = calibration.load()
-            cosine = _cosine(self.fp32(backbone), path, images, open_session(path).get_inputs()[0].name)
+            cosine = _cosine(self.fp32(backbone), path, images)
             _write_atomically(record, json.dumps({"cosine": cosine}))
             return cosine
 
@@ -184,11 +184,20 @@ def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=convolutions[:KEEP_FLOAT] + [node.name for node in nodes[tail:]],
         )
-    return _cosine(fp32, target, images, input_name)
+    return _cosine(fp32, target, images)
 
 
-def _cosine(fp32: Path, int8: Path, images: np.ndarray, input_name: str) -> float:
-    a, b = (open_session(path).run(None, {input_name: images})[0] for path in (fp32, int8))
+def _cosine(fp32: Path, int8: Path, images: np.ndarray) -> float:
+    """mean_cosine of the two ONNX files' outputs on `images`."""
+    outputs = []
+    for path in (fp32, int8):
+        session = open_session(path)
+        outputs.append(session.run(None, {session.get_inputs()[0].name: images})[0])
+    return mean_cosine(*outputs)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the cosine between a's and b's rows (each row flattened)."""
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
 
