@@ -79,30 +79,46 @@ class CrossValidation:
         return int(np.argmax(self.val_accuracy))  # the first of equal bests
 
 
-def fit_fold(
-    data: FoldData,
-    ids: np.ndarray,
-    fold: int,
-    head: keras.Model,
-    batch_size: int,
-    validation_batch_size: int,
-    seed: int,
-    epochs: int,
-    callbacks: list | None = None,
-) -> keras.callbacks.History:
-    """Fit `head` on every fold but `fold`, scoring `fold`'s rows each epoch; returns Keras' History."""
-    train, held = ids != fold, ids == fold
-    return fit_on_views(
-        head,
-        tf.constant(data.views[:, train]),
-        data.labels[train],
-        (data.clean[held], data.labels[held]),
-        batch_size,
-        validation_batch_size,
-        seed,
-        epochs,
-        callbacks=callbacks,
-    )
+@dataclass
+class FoldPlan:
+    """How folds train: which fold holds each row out, and the heads' settings. Fold f's head is
+    initialised, and its epochs shuffled, with seed + f."""
+
+    ids: np.ndarray  # fold of every row (fold_ids)
+    n_classes: int
+    batch_size: int
+    validation_batch_size: int
+    seed: int
+
+    @property
+    def folds(self) -> int:
+        return int(self.ids.max()) + 1
+
+    def sizes(self) -> list[int]:
+        """Rows each fold holds out."""
+        return [int(np.sum(self.ids == fold)) for fold in range(self.folds)]
+
+    def head(self, fold: int, params: HeadParams, dim: int) -> keras.Model:
+        """A fresh compiled head for `fold` (its steps per epoch are its own training rows')."""
+        steps = steps_for(int(np.sum(self.ids != fold)), self.batch_size)
+        return build_head(dim, self.n_classes, params, self.seed + fold, steps)
+
+    def fit(
+        self, data: FoldData, fold: int, head: keras.Model, epochs: int, callbacks: list | None = None
+    ) -> keras.callbacks.History:
+        """Fit `head` on every fold but `fold`, scoring `fold`'s rows each epoch; returns Keras' History."""
+        train, held = self.ids != fold, self.ids == fold
+        return fit_on_views(
+            head,
+            tf.constant(data.views[:, train]),
+            data.labels[train],
+            (data.clean[held], data.labels[held]),
+            self.batch_size,
+            self.validation_batch_size,
+            self.seed + fold,
+            epochs,
+            callbacks=callbacks,
+        )
 
 
 def pool(histories: list[dict[str, list[float]]], sizes: list[int]) -> CrossValidation:
@@ -130,13 +146,10 @@ def cross_validate(
     validation_batch_size: int,
     on_fold: Callable[[int], None] = lambda fold: None,
 ) -> CrossValidation:
-    """Train a fresh head per fold (initialised with seed + fold) and pool the held-out metrics."""
-    ids = fold_ids(data.labels, folds, seed)
+    """Train a fresh head per fold (FoldPlan: seed + fold) and pool the held-out metrics."""
+    plan = FoldPlan(fold_ids(data.labels, folds, seed), n_classes, batch_size, validation_batch_size, seed)
     histories = []
     for fold in range(folds):
-        n_train = int(np.sum(ids != fold))
-        head = build_head(data.clean.shape[1], n_classes, params, seed + fold, steps_for(n_train, batch_size))
-        history = fit_fold(data, ids, fold, head, batch_size, validation_batch_size, seed + fold, epochs)
-        histories.append(history.history)
+        histories.append(plan.fit(data, fold, plan.head(fold, params, data.clean.shape[1]), epochs).history)
         on_fold(fold)
-    return pool(histories, [int(np.sum(ids == fold)) for fold in range(folds)])
+    return pool(histories, plan.sizes())

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
-from fashion_exp.search.folds import FoldData, fit_fold, fold_ids, pool
+from fashion_exp.search.folds import FoldData, FoldPlan, fold_ids, pool
 from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
 POOLED = ("val_accuracy", "val_loss")
@@ -74,20 +74,20 @@ class HeadHyperModel(kt.HyperModel):
         self.batch_size = batch_size
         self.validation_batch_size = validation_batch_size
         self.seed = seed
-        self.folds = folds
         self.train_clean = train_clean
-        self.ids = fold_ids(np.concatenate([train_labels, val_labels]), folds, seed) if folds else None
+        self.plan = None
+        if folds:
+            ids = fold_ids(np.concatenate([train_labels, val_labels]), folds, seed)
+            self.plan = FoldPlan(ids, n_classes, batch_size, validation_batch_size, seed)
         self._tensors: dict[str, tf.Tensor] = {}
         self._fold_data: dict[str, FoldData] = {}
-
-    def _steps(self, fold: int = 0) -> int:
-        n = len(self.train_labels) if self.ids is None else int(np.sum(self.ids != fold))
-        return steps_for(n, self.batch_size)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = define_all(hp, self.search)
         dim = self.val[0].shape[-1]  # not the train views: they may not be extracted yet
-        return build_head(dim, self.n_classes, params, self.seed, self._steps())
+        if self.plan:
+            return self.plan.head(0, params, dim)  # the trial's model is fold 0's head
+        return build_head(dim, self.n_classes, params, self.seed, steps_for(len(self.train_labels), self.batch_size))
 
     def _views(self, policy: str) -> tf.Tensor:
         if policy not in self._tensors:  # one tensor per policy, shared by every trial
@@ -103,7 +103,7 @@ class HeadHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
         params = HeadParams.from_values(hp.values)
-        if self.folds:
+        if self.plan:
             return self._cross_validate(params, model, epochs, callbacks or [])
         return fit_on_views(
             model,
@@ -120,20 +120,10 @@ class HeadHyperModel(kt.HyperModel):
 
     def _cross_validate(self, params: HeadParams, model: keras.Model, epochs: int, callbacks: list):
         """Folds 1..k-1 on heads of their own, then fold 0 on `model` with the pooled logs."""
-        data = self._folds_of(params.augmentation)
+        data, plan = self._folds_of(params.augmentation), self.plan
         dim = data.clean.shape[1]
-        others = []
-        for fold in range(1, self.folds):
-            head = build_head(dim, self.n_classes, params, self.seed + fold, self._steps(fold))
-            history = fit_fold(
-                data, self.ids, fold, head, self.batch_size, self.validation_batch_size, self.seed + fold, epochs
-            )
-            others.append(history.history)
-            del head
-        sizes = [int(np.sum(self.ids == fold)) for fold in range(self.folds)]
-        pooled = PooledFolds(others, sizes)
-        rest = (self.batch_size, self.validation_batch_size, self.seed, epochs)
-        return fit_fold(data, self.ids, 0, model, *rest, callbacks=[pooled, *callbacks])
+        others = [plan.fit(data, fold, plan.head(fold, params, dim), epochs).history for fold in range(1, plan.folds)]
+        return plan.fit(data, 0, model, epochs, callbacks=[PooledFolds(others, plan.sizes()), *callbacks])
 
 
 class SpaceModel(kt.HyperModel):
