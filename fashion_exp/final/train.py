@@ -129,8 +129,8 @@ def choose_ensemble(run: RunLogger, config: Config, prepared: PreparedFeatures, 
     echo(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
     echo(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
     run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
-    run.metrics({"ensemble_size": size, "shipped_val_accuracy": chosen.val_accuracy})
-    run.metrics({"shipped_val_loss": chosen.val_loss})
+    shipped = {"shipped_val_accuracy": chosen.val_accuracy, "shipped_val_loss": chosen.val_loss}
+    run.metrics({"ensemble_size": size, **shipped})
     if size > 1:
         features = keras.Input(prepared.val.shape[1:], name="features")
         run.keras(keras.Model(features, probabilities(heads[:size], features)), "checkpoint/ensemble.keras")
