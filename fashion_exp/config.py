@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fashion_exp.errors import ConfigError
-from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, check_value
+from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, candidates, check_value, has_default, max_blocks
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
@@ -27,9 +27,10 @@ RUNTIMES = ("auto", "tensorflow", "onnx", "onnx-int8")  # features.runtime: wher
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # name -> keras-tuner direction
 ROLES = ("single", "chief")
-# tuner keys that say where trials run, not what the search is: not part of the search id
+# tuner keys that say where (and how long) trials run, not what the search is: not part of the search id
 PLACEMENT_KEYS = (
     "max_trials",
+    "max_minutes",
     "workers",
     "role",
     "oracle_address",
@@ -138,6 +139,7 @@ class TunerConfig:
     worker_restarts: int  # times a local worker that died is started again before the search stops
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
     folds: int = 0  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
+    max_minutes: float | None = None  # no trial starts after this many minutes (null: no time budget)
     factor: int | None = None  # hyperband only (conf/tuner/hyperband.yaml)
     initial_points: int | None = None  # bayesian only (conf/tuner/bayesian.yaml)
 
@@ -164,6 +166,8 @@ class TunerConfig:
             _at_least(f"{key}.{name}", getattr(self, name), least=0)
         _at_least(f"{key}.chief_timeout", self.chief_timeout)
         _at_least(f"{key}.folds", self.folds, least=0)
+        if self.max_minutes is not None and not (isinstance(self.max_minutes, int | float) and self.max_minutes > 0):
+            raise ConfigError(f"{key}.max_minutes: {self.max_minutes!r} is not a number of minutes > 0 (or null)")
         if self.folds == 1:
             raise ConfigError(f"{key}.folds: 1 fold holds nothing out; use 0 (the validation split) or k >= 2")
         if self.folds and self.type == "hyperband":
@@ -268,17 +272,33 @@ class Config:
             policy.check(f"augmentation.{name}")
         self.model.check_size("data.image_size", self.data.image_size)
         self.model.check_size("final.image_size", self.final.image_size)
-        missing = [name for name in NAMES if name not in self.search]
+        missing = [row.name for row in ROWS if row.name not in self.search and not has_default(row)]
         if missing:
             raise ConfigError(f"search.{missing[0]}: no entry (every head hyperparameter needs a space in conf/search)")
         unknown = sorted(set(self.search) - set(NAMES))
         if unknown:
             raise ConfigError(f"search.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")
         for row in ROWS:
-            self.search[row.name].check(f"search.{row.name}", row, self.choices(), self.tuner.type)
+            if row.name in self.search:
+                self.search[row.name].check(f"search.{row.name}", row, self.choices(), self.tuner.type)
             override = self.final.hp.get(row.name)
             if override is not None:
                 check_value(row, override, f"final.hp.{row.name}", self.choices())
+        self._check_blocks()
+
+    def _check_blocks(self) -> None:
+        most = max_blocks(self.model.backbone)
+        for key, values in (
+            ("search.blocks", candidates(self.search, "blocks")),
+            ("final.hp.blocks", [self.final.hp.get("blocks") or 0]),
+        ):
+            if max(values) > most:
+                raise ConfigError(f"{key}: {max(values)} blocks, but {self.model.backbone} has {most} that can train")
+        if self.tuner.folds and max(candidates(self.search, "blocks")) > 0:
+            raise ConfigError(
+                f"tuner.folds: cross-validating a fine-tuning trial trains its blocks {self.tuner.folds} times "
+                "(minutes each); use tuner.folds=0 with search.blocks > 0"
+            )
 
 
 def _one_line(message: Any) -> str:

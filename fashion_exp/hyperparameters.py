@@ -12,12 +12,26 @@ Adding one: a field here, an entry in conf/search/default.yaml, and the code tha
 
 import math
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from fashion_exp.errors import ConfigError
 
 SPACE_TYPES = ("choice", "int", "float")
+
+# blocks -> the layer whose input is the cut. Xception: block14 (4.7M weights) is a plain pair of
+# separable convolutions; below it block13 (+2.0M) has a residual branch (conv2d_3), which a cut at
+# its input keeps inside the top.
+CUTS = {
+    "xception": {1: "block14_sepconv1", 2: "block13_sepconv1_act"},
+    "tiny": {1: "conv2"},
+}
+MAX_BLOCKS = max(max(cuts) for cuts in CUTS.values())
+
+
+def max_blocks(backbone: str) -> int:
+    """How many top blocks of `backbone` can train (the `blocks` row's limit for it)."""
+    return max(CUTS[backbone])
 
 
 def _number(value: Any) -> bool:
@@ -41,10 +55,14 @@ class Rule:
     choices_from: str | None = None
 
 
-def hyperparameter(says: str, test: Callable[[Any], bool] | None = None, choices_from: str | None = None):
-    """One row of the table (a dataclass field of HeadParams)."""
+def hyperparameter(
+    says: str, test: Callable[[Any], bool] | None = None, choices_from: str | None = None, default: Any = MISSING
+):
+    """One row of the table (a dataclass field of HeadParams). A row with a default may be left
+    out of a search file, an MLflow run or a constructor call: the default is what heads did
+    before the row existed."""
     rule = Rule(says, test, choices_from) if test else Rule(says, choices_from=choices_from)
-    return field(metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
 
 
 @dataclass(frozen=True)
@@ -55,17 +73,28 @@ class HeadParams:
     size_inner: int = hyperparameter("an integer >= 0 (0 = no inner layer)", lambda v: _integer(v) and v >= 0)
     droprate: float = hyperparameter("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
     augmentation: str = hyperparameter("the name of a loaded augmentation policy", choices_from="augmentation")
+    blocks: int = hyperparameter(
+        f"an integer from 0 to {MAX_BLOCKS} (the backbone's top blocks that train; 0 = frozen)",
+        lambda v: _integer(v) and 0 <= v <= MAX_BLOCKS,
+        default=0,
+    )
+    block_lr: float = hyperparameter(
+        "a number > 0 (the trained blocks' learning rate as a fraction of learning_rate)",
+        lambda v: _number(v) and v > 0,
+        default=0.1,
+    )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "HeadParams":
         """From keras-tuner values, MLflow params (strings) or config: cast by each row's type.
 
-        Keys that are not head hyperparameters (keras-tuner's `tuner/epochs`, ...) are ignored.
+        Keys that are not head hyperparameters (keras-tuner's `tuner/epochs`, ...) are ignored; a
+        row with a default may be absent (a search from before it existed).
         """
-        missing = [name for name in NAMES if name not in values]
+        missing = [row.name for row in ROWS if row.name not in values and not has_default(row)]
         if missing:
             raise KeyError(f"no value for {', '.join(missing)}")
-        return cls(**{row.name: cast(row, values[row.name]) for row in ROWS})
+        return cls(**{row.name: cast(row, values[row.name]) for row in ROWS if row.name in values})
 
     def as_dict(self) -> dict[str, Any]:
         """Name -> value, in table order."""
@@ -83,6 +112,10 @@ NAMES = tuple(row.name for row in ROWS)
 
 def rule(row) -> Rule:
     return row.metadata["rule"]
+
+
+def has_default(row) -> bool:
+    return row.default is not MISSING
 
 
 def is_categorical(row) -> bool:
@@ -173,10 +206,23 @@ def define(hp, row, space: ParamSpace) -> Any:
 
 
 def define_all(hp, search: Mapping[str, ParamSpace]) -> HeadParams:
-    """Declare every row, in table order, on a keras-tuner HyperParameters object."""
-    return HeadParams(**{row.name: define(hp, row, search[row.name]) for row in ROWS})
+    """Declare every row the space names, in table order, on a keras-tuner HyperParameters
+    object (a row with a default that the space leaves out keeps its default)."""
+    return HeadParams(**{row.name: define(hp, row, search[row.name]) for row in ROWS if row.name in search})
 
 
 def describe(search: Mapping[str, ParamSpace]) -> dict[str, dict[str, Any]]:
-    """The search space as plain data in table order, for logging and the search id."""
-    return {name: search[name].as_dict() for name in NAMES}
+    """The search space as plain data in table order, for logging and the search id (a space
+    without the optional rows describes, and so resumes, as before they existed)."""
+    return {name: search[name].as_dict() for name in NAMES if name in search}
+
+
+def candidates(search: Mapping[str, ParamSpace], name: str) -> list[Any]:
+    """Every value an int or choice row can take in `search` (its default when left out)."""
+    row = next(row for row in ROWS if row.name == name)
+    if name not in search:
+        return [row.default]
+    space = search[name]
+    if space.type == "choice":
+        return sorted({cast(row, v) for v in space.values})
+    return list(range(int(space.min), int(space.max) + 1, int(space.step or 1)))

@@ -99,6 +99,13 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("~search.droprate", "search.droprate"),
         ("+search.momentum={type:choice,values:[0.9]}", "search.momentum"),
         ("search.learning_rate.values=[inf]", "search.learning_rate.values"),
+        ("search=finetune search.blocks.values=[0,3]", "search.blocks.values"),
+        ("search=finetune search.blocks.values=[1.5]", "search.blocks.values"),
+        ("search=finetune search.block_lr.values=[0]", "search.block_lr.values"),
+        ("model=tiny search=finetune", "search.blocks"),
+        ("search=finetune tuner.folds=5", "tuner.folds"),
+        ("model=tiny final.hp.blocks=2", "final.hp.blocks"),
+        ("final.hp.block_lr=-1", "final.hp.block_lr"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(override, key):
@@ -135,7 +142,7 @@ def test_every_head_hyperparameter_has_a_final_override_key_and_a_space():
 
     config = load_config([])
     assert list(config.final.hp) == list(NAMES) and all(v is None for v in config.final.hp.values())
-    assert list(config.search) == list(NAMES)
+    assert list(load_config(["search=finetune"]).search) == list(NAMES)
     assert load_config(["final.hp.size_inner=10"]).final.hp["size_inner"] == 10
 
 

@@ -1,5 +1,7 @@
 """Cross-validated trial scores (tuner.folds): fold assignment, pooling, and the tuner's signal."""
 
+from types import SimpleNamespace
+
 import keras_tuner as kt
 import numpy as np
 import pytest
@@ -65,9 +67,16 @@ def test_a_cross_validated_trial_reports_the_pooled_held_out_score():
         "droprate": ParamSpace("choice", [0.0]),
         "augmentation": ParamSpace("choice", ["flip"]),
     }
-    model = HeadHyperModel(
-        space, {"flip": views}, train_labels, val, val_labels, classes, 8, 64, seed, folds=3, train_clean=train
+    features = SimpleNamespace(
+        train_views={"flip": views},
+        train_labels=train_labels,
+        val=val,
+        val_labels=val_labels,
+        n_classes=classes,
+        train_clean=train,
+        top=None,
     )
+    model = HeadHyperModel(space, {0: features}, 8, 64, seed, folds=3)
     hp = kt.HyperParameters()
     history = model.fit(hp, model.build(hp), epochs=epochs)
     params = HeadParams(0.01, 16, 0.0, "flip")
@@ -79,5 +88,6 @@ def test_a_cross_validated_trial_reports_the_pooled_held_out_score():
 
 
 def test_cross_validation_needs_the_clean_training_features():
+    features = SimpleNamespace(train_clean=None, train_labels=np.zeros(3), val_labels=np.zeros(2), n_classes=2)
     with pytest.raises(ValueError, match="un-augmented"):
-        HeadHyperModel({}, {}, np.zeros(3), np.zeros((2, 4)), np.zeros(2), 2, 8, 8, 0, folds=3)
+        HeadHyperModel({}, {0: features}, 8, 8, 0, folds=3).plan(features)

@@ -5,7 +5,7 @@ import pytest
 
 from fashion_exp.config import load_config
 from fashion_exp.errors import ConfigError
-from fashion_exp.hyperparameters import NAMES, HeadParams, define_all, describe
+from fashion_exp.hyperparameters import NAMES, HeadParams, ParamSpace, candidates, define_all, describe
 from fashion_exp.search.run import trials_csv
 
 
@@ -20,7 +20,7 @@ def test_values_from_mlflow_strings_are_cast_by_the_table():
 
 
 def test_keras_tuner_space_is_declared_in_table_order_with_the_tables_types():
-    config = load_config([])
+    config = load_config(["search=finetune"])
     hp = kt.HyperParameters()
     params = define_all(hp, config.search)
     assert [p.name for p in hp.space] == list(NAMES)
@@ -28,6 +28,20 @@ def test_keras_tuner_space_is_declared_in_table_order_with_the_tables_types():
     ordered = {p.name: p.ordered for p in hp.space}
     assert ordered["augmentation"] is False and ordered["learning_rate"] is True
     assert list(describe(config.search)) == list(NAMES)
+
+
+def test_rows_with_a_default_may_be_left_out_and_keep_todays_behaviour():
+    """The default space has no fine-tuning rows: its search id, trials and MLflow values read as
+    before they existed (blocks 0: a frozen backbone)."""
+    config = load_config([])
+    assert "blocks" not in config.search and list(describe(config.search)) == list(NAMES[:4])
+    hp = kt.HyperParameters()
+    assert define_all(hp, config.search).blocks == 0 and "blocks" not in hp.values
+    old = HeadParams.from_values({"learning_rate": "0.01", "size_inner": "10", "droprate": "0", "augmentation": "none"})
+    assert (old.blocks, old.block_lr) == (0, 0.1)
+    assert candidates(config.search, "blocks") == [0]
+    assert candidates(load_config(["search=finetune"]).search, "blocks") == [0, 1, 2]
+    assert candidates({"blocks": ParamSpace("int", min=1, max=2)}, "blocks") == [1, 2]
 
 
 def test_trials_table_columns_come_from_the_table():

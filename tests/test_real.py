@@ -37,6 +37,17 @@ def test_real_xception_features_learn_the_real_classes(tmp_path):
     assert result.best_score >= 0.5, result
 
 
+def subset(tmp_path) -> list[str]:
+    """Overrides for 10 real photos per class, with every output in tmp_path."""
+    return [
+        f"data.root={REAL_DATA}",
+        f"model.weights={REAL_WEIGHTS}",
+        "data.limit_per_class=10",
+        f"work_dir={tmp_path / 'work'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+
 def _gpu() -> bool:
     from fashion_exp.features.runtime import gpu_visible
 
@@ -50,13 +61,7 @@ def test_real_final_model_evaluate_promote_predict(tmp_path):
     from fashion_exp.serving.predict import predict_files
     from fashion_exp.tracking import registry
 
-    common = [
-        f"data.root={REAL_DATA}",
-        f"model.weights={REAL_WEIGHTS}",
-        "data.limit_per_class=10",
-        f"work_dir={tmp_path / 'work'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    ]
+    common = subset(tmp_path)
     run_search(
         load_config(
             [
@@ -127,3 +132,38 @@ def test_real_search_on_two_workers(tmp_path):
     assert sorted(r.data.params["size_inner"] for r in trials) == ["0", "100"]
     assert {r.data.tags["fashion_exp.worker"] for r in trials} <= {"worker-0", "worker-1"}
     assert parents[0].data.metrics["best_val_accuracy"] >= 0.4  # chance is 0.10; 10 photos per class at 100px
+
+
+def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path):
+    """search=finetune on real photos and weights: a trial trains Xception's block14 on cached
+    block13 activations, and train-final ships the trained block inside the one Keras model,
+    which agrees with the cached path on every validation photo."""
+    from fashion_exp.final.train import train_final
+
+    common = [
+        *subset(tmp_path),
+        "search=finetune",
+        "search.blocks.values=[1]",
+        "search.block_lr.values=[0.1]",
+    ]
+    said = []
+    result = run_search(
+        load_config(
+            [
+                *common,
+                "data.image_size=100",
+                "tuner.max_trials=1",
+                "tuner.epochs=4",
+                "search.learning_rate.values=[0.001]",
+                "search.size_inner.values=[100]",
+                "search.droprate.values=[0.2]",
+                "search.augmentation.values=[none]",
+            ]
+        ),
+        echo=lambda line: (said.append(line), print(line)),
+    )
+    assert "blocks=1: activations 3x3x1024 cached in float16, 18,432 bytes a photo" in " ".join(said)
+    assert result.best_hyperparameters["blocks"] == 1 and result.best_score >= 0.25, result  # chance is 0.10
+    final = train_final(load_config([*common, "final.image_size=100", "final.epochs=3", "final.restarts=1"]), print)
+    assert final.hyperparameters.blocks == 1
+    assert final.top1_agreement == 1.0 and final.max_abs_diff < 1e-3  # float16 maps against the float32 model

@@ -2,6 +2,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.config import load_config
+from fashion_exp.hyperparameters import NAMES
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress
 from fashion_exp.search.run import run_search
@@ -71,7 +72,7 @@ def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert set(child.data.params) == {"learning_rate", "size_inner", "droprate", "augmentation"}
+        assert set(child.data.params) == set(NAMES)  # blocks 0 and block_lr 0.1 too: what they trained with
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [0, 1, 2]
         assert child.data.metrics["best_val_accuracy"] == pytest.approx(max(m.value for m in history))

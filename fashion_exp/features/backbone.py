@@ -1,4 +1,10 @@
-"""The frozen backbone: uint8 images in, pooled features out (preprocessing inside, training=False)."""
+"""The frozen backbone: uint8 images in, cached features out (preprocessing inside, training=False).
+
+With blocks = 0 the features are the pooled output (n, dim). With blocks = b > 0 the backbone is
+cut below its top b blocks: the frozen part (`model`) gives that cut's activation maps
+(n, h, w, c), and `top` (the b blocks + pooling, ImageNet weights) is what a head with
+fine-tuning trains on them. hyperparameters.CUTS names each cut's first layer.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,53 @@ import numpy as np
 
 from fashion_exp.config import ModelConfig
 from fashion_exp.errors import ConfigError, first_line
+from fashion_exp.hyperparameters import CUTS, max_blocks
 
 
 @dataclass
 class Backbone:
-    """A Keras model: uint8 RGB images (n, s, s, 3) -> pooled features (n, dim)."""
+    """A Keras model: uint8 RGB images (n, s, s, 3) -> features: pooled (n, dim) when blocks is 0,
+    else the cut's activation maps (n, h, w, c); `top` turns those into pooled features."""
 
     model: object
     fingerprint: str
     image_size: int
+    blocks: int = 0
+    top: object = None  # keras.Model (h, w, c) -> (dim,): the trainable blocks + pooling (blocks > 0)
 
     @property
     def dim(self) -> int:
         return int(self.model.output_shape[-1])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """One image's cached features: (dim,) or (h, w, c)."""
+        return tuple(int(d) for d in self.model.output_shape[1:])
+
+
+def fresh_top(pretrained):
+    """A trainable copy of a backbone's top blocks (Backbone.top) with their pretrained weights
+    (each trial and restart trains its own); BatchNormalization layers stay frozen."""
+    import keras
+
+    top = keras.models.clone_model(pretrained)
+    top.set_weights(pretrained.get_weights())
+    top.trainable = True
+    for layer in top.layers:  # (the model's flag does not reach layers cloned frozen)
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    return top
+
+
+def _split(inputs, preprocess, base, blocks: int, backbone: str, name: str):
+    """(frozen model: images -> cut activations, top: cut activations -> pooled features)."""
+    import keras
+
+    cut = base.get_layer(CUTS[backbone][blocks]).input
+    trunk = keras.Model(base.input, cut, name=f"{name}_trunk")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+    top = keras.Model(cut, pooled, name=f"top_{blocks}_blocks")
+    model = keras.Model(inputs, trunk(preprocess(inputs), training=False), name=f"{name}_cut{blocks}")
+    return model, top
 
 
 def file_sha256(path: Path) -> str:
@@ -55,30 +95,44 @@ def _xception_base(weights: str, image_size: int):
         raise ConfigError(f"model.weights: {weights} is not Xception no-top weights ({first_line(err)})") from None
 
 
-def build_backbone(config: ModelConfig, image_size: int, seed: int) -> Backbone:
-    """The frozen feature extractor: preprocessing inside, base called with training=False, GAP."""
+def _tiny_base(image_size: int, seed: int):
     import keras
 
+    init = keras.initializers.GlorotUniform(seed=seed)
+    x = inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init, name="conv1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init, name="conv2")(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def build_backbone(config: ModelConfig, image_size: int, seed: int, blocks: int = 0) -> Backbone:
+    """The frozen feature extractor: preprocessing inside, base called with training=False, then
+    GAP (blocks = 0) or a cut below the top `blocks` blocks (see the module docstring)."""
+    import keras
+
+    if not 0 <= blocks <= max_blocks(config.backbone):
+        most = max_blocks(config.backbone)
+        raise ConfigError(f"blocks: {config.backbone} has {most} trainable top block(s), not {blocks}")
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    preprocess = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")  # = xception.preprocess_input
     if config.backbone == "tiny":
-        init = keras.initializers.GlorotUniform(seed=seed)
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-        x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-        outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        model = keras.Model(inputs, outputs, name="tiny_backbone")
-        digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights()))
+        base = _tiny_base(image_size, seed)
+        digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in base.get_weights()))
         fingerprint = f"tiny-{digest.hexdigest()[:16]}"
     else:
         base = _xception_base(config.weights, image_size)
-        base.trainable = False
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inputs)  # = xception.preprocess_input
-        x = base(x, training=False)
-        outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        model = keras.Model(inputs, outputs, name="xception_features")
         if config.weights == "imagenet":
             fingerprint = "xception-imagenet"
         else:
             fingerprint = f"xception-{file_sha256(Path(config.weights).expanduser())[:16]}"
+    base.trainable = False
+    name = f"{config.backbone}_features"
+    top = None
+    if blocks:
+        model, top = _split(inputs, preprocess, base, blocks, config.backbone, name)
+        fingerprint = f"{fingerprint}-cut{blocks}"  # other features: other cache entries, ONNX files, search ids
+    else:
+        outputs = keras.layers.GlobalAveragePooling2D(name="pool")(base(preprocess(inputs), training=False))
+        model = keras.Model(inputs, outputs, name=name)
     model.trainable = False
-    return Backbone(model=model, fingerprint=fingerprint, image_size=image_size)
+    return Backbone(model=model, fingerprint=fingerprint, image_size=image_size, blocks=blocks, top=top)

@@ -116,8 +116,9 @@ def _fill(runner, dataset, cache, job: Job, decoder, batch_size, seed, results: 
     key = key_for(runner, decoder, dataset, job, seed)
     with cache.claim(key, wait=wait, on_wait=_say_waiting(cache)):
         if _load_cached(runner, dataset, cache, [job], decoder, seed, results):
-            results[job] = _compute(runner, dataset, job, decoder, batch_size, seed, bar)
-            cache.save(key, results[job])
+            with cache.writing(key, (len(dataset.splits[job.split]), *runner.backbone.feature_shape)) as rows:
+                _compute(runner, dataset, job, decoder, batch_size, seed, bar, rows)
+            results[job] = cache.load(key)
         else:
             bar.update(len(dataset.splits[job.split]))
 
@@ -154,9 +155,9 @@ class StageTimes:
 STAGES = StageTimes()  # this process's totals (benchmarks read them)
 
 
-def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar) -> np.ndarray:
-    """Run the backbone over one job's images, advancing the progress bar."""
-    parts = []
+def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar, rows: np.ndarray) -> None:
+    """Run the backbone over one job's images into `rows`, advancing the progress bar."""
+    done = 0
     batches = _batches(dataset, job, decoder, batch_size, seed)
     while True:
         start = time.perf_counter()
@@ -165,8 +166,8 @@ def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar) -> np.nd
         STAGES.waiting_for_images += ready - start
         if batch is None:
             break
-        parts.append(runner.features(batch))
+        rows[done : done + len(batch)] = runner.features(batch)
+        done += len(batch)
         STAGES.backbone += time.perf_counter() - ready
         STAGES.images += len(batch)
         bar.update(len(batch))
-    return np.concatenate(parts) if parts else np.zeros((0, runner.backbone.dim), np.float32)

@@ -36,9 +36,11 @@ class PreparedFeatures:
     weights_fingerprint: str
     runtime: str  # where the backbone ran: features.runtime.resolve(model.runtime)
     decoder: Decoder
-    train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim); may be LazyViews
-    val: np.ndarray  # (n validation images, dim)
+    train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim) or K maps; may be LazyViews
+    val: np.ndarray  # (n validation images, dim), or (n, h, w, c) activation maps (blocks > 0)
     train_clean: np.ndarray | None = None  # (n train images, dim) un-augmented; only when asked for (cross-validation)
+    blocks: int = 0  # the backbone's top blocks the features stop below (0: pooled features)
+    top: object = None  # those blocks + pooling, pretrained (backbone.fresh_top copies them); kept by drop_backbone
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -61,7 +63,7 @@ class LazyViews(Mapping):
     """policy name -> its training views (K, n, dim), extracted (or loaded from the cache) the
     first time a trial asks for them: a policy no trial picks costs nothing."""
 
-    def __init__(self, names: list[str], load: Callable[[str], np.ndarray]):
+    def __init__(self, names: list[str], load: Callable[[str], np.ndarray | list[np.ndarray]]):
         self._names = list(names)
         self._load = load
         self._loaded: dict[str, np.ndarray] = {}
@@ -109,18 +111,29 @@ class FeatureSources:
 
 
 def open_sources(
-    config: Config, image_size: int, echo=print, clock: Stopwatch | None = None, exact: bool = False
+    config: Config,
+    image_size: int,
+    echo=print,
+    clock: Stopwatch | None = None,
+    exact: bool = False,
+    blocks: int = 0,
+    dataset: tuple[Dataset, str] | None = None,
 ) -> FeatureSources:
-    """Scan train and validation (printing the check's table), build the backbone at `image_size`
-    and open it on model.runtime; exact=True (train-final: the shipped Keras model must compute
-    the features its head was trained on) never runs it in int8. Laps scan/backbone on `clock`."""
+    """Scan train and validation (printing the check's table; `dataset` passes an earlier scan and
+    its table instead), build the backbone at `image_size` cut below its top `blocks` blocks and
+    open it on model.runtime; exact=True (train-final: the shipped Keras model must compute the
+    features its head was trained on) never runs it in int8, nor does blocks > 0 (the blocks
+    above the cut train on those activations). Laps scan/backbone on `clock`."""
     clock = clock or Stopwatch()
-    dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
-    dataset_report = report(dataset)
-    echo(dataset_report)
+    if dataset is None:
+        scanned = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
+        dataset = (scanned, report(scanned))
+        echo(dataset[1])
+    dataset, dataset_report = dataset
     clock.lap("scan_seconds")
-    backbone = build_backbone(config.model, image_size, config.seed)
+    backbone = build_backbone(config.model, image_size, config.seed, blocks)
     decoder = Decoder.for_data(config.data, image_size)
+    exact = exact or blocks > 0
     runtime = resolve(config.model.runtime, exact)
     if config.model.runtime not in ("auto", runtime):
         echo(f"model.runtime={config.model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
@@ -129,7 +142,8 @@ def open_sources(
     if config.model.runtime == "auto" and runtime == "onnx-int8" and not int8_holds(runner, echo):
         runtime = "onnx"
         runner = open_runner(backbone, runtime, config.model.batch_size, config.work_dir)
-    echo(f"Backbone runtime: {runtime} (model.runtime={config.model.runtime})")
+    cut = f", cut below the top {blocks} block(s)" if blocks else ""
+    echo(f"Backbone runtime: {runtime} (model.runtime={config.model.runtime}){cut}")
     clock.lap("backbone_seconds")
     return FeatureSources(dataset, dataset_report, runner, decoder)
 
@@ -164,10 +178,14 @@ def prepare_features(
             sources.runner, sources.dataset, cache, jobs, sources.decoder, config.model.batch_size, config.seed
         )
 
-    def views(name: str) -> np.ndarray:
+    def stack(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """Pooled views as one (K, n, dim) array; activation maps stay K memory-mapped arrays."""
+        return list(arrays) if sources.backbone.blocks else np.stack(arrays)
+
+    def views(name: str) -> np.ndarray | list[np.ndarray]:
         jobs = jobs_for_policy(TRAIN, policies[name])
         features = extract(jobs)
-        return np.stack([features[job] for job in jobs])
+        return stack([features[job] for job in jobs])
 
     val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
     clean_job = jobs_for_policy(TRAIN, IDENTITY)[0]
@@ -178,7 +196,7 @@ def prepare_features(
     else:
         train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
         features = extract(list(dict.fromkeys([*first, *[job for jobs in train_jobs.values() for job in jobs]])))
-        train_views = {name: np.stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()}
+        train_views = {name: stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()}
     clock.lap("extraction_seconds")
     return PreparedFeatures(
         dataset=sources.dataset,
@@ -188,6 +206,8 @@ def prepare_features(
         runtime=sources.runtime,
         decoder=sources.decoder,
         train_views=train_views,
-        val=features[val_job],
+        val=np.asarray(features[val_job], np.float32),  # in memory: every epoch of every trial scores it
         train_clean=features[clean_job] if clean_train else None,
+        blocks=sources.backbone.blocks,
+        top=sources.backbone.top,
     )

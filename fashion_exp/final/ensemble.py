@@ -1,10 +1,11 @@
 """final.ensemble: the k best restarts' heads averaged in one model.
 
 The heads share the backbone, so serving an ensemble costs one Xception pass plus k small heads:
-what one model costs. Members are the restarts ranked by the objective; the ensemble of size k is
-the mean of the k best heads' softmax probabilities. With final.ensemble=auto, k is the size whose
-ensemble ranks best on the validation photos (the objective, then the other metric), the smallest
-such k on a tie: k=1 when averaging does not help.
+what one model costs. (Heads that fine-tune blocks each carry their own copy of those blocks: one
+pass of the frozen part plus k passes of the blocks.) Members are the restarts ranked by the
+objective; the ensemble of size k is the mean of the k best heads' softmax probabilities. With
+final.ensemble=auto, k is the size whose ensemble ranks best on the validation photos (the
+objective, then the other metric), the smallest such k on a tie: k=1 when averaging does not help.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from fashion_exp.config import OBJECTIVES, TunerConfig
+from fashion_exp.features.backbone import fresh_top
 from fashion_exp.features.prepare import PreparedFeatures
 from fashion_exp.hyperparameters import HeadParams
-from fashion_exp.search.head import build_head, fit_on_views, steps_for
+from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
 
 
 @dataclass
@@ -50,7 +51,7 @@ def rank(objective: str, val_accuracy: float, val_loss: float) -> tuple[float, f
 class HeadTraining:
     """Everything a head training needs but its hyperparameters and seed."""
 
-    views: tf.Tensor  # (K views, n, dim) cached train features
+    views: tf.Tensor | list  # cached train features: (K views, n, dim), or K activation maps (head.training_views)
     labels: np.ndarray
     val: tuple[np.ndarray, np.ndarray]
     n_classes: int
@@ -58,12 +59,13 @@ class HeadTraining:
     batch_size: int
     validation_batch_size: int
     objective: str  # val_accuracy | val_loss: which epoch is the best
+    top: keras.Model | None = None  # the backbone's pretrained top blocks, for heads with blocks > 0
 
     @classmethod
     def of(cls, prepared: PreparedFeatures, policy: str, epochs: int, tuner: TunerConfig) -> HeadTraining:
         """Training on `policy`'s views of the prepared features, validated on the validation split."""
         return cls(
-            views=tf.constant(prepared.train_views[policy]),
+            views=training_views(prepared.train_views[policy]),
             labels=prepared.train_labels,
             val=(prepared.val, prepared.val_labels),
             n_classes=prepared.n_classes,
@@ -71,13 +73,15 @@ class HeadTraining:
             batch_size=tuner.batch_size,
             validation_batch_size=tuner.validation_batch_size,
             objective=tuner.objective,
+            top=prepared.top,
         )
 
 
 def train_once(training: HeadTraining, params: HeadParams, seed: int) -> tuple[keras.Model, Restart]:
     """Fit a head for `training.epochs` with `seed`; restore its best epoch by the objective."""
     steps = steps_for(len(training.labels), training.batch_size)
-    head = build_head(training.views.shape[-1], training.n_classes, params, seed, steps)
+    top = fresh_top(training.top) if params.blocks else None
+    head = build_head(training.val[0].shape[1:], training.n_classes, params, seed, steps, top)
     direction = OBJECTIVES[training.objective]
     with tempfile.TemporaryDirectory() as tmp:
         best_path = Path(tmp) / "best.weights.h5"

@@ -20,9 +20,10 @@ from fashion_exp.config import Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import ConfigError
 from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
+from fashion_exp.features.sets import check_disk
 from fashion_exp.final.ensemble import choose_size, member_probabilities, probabilities, score_sizes
 from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
-from fashion_exp.hyperparameters import NAMES, HeadParams
+from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
 from fashion_exp.tracking import plots, registry
 from fashion_exp.tracking.runs import KIND, RunLogger, best_from_search
 
@@ -54,11 +55,13 @@ def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
     """(tune parent run id, the search's best values with every final.hp.* override applied)."""
     search_run, tuned = best_from_search(config.tracking.uri, config.tracking.experiment, config.from_run)
     values = {}
-    for name in NAMES:
-        override = config.final.hp.get(name)
-        values[name] = override if override is not None else tuned.get(name)
-        if values[name] is None:
-            raise ConfigError(f"final.hp.{name}: the search logged no value; set final.hp.{name}=...")
+    for row in ROWS:
+        override = config.final.hp.get(row.name)
+        value = override if override is not None else tuned.get(row.name)
+        if value is not None:
+            values[row.name] = value
+        elif not has_default(row):  # (a row with a default the search did not vary keeps it: blocks 0)
+            raise ConfigError(f"final.hp.{row.name}: the search logged no value; set final.hp.{row.name}=...")
     params = HeadParams.from_values(values)
     params.check("final.hp", config.choices())
     return search_run, params
@@ -161,7 +164,8 @@ def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, r
 
 
 def assemble(prepared: PreparedFeatures, heads: list[keras.Model]) -> keras.Model:
-    """uint8 images -> frozen Xception features -> each head -> softmax (averaged over the heads)."""
+    """uint8 images -> frozen Xception features -> each head (with its fine-tuned blocks, if any)
+    -> softmax (averaged over the heads)."""
     backbone = prepared.backbone.model
     return keras.Model(backbone.input, probabilities(heads, backbone.output), name="fashion_classifier")
 
@@ -188,8 +192,10 @@ def train_final(config: Config, echo=print) -> FinalResult:
     started = time.time()
     search_run, params = chosen_hyperparameters(config)
     echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
-    sources = open_sources(config, config.final.image_size, echo, exact=True)
-    prepared = prepare_features(config, sources, policies_for(config, params))
+    sources = open_sources(config, config.final.image_size, echo, exact=True, blocks=params.blocks)
+    policies = policies_for(config, params)
+    check_disk(config, {params.blocks: sources}, policies, echo)
+    prepared = prepare_features(config, sources, policies)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,

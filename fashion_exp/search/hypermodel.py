@@ -16,11 +16,12 @@ from collections.abc import Mapping
 import keras
 import keras_tuner as kt
 import numpy as np
-import tensorflow as tf
 
+from fashion_exp.features.backbone import fresh_top
+from fashion_exp.features.prepare import PreparedFeatures
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
 from fashion_exp.search.folds import FoldData, FoldPlan, fold_ids, pool
-from fashion_exp.search.head import build_head, fit_on_views, steps_for
+from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
 
 POOLED = ("val_accuracy", "val_loss")
 
@@ -45,71 +46,74 @@ class PooledFolds(keras.callbacks.Callback):
 
 class HeadHyperModel(kt.HyperModel):
     """Builds a head from the search space; fit() trains it on the cached features of the
-    trial's augmentation policy and scores it on the (never augmented) validation features, or
-    cross-validates it over train + validation when folds >= 2 (train_clean is then required:
-    the training photos' un-augmented features, on which their held-out rows are scored)."""
+    trial's number of trained blocks (sets: blocks -> PreparedFeatures, features/sets.py) and
+    augmentation policy and scores it on the (never augmented) validation features, or
+    cross-validates it over train + validation when folds >= 2 (the prepared features must then
+    hold the training photos un-augmented, on which their held-out rows are scored)."""
 
     def __init__(
         self,
         search: dict[str, ParamSpace],
-        train_views: Mapping[str, np.ndarray],
-        train_labels: np.ndarray,
-        val_features: np.ndarray,
-        val_labels: np.ndarray,
-        n_classes: int,
+        sets: Mapping[int, PreparedFeatures],
         batch_size: int,
         validation_batch_size: int,
         seed: int,
         folds: int = 0,
-        train_clean: np.ndarray | None = None,
     ):
         super().__init__(name="xception_head")
-        if folds and train_clean is None:
-            raise ValueError("cross-validation needs the training photos' un-augmented features")
         self.search = search
-        self.train_views = train_views
-        self.train_labels = train_labels
-        self.val = (val_features, val_labels)
-        self.n_classes = n_classes
+        self.sets = sets
         self.batch_size = batch_size
         self.validation_batch_size = validation_batch_size
         self.seed = seed
-        self.train_clean = train_clean
-        self.plan = None
-        if folds:
-            ids = fold_ids(np.concatenate([train_labels, val_labels]), folds, seed)
-            self.plan = FoldPlan(ids, n_classes, batch_size, validation_batch_size, seed)
-        self._tensors: dict[str, tf.Tensor] = {}
+        self.folds = folds
+        self._plan: FoldPlan | None = None
+        self._views: dict[tuple[int, str], object] = {}
         self._fold_data: dict[str, FoldData] = {}
+
+    def plan(self, prepared: PreparedFeatures) -> FoldPlan:
+        """The folds of train + validation (one plan for every trial)."""
+        if self._plan is None:
+            if prepared.train_clean is None:
+                raise ValueError("cross-validation needs the training photos' un-augmented features")
+            labels = np.concatenate([prepared.train_labels, prepared.val_labels])
+            ids = fold_ids(labels, self.folds, self.seed)
+            self._plan = FoldPlan(ids, prepared.n_classes, self.batch_size, self.validation_batch_size, self.seed)
+        return self._plan
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = define_all(hp, self.search)
-        dim = self.val[0].shape[-1]  # not the train views: they may not be extracted yet
-        if self.plan:
-            return self.plan.head(0, params, dim)  # the trial's model is fold 0's head
-        return build_head(dim, self.n_classes, params, self.seed, steps_for(len(self.train_labels), self.batch_size))
+        prepared = self.sets[params.blocks]
+        shape = prepared.val.shape[1:]  # not the train views: they may not be extracted yet
+        if self.folds:
+            return self.plan(prepared).head(0, params, shape[0])  # the trial's model is fold 0's head
+        steps = steps_for(len(prepared.train_labels), self.batch_size)
+        top = fresh_top(prepared.top) if params.blocks else None
+        return build_head(shape, prepared.n_classes, params, self.seed, steps, top)
 
-    def _views(self, policy: str) -> tf.Tensor:
-        if policy not in self._tensors:  # one tensor per policy, shared by every trial
-            self._tensors[policy] = tf.constant(self.train_views[policy])
-        return self._tensors[policy]
+    def _training_views(self, blocks: int, policy: str):
+        if (blocks, policy) not in self._views:  # one tensor (or set of maps) per policy, shared by every trial
+            self._views[blocks, policy] = training_views(self.sets[blocks].train_views[policy])
+        return self._views[blocks, policy]
 
-    def _folds_of(self, policy: str) -> FoldData:
+    def _folds_of(self, prepared: PreparedFeatures, policy: str) -> FoldData:
         if policy not in self._fold_data:
+            views, clean = prepared.train_views[policy], prepared.train_clean
             self._fold_data[policy] = FoldData.join(
-                self.train_views[policy], self.train_clean, self.train_labels, *self.val
+                views, clean, prepared.train_labels, prepared.val, prepared.val_labels
             )
         return self._fold_data[policy]
 
     def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
         params = HeadParams.from_values(hp.values)
-        if self.plan:
-            return self._cross_validate(params, model, epochs, callbacks or [])
+        prepared = self.sets[params.blocks]
+        if self.folds:
+            return self._cross_validate(prepared, params, model, epochs, callbacks or [])
         return fit_on_views(
             model,
-            self._views(params.augmentation),
-            self.train_labels,
-            self.val,
+            self._training_views(params.blocks, params.augmentation),
+            prepared.train_labels,
+            (prepared.val, prepared.val_labels),
             self.batch_size,
             self.validation_batch_size,
             self.seed,
@@ -118,9 +122,9 @@ class HeadHyperModel(kt.HyperModel):
             callbacks,
         )
 
-    def _cross_validate(self, params: HeadParams, model: keras.Model, epochs: int, callbacks: list):
+    def _cross_validate(self, prepared, params: HeadParams, model: keras.Model, epochs: int, callbacks: list):
         """Folds 1..k-1 on heads of their own, then fold 0 on `model` with the pooled logs."""
-        data, plan = self._folds_of(params.augmentation), self.plan
+        data, plan = self._folds_of(prepared, params.augmentation), self.plan(prepared)
         dim = data.clean.shape[1]
         others = [plan.fit(data, fold, plan.head(fold, params, dim), epochs).history for fold in range(1, plan.folds)]
         return plan.fit(data, 0, model, epochs, callbacks=[PooledFolds(others, plan.sizes()), *callbacks])

@@ -14,14 +14,9 @@ from pathlib import Path
 from fashion_exp import locks
 from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
-from fashion_exp.features.prepare import (
-    FeatureSources,
-    LazyViews,
-    PreparedFeatures,
-    open_sources,
-    prepare_features,
-)
-from fashion_exp.hyperparameters import NAMES, describe
+from fashion_exp.features.prepare import FeatureSources, PreparedFeatures, open_sources, prepare_features
+from fashion_exp.features.sets import FeatureSets, check_disk, first_cut, open_cuts
+from fashion_exp.hyperparameters import NAMES, candidates, describe
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
@@ -49,11 +44,19 @@ def search_policies(config: Config) -> dict:
     return {name: config.augmentation[name] for name in config.search["augmentation"].values}
 
 
-def search_features(config: Config, sources: FeatureSources, clock: Stopwatch | None = None) -> PreparedFeatures:
-    """The features a search's trials train on: validation (and, with tuner.folds, the training
-    photos un-augmented) now, each policy's views when the first trial that needs them starts."""
+def search_features(config: Config, sources: FeatureSources, clock: Stopwatch | None = None, echo=print) -> FeatureSets:
+    """The features a search's trials train on, for every search.blocks value: after a check that
+    the disk holds them, the first value's validation features (and, with tuner.folds, the
+    training photos un-augmented) now; each policy's views, and the other values' features, when
+    the first trial that needs them starts."""
     policies = search_policies(config)
-    return prepare_features(config, sources, policies, clock, lazy=True, clean_train=config.tuner.folds > 0)
+    cuts = open_cuts(config, sources, candidates(config.search, "blocks"), echo)
+    check_disk(config, cuts, policies, echo)
+
+    def prepare(cut: FeatureSources) -> PreparedFeatures:
+        return prepare_features(config, cut, policies, clock, lazy=True, clean_train=config.tuner.folds > 0)
+
+    return FeatureSets(cuts, prepare)
 
 
 def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str) -> str:
@@ -137,24 +140,19 @@ def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedF
     )
 
 
-def head_hypermodel(config: Config, prepared: PreparedFeatures) -> HeadHyperModel:
+def head_hypermodel(config: Config, sets: FeatureSets) -> HeadHyperModel:
     """The HyperModel that trains heads on the prepared features."""
     return HeadHyperModel(
         config.search,
-        prepared.train_views,
-        prepared.train_labels,
-        prepared.val,
-        prepared.val_labels,
-        n_classes=prepared.n_classes,
+        sets,
         batch_size=config.tuner.batch_size,
         validation_batch_size=config.tuner.validation_batch_size,
         seed=config.seed,
         folds=config.tuner.folds,
-        train_clean=prepared.train_clean,
     )
 
 
-def run_trials(config: Config, prepared: PreparedFeatures, tracker: SearchTracker, sid: str, resume: bool):
+def run_trials(config: Config, prepared: FeatureSets, tracker: SearchTracker, sid: str, resume: bool):
     """Build the head HyperModel and the tuner, run the search in this process; returns the tuner."""
     hypermodel = head_hypermodel(config, prepared)
     tuning = config.tuner
@@ -209,7 +207,7 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
     Raises locks.Busy, before writing anything, if another process is running the same search.
     """
     clock = Stopwatch()
-    sources = open_sources(config, config.data.image_size, echo, clock)
+    sources = open_sources(config, config.data.image_size, echo, clock, blocks=first_cut(config))
     sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
     with search_lock(config, sid):
         if config.tuner.distributed:
@@ -222,16 +220,14 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
                 tracker.load_children()
                 result = summarize(tuner, tracker, config, clock)
         else:
-            prepared = search_features(config, sources, clock)
+            sets = search_features(config, sources, clock, echo)
             del sources
-            prepared.drop_backbone()  # trials train heads on cached features only
             tracker, resume = open_search_run(config, sid, echo)
             with tracker.recording():
-                log_search_setup(tracker, config, prepared)
-                tuner = run_trials(config, prepared, tracker, sid, resume)
+                log_search_setup(tracker, config, sets.first)
+                tuner = run_trials(config, sets, tracker, sid, resume)
                 clock.lap("trials_seconds")
-                if isinstance(prepared.train_views, LazyViews):  # the part of the trials' time spent extracting views
-                    clock.laps["of_which_views_seconds"] = prepared.train_views.seconds
+                clock.laps["of_which_views_seconds"] = sets.extraction_seconds  # the trials' time spent extracting
                 result = summarize(tuner, tracker, config, clock)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,25 @@ class TrialHooks:
     on_trial_end, on_search_end) are overridden; observers are given at construction.
     """
 
-    def __init__(self, *args, observers: list[TrialObserver], **kwargs):
+    def __init__(self, *args, observers: list[TrialObserver], max_minutes: float | None = None, **kwargs):
         self.observers = list(observers)
         super().__init__(*args, **kwargs)
+        if max_minutes is not None:
+            self._stop_after(max_minutes)
+
+    def _stop_after(self, minutes: float) -> None:
+        """tuner.max_minutes: no trial starts once `minutes` have passed (the one running ends;
+        a chief's budget holds for every worker, since they all ask its oracle). Counted from
+        now: a resumed search gets the budget again."""
+        deadline = time.monotonic() + 60 * minutes
+        create = self.oracle.create_trial
+
+        def create_trial(tuner_id):
+            if time.monotonic() >= deadline:
+                return kt.engine.trial.Trial(self.oracle.get_space(), status=kt.engine.trial.TrialStatus.STOPPED)
+            return create(tuner_id)
+
+        self.oracle.create_trial = create_trial
 
     def on_search_begin(self):
         super().on_search_begin()
@@ -197,9 +214,12 @@ def make_tuner(
             seed=seed,
             max_consecutive_failed_trials=config.max_consecutive_failed_trials,
             observers=observers,
+            max_minutes=config.max_minutes,
             **where,
         )
-    return SearchTuner(oracle=make_oracle(config, objective, seed), hypermodel=hypermodel, observers=observers, **where)
+    oracle = make_oracle(config, objective, seed)
+    budget = config.max_minutes
+    return SearchTuner(oracle=oracle, hypermodel=hypermodel, observers=observers, max_minutes=budget, **where)
 
 
 def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:
@@ -210,5 +230,6 @@ def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:
 
 
 def best_trial(tuner: kt.Tuner) -> kt.engine.trial.Trial | None:
-    best = tuner.oracle.get_best_trials(1)
+    """The best scored trial (keras-tuner's ranking can hold a failed one when nothing scored)."""
+    best = [t for t in tuner.oracle.get_best_trials(1) if t.score is not None]
     return best[0] if best else None

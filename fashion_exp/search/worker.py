@@ -20,6 +20,7 @@ from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
 from fashion_exp.features.prepare import open_sources
+from fashion_exp.features.sets import first_cut
 from fashion_exp.search.observers import TrialRecorder
 from fashion_exp.search.run import head_hypermodel, search_features, search_id
 from fashion_exp.search.tuner import make_tuner
@@ -35,7 +36,7 @@ def _join(config: Config, chief: str, worker_id: str) -> None:
 
 def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
     """Run trials for the chief at host:port until its oracle says stop; returns trials run here."""
-    sources = open_sources(config, config.data.image_size, echo)
+    sources = open_sources(config, config.data.image_size, echo, blocks=first_cut(config))
     sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
     directory = Path(config.work_dir) / "tuner"
     with locks.exclusive(
@@ -57,8 +58,7 @@ def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
     tracker.attach(sid, chief)
     tracker.datasets = [sources.dataset.describe(TRAIN), sources.dataset.describe(VALIDATION)]
     echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
-    prepared = search_features(config, sources)
-    prepared.drop_backbone()
+    prepared = search_features(config, sources, echo=echo)
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
     hypermodel = head_hypermodel(config, prepared)
     tuner = make_tuner(config.tuner, hypermodel, directory, sid, config.seed, overwrite=False, observers=[recorder])

@@ -1,0 +1,146 @@
+"""Fine-tuning trials (search.blocks): cut backbones, cached activation maps, block learning rates,
+the disk check, the time budget, and a fine-tuned model through train-final and ONNX."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.cli import main
+from fashion_exp.config import load_config
+from fashion_exp.errors import UserError
+from fashion_exp.features.backbone import build_backbone, fresh_top
+from fashion_exp.features.cache import FeatureCache, FeatureKey, bytes_per_image
+from fashion_exp.final.train import train_final
+from fashion_exp.hyperparameters import HeadParams
+from fashion_exp.search import tuner as tuner_module
+from fashion_exp.search.head import build_head, map_dataset
+from fashion_exp.search.run import run_search
+
+FINETUNE = ["search=finetune", "search.blocks.values=[1]", "search.block_lr.values=[0.1]"]
+
+
+def tiny(blocks: int):
+    return build_backbone(load_config(["model=tiny"]).model, 32, seed=1, blocks=blocks)
+
+
+def test_the_cut_backbone_and_its_top_compute_the_frozen_features():
+    cut, whole = tiny(1), tiny(0)
+    assert cut.feature_shape == (15, 15, 8) and whole.feature_shape == (16,)
+    assert cut.fingerprint == f"{whole.fingerprint}-cut1"  # its own cache entries, ONNX files and search ids
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    top = fresh_top(cut.top)
+    np.testing.assert_allclose(np.asarray(top(cut.model(images))), np.asarray(whole.model(images)), atol=1e-6)
+    assert len(top.trainable_weights) == 2 and not cut.top.trainable_weights  # the copy trains, the source never
+
+
+def test_batchnorm_stays_frozen_in_a_fresh_top():
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(2, 1, name="conv")(inputs)
+    pretrained = keras.Model(
+        inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization(name="bn")(x))
+    )
+    pretrained.trainable = False
+    top = fresh_top(pretrained)
+    assert top.get_layer("conv").trainable and not top.get_layer("bn").trainable
+    params = HeadParams(0.01, 0, 0.0, "none", blocks=1, block_lr=1.0)
+    head = build_head((4, 4, 3), 2, params, seed=0, steps_per_epoch=1, top=top)
+    stats = [w.copy() for w in top.get_layer("bn").get_weights()]
+    head.fit(np.random.default_rng(0).normal(size=(8, 4, 4, 3)), np.arange(8) % 2, epochs=2, verbose=0)
+    for before, after in zip(stats, top.get_layer("bn").get_weights(), strict=True):  # gamma, beta and statistics
+        np.testing.assert_array_equal(before, after)
+    assert not np.array_equal(top.get_layer("conv").get_weights()[0], pretrained.get_layer("conv").get_weights()[0])
+
+
+def test_block_lr_scales_the_blocks_step_and_only_theirs():
+    """Adam's first step moves each weight by about its learning rate: block_lr=0.001 moves the
+    blocks a thousandth as far as block_lr=1 from the same start, and the head just as far."""
+    cut = tiny(1)
+    x = np.random.default_rng(1).normal(size=(16, 15, 15, 8)).astype(np.float32)
+    y = np.arange(16) % 3
+    moved = {}
+    for block_lr in (1.0, 0.001):
+        head = build_head((15, 15, 8), 3, HeadParams(0.01, 8, 0.0, "none", 1, block_lr), 0, 1, fresh_top(cut.top))
+        before = [w.copy() for w in head.get_weights()]
+        head.train_on_batch(x, y)
+        moved[block_lr] = [float(np.mean(np.abs(a - b))) for a, b in zip(head.get_weights(), before, strict=True)]
+    blocks = [i for i, w in enumerate(head.weights) if w.path.startswith("conv2/")]
+    others = [i for i in range(len(moved[1.0])) if i not in blocks]
+    assert blocks and others
+    for i in blocks:
+        assert moved[0.001][i] == pytest.approx(moved[1.0][i] * 0.001, rel=0.05)
+    for i in others:
+        assert moved[0.001][i] == pytest.approx(moved[1.0][i], rel=1e-3)
+
+
+def test_activation_maps_are_cached_in_float16_memory_mapped_and_atomically(tmp_path):
+    cache = FeatureCache(tmp_path)
+    key = FeatureKey("w", "32px", "train", "f", "identity", 0, 0)
+    with cache.writing(key, (3, 2, 2, 4)) as rows:
+        rows[:] = 1.5
+    loaded = cache.load(key)
+    assert isinstance(loaded, np.memmap) and loaded.dtype == np.float16 and np.all(loaded == 1.5)
+    assert bytes_per_image((10, 10, 1024)) == 204_800 and bytes_per_image((2048,)) == 8192
+    other = FeatureKey("w", "32px", "validation", "f", "identity", 0, 0)
+    with pytest.raises(RuntimeError), cache.writing(other, (3, 2, 2, 4)) as rows:
+        rows[0] = 1
+        raise RuntimeError("extraction failed")
+    assert cache.load(other) is None and not list(tmp_path.glob(".*.tmp"))  # nothing half-written is left
+
+
+def test_activation_map_batches_read_view_e_mod_k_as_float32():
+    views = [np.full((5, 2, 2, 1), v, np.float16) for v in (0, 1)]
+    batches = list(map_dataset(views, np.arange(5), 2, 1, 4, seed=0).as_numpy_iterator())
+    assert len(batches) == 9 and all(x.dtype == np.float32 for x, _ in batches)
+    for epoch in range(3):  # epochs 1, 2, 3 -> views 1, 0, 1; every row once an epoch
+        x = np.concatenate([b[0] for b in batches[3 * epoch : 3 * epoch + 3]])
+        y = np.concatenate([b[1] for b in batches[3 * epoch : 3 * epoch + 3]])
+        assert np.all(x == (epoch + 1) % 2) and sorted(y) == [0, 1, 2, 3, 4]
+
+
+def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
+    """A search whose trials train the tiny backbone's top block on cached maps, then train-final
+    carries the trained block into the one shipped model, checked on every validation photo, and
+    export-onnx agrees with it."""
+    final = ["final.image_size=32", "final.epochs=3", "final.views=2", "final.restarts=2"]
+    config = load_config([*overrides, *FINETUNE, *final])
+    said = []
+    result = run_search(config, echo=said.append)
+    assert result.best_hyperparameters["blocks"] == 1
+    opened = [line for line in said if line.startswith("Backbone runtime")]
+    assert opened and all("cut below the top 1 block(s)" in line for line in opened)  # no unused pooled backbone
+    entries = [np.load(p, mmap_mode="r") for p in (Path(config.work_dir) / "features").glob("*.npy")]
+    maps = [e for e in entries if e.ndim == 4]
+    assert maps and all(e.dtype == np.float16 and e.shape[1:] == (15, 15, 8) for e in maps)
+    client = MlflowClient(config.tracking.uri)
+    children = client.search_runs(
+        [result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'", max_results=10
+    )
+    assert children and all(c.data.params["blocks"] == "1" for c in children)
+    assert all("trial_seconds" in c.data.metrics for c in children)  # each trial's cost
+    shipped = train_final(config, echo=lambda *_: None)
+    assert shipped.hyperparameters.blocks == 1
+    assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 1e-3  # float16 maps vs the float32 model
+    capsys.readouterr()
+    assert main(["export-onnx", "--model", "models:/fashion-classifier/1", *overrides, *final]) == 0
+    assert "top-1 agreement 100.0%" in capsys.readouterr().out
+
+
+def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, monkeypatch):
+    monkeypatch.setattr("fashion_exp.features.sets.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
+    config = load_config([*overrides, *FINETUNE])
+    with pytest.raises(UserError) as err:
+        run_search(config, echo=lambda *_: None)
+    assert "GB more and the disk has 0.00 GB free" in str(err.value) and "\n" not in str(err.value)
+    assert not list((Path(config.work_dir) / "features").glob("*.npy"))  # nothing extracted
+    assert not MlflowClient(config.tracking.uri).search_experiments(filter_string="name = 'test'")  # no run
+
+
+def test_no_trial_starts_after_the_time_budget(overrides, monkeypatch):
+    clock = iter([0.0, 0.0, 1000.0, 1000.0, 1000.0])  # budget set, trial 1 asked for, trial 2 asked for...
+    monkeypatch.setattr(tuner_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    result = run_search(load_config([*overrides, "tuner.max_trials=3", "tuner.max_minutes=1"]), echo=lambda *_: None)
+    assert result.trials == 1
