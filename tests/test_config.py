@@ -106,6 +106,8 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("search=finetune tuner.folds=5", "tuner.folds"),
         ("model=tiny final.hp.blocks=2", "final.hp.blocks"),
         ("final.hp.block_lr=-1", "final.hp.block_lr"),
+        ("tuner.max_minutes=0", "tuner.max_minutes"),
+        ("tuner.max_minutes=-5", "tuner.max_minutes"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(override, key):
