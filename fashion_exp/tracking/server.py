@@ -61,7 +61,10 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
             [sys.executable, "-m", "fashion_exp.tracking.server", *command],
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            # no preexec_fn: this process may run gRPC threads (the chief's oracle), and a
+            # preexec_fn makes Popen fork() them, running gRPC's fork handlers in the child (seen
+            # here: the guard died at once after an epoll error); the guard asks for
+            # die_with_parent itself as its first step
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
