@@ -10,6 +10,8 @@ build_head with a fresh copy of the blocks; the cached-map batches of map_datase
   extract img/s the frozen part, over --photos training photos
   train img/s   one epoch of the head (and blocks) over the same photos' cached features, after a
                 warm-up epoch; s/epoch projects it to the 3,068 training photos
+  keras img/s   the same with Keras' own SeparableConv2D in the blocks instead of the product's
+                MatmulSeparableConv2D (features/layers.py): what that layer is worth
   val s         scoring the 341 validation photos once (every epoch does)
 
     python benchmarks/bench_finetune.py --sizes 150 299 --photos 256   # about 10 minutes
@@ -48,6 +50,7 @@ def measure(args, size: int, blocks: int) -> dict:
     from fashion_exp.data.images import Decoder
     from fashion_exp.features.backbone import build_backbone, fresh_top
     from fashion_exp.features.cache import bytes_per_image, stored_dtype
+    from fashion_exp.features.layers import plain_copy
     from fashion_exp.features.runtime import open_runner, resolve
     from fashion_exp.hyperparameters import HeadParams
     from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
@@ -73,14 +76,23 @@ def measure(args, size: int, blocks: int) -> dict:
     head = build_head(features.shape[1:], 10, params, 0, steps_for(len(labels), 32), top)
     views = training_views(features[None] if not blocks else [features])
     val = (np.asarray(features[: min(VAL_PHOTOS, len(labels))], np.float32), labels[: min(VAL_PHOTOS, len(labels))])
-    fit_on_views(head, views, labels, val, 32, 256, 0, 1)  # warm-up: tracing
-    started = time.perf_counter()
-    fit_on_views(head, views, labels, val, 32, 256, 0, 2, initial_epoch=1)
-    epoch_and_val = time.perf_counter() - started
-    started = time.perf_counter()
-    head.predict(val[0], batch_size=256, verbose=0)
-    val_seconds = (time.perf_counter() - started) * VAL_PHOTOS / len(val[1])
-    train_rate = len(labels) / max(epoch_and_val - val_seconds * len(val[1]) / VAL_PHOTOS, 1e-9)
+
+    def train_rate(head) -> tuple[float, float]:
+        """(training img/s, seconds to score the validation photos) of one epoch after a warm-up."""
+        fit_on_views(head, views, labels, val, 32, 256, 0, 1)  # warm-up: tracing
+        started = time.perf_counter()
+        fit_on_views(head, views, labels, val, 32, 256, 0, 2, initial_epoch=1)
+        epoch_and_val = time.perf_counter() - started
+        started = time.perf_counter()
+        head.predict(val[0], batch_size=256, verbose=0)
+        val_seconds = (time.perf_counter() - started) * VAL_PHOTOS / len(val[1])
+        return len(labels) / max(epoch_and_val - val_seconds * len(val[1]) / VAL_PHOTOS, 1e-9), val_seconds
+
+    rate, val_seconds = train_rate(head)
+    keras_rate = rate
+    if blocks:
+        plain = build_head(features.shape[1:], 10, params, 0, steps_for(len(labels), 32), plain_copy(top))
+        keras_rate, _ = train_rate(plain)
     size_bytes = bytes_per_image(backbone.feature_shape)
     return {
         "size": size,
@@ -90,8 +102,9 @@ def measure(args, size: int, blocks: int) -> dict:
         "bytes_per_photo": size_bytes,
         "search_gb": size_bytes * (VAL_PHOTOS + TRAIN_PHOTOS * (1 + args.views)) / 1e9,
         "extract_img_s": extract,
-        "train_img_s": train_rate,
-        "epoch_s": TRAIN_PHOTOS / train_rate,
+        "train_img_s": rate,
+        "keras_img_s": keras_rate,
+        "epoch_s": TRAIN_PHOTOS / rate,
         "val_s": val_seconds,
     }
 
@@ -106,13 +119,13 @@ def main() -> None:
     print()
     print(f"Fine-tuning cost, {args.photos} training photos timed per row (runtime {args.runtime} for the frozen part)")
     header = f"{'size':>5} {'blocks':>6} {'cached shape':>14} {'block wts':>9} {'bytes/photo':>11} {'search GB':>9}"
-    print(header + f" {'extract img/s':>13} {'train img/s':>11} {'s/epoch':>8} {'val s':>6}")
+    print(header + f" {'extract img/s':>13} {'train img/s':>11} {'keras img/s':>11} {'s/epoch':>8} {'val s':>6}")
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
         print(
             f"{r['size']:>5} {r['blocks']:>6} {shape:>14} {r['trained_weights'] / 1e6:>8.2f}M"
             f" {r['bytes_per_photo']:>11,} {r['search_gb']:>9.2f} {r['extract_img_s']:>13.1f}"
-            f" {r['train_img_s']:>11.1f} {r['epoch_s']:>8.1f} {r['val_s']:>6.1f}"
+            f" {r['train_img_s']:>11.1f} {r['keras_img_s']:>11.1f} {r['epoch_s']:>8.1f} {r['val_s']:>6.1f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))

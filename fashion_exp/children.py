@@ -27,6 +27,26 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+PARENT_PID = "FASHION_EXP_DIE_WITH_PARENT"  # set by a parent in its child's environment: "<pid>"
+
+
+def parented(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a child that must end with this process (die_if_parent_gone in the child): no
+    preexec_fn, whose fork would run gRPC's fork handlers when this process has gRPC threads."""
+    return {**env, PARENT_PID: str(os.getpid())}
+
+
+def die_if_parent_gone(sig: int = signal.SIGKILL) -> None:
+    """In a child started with `parented`: die_with_parent(sig), and exit at once if that parent
+    already died before the request (the child's parent is then no longer the pid it was given)."""
+    parent = os.environ.pop(PARENT_PID, None)
+    if parent is None:
+        return
+    die_with_parent(sig)
+    if os.getppid() != int(parent):
+        os._exit(1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

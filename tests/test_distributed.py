@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashion_exp.children import free_port
+from fashion_exp.children import PARENT_PID, free_port, parented
 from fashion_exp.locks import read_holder
 from fashion_exp.tracking.server import healthy
 
@@ -132,6 +132,17 @@ def test_chief_and_two_workers_run_each_trial_once(overrides, tmp_path):
     assert [k.data.tags["fashion_exp.worker"] for k in after if k.info.run_id not in {r.info.run_id for r in kids}] == [
         "tuner0"
     ]
+
+
+def test_a_child_whose_parent_died_before_it_asked_the_kernel_exits_at_once():
+    """Workers and the server guard ask for PR_SET_PDEATHSIG themselves (no preexec_fn under gRPC):
+    a child whose parent is already gone by then (its parent pid is not the one it was given)
+    exits instead of living on; a child of a live parent goes on."""
+    probe = "from fashion_exp.children import die_if_parent_gone; die_if_parent_gone(); print('alive')"
+    orphan = subprocess.run([sys.executable, "-c", probe], env={**os.environ, PARENT_PID: "1"}, capture_output=True)
+    assert orphan.returncode == 1 and b"alive" not in orphan.stdout
+    child = subprocess.run([sys.executable, "-c", probe], env=parented(dict(os.environ)), capture_output=True)
+    assert child.returncode == 0 and child.stdout.strip() == b"alive"
 
 
 def test_worker_without_a_chief_gives_up_in_one_line(overrides, tmp_path):

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,6 +84,19 @@ def test_final_override_is_validated(final_overrides, tuned):
         train_final(load_config([*final_overrides, "final.hp.augmentation=sparkles"]), echo=lambda *_: None)
 
 
+def test_a_final_model_the_disk_cannot_hold_is_refused_before_any_work(final_overrides, tuned, monkeypatch):
+    monkeypatch.setattr("fashion_exp.features.sets.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
+    config = load_config(final_overrides)
+    with pytest.raises(UserError) as err:
+        train_final(config, echo=lambda *_: None)
+    message = str(err.value)
+    assert "the final model's cached features need" in message and message.endswith("or lower final.views")
+    assert "\n" not in message and "search.blocks" not in message
+    client = MlflowClient(config.tracking.uri)
+    finals = client.get_experiment_by_name(config.final.experiment)
+    assert finals is None or not client.search_runs([finals.experiment_id])  # no final run started
+
+
 def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, capsys, monkeypatch):
     import mlflow
 
@@ -91,6 +105,8 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     config = load_config([*final_overrides, "final.hp.augmentation=shear_zoom_flip"])
     first = train_final(config, echo=lambda *_: None)
+    progress = capsys.readouterr().err  # one bar over 2 restarts x 4 epochs, with the epoch's metrics
+    assert "Head epochs: 100%" in progress and "8/8" in progress and "val_accuracy=" in progress
     # the assembled model (uint8 photos in, probabilities out) equals the cached-feature head
     assert first.max_abs_diff < 1e-4 and first.top1_agreement == 1.0
     assert first.version == "1"

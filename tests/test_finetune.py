@@ -1,12 +1,17 @@
 """Fine-tuning trials (search.blocks): cut backbones, cached activation maps, block learning rates,
 the disk check, the time budget, and a fine-tuned model through train-final and ONNX."""
 
+import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.cli import main
@@ -14,6 +19,7 @@ from fashion_exp.config import load_config
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import build_backbone, fresh_top
 from fashion_exp.features.cache import FeatureCache, FeatureKey, bytes_per_image
+from fashion_exp.features.layers import MatmulSeparableConv2D, plain_copy, uses_fast_layers
 from fashion_exp.final.train import train_final
 from fashion_exp.hyperparameters import HeadParams
 from fashion_exp.search import tuner as tuner_module
@@ -53,6 +59,50 @@ def test_batchnorm_stays_frozen_in_a_fresh_top():
     for before, after in zip(stats, top.get_layer("bn").get_weights(), strict=True):  # gamma, beta and statistics
         np.testing.assert_array_equal(before, after)
     assert not np.array_equal(top.get_layer("conv").get_weights()[0], pretrained.get_layer("conv").get_weights()[0])
+
+
+def separable_top():
+    inputs = keras.Input((5, 5, 8))
+    x = keras.layers.SeparableConv2D(12, 3, padding="same", use_bias=False, name="sep1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.SeparableConv2D(6, 3, padding="same", activation="relu", name="sep2")(x)
+    pretrained = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    pretrained.get_layer("sep2").bias.assign(np.linspace(-0.5, 0.5, 6))  # a bias that matters
+    pretrained.trainable = False
+    return pretrained
+
+
+def test_fine_tuned_separable_convolutions_train_as_matmuls_and_ship_as_keras_layers(tmp_path):
+    """fresh_top trains MatmulSeparableConv2D (the same outputs and gradients as SeparableConv2D);
+    plain_copy gives back Keras' own layer with the trained weights, saved with no fashion_exp class."""
+    pretrained = separable_top()
+    top = fresh_top(pretrained)
+    assert isinstance(top.get_layer("sep1"), MatmulSeparableConv2D) and uses_fast_layers(top)
+    x = np.random.default_rng(0).normal(size=(4, 5, 5, 8)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(top(x)), np.asarray(pretrained(x)), atol=1e-5)
+    plain = keras.models.clone_model(pretrained)
+    plain.set_weights(pretrained.get_weights())
+    gradients = []
+    for model in (plain, top):
+        weights = [w for name in ("sep1", "sep2") for w in model.get_layer(name).weights]
+        with tf.GradientTape() as tape:
+            tape.watch([w.value for w in weights])
+            loss = tf.reduce_sum(model(x, training=False) ** 2)
+        gradients.append(tape.gradient(loss, [w.value for w in weights]))
+    assert len(gradients[0]) == 5  # 2 kernels each, and sep2's bias
+    for ours, keras_own in zip(gradients[1], gradients[0], strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_own), rtol=1e-4, atol=1e-5)
+
+    params = HeadParams(0.01, 4, 0.0, "none", blocks=1, block_lr=1.0)
+    head = build_head((5, 5, 8), 3, params, seed=0, steps_per_epoch=1, top=top)
+    head.fit(x, np.arange(4) % 3, epochs=2, verbose=0)
+    shipped = plain_copy(head)
+    assert not uses_fast_layers(shipped) and uses_fast_layers(head)
+    np.testing.assert_allclose(np.asarray(shipped(x)), np.asarray(head(x)), atol=1e-5)
+    shipped.save(tmp_path / "head.keras")
+    with zipfile.ZipFile(tmp_path / "head.keras") as saved:
+        layers = json.dumps(json.loads(saved.read("config.json"))["config"])  # (not its compile config)
+    assert "SeparableConv2D" in layers and "fashion_exp" not in layers
 
 
 def test_block_lr_scales_the_blocks_step_and_only_theirs():
@@ -124,6 +174,13 @@ def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
     shipped = train_final(config, echo=lambda *_: None)
     assert shipped.hyperparameters.blocks == 1
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 1e-3  # float16 maps vs the float32 model
+    # the shipped file holds Keras classes only (no BlockAdam, no MatmulSeparableConv2D): plain Keras loads it
+    logged = client.get_logged_model(client.get_run(shipped.run_id).data.tags["fashion_exp.model_id"])
+    saved = Path(logged.artifact_location.removeprefix("file://")) / "data" / "model.keras"
+    with zipfile.ZipFile(saved) as archive:
+        assert "fashion_exp" not in archive.read("config.json").decode()
+    plain_keras = f"import keras; keras.saving.load_model({str(saved)!r}, compile=False)"
+    assert subprocess.run([sys.executable, "-c", plain_keras], capture_output=True).returncode == 0
     capsys.readouterr()
     assert main(["export-onnx", "--model", "models:/fashion-classifier/1", *overrides, *final]) == 0
     assert "top-1 agreement 100.0%" in capsys.readouterr().out
@@ -137,6 +194,27 @@ def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, mon
     assert "GB more and the disk has 0.00 GB free" in str(err.value) and "\n" not in str(err.value)
     assert not list((Path(config.work_dir) / "features").glob("*.npy"))  # nothing extracted
     assert not MlflowClient(config.tracking.uri).search_experiments(filter_string="name = 'test'")  # no run
+
+
+def test_the_disk_check_counts_every_entry_prepare_writes(overrides):
+    """Validation, each policy's views, and (tuner.folds) the training photos un-augmented."""
+    from fashion_exp.features.prepare import open_sources, prepare_features
+    from fashion_exp.features.sets import missing_bytes
+    from fashion_exp.search.run import search_policies
+
+    config = load_config([*overrides, *FINETUNE, "search.augmentation.values=[none,shear_zoom_flip]"])
+    sources = open_sources(config, 32, echo=lambda *_: None, blocks=1)
+    policies = search_policies(config)
+    size, splits = bytes_per_image(sources.backbone.feature_shape), sources.dataset.splits
+    n_train, n_val = len(splits["train"]), len(splits["validation"])
+    views = sum(p.views for p in policies.values())
+    assert missing_bytes(config, sources, policies) == size * (n_val + n_train * views)
+    assert missing_bytes(config, sources, policies, clean_train=True) == size * (n_val + n_train * views)  # none's
+    assert missing_bytes(config, sources, {"szf": policies["shear_zoom_flip"]}, clean_train=True) == size * (
+        n_val + n_train * (1 + policies["shear_zoom_flip"].views)
+    )
+    prepare_features(config, sources, policies)
+    assert missing_bytes(config, sources, policies, clean_train=True) == 0
 
 
 def test_no_trial_starts_after_the_time_budget(overrides, monkeypatch):

@@ -42,11 +42,13 @@ class Backbone:
 
 def fresh_top(pretrained):
     """A trainable copy of a backbone's top blocks (Backbone.top) with their pretrained weights
-    (each trial and restart trains its own); BatchNormalization layers stay frozen."""
+    (each trial and restart trains its own); BatchNormalization layers stay frozen. Its separable
+    convolutions are layers.MatmulSeparableConv2D (the same numbers, trained 2x faster on a CPU)."""
     import keras
 
-    top = keras.models.clone_model(pretrained)
-    top.set_weights(pretrained.get_weights())
+    from fashion_exp.features.layers import fast_copy
+
+    top = fast_copy(pretrained)
     top.trainable = True
     for layer in top.layers:  # (the model's flag does not reach layers cloned frozen)
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)

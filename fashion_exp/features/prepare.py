@@ -158,6 +158,17 @@ def calibration(dataset: Dataset, decoder: Decoder) -> Calibration:
     return Calibration(f"{dataset.fingerprint([TRAIN])}-{decoder.key}", load)
 
 
+VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
+CLEAN_JOB = jobs_for_policy(TRAIN, IDENTITY)[0]
+
+
+def jobs_for(policies: dict[str, AugmentationPolicy], clean_train: bool = False) -> list:
+    """Every extraction job prepare_features runs (once each, in order): validation, the
+    un-augmented training photos when clean_train, then each policy's training views."""
+    jobs = [VAL_JOB, CLEAN_JOB] if clean_train else [VAL_JOB]
+    return list(dict.fromkeys(jobs + [job for policy in policies.values() for job in jobs_for_policy(TRAIN, policy)]))
+
+
 def prepare_features(
     config: Config,
     sources: FeatureSources,
@@ -187,15 +198,12 @@ def prepare_features(
         features = extract(jobs)
         return stack([features[job] for job in jobs])
 
-    val_job = jobs_for_policy(VALIDATION, IDENTITY)[0]
-    clean_job = jobs_for_policy(TRAIN, IDENTITY)[0]
-    first = [val_job, clean_job] if clean_train else [val_job]
     if lazy:
-        features = extract(first)
+        features = extract(jobs_for({}, clean_train))
         train_views: Mapping[str, np.ndarray] = LazyViews(list(policies), views)
     else:
+        features = extract(jobs_for(policies, clean_train))
         train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}
-        features = extract(list(dict.fromkeys([*first, *[job for jobs in train_jobs.values() for job in jobs]])))
         train_views = {name: stack([features[job] for job in jobs]) for name, jobs in train_jobs.items()}
     clock.lap("extraction_seconds")
     return PreparedFeatures(
@@ -206,8 +214,8 @@ def prepare_features(
         runtime=sources.runtime,
         decoder=sources.decoder,
         train_views=train_views,
-        val=np.asarray(features[val_job], np.float32),  # in memory: every epoch of every trial scores it
-        train_clean=features[clean_job] if clean_train else None,
+        val=np.asarray(features[VAL_JOB], np.float32),  # in memory: every epoch of every trial scores it
+        train_clean=features[CLEAN_JOB] if clean_train else None,
         blocks=sources.backbone.blocks,
         top=sources.backbone.top,
     )

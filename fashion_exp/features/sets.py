@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from fashion_exp.config import AugmentationPolicy, Config
-from fashion_exp.data.augment import IDENTITY
-from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
 from fashion_exp.features.cache import FeatureCache, bytes_per_image
-from fashion_exp.features.extract import jobs_for_policy, key_for
-from fashion_exp.features.prepare import FeatureSources, LazyViews, PreparedFeatures, open_sources
+from fashion_exp.features.extract import key_for
+from fashion_exp.features.prepare import FeatureSources, LazyViews, PreparedFeatures, jobs_for, open_sources
 from fashion_exp.hyperparameters import candidates
 
 GB = 1e9
@@ -37,23 +35,34 @@ def open_cuts(config: Config, sources: FeatureSources, blocks: list[int], echo=p
     return {count: opened[count] for count in blocks}
 
 
-def missing_bytes(config: Config, sources: FeatureSources, policies: dict[str, AugmentationPolicy]) -> int:
-    """Disk the cache entries of `sources` (validation, every policy's training views) still need."""
+def missing_bytes(
+    config: Config, sources: FeatureSources, policies: dict[str, AugmentationPolicy], clean_train: bool = False
+) -> int:
+    """Disk the cache entries of `sources` (prepare.jobs_for: validation, every policy's training
+    views, the clean training photos when clean_train) still need."""
     cache = FeatureCache(Path(config.work_dir) / "features")
-    jobs = jobs_for_policy(VALIDATION, IDENTITY) + [j for p in policies.values() for j in jobs_for_policy(TRAIN, p)]
     size = bytes_per_image(sources.backbone.feature_shape)
     total = 0
-    for job in dict.fromkeys(jobs):
+    for job in jobs_for(policies, clean_train):
         key = key_for(sources.runner, sources.decoder, sources.dataset, job, config.seed)
         if not cache.path(key).is_file():
             total += size * len(sources.dataset.splits[job.split])
     return total
 
 
-def check_disk(config: Config, cuts: dict[int, FeatureSources], policies: dict[str, AugmentationPolicy], echo=print):
+def check_disk(
+    config: Config,
+    cuts: dict[int, FeatureSources],
+    policies: dict[str, AugmentationPolicy],
+    echo=print,
+    clean_train: bool = False,
+    what: str = "the search's",
+    remedy: str = "drop search.blocks values",
+):
     """Say what the cached features of every cut take; raise UserError (one line) before any
-    work when the disk under work_dir cannot hold what is missing."""
-    needed = {count: missing_bytes(config, sources, policies) for count, sources in cuts.items()}
+    work when the disk under work_dir cannot hold what is missing (`what`: whose features;
+    `remedy`: the last of the ways out the message offers)."""
+    needed = {count: missing_bytes(config, sources, policies, clean_train) for count, sources in cuts.items()}
     for count, sources in cuts.items():
         if count:
             shape = "x".join(map(str, sources.backbone.feature_shape))
@@ -68,8 +77,8 @@ def check_disk(config: Config, cuts: dict[int, FeatureSources], policies: dict[s
     total = sum(needed.values())
     if total > free:
         raise UserError(
-            f"work_dir {directory}: the search's cached features need {total / GB:.2f} GB more and the disk has "
-            f"{free / GB:.2f} GB free; free some space, set work_dir= on a larger disk, or drop search.blocks values"
+            f"work_dir {directory}: {what} cached features need {total / GB:.2f} GB more and the disk has "
+            f"{free / GB:.2f} GB free; free some space, set work_dir= on a larger disk, or {remedy}"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +77,25 @@ class HeadTraining:
         )
 
 
-def train_once(training: HeadTraining, params: HeadParams, seed: int) -> tuple[keras.Model, Restart]:
-    """Fit a head for `training.epochs` with `seed`; restore its best epoch by the objective."""
+class EpochBar(keras.callbacks.Callback):
+    """Moves a progress bar (tqdm) one step an epoch and shows that epoch's validation metrics:
+    a fine-tuned head's epochs take minutes each."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("val_accuracy", "val_loss") if k in logs}, refresh=False)
+        self.bar.update(1)
+
+
+def train_once(
+    training: HeadTraining, params: HeadParams, seed: int, callbacks: Sequence[keras.callbacks.Callback] = ()
+) -> tuple[keras.Model, Restart]:
+    """Fit a head for `training.epochs` with `seed` (and `callbacks`: progress); restore its best
+    epoch by the objective."""
     steps = steps_for(len(training.labels), training.batch_size)
     top = fresh_top(training.top) if params.blocks else None
     head = build_head(training.val[0].shape[1:], training.n_classes, params, seed, steps, top)
@@ -97,7 +114,7 @@ def train_once(training: HeadTraining, params: HeadParams, seed: int) -> tuple[k
             training.validation_batch_size,
             seed,
             training.epochs,
-            callbacks=[checkpoint],
+            callbacks=[checkpoint, *callbacks],
         )
         head.load_weights(best_path)
     curves = {k: [float(v) for v in values] for k, values in history.history.items()}

@@ -14,15 +14,17 @@ from functools import partial
 
 import keras
 import numpy as np
+from tqdm import tqdm
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import ConfigError
+from fashion_exp.features.layers import plain_copy
 from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
 from fashion_exp.features.sets import check_disk
 from fashion_exp.final.ensemble import choose_size, member_probabilities, probabilities, score_sizes
-from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
+from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
 from fashion_exp.tracking import plots, registry
 from fashion_exp.tracking.runs import KIND, RunLogger, best_from_search
@@ -75,6 +77,18 @@ def policies_for(config: Config, params: HeadParams) -> dict:
     return {params.augmentation: policy}
 
 
+def warn_cost(config: Config, params: HeadParams, echo) -> None:
+    """With fine-tuned blocks every epoch passes the photos through them: say how many epochs that
+    is, and how to spend fewer, before the long work starts."""
+    epochs = config.final.restarts * config.final.epochs
+    if params.blocks and epochs > 10:
+        echo(
+            f"final.hp.blocks={params.blocks}: {config.final.restarts} restart(s) x {config.final.epochs} epochs = "
+            f"{epochs} epochs that train Xception's top block(s), minutes each without a GPU "
+            "(README: benchmarks/bench_finetune.py); fewer: final.restarts=1 final.epochs=8"
+        )
+
+
 def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, search_run: str):
     run.params(
         {
@@ -112,8 +126,9 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
 
     echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
     training = HeadTraining.of(prepared, params.augmentation, config.final.epochs, config.tuner)
-    train = partial(train_once, training, params)
-    heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
+    with tqdm(total=len(seeds) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
+        train = partial(train_once, training, params, callbacks=[EpochBar(bar)])
+        heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
     log_chosen(run, config.final.image_size, params, ranked[0], every)
     run.keras(heads[0], "checkpoint/head.keras")
     return heads, ranked
@@ -165,8 +180,11 @@ def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, r
 
 def assemble(prepared: PreparedFeatures, heads: list[keras.Model]) -> keras.Model:
     """uint8 images -> frozen Xception features -> each head (with its fine-tuned blocks, if any)
-    -> softmax (averaged over the heads)."""
+    -> softmax (averaged over the heads). Fine-tuned heads are shipped with Keras' own layers and
+    without their optimizer (features/layers.plain_copy): the model loads without fashion_exp."""
     backbone = prepared.backbone.model
+    if prepared.blocks:
+        heads = [plain_copy(head) for head in heads]
     return keras.Model(backbone.input, probabilities(heads, backbone.output), name="fashion_classifier")
 
 
@@ -194,7 +212,9 @@ def train_final(config: Config, echo=print) -> FinalResult:
     echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
     sources = open_sources(config, config.final.image_size, echo, exact=True, blocks=params.blocks)
     policies = policies_for(config, params)
-    check_disk(config, {params.blocks: sources}, policies, echo)
+    remedy = "lower final.views" + (" or final.hp.blocks" if params.blocks else "")
+    check_disk(config, {params.blocks: sources}, policies, echo, what="the final model's", remedy=remedy)
+    warn_cost(config, params, echo)
     prepared = prepare_features(config, sources, policies)
     run = RunLogger.start(
         config.tracking.uri,

@@ -23,7 +23,7 @@ import grpc  # noqa: E402
 from keras_tuner.src import protos  # noqa: E402
 from keras_tuner.src.distribute import oracle_chief  # noqa: E402
 
-from fashion_exp.children import die_with_parent, exit_description, last_log_line, reap  # noqa: E402
+from fashion_exp.children import exit_description, last_log_line, parented, reap  # noqa: E402
 from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
 
@@ -143,8 +143,7 @@ class WorkerPool:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=worker.env,
-                preexec_fn=die_with_parent,  # a killed chief takes its workers with it
+                env=parented(worker.env),  # a killed chief takes its workers with it (no preexec_fn: gRPC)
             )
 
     def start(self) -> None:

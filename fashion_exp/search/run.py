@@ -51,7 +51,7 @@ def search_features(config: Config, sources: FeatureSources, clock: Stopwatch | 
     the first trial that needs them starts."""
     policies = search_policies(config)
     cuts = open_cuts(config, sources, candidates(config.search, "blocks"), echo)
-    check_disk(config, cuts, policies, echo)
+    check_disk(config, cuts, policies, echo, clean_train=config.tuner.folds > 0)
 
     def prepare(cut: FeatureSources) -> PreparedFeatures:
         return prepare_features(config, cut, policies, clock, lazy=True, clean_train=config.tuner.folds > 0)

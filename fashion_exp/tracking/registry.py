@@ -167,6 +167,14 @@ def _locate(reference: str, client: MlflowClient) -> _Where:
     raise UserError(f"{reference}: no such model folder, and not a runs:/ or models:/ URI")
 
 
+def _legacy_classes() -> dict:
+    """Classes of fashion_exp that fine-tuned models shipped before 2026-11-25 were saved with (their
+    head's optimizer); models shipped since hold Keras classes only."""
+    from fashion_exp.search.head import BlockAdam
+
+    return {"fashion_exp>BlockAdam": BlockAdam}
+
+
 def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
@@ -177,7 +185,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
         with tempfile.TemporaryDirectory() as tmp:
             folder = where.folder or _download(client, where.run_id, tmp)
             info = mlflow.models.Model.load(str(folder))
-            model = mlflow.keras.load_model(str(folder))
+            model = mlflow.keras.load_model(str(folder), custom_objects=_legacy_classes())
     except (MlflowException, OSError, ValueError) as err:
         raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
     meta = info.metadata or {}

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fashion_exp.children import die_with_parent, free_port, last_log_line, stop
+from fashion_exp.children import die_if_parent_gone, free_port, last_log_line, parented, stop
 from fashion_exp.errors import UserError
 
 START_TIMEOUT = 180.0
@@ -63,8 +63,8 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             # no preexec_fn: this process may run gRPC threads (the chief's oracle), and a
             # preexec_fn makes Popen fork() them, running gRPC's fork handlers in the child (seen
-            # here: the guard died at once after an epoll error); the guard asks for
-            # die_with_parent itself as its first step
+            # here: the guard died at once after an epoll error); the guard asks the kernel itself
+            env=parented(dict(os.environ)),
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -83,7 +83,7 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
 def guard(command: list[str]) -> int:
     """Run `command` in its own process group; end the group when this process is told to stop
     or when its parent dies."""
-    die_with_parent(signal.SIGTERM)
+    die_if_parent_gone(signal.SIGTERM)
     server = subprocess.Popen([sys.executable, "-m", *command], start_new_session=True)
 
     def end(signum, frame):

@@ -1,0 +1,78 @@
+"""Separable convolutions that train fast on a CPU, and back to Keras' own layer for shipping.
+
+A SeparableConv2D is a depthwise convolution followed by a 1x1 ("pointwise") convolution. On
+TensorFlow's CPU kernels the pointwise step's gradient (Conv2DBackpropFilter/Input) runs about 2x
+slower than the same product written as a matrix multiplication, and it is most of a fine-tuned
+block's training time (benchmarks/bench_finetune.py). MatmulSeparableConv2D computes the same
+numbers with a matmul; fine-tuning trains it, and `plain_copy` gives the shipped model back Keras'
+own SeparableConv2D with the trained weights, so a saved model needs nothing of fashion_exp.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="fashion_exp")
+class MatmulSeparableConv2D(keras.layers.SeparableConv2D):
+    """keras.layers.SeparableConv2D (same config, weights and outputs) with its pointwise step as a
+    matrix multiplication over the channels."""
+
+    def call(self, inputs):
+        if self.data_format != "channels_last":
+            return super().call(inputs)
+        x = ops.depthwise_conv(
+            inputs,
+            self.depthwise_kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        shape = ops.shape(x)
+        kernel = ops.reshape(self.pointwise_kernel, (-1, self.filters))
+        outputs = ops.reshape(ops.matmul(ops.reshape(x, (-1, shape[-1])), kernel), (*shape[:-1], self.filters))
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+
+def _swap(model: keras.Model, to: type, source: type) -> keras.Model:
+    """A copy of `model` (nested models included) whose `source` layers are `to` layers with the same
+    config; every weight copied."""
+
+    def clone(layer):
+        kind = to if type(layer) is source else type(layer)
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def fast_copy(model: keras.Model) -> keras.Model:
+    """`model` with MatmulSeparableConv2D for every SeparableConv2D, weights copied (for training)."""
+    return _swap(model, MatmulSeparableConv2D, keras.layers.SeparableConv2D)
+
+
+def plain_copy(model: keras.Model) -> keras.Model:
+    """`model` with Keras' SeparableConv2D back in place of MatmulSeparableConv2D, uncompiled (for
+    shipping: clone_model compiles its copy like the source, and a nested model's optimizer, the
+    fine-tuning BlockAdam, would be saved with the shipped model)."""
+    copy = _swap(model, keras.layers.SeparableConv2D, MatmulSeparableConv2D)
+    return keras.Model(copy.input, copy.output, name=copy.name)
+
+
+def uses_fast_layers(model: keras.Model) -> bool:
+    """Whether `model` (or a model nested in it) holds a MatmulSeparableConv2D."""
+    return any(isinstance(layer, MatmulSeparableConv2D) for layer in _walk(model))
+
+
+def _walk(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
