@@ -19,7 +19,7 @@ from fashion_exp.config import load_config
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import build_backbone, fresh_top
 from fashion_exp.features.cache import FeatureCache, FeatureKey, bytes_per_image
-from fashion_exp.features.layers import MatmulSeparableConv2D, plain_copy, uses_fast_layers
+from fashion_exp.features.layers import MatmulSeparableConv2D, plain_copy
 from fashion_exp.final.train import train_final
 from fashion_exp.hyperparameters import HeadParams
 from fashion_exp.search import tuner as tuner_module
@@ -59,6 +59,14 @@ def test_batchnorm_stays_frozen_in_a_fresh_top():
     for before, after in zip(stats, top.get_layer("bn").get_weights(), strict=True):  # gamma, beta and statistics
         np.testing.assert_array_equal(before, after)
     assert not np.array_equal(top.get_layer("conv").get_weights()[0], pretrained.get_layer("conv").get_weights()[0])
+
+
+def uses_fast_layers(model) -> bool:
+    """Whether `model`, or a model nested in it, holds a MatmulSeparableConv2D."""
+    return any(
+        isinstance(layer, MatmulSeparableConv2D) or (isinstance(layer, keras.Model) and uses_fast_layers(layer))
+        for layer in model.layers
+    )
 
 
 def separable_top():

@@ -64,15 +64,3 @@ def plain_copy(model: keras.Model) -> keras.Model:
     fine-tuning BlockAdam, would be saved with the shipped model)."""
     copy = _swap(model, keras.layers.SeparableConv2D, MatmulSeparableConv2D)
     return keras.Model(copy.input, copy.output, name=copy.name)
-
-
-def uses_fast_layers(model: keras.Model) -> bool:
-    """Whether `model` (or a model nested in it) holds a MatmulSeparableConv2D."""
-    return any(isinstance(layer, MatmulSeparableConv2D) for layer in _walk(model))
-
-
-def _walk(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
