@@ -203,7 +203,7 @@ def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
 
 
 def test_lazy_views_load_a_policy_only_when_asked_and_once():
-    from fashion_exp.features.prepare import LazyViews
+    from fashion_exp.features.prepare import LazyMapping
 
     loaded = []
 
@@ -211,7 +211,7 @@ def test_lazy_views_load_a_policy_only_when_asked_and_once():
         loaded.append(name)
         return np.zeros((2, 3, 4))
 
-    views = LazyViews(["none", "shear_zoom_flip"], load)
+    views = LazyMapping(["none", "shear_zoom_flip"], load)
     assert list(views) == ["none", "shear_zoom_flip"] and len(views) == 2 and loaded == []
     assert views["shear_zoom_flip"].shape == (2, 3, 4) and views["shear_zoom_flip"] is views["shear_zoom_flip"]
     assert loaded == ["shear_zoom_flip"]

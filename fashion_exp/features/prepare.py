@@ -36,7 +36,7 @@ class PreparedFeatures:
     weights_fingerprint: str
     runtime: str  # where the backbone ran: features.runtime.resolve(model.runtime)
     decoder: Decoder
-    train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim) or K maps; may be LazyViews
+    train_views: Mapping[str, np.ndarray]  # policy name -> (K views, n train images, dim) or K maps; may be LazyMapping
     val: np.ndarray  # (n validation images, dim), or (n, h, w, c) activation maps (blocks > 0)
     train_clean: np.ndarray | None = None  # (n train images, dim) un-augmented; only when asked for (cross-validation)
     blocks: int = 0  # the backbone's top blocks the features stop below (0: pooled features)
@@ -59,30 +59,31 @@ class PreparedFeatures:
         self.backbone = None
 
 
-class LazyViews(Mapping):
-    """policy name -> its training views (K, n, dim), extracted (or loaded from the cache) the
-    first time a trial asks for them: a policy no trial picks costs nothing."""
+class LazyMapping(Mapping):
+    """key -> load(key), loaded the first time someone asks: a policy's training views (K, n, dim),
+    or a search's features for one blocks value (sets.FeatureSets). A key nobody asks for costs
+    nothing; `seconds` is the time spent loading, inside whatever first asked."""
 
-    def __init__(self, names: list[str], load: Callable[[str], np.ndarray | list[np.ndarray]]):
-        self._names = list(names)
+    def __init__(self, keys: list, load: Callable):
+        self._keys = list(keys)
         self._load = load
-        self._loaded: dict[str, np.ndarray] = {}
-        self.seconds = 0.0  # spent extracting or loading, inside the trials that first asked
+        self._loaded: dict = {}
+        self.seconds = 0.0
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._names:
-            raise KeyError(name)
-        if name not in self._loaded:
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._loaded:
             started = time.time()
-            self._loaded[name] = self._load(name)
+            self._loaded[key] = self._load(key)
             self.seconds += time.time() - started
-        return self._loaded[name]
+        return self._loaded[key]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+    def __iter__(self) -> Iterator:
+        return iter(self._keys)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._keys)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def prepare_features(
 ) -> PreparedFeatures:
     """Features for validation and for every view of every policy on train, from the cache or
     extracted now; lazy=True (the search) leaves each policy's training views to the first trial
-    that uses them (LazyViews); clean_train=True also gives the training photos un-augmented
+    that uses them (LazyMapping); clean_train=True also gives the training photos un-augmented
     (cross-validation scores them). Laps extraction on `clock`."""
     clock = clock or Stopwatch()
     cache = FeatureCache(Path(config.work_dir) / "features")
@@ -200,7 +201,7 @@ def prepare_features(
 
     if lazy:
         features = extract(jobs_for({}, clean_train))
-        train_views: Mapping[str, np.ndarray] = LazyViews(list(policies), views)
+        train_views: Mapping[str, np.ndarray] = LazyMapping(list(policies), views)
     else:
         features = extract(jobs_for(policies, clean_train))
         train_jobs = {name: jobs_for_policy(TRAIN, policy) for name, policy in policies.items()}

@@ -10,15 +10,14 @@ Xception's block14 cut), one cache entry per split, policy and view, like pooled
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from fashion_exp.config import AugmentationPolicy, Config
 from fashion_exp.errors import UserError
 from fashion_exp.features.cache import FeatureCache, bytes_per_image
 from fashion_exp.features.extract import key_for
-from fashion_exp.features.prepare import FeatureSources, LazyViews, PreparedFeatures, jobs_for, open_sources
+from fashion_exp.features.prepare import FeatureSources, LazyMapping, PreparedFeatures, jobs_for, open_sources
 from fashion_exp.hyperparameters import candidates
 
 GB = 1e9
@@ -88,41 +87,23 @@ def first_cut(config: Config) -> int:
     return min(candidates(config.search, "blocks"))
 
 
-class FeatureSets(Mapping):
+class FeatureSets(LazyMapping):
     """blocks -> the PreparedFeatures a trial training that many top blocks uses. The first count
     is prepared at once; the others the first time a trial asks (a count no trial picks costs
     nothing)."""
 
     def __init__(self, cuts: dict[int, FeatureSources], prepare: Callable[[FeatureSources], PreparedFeatures]):
-        self._cuts = cuts
-        self._prepare = prepare
-        self._sets: dict[int, PreparedFeatures] = {}
-        self.seconds = 0.0  # spent preparing the later counts, inside the trials that first asked
-        self.first = self._open(min(cuts))
+        def load(blocks: int) -> PreparedFeatures:
+            prepared = prepare(cuts[blocks])
+            prepared.drop_backbone()  # trials train on cached features only (the top blocks stay)
+            return prepared
 
-    def _open(self, blocks: int) -> PreparedFeatures:
-        prepared = self._prepare(self._cuts[blocks])
-        prepared.drop_backbone()  # trials train on cached features only (the top blocks stay)
-        self._sets[blocks] = prepared
-        return prepared
-
-    def __getitem__(self, blocks: int) -> PreparedFeatures:
-        if blocks not in self._cuts:
-            raise KeyError(blocks)
-        if blocks not in self._sets:
-            started = time.time()
-            self._open(blocks)
-            self.seconds += time.time() - started
-        return self._sets[blocks]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._cuts)
-
-    def __len__(self) -> int:
-        return len(self._cuts)
+        super().__init__(list(cuts), load)
+        self.first = self[min(cuts)]
+        self.seconds = 0.0  # the first count's time is the search's extraction lap; this counts the trials'
 
     @property
     def extraction_seconds(self) -> float:
         """Time the trials spent extracting or loading features (views, later cuts)."""
-        views = sum(s.train_views.seconds for s in self._sets.values() if isinstance(s.train_views, LazyViews))
-        return self.seconds + views
+        loaded = self._loaded.values()
+        return self.seconds + sum(s.train_views.seconds for s in loaded if isinstance(s.train_views, LazyMapping))
