@@ -18,6 +18,7 @@ import keras_tuner as kt
 import numpy as np
 
 from fashion_exp.config import TunerConfig
+from fashion_exp.search import state_files
 
 
 class TrialObserver:
@@ -208,6 +209,9 @@ def make_tuner(
     observers: list[TrialObserver],
 ) -> kt.Tuner:
     """A keras-tuner Tuner of the configured type that resumes from `directory/project` unless overwrite."""
+    state_files.install()  # its state files are replaced whole, never left half-written by a kill
+    if not overwrite:
+        state_files.check_readable(directory / project)
     objective = kt.Objective(config.objective, direction=config.direction)
     where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
     if config.type == "hyperband":

@@ -1,0 +1,58 @@
+"""keras-tuner's state files (oracle.json, trial.json, ...), written so a killed process never leaves
+one half-written.
+
+keras-tuner writes each JSON file in place; a `kill -9` of the chief in the middle of a write left an
+empty oracle.json and a search that could not resume. Every keras-tuner state file goes through
+`keras_tuner.src.utils.save_json`, which `install()` replaces with a write to a temporary file beside
+the target and an atomic rename over it: a reader sees the old file or the new one, never a part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from keras_tuner.src import utils as kt_utils
+
+from fashion_exp.errors import UserError, first_line
+
+_stock_save_json = kt_utils.save_json
+
+
+def save_json_atomically(path, obj) -> str:
+    """keras-tuner's save_json (the JSON text of `obj` in `path`, returned) as an atomic replace."""
+    if "://" in str(path):  # a remote file system (gs://...): keras-tuner's own writer
+        return _stock_save_json(path, obj)
+    text = json.dumps(obj)
+    target = Path(path)
+    # one per writer: the chief's oracle server thread saves too
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    try:
+        with open(partial, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return text
+
+
+def install() -> None:
+    """Route every keras-tuner state write in this process through save_json_atomically."""
+    kt_utils.save_json = save_json_atomically
+
+
+def check_readable(project_dir: Path) -> None:
+    """Raise a one-line UserError naming the first keras-tuner state file under `project_dir` that is
+    not valid JSON (written by an older version killed mid-write, or a full disk)."""
+    for path in sorted(Path(project_dir).rglob("*.json")):
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise UserError(
+                f"{path}: the saved search cannot be resumed, this file is unreadable ({first_line(err)}); "
+                "run again with fresh=true to start the search over (its MLflow runs stay)"
+            ) from None

@@ -1,0 +1,60 @@
+"""keras-tuner's state files survive a kill mid-write, and an unreadable one is refused in one line."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.cli import main
+from fashion_exp.config import load_config
+from fashion_exp.search.run import run_search
+
+# A child that saves a keras-tuner state twice through keras-tuner's own writer, after fashion_exp's
+# install(), and is killed in the second save: its new text is written, not yet in place.
+WRITER = """
+import os, sys, time
+from keras_tuner.src import utils
+from fashion_exp.search import state_files
+state_files.install()
+replace = os.replace
+def replace_then_hang(*args):
+    print("new state written, not yet in place", flush=True)
+    time.sleep(600)
+utils.save_json(sys.argv[1], {"trials": list(range(1000)), "n": 0})
+os.replace = replace_then_hang
+utils.save_json(sys.argv[1], {"trials": [], "n": 1})
+"""
+
+
+def test_a_kill_9_mid_save_leaves_the_last_whole_state(tmp_path):
+    path = tmp_path / "oracle.json"
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "new state written, not yet in place"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert json.loads(path.read_text()) == {"trials": list(range(1000)), "n": 0}  # whole, never a part
+    assert [p.name for p in tmp_path.glob("*.json")] == ["oracle.json"]  # a partial is not taken for state
+
+
+def test_an_unreadable_saved_search_is_refused_in_one_line_and_its_run_is_untouched(overrides, capsys):
+    config = load_config(overrides)
+    result = run_search(config, echo=lambda *_: None)
+    oracle = next((Path(config.work_dir) / "tuner").glob("*/oracle.json"))
+    oracle.write_text("")  # what keras-tuner's own writer left when the chief was killed mid-write
+
+    capsys.readouterr()
+    assert main(["tune", *overrides]) == 2
+    err = capsys.readouterr().err  # the dataset check's progress bars, then the refusal
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert str(oracle) in errors[0] and "fresh=true" in errors[0]
+    parent = MlflowClient(config.tracking.uri).get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"  # not reopened, not marked failed
+
+    assert main(["tune", *overrides, "fresh=true"]) == 0  # the remedy the message gives works
+    assert json.loads(oracle.read_text())
