@@ -94,15 +94,3 @@ class FeatureCache:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # only left over if writing failed
-
-    def save(self, key: FeatureKey, features: np.ndarray) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                np.save(handle, features, allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # only left over if writing failed
-        return path
