@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", help="model URI or folder (default: the latest train-final run's model)")
     promote = command("promote", "point the registry alias 'champion' at a model version")
     which = promote.add_mutually_exclusive_group()
-    which.add_argument("--version", help="registered version to promote (default: best test accuracy)")
+    which.add_argument("--version", help="version to promote (default: the evaluated one best on validation)")
     which.add_argument("--run", help="promote the version this train-final run registered")
     which.add_argument("--rollback", action="store_true", help="swap 'champion' and 'previous'")
     promote.add_argument("--force", action="store_true", help="promote even if worse or not evaluated")

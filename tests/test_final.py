@@ -141,13 +141,17 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert linked["test_accuracy"].dataset_name.endswith("/test")
     assert "evaluation/confusion_matrix.png" in [a.path for a in client.list_artifacts(first.run_id, "evaluation")]
     changes = registry.promote(config.tracking.uri, "fashion-classifier")
-    assert changes == [f"'fashion-classifier@champion' -> version 1 (test accuracy {result.accuracy:.4f})"]
+    shipped = run.data.metrics["shipped_val_accuracy"]
+    assert changes == [
+        f"'fashion-classifier@champion' -> version 1 (val accuracy {shipped:.4f}, test accuracy {result.accuracy:.4f})"
+    ]
 
-    # a second, worse version is refused unless forced; the old champion becomes 'previous'
+    # a second version, worse on validation, is refused unless forced; the old champion becomes 'previous'
     second = train_final(
         load_config([*final_overrides, "final.hp.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
     )
-    client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", str(result.accuracy - 0.5))
+    client.log_metric(second.run_id, "shipped_val_accuracy", shipped - 0.5)  # made worse, whatever it scored
+    client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", "1.0")  # test: no say
     with pytest.raises(UserError, match="worse than champion version 1"):
         registry.promote(config.tracking.uri, "fashion-classifier", version=second.version)
     registry.promote(config.tracking.uri, "fashion-classifier", version=second.version, force=True)
@@ -277,18 +281,42 @@ def test_int8_holds_within_half_a_point():
     assert not result(0.900, 0.894).int8_holds
 
 
-def test_promote_breaks_accuracy_ties_by_test_loss(tmp_path):
+def test_promote_chooses_on_validation_never_on_test(tmp_path):
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     client = MlflowClient(uri, uri)
     client.create_registered_model("m")
     experiment = client.create_experiment("e")
-    results = {"1": (0.9, 0.25), "2": (0.9, 0.30), "3": (0.8, 0.10)}  # version -> (accuracy, loss)
-    for version, (accuracy, loss) in results.items():
+    # version -> (val accuracy, val loss, test accuracy or None when not evaluated)
+    scores = {"1": (0.90, 0.25, 0.88), "2": (0.90, 0.30, 0.95), "3": (0.85, 0.10, 0.99), "4": (0.95, 0.1, None)}
+    for version, (val_accuracy, val_loss, test) in scores.items():
         run_id = client.create_run(experiment).info.run_id
+        client.log_metric(run_id, "shipped_val_accuracy", val_accuracy)
+        client.log_metric(run_id, "shipped_val_loss", val_loss)
         assert str(client.create_model_version("m", f"runs:/{run_id}/model", run_id).version) == version
-        assert registry.record_test_accuracy(uri, "m", run_id, accuracy, loss) == [version]
-    assert client.get_model_version("m", "1").tags == {"test_accuracy": "0.900000", "test_loss": "0.250000"}
-    # 1 and 2 tie on accuracy: the lower loss wins although it is not the newest
-    assert registry.promote(uri, "m") == ["'m@champion' -> version 1 (test accuracy 0.9000)"]
-    # an equal accuracy is not a worse one: version 2 may replace 1 without --force
-    assert registry.promote(uri, "m", version="2")[-1] == "'m@champion' -> version 2 (test accuracy 0.9000)"
+        if test is not None:
+            assert registry.record_test_accuracy(uri, "m", run_id, test, 0.3) == [version]
+    assert client.get_model_version("m", "1").tags == {"test_accuracy": "0.880000", "test_loss": "0.300000"}
+    # 1 and 2 tie on validation accuracy: the lower validation loss wins, although 2 and 3 score
+    # higher on test and 2 is newer; 4 is best on validation but has no test score yet
+    assert registry.promote(uri, "m") == ["'m@champion' -> version 1 (val accuracy 0.9000, test accuracy 0.8800)"]
+    # an equal validation accuracy is not a worse one: version 2 may replace 1 without --force
+    assert registry.promote(uri, "m", version="2")[-1] == (
+        "'m@champion' -> version 2 (val accuracy 0.9000, test accuracy 0.9500)"
+    )
+    with pytest.raises(UserError, match=r"version 3 \(val accuracy 0.8500\) is worse than champion version 2"):
+        registry.promote(uri, "m", version="3")  # its best test score does not make it better
+    with pytest.raises(UserError, match="version 4 has no test accuracy: run evaluate on it first"):
+        registry.promote(uri, "m", version="4")
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "2"  # refusals moved nothing
+
+
+def test_promote_without_a_validation_score_asks_for_a_version(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    client = MlflowClient(uri, uri)
+    client.create_registered_model("m")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id  # not a train-final run
+    client.create_model_version("m", f"runs:/{run_id}/model", run_id)
+    registry.record_test_accuracy(uri, "m", run_id, 0.9)
+    with pytest.raises(UserError, match="no evaluated version of 'm' has a validation score.*--version"):
+        registry.promote(uri, "m")
+    assert registry.promote(uri, "m", version="1") == ["'m@champion' -> version 1 (test accuracy 0.9000)"]

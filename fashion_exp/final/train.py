@@ -27,7 +27,7 @@ from fashion_exp.final.ensemble import choose_size, member_probabilities, probab
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
 from fashion_exp.tracking import plots, registry
-from fashion_exp.tracking.runs import KIND, RunLogger, best_from_search
+from fashion_exp.tracking.runs import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS, RunLogger, best_from_search
 
 
 @dataclass
@@ -147,7 +147,7 @@ def choose_ensemble(run: RunLogger, config: Config, prepared: PreparedFeatures, 
     echo(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
     echo(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
     run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
-    shipped = {"shipped_val_accuracy": chosen.val_accuracy, "shipped_val_loss": chosen.val_loss}
+    shipped = {SHIPPED_VAL_ACCURACY: chosen.val_accuracy, SHIPPED_VAL_LOSS: chosen.val_loss}
     run.metrics({"ensemble_size": size, **shipped})
     if size > 1:
         features = keras.Input(prepared.val.shape[1:], name="features")

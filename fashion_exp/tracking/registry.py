@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
-from fashion_exp.tracking.runs import MODEL_ID
+from fashion_exp.tracking.runs import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 from fashion_exp.tracking.store import alias_lock, open_client
 
 CHAMPION = "champion"
@@ -218,11 +218,29 @@ def _accuracy(version) -> float | None:
     return float(value) if value is not None else None
 
 
-def _rank(version) -> tuple[float, float, int]:
-    """Best test accuracy first; equal accuracies (1/372 apart on the real test split) go to the
-    lower test loss, then to the newer version."""
-    loss = (version.tags or {}).get(TEST_LOSS)
-    return (_accuracy(version), -float(loss) if loss is not None else float("-inf"), int(version.version))
+@dataclass(frozen=True)
+class _Validation:
+    """A version's validation score: what train-final logged for the model it shipped."""
+
+    accuracy: float
+    loss: float
+
+    @staticmethod
+    def of(client: MlflowClient, version) -> _Validation | None:
+        """None when the version's run logged no validation score (not made by train-final)."""
+        try:
+            metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+        except MlflowException:
+            return None
+        accuracy = metrics.get(SHIPPED_VAL_ACCURACY, metrics.get("best_val_accuracy"))  # runs before ensembles
+        if accuracy is None:
+            return None
+        return _Validation(accuracy, metrics.get(SHIPPED_VAL_LOSS, metrics.get("best_val_loss", float("inf"))))
+
+    def rank(self, version) -> tuple[float, float, int]:
+        """Best validation accuracy first; equal accuracies (1/341 apart on the real validation split)
+        go to the lower validation loss, then to the newer version."""
+        return (self.accuracy, -self.loss, int(version.version))
 
 
 def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float, loss: float | None = None) -> list[str]:
@@ -242,9 +260,11 @@ def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float, loss
 def promote(
     uri: str, name: str, version: str | None = None, run_id: str | None = None, force: bool = False
 ) -> list[str]:
-    """Point `champion` at a version (given, the one run_id logged, or the best test accuracy).
+    """Point `champion` at a version (given, the one run_id logged, or the evaluated version with the
+    best validation accuracy: the test split scores a model, it never chooses one).
 
-    The old champion becomes `previous`. Refuses a worse or unevaluated version unless force.
+    The old champion becomes `previous`. Refuses, unless force, a version that is not evaluated on
+    the test split (a release's test score is known before it ships) or is worse on validation.
     One promote or rollback at a time moves the aliases (alias_lock), so `champion` and
     `previous` never name the same version. Returns the changes as sentences.
     """
@@ -276,29 +296,41 @@ def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: 
         evaluated = [v for v in versions if _accuracy(v) is not None]
         if not evaluated:
             raise UserError(f"no version of '{name}' has a test accuracy: run `python -m fashion_exp evaluate` first")
-        candidate = max(evaluated, key=_rank)
+        scored = [(v, _Validation.of(client, v)) for v in evaluated]
+        scored = [(v, score) for v, score in scored if score is not None]
+        if not scored:
+            raise UserError(
+                f"no evaluated version of '{name}' has a validation score from train-final: choose one with --version"
+            )
+        candidate = max(scored, key=lambda pair: pair[1].rank(pair[0]))[0]
     champion = _alias(client, name, CHAMPION)
     if champion is not None and champion.version == candidate.version:
         return [f"version {candidate.version} is already the champion; nothing changed"]
-    new_acc, old_acc = _accuracy(candidate), (_accuracy(champion) if champion else None)
+    new_val = _Validation.of(client, candidate)
     if not force:
-        if new_acc is None:
+        if _accuracy(candidate) is None:
             raise UserError(
                 f"version {candidate.version} has no test accuracy: run evaluate on it first, or use --force"
             )
-        if old_acc is not None and new_acc < old_acc:
+        old_val = _Validation.of(client, champion) if champion is not None else None
+        if new_val is not None and old_val is not None and new_val.accuracy < old_val.accuracy:
             raise UserError(
-                f"version {candidate.version} (test accuracy {new_acc:.4f}) is worse than champion version "
-                f"{champion.version} ({old_acc:.4f}); use --force to promote it anyway"
+                f"version {candidate.version} (val accuracy {new_val.accuracy:.4f}) is worse than champion version "
+                f"{champion.version} ({old_val.accuracy:.4f}); use --force to promote it anyway"
             )
     changes = []
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS, champion.version)
         changes.append(f"'{name}@{PREVIOUS}' -> version {champion.version}")
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    shown = f"test accuracy {new_acc:.4f}" if new_acc is not None else "not evaluated"
-    changes.append(f"'{name}@{CHAMPION}' -> version {candidate.version} ({shown})")
+    changes.append(f"'{name}@{CHAMPION}' -> version {candidate.version} ({_scores(new_val, _accuracy(candidate))})")
     return changes
+
+
+def _scores(validation: _Validation | None, test: float | None) -> str:
+    shown = [f"val accuracy {validation.accuracy:.4f}"] if validation is not None else []
+    shown.append(f"test accuracy {test:.4f}" if test is not None else "not evaluated")
+    return ", ".join(shown)
 
 
 def rollback(uri: str, name: str) -> list[str]:

@@ -30,6 +30,8 @@ WORKER = "fashion_exp.worker"  # on a trial's run: the tuner id that ran it (wor
 HOST = "fashion_exp.host"  # on a trial's run: the machine that ran it
 PARENT = "mlflow.parentRunId"
 MODEL_ID = "fashion_exp.model_id"  # on a train-final run: the id of the LoggedModel it made (registry.log_model)
+SHIPPED_VAL_ACCURACY = "shipped_val_accuracy"  # on a train-final run: the shipped model's validation score,
+SHIPPED_VAL_LOSS = "shipped_val_loss"  # which promote ranks versions by (never by test)
 
 
 def rss_mb() -> float:
