@@ -210,8 +210,6 @@ def make_tuner(
 ) -> kt.Tuner:
     """A keras-tuner Tuner of the configured type that resumes from `directory/project` unless overwrite."""
     state_files.install()  # its state files are replaced whole, never left half-written by a kill
-    if not overwrite:
-        state_files.check_readable(directory / project)
     objective = kt.Objective(config.objective, direction=config.direction)
     where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
     if config.type == "hyperband":

@@ -23,6 +23,7 @@ from fashion_exp.features.prepare import open_sources
 from fashion_exp.features.sets import first_cut
 from fashion_exp.search.observers import TrialRecorder
 from fashion_exp.search.run import head_hypermodel, search_features, search_id
+from fashion_exp.search.state_files import check_readable
 from fashion_exp.search.tuner import make_tuner
 from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
 
@@ -61,6 +62,7 @@ def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
     prepared = search_features(config, sources, echo=echo)
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
     hypermodel = head_hypermodel(config, prepared)
+    check_readable(directory / sid)  # (the chief checked before opening its run: search.run.open_search_run)
     tuner = make_tuner(config.tuner, hypermodel, directory, sid, config.seed, overwrite=False, observers=[recorder])
     with tracker.recording():
         tuner.search(epochs=config.tuner.epochs, verbose=0)
