@@ -280,6 +280,7 @@ def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: 
         versions = []
     if not versions:
         raise UserError(f"no versions of registered model '{name}' in {uri}: run train-final first")
+    known: dict[str, _Validation | None] = {}  # validation scores already read, by version
     if version is not None:
         chosen = [v for v in versions if str(v.version) == str(version)]
         if not chosen:
@@ -296,8 +297,8 @@ def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: 
         evaluated = [v for v in versions if _accuracy(v) is not None]
         if not evaluated:
             raise UserError(f"no version of '{name}' has a test accuracy: run `python -m fashion_exp evaluate` first")
-        scored = [(v, _Validation.of(client, v)) for v in evaluated]
-        scored = [(v, score) for v, score in scored if score is not None]
+        known = {v.version: _Validation.of(client, v) for v in evaluated}
+        scored = [(v, known[v.version]) for v in evaluated if known[v.version] is not None]
         if not scored:
             raise UserError(
                 f"no evaluated version of '{name}' has a validation score from train-final: choose one with --version"
@@ -306,7 +307,7 @@ def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: 
     champion = _alias(client, name, CHAMPION)
     if champion is not None and champion.version == candidate.version:
         return [f"version {candidate.version} is already the champion; nothing changed"]
-    new_val = _Validation.of(client, candidate)
+    new_val = known[candidate.version] if candidate.version in known else _Validation.of(client, candidate)
     if not force:
         if _accuracy(candidate) is None:
             raise UserError(
