@@ -86,11 +86,10 @@ def extraction(args, work: Path) -> list[dict]:
             )
             runner.features(np.zeros((2, size, size, 3), np.uint8))  # export / quantize / trace: not timed
             cache = FeatureCache(Path(tempfile.mkdtemp(dir=work)))
-            extract.STAGES.__init__()
+            stages = extract.StageTimes()
             start = time.perf_counter()
-            extract.extract_features(runner, subset, cache, [job], sources.decoder, config.model.batch_size, 0)
+            extract.extract_features(runner, subset, cache, [job], sources.decoder, config.model.batch_size, 0, stages)
             wall = time.perf_counter() - start
-            stages = extract.STAGES
             rows.append(
                 {
                     "size": size,

@@ -78,7 +78,7 @@ def test_an_int8_file_without_its_cosine_record_is_measured_again_not_refused(ba
 def test_an_int8_backbone_whose_features_left_fp32s_is_refused_and_not_kept(backbone, tmp_path, monkeypatch):
     from fashion_exp.errors import UserError
 
-    real = onnx_files.quantize
+    real = onnx_files.cosine
     monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 1.01)  # no quantized file reaches it
     runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
     with pytest.raises(UserError, match=r"not fp32's \(mean cosine \d\.\d+ < 1\.01.*pass model.runtime=onnx$"):
@@ -86,7 +86,7 @@ def test_an_int8_backbone_whose_features_left_fp32s_is_refused_and_not_kept(back
     assert not list((tmp_path / "backbones").glob("*int8*"))  # nothing half-made is left
     monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 0.9)
     cosines = []
-    monkeypatch.setattr(onnx_files, "quantize", lambda *a: cosines.append(real(*a)) or cosines[-1])
+    monkeypatch.setattr(onnx_files, "cosine", lambda *a, **k: cosines.append(real(*a, **k)) or cosines[-1])
     assert open_runner(backbone, "onnx-int8", 8, tmp_path, calibration()).features(IMAGES).shape == (5, backbone.dim)
     assert 0.9 <= cosines[0] <= 1.0 + 1e-6
 

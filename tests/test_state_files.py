@@ -1,6 +1,7 @@
 """keras-tuner's state files survive a kill mid-write, and an unreadable one is refused in one line."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.cli import main
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
+from fashion_exp.search.state_files import remove_stale_partials
 
 # A child that saves a keras-tuner state twice through keras-tuner's own writer, after fashion_exp's
 # install(), and is killed in the second save: its new text is written, not yet in place.
@@ -40,6 +42,13 @@ def test_a_kill_9_mid_save_leaves_the_last_whole_state(tmp_path):
     assert json.loads(path.read_text()) == {"trials": list(range(1000)), "n": 0}  # whole, never a part
     assert [p.name for p in tmp_path.glob("*.json")] == ["oracle.json"]  # a partial is not taken for state
 
+    (left,) = tmp_path.glob(".oracle.json.*.partial")  # the dead writer's temporary file
+    live = tmp_path / f".trial.json.{os.getpid()}-1.partial"  # a live writer's, mid-save
+    live.write_text("{")
+    assert remove_stale_partials(tmp_path) == [left]
+    assert not left.exists() and live.exists()
+    assert json.loads(path.read_text())["n"] == 0
+
 
 def test_an_unreadable_saved_search_is_refused_in_one_line_and_its_run_is_untouched(overrides, capsys):
     config = load_config(overrides)
@@ -58,3 +67,9 @@ def test_an_unreadable_saved_search_is_refused_in_one_line_and_its_run_is_untouc
 
     assert main(["tune", *overrides, "fresh=true"]) == 0  # the remedy the message gives works
     assert json.loads(oracle.read_text())
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = oracle.with_name(f".oracle.json.{gone.stdout.strip()}-7.partial")  # a writer killed mid-save
+    stale.write_text("{")
+    assert main(["tune", *overrides]) == 0  # resuming tidies it away
+    assert not stale.exists() and json.loads(oracle.read_text())

@@ -86,16 +86,19 @@ def extract_features(
     decoder: Decoder,
     batch_size: int,
     seed: int,
+    stages: StageTimes | None = None,
 ) -> dict[Job, np.ndarray]:
     """Features for every job: from the cache where present, else computed and cached.
 
     Processes sharing the cache split the work: each missing entry is computed by whoever claims
     it first (FeatureCache.claim); entries others are computing are waited for and loaded, or
     computed here if their claimant died. Returns {job: float32 array (n_images, dim)}. Shows
-    one progress bar over all images the cache lacked.
+    one progress bar over all images the cache lacked. `stages`, when given, adds up where the
+    computing time went (benchmarks/bench_speed.py reads it).
     """
     if decoder.size != runner.backbone.image_size:
         raise ValueError(f"decoder size {decoder.size} != backbone input {runner.backbone.image_size}")
+    stages = stages if stages is not None else StageTimes()
     results: dict[Job, np.ndarray] = {}
     missing = _load_cached(runner, dataset, cache, jobs, decoder, seed, results)
     total = sum(len(dataset.splits[job.split]) for job in missing)
@@ -103,21 +106,21 @@ def extract_features(
         claimed_elsewhere = []
         for job in missing:  # first pass: the entries nobody is computing
             try:
-                _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=0)
+                _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, stages, wait=0)
             except locks.Busy:
                 claimed_elsewhere.append(job)
         for job in claimed_elsewhere:  # then wait for the others' entries (or take over a dead claimant's)
-            _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, wait=float("inf"))
+            _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, stages, wait=float("inf"))
     return results
 
 
-def _fill(runner, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, wait: float) -> None:
+def _fill(runner, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, stages, wait: float) -> None:
     """Claim job's entry, then load it (another process computed it meanwhile) or compute it."""
     key = key_for(runner, decoder, dataset, job, seed)
     with cache.claim(key, wait=wait, on_wait=_say_waiting(cache)):
         if _load_cached(runner, dataset, cache, [job], decoder, seed, results):
             with cache.writing(key, (len(dataset.splits[job.split]), *runner.backbone.feature_shape)) as rows:
-                _compute(runner, dataset, job, decoder, batch_size, seed, bar, rows)
+                _compute(runner, dataset, job, decoder, batch_size, seed, bar, rows, stages)
             results[job] = cache.load(key)
         else:
             bar.update(len(dataset.splits[job.split]))
@@ -152,10 +155,7 @@ class StageTimes:
     images: int = 0
 
 
-STAGES = StageTimes()  # this process's totals (benchmarks read them)
-
-
-def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar, rows: np.ndarray) -> None:
+def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar, rows: np.ndarray, stages: StageTimes) -> None:
     """Run the backbone over one job's images into `rows`, advancing the progress bar."""
     done = 0
     batches = _batches(dataset, job, decoder, batch_size, seed)
@@ -163,11 +163,11 @@ def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar, rows: np
         start = time.perf_counter()
         batch = next(batches, None)
         ready = time.perf_counter()
-        STAGES.waiting_for_images += ready - start
+        stages.waiting_for_images += ready - start
         if batch is None:
             break
         rows[done : done + len(batch)] = runner.features(batch)
         done += len(batch)
-        STAGES.backbone += time.perf_counter() - ready
-        STAGES.images += len(batch)
+        stages.backbone += time.perf_counter() - ready
+        stages.images += len(batch)
         bar.update(len(batch))

@@ -75,9 +75,11 @@ class OnnxFiles:
         what = f"Quantizing the backbone to int8 on {CALIBRATION_PHOTOS} training photos"
 
         def write(tmp: Path) -> None:
-            cosine = quantize(fp32, tmp, calibration.load())
-            _checked(cosine)
-            _write_atomically(path.with_suffix(".json"), json.dumps({"cosine": cosine}))  # before the file itself
+            images = calibration.load()
+            quantize(fp32, tmp, images)
+            measured = cosine(fp32, tmp, images)
+            _checked(measured)
+            _write_atomically(path.with_suffix(".json"), json.dumps({"cosine": measured}))  # before the file itself
 
         return self._make(path, what, write)
 
@@ -91,10 +93,9 @@ class OnnxFiles:
             return float(json.loads(record.read_text())["cosine"])
         except (OSError, ValueError, KeyError, TypeError):
             tqdm.write(f"Measuring {path.name} against fp32 on the calibration photos (it has no record) ...")
-            images = calibration.load()
-            cosine = _cosine(self.fp32(backbone), path, images)
-            _write_atomically(record, json.dumps({"cosine": cosine}))
-            return cosine
+            measured = cosine(self.fp32(backbone), path, images=calibration.load())
+            _write_atomically(record, json.dumps({"cosine": measured}))
+            return measured
 
     def _make(self, path: Path, what: str, write: Callable[[Path], None]) -> Path:
         if path.is_file():
@@ -124,11 +125,11 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _checked(cosine: float) -> None:
+def _checked(measured: float) -> None:
     """Refuse an int8 backbone whose features left fp32's (nothing is kept: the file is not written)."""
-    if cosine < INT8_MIN_COSINE:
+    if measured < INT8_MIN_COSINE:
         raise UserError(
-            f"the int8 backbone's features are not fp32's (mean cosine {cosine:.3f} < {INT8_MIN_COSINE} on the "
+            f"the int8 backbone's features are not fp32's (mean cosine {measured:.3f} < {INT8_MIN_COSINE} on the "
             "calibration photos): pass model.runtime=onnx"
         )
 
@@ -151,15 +152,14 @@ class _Batches:
         return next(self._feeds, None)
 
 
-def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str, ...] = ()) -> float:
+def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str, ...] = ()) -> None:
     """Write the int8 (static QDQ) version of the ONNX file fp32 to target, ranges measured on
     `images`. The first KEEP_FLOAT convolutions stay fp32, and so does every node from the first
     one whose op type is in float_from to the end (a classifier's head, softmax included: int8
     probabilities come in steps of 1/255 and tie). Weights use 7 of their 8 bits (reduce_range):
     with full-range int8 weights, ONNX Runtime's u8s8 convolutions saturate on this CPU's kernels
     and Xception's 299px features came out unrelated to fp32's (mean cosine 0.18; 0.954 with
-    reduce_range, and 0.963 -> 0.988 at 150px). Returns the mean cosine of the int8 outputs to
-    fp32's on `images`."""
+    reduce_range, and 0.963 -> 0.988 at 150px). `cosine` measures what the file lost."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -184,10 +184,9 @@ def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=convolutions[:KEEP_FLOAT] + [node.name for node in nodes[tail:]],
         )
-    return _cosine(fp32, target, images)
 
 
-def _cosine(fp32: Path, int8: Path, images: np.ndarray) -> float:
+def cosine(fp32: Path, int8: Path, images: np.ndarray) -> float:
     """mean_cosine of the two ONNX files' outputs on `images`."""
     outputs = []
     for path in (fp32, int8):

@@ -20,7 +20,7 @@ from fashion_exp.hyperparameters import NAMES, candidates, describe
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
-from fashion_exp.search.state_files import check_readable
+from fashion_exp.search.state_files import check_readable, remove_stale_partials
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
 from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
@@ -116,6 +116,7 @@ def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool
     resume = (Path(config.work_dir) / "tuner" / sid / "oracle.json").is_file() and not config.fresh
     if resume:  # refuse an unreadable saved search before its MLflow run is touched
         check_readable(Path(config.work_dir) / "tuner" / sid)
+        remove_stale_partials(Path(config.work_dir) / "tuner" / sid)  # left by a kill mid-save
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
     reopened = tracker.open_search(sid, resume, run_name=f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}")
     echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")

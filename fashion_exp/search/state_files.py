@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from keras_tuner.src import utils as kt_utils
 from fashion_exp.errors import UserError, first_line
 
 _stock_save_json = kt_utils.save_json
+_PARTIAL = re.compile(r"^\..+\.(\d+)-\d+\.partial$")  # .<file>.<pid>-<thread>.partial
 
 
 def save_json_atomically(path, obj) -> str:
@@ -56,3 +58,25 @@ def check_readable(project_dir: Path) -> None:
                 f"{path}: the saved search cannot be resumed, this file is unreadable ({first_line(err)}); "
                 "run again with fresh=true to start the search over (its MLflow runs stay)"
             ) from None
+
+
+def remove_stale_partials(project_dir: Path) -> list[Path]:
+    """Delete the temporary files under `project_dir` whose writer died mid-save (a kill -9 between
+    the write and the rename); a live writer's file is left alone. Returns what was deleted."""
+    removed = []
+    for path in sorted(Path(project_dir).rglob(".*.partial")):
+        match = _PARTIAL.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
