@@ -45,8 +45,10 @@ def test_a_kill_9_mid_save_leaves_the_last_whole_state(tmp_path):
     (left,) = tmp_path.glob(".oracle.json.*.partial")  # the dead writer's temporary file
     live = tmp_path / f".trial.json.{os.getpid()}-1.partial"  # a live writer's, mid-save
     live.write_text("{")
+    odd = tmp_path / ".notes.partial"  # not a name the writer makes: not ours to delete
+    odd.write_text("")
     assert remove_stale_partials(tmp_path) == [left]
-    assert not left.exists() and live.exists()
+    assert not left.exists() and live.exists() and odd.exists()
     assert json.loads(path.read_text())["n"] == 0
 
 
