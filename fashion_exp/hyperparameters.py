@@ -53,15 +53,26 @@ class Rule:
     says: str
     test: Callable[[Any], bool] = lambda value: True
     choices_from: str | None = None
+    active_if: str | None = None  # the row whose value must be > 0 for this one to mean anything
 
 
 def hyperparameter(
-    says: str, test: Callable[[Any], bool] | None = None, choices_from: str | None = None, default: Any = MISSING
+    says: str,
+    test: Callable[[Any], bool] | None = None,
+    choices_from: str | None = None,
+    default: Any = MISSING,
+    active_if: str | None = None,
 ):
     """One row of the table (a dataclass field of HeadParams). A row with a default may be left
     out of a search file, an MLflow run or a constructor call: the default is what heads did
-    before the row existed."""
-    rule = Rule(says, test, choices_from) if test else Rule(says, choices_from=choices_from)
+    before the row existed. A row `active_if` another only means something where that row's value
+    is > 0: the search declares it conditional (keras-tuner tries it only there), and it needs a
+    default, the value a head holds where it is inactive."""
+    if active_if is not None and default is MISSING:
+        raise TypeError("a conditional row needs a default")
+    rule = Rule(says, choices_from=choices_from, active_if=active_if)
+    if test:
+        rule = Rule(says, test, choices_from, active_if)
     return field(default=default, metadata={"rule": rule})
 
 
@@ -82,6 +93,7 @@ class HeadParams:
         "a number > 0 (the trained blocks' learning rate as a fraction of learning_rate)",
         lambda v: _number(v) and v > 0,
         default=0.1,
+        active_if="blocks",  # a frozen backbone has no block learning rate: one blocks=0 trial, not one per value
     )
 
     @classmethod
@@ -100,6 +112,11 @@ class HeadParams:
         """Name -> value, in table order."""
         return asdict(self)
 
+    def active(self) -> dict[str, Any]:
+        """Name -> value of the rows that mean something for this head (block_lr only with blocks > 0)."""
+        values = asdict(self)
+        return {k: v for k, v in values.items() if not (parent := rule_of(k).active_if) or values[parent] > 0}
+
     def check(self, key: str, choices: Mapping[str, Collection[str]]) -> None:
         """Raise ConfigError naming `key.<name>` for a value that breaks its row's rule."""
         for row in ROWS:
@@ -112,6 +129,10 @@ NAMES = tuple(row.name for row in ROWS)
 
 def rule(row) -> Rule:
     return row.metadata["rule"]
+
+
+def rule_of(name: str) -> Rule:
+    return rule(next(row for row in ROWS if row.name == name))
 
 
 def has_default(row) -> bool:
@@ -205,16 +226,47 @@ def define(hp, row, space: ParamSpace) -> Any:
     return hp.Float(row.name, float(space.min), float(space.max), step=space.step, sampling=sampling)
 
 
+def condition(search: Mapping[str, ParamSpace], row) -> list[Any] | None:
+    """The values of the row's `active_if` parent under which it is active in `search`; None when
+    it is active for every head of the space (nothing to declare)."""
+    parent = rule(row).active_if
+    if parent is None:
+        return None
+    values = candidates(search, parent)
+    active = [v for v in values if v > 0]
+    return None if len(active) == len(values) else active
+
+
 def define_all(hp, search: Mapping[str, ParamSpace]) -> HeadParams:
     """Declare every row the space names, in table order, on a keras-tuner HyperParameters
-    object (a row with a default that the space leaves out keeps its default)."""
-    return HeadParams(**{row.name: define(hp, row, search[row.name]) for row in ROWS if row.name in search})
+    object (a row with a default that the space leaves out keeps its default; a conditional row
+    is declared in keras-tuner's conditional scope, and holds its default where inactive)."""
+    values = {}
+    for row in ROWS:
+        if row.name not in search:
+            continue
+        when = condition(search, row)
+        if when is None:
+            values[row.name] = define(hp, row, search[row.name])
+        elif when:  # (never active, as with search.blocks=[0]: not declared at all)
+            with hp.conditional_scope(rule(row).active_if, when):
+                value = define(hp, row, search[row.name])
+            if value is not None:
+                values[row.name] = value
+    return HeadParams(**values)
 
 
 def describe(search: Mapping[str, ParamSpace]) -> dict[str, dict[str, Any]]:
     """The search space as plain data in table order, for logging and the search id (a space
-    without the optional rows describes, and so resumes, as before they existed)."""
-    return {name: search[name].as_dict() for name in NAMES if name in search}
+    without the optional rows describes, and so resumes, as before they existed; a conditional
+    row says so, so a space whose trials it changes gets a search id of its own)."""
+    described = {}
+    for row in ROWS:
+        if row.name in search:
+            described[row.name] = search[row.name].as_dict()
+            if condition(search, row) is not None:
+                described[row.name]["active_if"] = f"{rule(row).active_if} > 0"
+    return described
 
 
 def candidates(search: Mapping[str, ParamSpace], name: str) -> list[Any]:

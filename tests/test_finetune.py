@@ -24,6 +24,7 @@ from fashion_exp.final.train import train_final
 from fashion_exp.hyperparameters import HeadParams
 from fashion_exp.search import tuner as tuner_module
 from fashion_exp.search.head import build_head, map_dataset
+from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.run import run_search
 
 FINETUNE = ["search=finetune", "search.blocks.values=[1]", "search.block_lr.values=[0.1]"]
@@ -230,3 +231,19 @@ def test_no_trial_starts_after_the_time_budget(overrides, monkeypatch):
     monkeypatch.setattr(tuner_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     result = run_search(load_config([*overrides, "tuner.max_trials=3", "tuner.max_minutes=1"]), echo=lambda *_: None)
     assert result.trials == 1
+
+
+def test_a_tuner_is_made_without_building_a_head(tmp_path):
+    """keras-tuner builds the model once per conditional scope to learn the space; ours declares the
+    space instead, so making the tuner of a blocks {0, 1} search touches no features: a cut's
+    activation maps are prepared when the first trial that needs them starts, not before."""
+
+    class NoFeatures(dict):
+        def __getitem__(self, blocks):
+            raise AssertionError(f"features of blocks={blocks} asked for while making the tuner")
+
+    config = load_config(["search=finetune", "search.blocks.values=[0,1]", "tuner=grid"])
+    hypermodel = HeadHyperModel(config.search, NoFeatures(), 8, 8, seed=1)
+    tuner = tuner_module.make_tuner(config.tuner, hypermodel, tmp_path, "p", 1, True, observers=[])
+    conditions = {p.name: [c.get_config() for c in p.conditions] for p in tuner.oracle.get_space().space}
+    assert conditions["block_lr"] == [{"name": "blocks", "values": [1]}]

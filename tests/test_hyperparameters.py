@@ -6,7 +6,21 @@ import pytest
 from fashion_exp.config import load_config
 from fashion_exp.errors import ConfigError
 from fashion_exp.hyperparameters import NAMES, HeadParams, ParamSpace, candidates, define_all, describe
+from fashion_exp.search.hypermodel import SpaceModel
+from fashion_exp.search.observers import trial_params
 from fashion_exp.search.run import trials_csv
+from fashion_exp.search.tuner import make_tuner
+
+# the fine-tuning space cut down to the rows that matter here: blocks {0, 1} x block_lr {0.01, 0.1}
+BLOCKS_SPACE = [
+    "search=finetune",
+    "search.learning_rate.values=[0.001]",
+    "search.size_inner.values=[10]",
+    "search.droprate.values=[0.2]",
+    "search.augmentation.values=[none]",
+    "search.blocks.values=[0,1]",
+    "search.block_lr.values=[0.01,0.1]",
+]
 
 
 def test_values_from_mlflow_strings_are_cast_by_the_table():
@@ -55,3 +69,58 @@ def test_a_broken_value_names_its_key():
         params.check("final.hp", {"augmentation": ["none"]})
     with pytest.raises(ConfigError, match="unknown augmentation 'none'"):
         HeadParams(0.01, 10, 0.2, "none").check("final.hp", {"augmentation": ["shear_zoom_flip"]})
+
+
+@pytest.mark.parametrize("tuner", ["grid", "bayesian", "random"])
+def test_block_lr_is_searched_only_where_blocks_train(tmp_path, tuner):
+    """blocks {0, 1} x block_lr {0.01, 0.1} is three heads, not four: a frozen backbone has no block
+    learning rate, so every tuner proposes blocks=0 once (without block_lr) and then stops. (The
+    Bayesian oracle's own enumeration of a discrete space is used after its one random point.)"""
+    bayesian = ["tuner.initial_points=1"] if tuner == "bayesian" else []
+    config = load_config([*BLOCKS_SPACE, f"tuner={tuner}", "tuner.max_trials=10", *bayesian])
+    oracle = make_tuner(config.tuner, SpaceModel(config.search), tmp_path, "p", 1, True, observers=[]).oracle
+    proposed = []
+    for step in range(6):
+        trial = oracle.create_trial("tuner0")
+        if trial.status == "STOPPED":
+            break
+        proposed.append(dict(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5 + 0.01 * step})
+        oracle.end_trial(trial)
+    heads = sorted((values["blocks"], values.get("block_lr")) for values in proposed)
+    assert heads == [(0, None), (1, 0.01), (1, 0.1)]
+    frozen = next(trial for trial in oracle.trials.values() if trial.hyperparameters.values["blocks"] == 0)
+    assert "block_lr" not in trial_params(frozen)  # MLflow and trials.csv show no value that did nothing
+    assert HeadParams.from_values(frozen.hyperparameters.values).block_lr == 0.1  # the head holds the default
+
+
+def test_a_conditional_row_is_declared_only_where_it_can_differ():
+    """block_lr is conditional when the space has frozen and fine-tuned heads, plain when every head
+    fine-tunes, undeclared when none does; the search id (describe) changes only where it is
+    conditional, so a default search resumes as before."""
+    spaces = {
+        "mixed": load_config(BLOCKS_SPACE).search,
+        "all fine-tuned": load_config([*BLOCKS_SPACE, "search.blocks.values=[1,2]"]).search,
+        "all frozen": load_config([*BLOCKS_SPACE, "search.blocks.values=[0]"]).search,
+    }
+    declared = {}
+    for name, search in spaces.items():
+        hp = kt.HyperParameters()
+        define_all(hp, search)
+        declared[name] = [(p.name, [c.get_config() for c in p.conditions]) for p in hp.space if p.name == "block_lr"]
+    assert declared == {
+        "mixed": [("block_lr", [{"name": "blocks", "values": [1]}])],
+        "all fine-tuned": [("block_lr", [])],
+        "all frozen": [],
+    }
+    assert describe(spaces["mixed"])["block_lr"]["active_if"] == "blocks > 0"
+    assert "active_if" not in describe(spaces["all fine-tuned"])["block_lr"]
+    assert all("active_if" not in entry for entry in describe(load_config([]).search).values())
+    assert HeadParams(0.1, 10, 0.2, "none", blocks=0).active() == {
+        "learning_rate": 0.1,
+        "size_inner": 10,
+        "droprate": 0.2,
+        "augmentation": "none",
+        "blocks": 0,
+    }
+    assert HeadParams(0.1, 10, 0.2, "none", blocks=2, block_lr=0.01).active()["block_lr"] == 0.01

@@ -81,6 +81,9 @@ class HeadHyperModel(kt.HyperModel):
             self._plan = FoldPlan(ids, prepared.n_classes, self.batch_size, self.validation_batch_size, self.seed)
         return self._plan
 
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        define_all(hp, self.search)
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = define_all(hp, self.search)
         prepared = self.sets[params.blocks]
@@ -137,6 +140,9 @@ class SpaceModel(kt.HyperModel):
     def __init__(self, search: dict[str, ParamSpace]):
         super().__init__(name="xception_head")
         self.search = search
+
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        define_all(hp, self.search)
 
     def build(self, hp: kt.HyperParameters) -> None:
         define_all(hp, self.search)

@@ -11,11 +11,12 @@ from fashion_exp.tracking.runs import SearchTracker
 
 
 def trial_params(trial) -> dict:
-    """A trial's values as MLflow params: the head hyperparameters (table order, typed by the
-    table), then keras-tuner's own keys (Hyperband's tuner/epochs, ...)."""
+    """A trial's values as MLflow params: the head hyperparameters that mean something for its
+    head (table order, typed by the table; block_lr only with blocks > 0), then keras-tuner's own
+    keys (Hyperband's tuner/epochs, ...)."""
     values = trial.hyperparameters.values
     extra = {k: v for k, v in values.items() if k not in NAMES}
-    return {**HeadParams.from_values(values).as_dict(), **extra}
+    return {**HeadParams.from_values(values).active(), **extra}
 
 
 class TrialProgress(TrialObserver):

@@ -68,6 +68,15 @@ class TrialHooks:
 
         self.oracle.create_trial = create_trial
 
+    def _populate_initial_space(self):
+        # keras-tuner builds the model once more for each conditional scope it has not seen active
+        # (blocks > 0 for block_lr), which would prepare fine-tuning features before any trial
+        # needs them. The hypermodel declares the whole space, conditional rows too, without
+        # building anything. (keras-tuner names this method as the one to override for that.)
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
     def on_search_begin(self):
         super().on_search_begin()
         # TensorFlow, Keras and MLflow leave about 0.5M objects that live as long as the process:
@@ -167,21 +176,32 @@ class DistinctBayesianOracle(kt.oracles.BayesianOptimizationOracle):
             if values is not None and self._compute_values_hash(values) in self._tried_so_far:
                 return self._random_populate_space()
             return proposal
-        names = list(grids)
-        untried = [
-            dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*grids.values())
-            if self._compute_values_hash(dict(zip(names, combo, strict=True))) not in self._tried_so_far
-        ]
+        untried = [values for values in self._points(grids) if not self._duplicate(values)]
         if not untried:
             return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
         x, y = self._vectorize_trials()
         self.gpr.fit(np.nan_to_num(x, posinf=0, neginf=0), np.nan_to_num(y, posinf=0, neginf=0))
         space = self._nonfixed_space()
-        candidates = np.array([[hp.value_to_prob(values[hp.name]) for hp in space] for values in untried])
+        # an inactive hyperparameter sits at its default, as _vectorize_trials places finished trials
+        candidates = np.array(
+            [[hp.value_to_prob(values.get(hp.name, hp.default)) for hp in space] for values in untried]
+        )
         mu, sigma = self.gpr.predict(candidates, return_std=True)
         best = int(np.argmin(np.asarray(mu).ravel() - self.beta * np.asarray(sigma).ravel()))  # scores are negated
         return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": untried[best]}
+
+    def _points(self, grids: dict[str, list]) -> list[dict]:
+        """Every distinct point of a discrete space: a conditional hyperparameter (block_lr) takes
+        values only where its condition holds (blocks > 0), so blocks=0 is one point, not one per
+        block_lr."""
+        points = {}
+        for combo in itertools.product(*grids.values()):
+            values = {}
+            for hp, value in zip(self.hyperparameters.space, combo, strict=True):
+                if all(condition.is_active(values) for condition in hp.conditions):
+                    values[hp.name] = value
+            points.setdefault(self._compute_values_hash(values), values)
+        return list(points.values())
 
 
 def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.Oracle:
