@@ -124,3 +124,17 @@ def test_a_conditional_row_is_declared_only_where_it_can_differ():
         "blocks": 0,
     }
     assert HeadParams(0.1, 10, 0.2, "none", blocks=2, block_lr=0.01).active()["block_lr"] == 0.01
+
+
+def test_a_conditional_space_crosses_grpc_without_printing(tmp_path, capsys):
+    """keras-tuner 1.4.8 printed a condition's first value whenever it was sent to or from the chief
+    (several lines a trial on the chief's terminal); make_tuner mends that, and the proto still
+    carries the same condition."""
+    config = load_config([*BLOCKS_SPACE, "tuner=grid"])
+    space = make_tuner(config.tuner, SpaceModel(config.search), tmp_path, "p", 1, True, observers=[]).oracle.get_space()
+    capsys.readouterr()
+    proto = space.to_proto()
+    assert capsys.readouterr().out == ""
+    again = kt.HyperParameters.from_proto(proto)
+    block_lr = next(p for p in again.space if p.name == "block_lr")
+    assert [c.get_config() for c in block_lr.conditions] == [{"name": "blocks", "values": [1]}]

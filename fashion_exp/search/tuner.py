@@ -16,6 +16,8 @@ from typing import Any
 import keras
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src import protos as kt_protos
+from keras_tuner.src.engine import conditions as kt_conditions
 
 from fashion_exp.config import TunerConfig
 from fashion_exp.search import state_files
@@ -219,6 +221,25 @@ def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.O
     return kt.oracles.RandomSearchOracle(**common)
 
 
+def _parent_to_proto(condition: kt_conditions.Parent):
+    """keras-tuner 1.4.8's Parent.to_proto without its stray `print(self.values[0])`, which put a
+    line on the chief's terminal each time a conditional space (block_lr) crossed gRPC, several
+    times a trial."""
+    proto = kt_protos.get_proto()
+    first = condition.values[0]
+    field = (
+        "string_value"
+        if isinstance(first, str)
+        else "boolean_value"
+        if isinstance(first, bool)
+        else "int_value"
+        if isinstance(first, int)
+        else "float_value"
+    )
+    values = [proto.Value(**{field: value}) for value in condition.values]
+    return proto.Condition(parent=proto.Condition.Parent(name=condition.name, values=values))
+
+
 def make_tuner(
     config: TunerConfig,
     hypermodel: kt.HyperModel,
@@ -230,6 +251,7 @@ def make_tuner(
 ) -> kt.Tuner:
     """A keras-tuner Tuner of the configured type that resumes from `directory/project` unless overwrite."""
     state_files.install()  # its state files are replaced whole, never left half-written by a kill
+    kt_conditions.Parent.to_proto = _parent_to_proto  # (no public way to mend a library print)
     objective = kt.Objective(config.objective, direction=config.direction)
     where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
     if config.type == "hyperband":
