@@ -191,6 +191,25 @@ def test_bayesian_never_repeats_a_point_and_stops_when_the_grid_is_done(override
     assert len(points) == len(set(points)) == 4 and result.trials == 4
 
 
+def test_a_resumed_grid_search_goes_on_through_the_grid(overrides, fit_calls):
+    """keras-tuner's grid oracle does not save its place in the grid: a grid search resumed with a
+    larger tuner.max_trials (or after an interruption) used to end with the trials it had."""
+    space = [
+        "search.learning_rate.values=[0.01,0.1]",
+        "search.size_inner.values=[10]",
+        "search.droprate.values=[0.0]",
+        "search.augmentation.values=[none,shear_zoom_flip]",
+        "tuner=grid",
+        "tuner.epochs=2",
+    ]
+    first = run_search(load_config([*overrides, *space, "tuner.max_trials=2"]), echo=lambda *_: None)
+    assert first.trials == 2 and len(fit_calls) == 2
+    resumed = run_search(load_config([*overrides, *space, "tuner.max_trials=10"]), echo=lambda *_: None)
+    assert resumed.parent_run_id == first.parent_run_id and resumed.trials == 4
+    points = [tuple(sorted(c.items())) for c in fit_calls]
+    assert len(points) == len(set(points)) == 4  # the whole grid, each point once
+
+
 def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
     config = load_config([*overrides, "tuner=random", "tuner.max_trials=3", "tuner.objective=val_loss"])
     result = run_search(config, echo=lambda *_: None)

@@ -6,6 +6,7 @@ named subclasses below; this module does not know what they do with it.
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import time
@@ -18,6 +19,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src import protos as kt_protos
 from keras_tuner.src.engine import conditions as kt_conditions
+from keras_tuner.src.tuners import gridsearch as kt_gridsearch
 
 from fashion_exp.config import TunerConfig
 from fashion_exp.search import state_files
@@ -206,6 +208,28 @@ class DistinctBayesianOracle(kt.oracles.BayesianOptimizationOracle):
         return list(points.values())
 
 
+class ResumableGridOracle(kt.oracles.GridSearchOracle):
+    """keras-tuner's grid oracle, made resumable.
+
+    Its place in the grid (the tried points in grid order, and the points whose successor is to
+    be tried next) is not part of its saved state, so a resumed grid search, interrupted or given
+    more tuner.max_trials, found nothing left to try and ended with the trials it had. Both are
+    rebuilt here from the reloaded trials: every tried point is expanded again, and a successor
+    already tried is skipped as keras-tuner's own loop skips it.
+    """
+
+    def set_state(self, state):
+        super().set_state(state)
+        by_grid_order = functools.cmp_to_key(
+            lambda a, b: self._compare(a.hyperparameters.values, b.hyperparameters.values)
+        )
+        tried = sorted(self.trials.values(), key=by_grid_order)
+        self._ordered_ids = kt_gridsearch.LinkedList()  # (keras-tuner's own structure; no public one)
+        for trial in tried:
+            self._ordered_ids.insert(trial.trial_id)
+        self._populate_next = [trial.trial_id for trial in tried]
+
+
 def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.Oracle:
     """The oracle of a random, grid or Bayesian search (Hyperband builds its own)."""
     common = dict(
@@ -217,7 +241,7 @@ def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.O
     if config.type == "bayesian":
         return DistinctBayesianOracle(num_initial_points=config.initial_points, **common)
     if config.type == "grid":
-        return kt.oracles.GridSearchOracle(**common)
+        return ResumableGridOracle(**common)
     return kt.oracles.RandomSearchOracle(**common)
 
 
