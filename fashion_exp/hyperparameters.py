@@ -70,9 +70,7 @@ def hyperparameter(
     default, the value a head holds where it is inactive."""
     if active_if is not None and default is MISSING:
         raise TypeError("a conditional row needs a default")
-    rule = Rule(says, choices_from=choices_from, active_if=active_if)
-    if test:
-        rule = Rule(says, test, choices_from, active_if)
+    rule = Rule(says, test or Rule.test, choices_from, active_if)
     return field(default=default, metadata={"rule": rule})
 
 

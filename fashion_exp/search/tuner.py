@@ -250,16 +250,8 @@ def _parent_to_proto(condition: kt_conditions.Parent):
     line on the chief's terminal each time a conditional space (block_lr) crossed gRPC, several
     times a trial."""
     proto = kt_protos.get_proto()
-    first = condition.values[0]
-    field = (
-        "string_value"
-        if isinstance(first, str)
-        else "boolean_value"
-        if isinstance(first, bool)
-        else "int_value"
-        if isinstance(first, int)
-        else "float_value"
-    )
+    kinds = ((bool, "boolean_value"), (str, "string_value"), (int, "int_value"))  # bool first: it is an int
+    field = next((name for kind, name in kinds if isinstance(condition.values[0], kind)), "float_value")
     values = [proto.Value(**{field: value}) for value in condition.values]
     return proto.Condition(parent=proto.Condition.Parent(name=condition.name, values=values))
 
