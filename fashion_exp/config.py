@@ -196,6 +196,7 @@ class FinalConfig:
     experiment: str
     registered_model: str
     views: int | None
+    patience: int | None
     ensemble: Any  # "auto" or a number of heads: the mean of the k best restarts' probabilities is shipped
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 
@@ -210,6 +211,7 @@ class FinalConfig:
                 f"{key}.restarts ({self.restarts})"
             )
         _at_least(f"{key}.views", self.views, nullable=True)
+        _at_least(f"{key}.patience", self.patience, nullable=True)
         unknown = sorted(set(self.hp) - set(NAMES))
         if unknown:
             raise ConfigError(f"{key}.hp.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")

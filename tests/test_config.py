@@ -66,6 +66,8 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("model.runtime=tflite", "model.runtime"),
         ("augmentation.shear_zoom_flip.views=0", "augmentation.shear_zoom_flip.views"),
         ("final.restarts=0", "final.restarts"),
+        ("final.patience=0", "final.patience"),
+        ("final.patience=soon", "final.patience"),
         ("final.ensemble=6", "final.ensemble"),
         ("final.ensemble=0", "final.ensemble"),
         ("final.ensemble=most", "final.ensemble"),

@@ -97,6 +97,20 @@ def test_a_final_model_the_disk_cannot_hold_is_refused_before_any_work(final_ove
     assert finals is None or not client.search_runs([finals.experiment_id])  # no final run started
 
 
+def test_final_patience_stops_restarts_that_no_longer_improve(final_overrides, tuned):
+    """final.patience=1 with a learning rate too small to ever beat epoch 0: each restart stops
+    after 2 of its 6 epochs, says so, and logs how many epochs it ran."""
+    said = []
+    slow = ["final.patience=1", "final.epochs=6", "final.hp.learning_rate=1e-9"]
+    result = train_final(load_config([*final_overrides, *slow]), echo=said.append)
+    restarts = [line for line in said if line.startswith("Restart")]
+    assert len(restarts) == 2 and all("best epoch 0 of 2," in line for line in restarts)
+    client = MlflowClient(load_config(final_overrides).tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["patience"] == "1"
+    assert [m.value for m in client.get_metric_history(result.run_id, "restart_epochs")] == [2, 2]
+
+
 def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, capsys, monkeypatch):
     import mlflow
 

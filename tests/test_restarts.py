@@ -1,11 +1,13 @@
 """train-final's restarts: one head per seed, the best validation epoch of the best restart is kept."""
 
+import io
 from functools import partial
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
-from fashion_exp.final.restarts import HeadTraining, Restart, train_once, train_restarts
+from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import HeadParams
 
 
@@ -89,3 +91,23 @@ def test_val_loss_objective_keeps_the_lowest_loss_epoch_and_restart():
     }
     _, ranked, _ = train_restarts(lambda seed: (seed, outcomes[seed]), [1, 2, 3], "val_loss")
     assert ranked[0].seed == 3
+
+
+def test_patience_stops_a_restart_that_no_longer_improves_and_keeps_its_best_epoch():
+    """final.patience: a head whose objective has not improved for `patience` epochs stops; the
+    restart still reports (and the head still holds) its best epoch. A learning rate of ~0 never
+    improves on epoch 0, so patience 2 ends the fit after epoch 2 of 8."""
+    views, labels, val = _data()
+    still = HeadParams(learning_rate=1e-12, size_inner=8, droprate=0.0, augmentation="none")
+    patient = HeadTraining(views, labels, val, 3, 8, 16, 256, "val_accuracy", patience=2)
+    with tqdm(total=8, file=io.StringIO()) as bar:
+        _, stopped = train_once(patient, still, seed=3, callbacks=[EpochBar(bar)])
+        assert bar.total == bar.n == 3  # the bar's total drops to the epochs that ran
+    assert len(stopped.history["val_accuracy"]) == 3 and stopped.best_epoch == 0
+    _, full = train_once(_training(views, labels, val, 8), still, seed=3)
+    assert len(full.history["val_accuracy"]) == 8  # no patience: every epoch
+    learning = HeadTraining(views, labels, val, 3, 8, 16, 256, "val_accuracy", patience=2)
+    head, restart = train_once(learning, HP, seed=3)
+    assert restart.val_accuracy == max(restart.history["val_accuracy"])
+    probabilities = head.predict(val[0], verbose=0).argmax(1)
+    assert np.mean(probabilities == val[1]) == pytest.approx(restart.val_accuracy)

@@ -60,9 +60,12 @@ class HeadTraining:
     validation_batch_size: int
     objective: str  # val_accuracy | val_loss: which epoch is the best
     top: keras.Model | None = None  # the backbone's pretrained top blocks, for heads with blocks > 0
+    patience: int | None = None  # stop after this many epochs without a better objective (None: every epoch)
 
     @classmethod
-    def of(cls, prepared: PreparedFeatures, policy: str, epochs: int, tuner: TunerConfig) -> HeadTraining:
+    def of(
+        cls, prepared: PreparedFeatures, policy: str, epochs: int, tuner: TunerConfig, patience: int | None = None
+    ) -> HeadTraining:
         """Training on `policy`'s views of the prepared features, validated on the validation split."""
         return cls(
             views=training_views(prepared.train_views[policy]),
@@ -74,6 +77,7 @@ class HeadTraining:
             validation_batch_size=tuner.validation_batch_size,
             objective=tuner.objective,
             top=prepared.top,
+            patience=patience,
         )
 
 
@@ -89,13 +93,22 @@ class EpochBar(keras.callbacks.Callback):
         logs = logs or {}
         self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("val_accuracy", "val_loss") if k in logs}, refresh=False)
         self.bar.update(1)
+        self.ran = epoch + 1
+
+    def on_train_begin(self, logs=None):
+        self.ran = 0
+
+    def on_train_end(self, logs=None):
+        # a restart stopped early (final.patience) will not run its other epochs: the bar's total drops
+        self.bar.total -= self.params["epochs"] - self.ran
+        self.bar.refresh()
 
 
 def train_once(
     training: HeadTraining, params: HeadParams, seed: int, callbacks: Sequence[keras.callbacks.Callback] = ()
 ) -> tuple[keras.Model, Restart]:
-    """Fit a head for `training.epochs` with `seed` (and `callbacks`: progress); restore its best
-    epoch by the objective."""
+    """Fit a head for `training.epochs` with `seed` (and `callbacks`: progress), or until
+    `training.patience` epochs bring no better objective; restore its best epoch by the objective."""
     steps = steps_for(len(training.labels), training.batch_size)
     top = fresh_top(training.top) if params.blocks else None
     head = build_head(training.val[0].shape[1:], training.n_classes, params, seed, steps, top)
@@ -105,6 +118,9 @@ def train_once(
         checkpoint = keras.callbacks.ModelCheckpoint(
             best_path, monitor=training.objective, mode=direction, save_best_only=True, save_weights_only=True
         )
+        if training.patience:
+            stop = keras.callbacks.EarlyStopping(monitor=training.objective, mode=direction, patience=training.patience)
+            callbacks = [stop, *callbacks]
         history = fit_on_views(
             head,
             training.views,

@@ -85,7 +85,8 @@ def warn_cost(config: Config, params: HeadParams, echo) -> None:
         echo(
             f"final.hp.blocks={params.blocks}: {config.final.restarts} restart(s) x {config.final.epochs} epochs = "
             f"{epochs} epochs that train Xception's top block(s), minutes each without a GPU "
-            "(README: benchmarks/bench_finetune.py); fewer: final.restarts=1 final.epochs=8"
+            "(README: benchmarks/bench_finetune.py); fewer: final.restarts=1 final.epochs=8, "
+            "or final.patience=2 (stop a restart after 2 epochs without a better one)"
         )
 
 
@@ -95,6 +96,7 @@ def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, param
             **{f"hp.{k}": v for k, v in params.as_dict().items()},
             "image_size": config.final.image_size,
             "epochs": config.final.epochs,
+            "patience": config.final.patience,
             "views": len(prepared.train_views[params.augmentation]),
             "restarts": config.final.restarts,
             "ensemble": config.final.ensemble,
@@ -117,15 +119,17 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
     objective = config.tuner.objective
 
     def logged(index: int, restart: Restart) -> None:
-        run.metrics({"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}, step=index)
+        ran = len(restart.history["val_accuracy"])  # fewer than final.epochs when final.patience stopped it
+        metrics = {"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}
+        run.metrics({**metrics, "restart_epochs": ran}, step=index)
         run.curves({f"restart_{index}_val_accuracy": restart.history["val_accuracy"]})
         echo(
-            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): best epoch {restart.best_epoch}, "
+            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): best epoch {restart.best_epoch} of {ran}, "
             f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
         )
 
     echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
-    training = HeadTraining.of(prepared, params.augmentation, config.final.epochs, config.tuner)
+    training = HeadTraining.of(prepared, params.augmentation, config.final.epochs, config.tuner, config.final.patience)
     with tqdm(total=len(seeds) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
         train = partial(train_once, training, params, callbacks=[EpochBar(bar)])
         heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
