@@ -104,7 +104,7 @@ def test_final_patience_stops_restarts_that_no_longer_improve(final_overrides, t
     slow = ["final.patience=1", "final.epochs=6", "final.hp.learning_rate=1e-9"]
     result = train_final(load_config([*final_overrides, *slow]), echo=said.append)
     restarts = [line for line in said if line.startswith("Restart")]
-    assert len(restarts) == 2 and all("best epoch 0 of 2," in line for line in restarts)
+    assert len(restarts) == 2 and all("2 epochs, best epoch 0," in line for line in restarts)
     client = MlflowClient(load_config(final_overrides).tracking.uri)
     run = client.get_run(result.run_id)
     assert run.data.params["patience"] == "1"

@@ -124,7 +124,7 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
         run.metrics({**metrics, "restart_epochs": ran}, step=index)
         run.curves({f"restart_{index}_val_accuracy": restart.history["val_accuracy"]})
         echo(
-            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): best epoch {restart.best_epoch} of {ran}, "
+            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): {ran} epochs, best epoch {restart.best_epoch}, "
             f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
         )
 
