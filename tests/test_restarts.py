@@ -109,5 +109,5 @@ def test_patience_stops_a_restart_that_no_longer_improves_and_keeps_its_best_epo
     learning = HeadTraining(views, labels, val, 3, 8, 16, 256, "val_accuracy", patience=2)
     head, restart = train_once(learning, HP, seed=3)
     assert restart.val_accuracy == max(restart.history["val_accuracy"])
-    probabilities = head.predict(val[0], verbose=0).argmax(1)
-    assert np.mean(probabilities == val[1]) == pytest.approx(restart.val_accuracy)
+    predicted = head.predict(val[0], verbose=0).argmax(1)  # the head holds the best epoch, not the last
+    assert np.mean(predicted == val[1]) == pytest.approx(restart.val_accuracy)
