@@ -113,7 +113,7 @@ class HeadParams:
     def active(self) -> dict[str, Any]:
         """Name -> value of the rows that mean something for this head (block_lr only with blocks > 0)."""
         values = asdict(self)
-        return {k: v for k, v in values.items() if not (parent := rule_of(k).active_if) or values[parent] > 0}
+        return {k: v for k, v in values.items() if not (parent := rule(row_named(k)).active_if) or values[parent] > 0}
 
     def check(self, key: str, choices: Mapping[str, Collection[str]]) -> None:
         """Raise ConfigError naming `key.<name>` for a value that breaks its row's rule."""
@@ -129,8 +129,9 @@ def rule(row) -> Rule:
     return row.metadata["rule"]
 
 
-def rule_of(name: str) -> Rule:
-    return rule(next(row for row in ROWS if row.name == name))
+def row_named(name: str):
+    """The table row called `name`."""
+    return next(row for row in ROWS if row.name == name)
 
 
 def has_default(row) -> bool:
@@ -269,7 +270,7 @@ def describe(search: Mapping[str, ParamSpace]) -> dict[str, dict[str, Any]]:
 
 def candidates(search: Mapping[str, ParamSpace], name: str) -> list[Any]:
     """Every value an int or choice row can take in `search` (its default when left out)."""
-    row = next(row for row in ROWS if row.name == name)
+    row = row_named(name)
     if name not in search:
         return [row.default]
     space = search[name]
