@@ -113,7 +113,7 @@ class HeadParams:
     def active(self) -> dict[str, Any]:
         """Name -> value of the rows that mean something for this head (block_lr only with blocks > 0)."""
         values = asdict(self)
-        return {k: v for k, v in values.items() if not (parent := rule(row_named(k)).active_if) or values[parent] > 0}
+        return {row.name: values[row.name] for row in ROWS if not (parent := rule(row).active_if) or values[parent] > 0}
 
     def check(self, key: str, choices: Mapping[str, Collection[str]]) -> None:
         """Raise ConfigError naming `key.<name>` for a value that breaks its row's rule."""
