@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
     command("train-final", "train the 299x299 model with a search's best hyperparameters; log and register it")
+    combine = command(
+        "combine", "average registered models in one model that runs their common frozen backbone once; register it"
+    )
+    combine.add_argument(
+        "--model", action="append", default=[], metavar="MODEL", help="a member (URI or folder); give two or more"
+    )
     evaluate = command("evaluate", "evaluate a model on the test split and log the results to its run")
     evaluate.add_argument("--model", help="model URI or folder (default: the latest train-final run's model)")
     promote = command("promote", "point the registry alias 'champion' at a model version")
@@ -162,6 +168,18 @@ def cmd_train_final(overrides: list[str]) -> int:
         f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"
     )
+    name = config.final.registered_model
+    print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
+    print(f"Next: python -m fashion_exp evaluate --model models:/{name}/{result.version}")
+    return 0
+
+
+def cmd_combine(overrides: list[str], models: list[str]) -> int:
+    from fashion_exp.config import load_config
+    from fashion_exp.final.combine import combine
+
+    config = load_config(overrides)
+    result = combine(config, models)
     name = config.final.registered_model
     print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
     print(f"Next: python -m fashion_exp evaluate --model models:/{name}/{result.version}")
@@ -308,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_show_config(overrides)
         if args.command == "train-final":
             return cmd_train_final(overrides)
+        if args.command == "combine":
+            return cmd_combine(overrides, args.model)
         if args.command == "evaluate":
             return cmd_evaluate(overrides, args.model)
         if args.command == "promote":

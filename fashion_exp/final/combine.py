@@ -1,0 +1,190 @@
+"""combine: shipped models (say a fine-tuned head trained on plain photos and one trained on
+augmented views) averaged in one model that runs their common frozen backbone once.
+
+Every model train-final ships is the frozen part (uint8 image -> preprocessing -> Xception up to
+the features the heads read) followed by one or more layers named `head` / `head_<i>` and their
+softmax. Models whose frozen parts are the same (same weights file, size and cut, so the same
+`final.hp.blocks`) are split there: the combined model holds one copy of the frozen part, every
+member's heads (with their own fine-tuned blocks, if any) and the mean of the members'
+probabilities, each member weighted alike whatever its number of heads. It is checked against the
+members themselves on every validation photo, logged as a final run and registered, so evaluate,
+promote, predict, serve and export-onnx take it like any train-final model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from fashion_exp.batching import pad_batch
+from fashion_exp.config import Config
+from fashion_exp.data.dataset import VALIDATION, scan_configured
+from fashion_exp.data.images import Decoder
+from fashion_exp.errors import UserError
+from fashion_exp.final.evaluate import Evaluation, score
+from fashion_exp.tracking import registry
+from fashion_exp.tracking.runs import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS, RunLogger
+
+
+@dataclass
+class Member:
+    """A loaded model split where its heads begin."""
+
+    loaded: registry.LoadedModel
+    frozen: keras.Model  # image -> the features its heads read
+    heads: list  # the head layers (each with its own fine-tuned blocks, if any)
+
+
+@dataclass
+class CombineResult:
+    run_id: str
+    version: str
+    members: list[Evaluation]  # each member's validation score
+    combined: Evaluation
+    max_abs_diff: float
+    top1_agreement: float
+    heads: int
+
+
+def split(loaded: registry.LoadedModel) -> Member:
+    """The model's frozen part and its heads; a one-line error for a model train-final did not make."""
+    model = loaded.model
+    heads = [layer for layer in model.layers if layer.name == "head" or layer.name.startswith("head_")]
+    if not heads:
+        raise UserError(f"model {loaded.uri} has no head layer: combine takes models made by train-final")
+    # What the heads read, in this model's graph (a nested model's own `.input` is its inner Input).
+    read = {id(t): t for head in heads for node in head._inbound_nodes for t in node.input_tensors}
+    if len(read) != 1:
+        raise UserError(f"model {loaded.uri}: its heads do not read one common input: combine cannot split it")
+    return Member(loaded, keras.Model(model.inputs, next(iter(read.values())), name="frozen"), heads)
+
+
+def _same_frozen(first: Member, other: Member) -> bool:
+    mine, theirs = first.frozen.weights, other.frozen.weights
+    if tuple(first.frozen.output.shape) != tuple(other.frozen.output.shape) or len(mine) != len(theirs):
+        return False
+    pairs = zip(mine, theirs, strict=True)
+    return all(a.shape == b.shape and np.array_equal(np.asarray(a), np.asarray(b)) for a, b in pairs)
+
+
+def check_members(members: list[Member]) -> None:
+    """Refuse, in one line, models that cannot share one frozen part and one input."""
+    first = members[0]
+    for other in members[1:]:
+        a, b = first.loaded, other.loaded
+        for what, mine, theirs in (
+            ("classes", a.class_names, b.class_names),
+            ("image size", a.image_size, b.image_size),
+            ("resize filter", a.interpolation, b.interpolation),
+        ):
+            if mine != theirs:
+                raise UserError(f"{a.uri} and {b.uri} differ in {what} ({mine} vs {theirs}): they cannot be combined")
+        if not _same_frozen(first, other):
+            raise UserError(
+                f"{a.uri} and {b.uri} do not share their frozen backbone (another weights file or "
+                "final.hp.blocks): combine models trained with the same ones"
+            )
+
+
+def build(members: list[Member]) -> keras.Model:
+    """uint8 image -> the one frozen part -> every member's heads -> the mean of the members' probabilities."""
+    first = members[0].loaded.model
+    image = keras.Input(first.inputs[0].shape[1:], dtype=first.inputs[0].dtype, name="image")
+    features = members[0].frozen(image)
+    outputs = []
+    for index, member in enumerate(members):
+        probabilities = []
+        for number, head in enumerate(member.heads):
+            head.name = f"member_{index}_head_{number}"  # names must be unique in one model
+            softmax = keras.layers.Softmax(name=f"member_{index}_probabilities_{number}")
+            probabilities.append(softmax(head(features)))
+        if len(probabilities) > 1:
+            outputs.append(keras.layers.Average(name=f"member_{index}_probabilities")(probabilities))
+        else:
+            outputs.append(probabilities[0])
+    return keras.Model(image, keras.layers.Average(name="probabilities")(outputs), name="fashion_classifier")
+
+
+def validation_probabilities(config: Config, members: list[Member], combined: keras.Model):
+    """(each member's probabilities, the combined model's, labels, one example image) on every validation photo."""
+    loaded = members[0].loaded
+    dataset = scan_configured(config.data, [VALIDATION], config.work_dir)
+    if dataset.classes != loaded.class_names:
+        raise UserError(f"validation classes {dataset.classes} differ from the models' {loaded.class_names}")
+    decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)
+    size = config.model.batch_size
+    each, together, example = [[] for _ in members], [], None
+    for images in decoder.load_batches(dataset.paths(VALIDATION), size, "Checking the members and the combined model"):
+        example = images[:1] if example is None else example
+        padded = pad_batch(images, size)
+        for parts, member in zip(each, members, strict=True):
+            parts.append(np.asarray(member.loaded.model.predict_on_batch(padded))[: len(images)])
+        together.append(np.asarray(combined.predict_on_batch(padded))[: len(images)])
+    return [np.concatenate(p) for p in each], np.concatenate(together), dataset.labels(VALIDATION), example
+
+
+def combine(config: Config, references: list[str], echo=print) -> CombineResult:
+    """Load, check, build, score on validation, log and register the combined model."""
+    started = time.time()
+    if len(references) < 2:
+        raise UserError("combine: give two --model or more (registry URIs, runs:/ URIs or model folders)")
+    repeated = sorted({r for r in references if references.count(r) > 1})
+    if repeated:
+        raise UserError(f"combine: {repeated[0]} is given twice")
+    echo(f"Loading {len(references)} models ...")
+    members = [split(registry.load(reference, config.tracking.uri)) for reference in references]
+    check_members(members)
+    combined = build(members)
+    each, together, labels, example = validation_probabilities(config, members, combined)
+    mean = np.mean(each, axis=0)
+    names = members[0].loaded.class_names
+    scores = [score(p, labels, names) for p in each]
+    result = score(together, labels, names)
+    diff = float(np.max(np.abs(together - mean)))
+    agreement = float(np.mean(together.argmax(1) == mean.argmax(1)))
+    for reference, scored in zip(references, scores, strict=True):
+        echo(f"{reference}: val_accuracy {scored.accuracy:.4f}, val_loss {scored.loss:.4f}")
+    echo(
+        f"Combined ({len(members)} models, one frozen backbone): "
+        f"val_accuracy {result.accuracy:.4f}, val_loss {result.loss:.4f}"
+    )
+    echo(
+        "Combined model vs the mean of the members on validation photos: "
+        f"max |diff| {diff:.2e}, top-1 agreement {agreement:.1%}"
+    )
+    heads = sum(len(m.heads) for m in members)
+    loaded = members[0].loaded
+    run = RunLogger.start(
+        config.tracking.uri,
+        config.final.experiment,
+        run_name=f"combined-{loaded.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={KIND: "final", "combined_from": ",".join(references)},
+    )
+    with run.recording():
+        run.params({"members": ",".join(references), "member_runs": ",".join(m.loaded.run_id or "" for m in members)})
+        for index, scored in enumerate(scores):
+            run.metrics({f"member_{index}_val_accuracy": scored.accuracy, f"member_{index}_val_loss": scored.loss})
+        run.metrics(
+            {
+                SHIPPED_VAL_ACCURACY: result.accuracy,
+                SHIPPED_VAL_LOSS: result.loss,
+                "ensemble_size": heads,
+                "assembled_max_abs_diff": diff,
+                "assembled_top1_agreement": agreement,
+            }
+        )
+        metadata = {
+            "class_names": loaded.class_names,
+            "image_size": loaded.image_size,
+            "interpolation": loaded.interpolation,
+            "ensemble_size": heads,
+            "combined_from": references,
+        }
+        version = registry.log_model(
+            config.tracking.uri, run.run_id, combined, metadata, example, config.final.registered_model
+        )
+        run.metrics({"combine_seconds": time.time() - started})
+    return CombineResult(run.run_id, version, scores, result, diff, agreement, heads)
