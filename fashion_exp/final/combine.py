@@ -24,6 +24,7 @@ from fashion_exp.config import Config
 from fashion_exp.data.dataset import VALIDATION, scan_configured
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
+from fashion_exp.final.ensemble import probabilities
 from fashion_exp.final.evaluate import Evaluation, score
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.runs import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS, RunLogger
@@ -94,17 +95,7 @@ def build(members: list[Member]) -> keras.Model:
     first = members[0].loaded.model
     image = keras.Input(first.inputs[0].shape[1:], dtype=first.inputs[0].dtype, name="image")
     features = members[0].frozen(image)
-    outputs = []
-    for index, member in enumerate(members):
-        probabilities = []
-        for number, head in enumerate(member.heads):
-            head.name = f"member_{index}_head_{number}"  # names must be unique in one model
-            softmax = keras.layers.Softmax(name=f"member_{index}_probabilities_{number}")
-            probabilities.append(softmax(head(features)))
-        if len(probabilities) > 1:
-            outputs.append(keras.layers.Average(name=f"member_{index}_probabilities")(probabilities))
-        else:
-            outputs.append(probabilities[0])
+    outputs = [probabilities(member.heads, features, f"member_{index}_") for index, member in enumerate(members)]
     return keras.Model(image, keras.layers.Average(name="probabilities")(outputs), name="fashion_classifier")
 
 

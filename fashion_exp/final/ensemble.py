@@ -63,12 +63,16 @@ def choose_size(scores: list[EnsembleScore], setting: int | str, objective: str)
     return best.size
 
 
-def probabilities(heads: list[keras.Model], features) -> keras.KerasTensor:
-    """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'."""
+def probabilities(heads: list[keras.Model], features, prefix: str = "") -> keras.KerasTensor:
+    """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'.
+    `prefix` keeps the layer names apart where several groups of heads share one model (combine)."""
+    name = f"{prefix}probabilities"
     if len(heads) == 1:
-        return keras.layers.Softmax(name="probabilities")(heads[0](features))
+        if prefix:
+            heads[0].name = f"{prefix}head_0"
+        return keras.layers.Softmax(name=name)(heads[0](features))
     outputs = []
     for index, head in enumerate(heads):
-        head.name = f"head_{index}"  # built alike, each head is named "head": names must be unique
-        outputs.append(keras.layers.Softmax(name=f"probabilities_{index}")(head(features)))
-    return keras.layers.Average(name="probabilities")(outputs)
+        head.name = f"{prefix}head_{index}"  # built alike, each head is named "head": names must be unique
+        outputs.append(keras.layers.Softmax(name=f"{name}_{index}")(head(features)))
+    return keras.layers.Average(name=name)(outputs)
