@@ -14,7 +14,9 @@ The package follows the pipeline, one folder a stage, each importing only the st
 
 import os
 
+from fashion_exp import quiet
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+quiet.configure()  # TensorFlow's and MLflow's log levels, before either is imported
 
 __version__ = "0.1.0"

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fashion_exp.config import CONFIG_DIR
 from fashion_exp.errors import UserError
@@ -33,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fashion_exp",
         description="Find, track and ship the best Xception transfer-learning fashion classifier.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show TensorFlow's and MLflow's own log lines (FASHION_VERBOSE=1)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     epilog = _groups(CONFIG_DIR) + "\n\n" + EXAMPLES if CONFIG_DIR.is_dir() else EXAMPLES
@@ -99,11 +105,9 @@ def _split(parser: argparse.ArgumentParser, words: list[str], paths_allowed: boo
     return overrides, paths
 
 
-def cmd_tune(overrides: list[str]) -> int:
-    from fashion_exp.config import load_config
+def cmd_tune(config, args, overrides: list[str]) -> int:
     from fashion_exp.search.run import run_search
 
-    config = load_config(overrides)
     result = run_search(config, overrides=overrides)
     if result.best_trial_id is None:
         print(f"No trial completed. Parent run {result.parent_run_id} holds the errors.")
@@ -119,43 +123,43 @@ def cmd_tune(overrides: list[str]) -> int:
     return 0
 
 
-def cmd_tune_worker(overrides: list[str], chief: str, worker_id: str | None) -> int:
+def check_tune_worker(args) -> None:
+    """--chief and --worker-id, before TensorFlow is imported: a typo costs no wait."""
     import socket
 
-    from fashion_exp.config import check_address, load_config
+    from fashion_exp.config import check_address
 
-    check_address("--chief", chief)  # before TensorFlow is imported: a typo costs no wait
-    worker_id = worker_id if worker_id is not None else "worker-" + socket.gethostname().replace("chief", "head")
-    if not worker_id or "chief" in worker_id or "/" in worker_id:
-        raise UserError(f"--worker-id '{worker_id}': must be non-empty, without '/' and not contain 'chief'")
-    config = load_config(overrides)
+    check_address("--chief", args.chief)
+    if args.worker_id is None:
+        args.worker_id = "worker-" + socket.gethostname().replace("chief", "head")
+    if not args.worker_id or "chief" in args.worker_id or "/" in args.worker_id:
+        raise UserError(f"--worker-id '{args.worker_id}': must be non-empty, without '/' and not contain 'chief'")
+
+
+def cmd_tune_worker(config, args, overrides: list[str]) -> int:
     from fashion_exp.search.worker import run_worker
 
-    run_worker(config, chief, worker_id)
+    run_worker(config, args.chief, args.worker_id)
     return 0
 
 
-def cmd_fetch_data(overrides: list[str], force: bool) -> int:
-    from fashion_exp.config import load_config
+def cmd_fetch_data(config, args, overrides: list[str]) -> int:
     from fashion_exp.data.download import fetch_dataset, has_dataset
 
-    config = load_config(overrides)
     root = Path(config.data.root)
-    if has_dataset(root) and not force:
+    if has_dataset(root) and not args.force:
         print(f"Dataset already at {root.resolve()} (use --force to download again)")
         return 0
-    if fetch_dataset(config.data.url, root, force=force):
+    if fetch_dataset(config.data.url, root, force=args.force):
         print(f"Dataset ready at {root.resolve()}")
     else:
         print(f"Dataset ready at {root.resolve()} (downloaded by the fetch-data this one waited for)")
     return 0
 
 
-def cmd_train_final(overrides: list[str]) -> int:
-    from fashion_exp.config import load_config
+def cmd_train_final(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.train import train_final
 
-    config = load_config(overrides)
     result = train_final(config)
     print(
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
@@ -174,59 +178,54 @@ def cmd_train_final(overrides: list[str]) -> int:
     return 0
 
 
-def cmd_combine(overrides: list[str], models: list[str]) -> int:
-    from fashion_exp.config import load_config
+def cmd_combine(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.combine import combine
 
-    config = load_config(overrides)
-    result = combine(config, models)
+    result = combine(config, args.model)
     name = config.final.registered_model
     print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
     print(f"Next: python -m fashion_exp evaluate --model models:/{name}/{result.version}")
     return 0
 
 
-def cmd_evaluate(overrides: list[str], model: str | None) -> int:
-    from fashion_exp.config import load_config
+def cmd_evaluate(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.evaluate import evaluate
 
-    config = load_config(overrides)
-    evaluate(config, model)
+    evaluate(config, args.model)
     return 0
 
 
-def cmd_promote(overrides: list[str], version, run, rollback: bool, force: bool) -> int:
-    from fashion_exp.config import load_config
+def cmd_promote(config, args, overrides: list[str]) -> int:
     from fashion_exp.tracking import registry
 
-    config = load_config(overrides)
     name = config.final.registered_model
-    if rollback:
+    if args.rollback:
         changes = registry.rollback(config.tracking.uri, name)
     else:
-        changes = registry.promote(config.tracking.uri, name, version=version, run_id=run, force=force)
+        changes = registry.promote(config.tracking.uri, name, version=args.version, run_id=args.run, force=args.force)
     for change in changes:
         print(change)
     return 0
 
 
-def cmd_predict(overrides: list[str], paths: list[str], model: str | None, k: int | None, as_json: bool) -> int:
-    from fashion_exp.config import load_config
+def check_predict(args) -> None:
+    if not args.paths:
+        raise UserError("predict needs at least one image file or folder")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k}: must be at least 1")
+
+
+def cmd_predict(config, args, overrides: list[str]) -> int:
     from fashion_exp.serving.predict import expand, format_json, format_table, predict_files
     from fashion_exp.tracking import registry
 
-    if not paths:
-        raise UserError("predict needs at least one image file or folder")
-    if k is not None and k < 1:
-        raise UserError(f"--top-k {k}: must be at least 1")
-    config = load_config(overrides)
-    k = k or config.predict.top_k
-    files = expand(paths)
-    loaded = registry.load(model or _champion(config), config.tracking.uri)
+    k = args.top_k or config.predict.top_k
+    files = expand(args.paths)
+    loaded = registry.load(args.model or _champion(config), config.tracking.uri)
     predictions = predict_files(
         loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels, config.model.batch_size
     )
-    print(format_json(predictions) if as_json else format_table(predictions))
+    print(format_json(predictions) if args.json else format_table(predictions))
     return 1 if any(p.error for p in predictions) else 0
 
 
@@ -234,18 +233,12 @@ def _champion(config) -> str:
     return f"models:/{config.final.registered_model}@champion"
 
 
-def cmd_serve(overrides: list[str], model: str | None) -> int:
+def check_serve_port(config) -> None:
+    """Fail in one line before loading a model if the port is taken."""
     import socket
 
-    import uvicorn
-
-    from fashion_exp.config import load_config
-    from fashion_exp.serving.app import ServeSettings, create_app
-    from fashion_exp.serving.backends import open_predictor
-
-    config = load_config(overrides)
     settings = config.serve
-    with socket.socket() as probe:  # fail in one line before loading a model if the port is taken
+    with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.host, settings.port))
@@ -253,7 +246,17 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
             raise UserError(
                 f"cannot listen on {settings.host}:{settings.port} ({err.strerror}): pass serve.port=..."
             ) from None
-    reference = model or _champion(config)
+
+
+def cmd_serve(config, args, overrides: list[str]) -> int:
+    import uvicorn
+
+    from fashion_exp.serving.app import ServeSettings, create_app
+    from fashion_exp.serving.backends import open_predictor
+
+    check_serve_port(config)
+    settings = config.serve
+    reference = args.model or _champion(config)
     predictor, backend, why = open_predictor(reference, config.tracking.uri, settings.backend)
     print(
         f"Serving {reference} (version {predictor.version}) on {backend} [{why}] at "
@@ -265,12 +268,10 @@ def cmd_serve(overrides: list[str], model: str | None) -> int:
     return 0
 
 
-def cmd_export_onnx(overrides: list[str], model: str | None) -> int:
-    from fashion_exp.config import load_config
+def cmd_export_onnx(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.onnx_export import export
 
-    config = load_config(overrides)
-    result = export(config, model or _champion(config))
+    result = export(config, args.model or _champion(config))
     print(
         f"ONNX vs Keras on {result.images} validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"
@@ -285,11 +286,52 @@ def cmd_export_onnx(overrides: list[str], model: str | None) -> int:
     return 0 if result.top1_agreement == 1.0 else 1
 
 
-def cmd_show_config(overrides: list[str]) -> int:
-    from fashion_exp.config import load_config, to_yaml
+def cmd_show_config(config, args, overrides: list[str]) -> int:
+    from fashion_exp.config import to_yaml
 
-    print(to_yaml(load_config(overrides)), end="")
+    print(to_yaml(config), end="")
     return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its job, and what is checked before the job's heavy imports."""
+
+    run: Callable[..., int]
+    tensorflow: bool = True  # import TensorFlow (quietly) before the job
+    backbone: bool = False  # the job builds the backbone: check model.weights first
+    check: Callable[[Any], None] | None = None  # argument checks that need no config
+
+
+COMMANDS = {
+    "tune": Command(cmd_tune, backbone=True),
+    "tune-worker": Command(cmd_tune_worker, backbone=True, check=check_tune_worker),
+    "fetch-data": Command(cmd_fetch_data, tensorflow=False),
+    "show-config": Command(cmd_show_config, tensorflow=False),
+    "train-final": Command(cmd_train_final, backbone=True),
+    "combine": Command(cmd_combine),
+    "evaluate": Command(cmd_evaluate),
+    "promote": Command(cmd_promote, tensorflow=False),
+    "predict": Command(cmd_predict, check=check_predict),
+    "serve": Command(cmd_serve),
+    "export-onnx": Command(cmd_export_onnx),
+}
+
+
+def run_command(command: Command, args, overrides: list[str]) -> int:
+    """Arguments, then the config (and the weights file), then TensorFlow, then the job: a mistake costs no wait."""
+    from fashion_exp.config import check_weights_file, load_config
+
+    if command.check is not None:
+        command.check(args)
+    config = load_config(overrides)
+    if command.backbone:
+        check_weights_file(config.model)
+    if command.tensorflow:
+        from fashion_exp import quiet
+
+        quiet.import_tensorflow()
+    return command.run(config, args, overrides)
 
 
 def _store_error(err: Exception) -> str | None:
@@ -302,42 +344,23 @@ def _store_error(err: Exception) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
+    words = list(sys.argv[1:] if argv is None else argv)
+    if {"-v", "--verbose"} & set(words):  # anywhere on the line, before or after the command
+        from fashion_exp import quiet
 
-    for noisy in ("mlflow", "alembic"):  # store set-up chatter; our own output says what happened
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        quiet.configure(asked_verbose=True)
+        words = [word for word in words if word not in ("-v", "--verbose")]
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)  # words after a flag land in extra; flags may come anywhere
+    args, extra = parser.parse_known_args(words)  # words after a flag land in extra; flags may come anywhere
     if args.command is None:
         parser.print_help()
         return 2
     unknown = [word for word in extra if word.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    overrides, paths = _split(parser, args.overrides + extra, paths_allowed=args.command == "predict")
+    overrides, args.paths = _split(parser, args.overrides + extra, paths_allowed=args.command == "predict")
     try:
-        if args.command == "tune":
-            return cmd_tune(overrides)
-        if args.command == "tune-worker":
-            return cmd_tune_worker(overrides, args.chief, args.worker_id)
-        if args.command == "fetch-data":
-            return cmd_fetch_data(overrides, args.force)
-        if args.command == "show-config":
-            return cmd_show_config(overrides)
-        if args.command == "train-final":
-            return cmd_train_final(overrides)
-        if args.command == "combine":
-            return cmd_combine(overrides, args.model)
-        if args.command == "evaluate":
-            return cmd_evaluate(overrides, args.model)
-        if args.command == "promote":
-            return cmd_promote(overrides, args.version, args.run, args.rollback, args.force)
-        if args.command == "predict":
-            return cmd_predict(overrides, paths, args.model, args.top_k, args.json)
-        if args.command == "serve":
-            return cmd_serve(overrides, args.model)
-        if args.command == "export-onnx":
-            return cmd_export_onnx(overrides, args.model)
+        return run_command(COMMANDS[args.command], args, overrides)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -350,5 +373,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command}")
-    return 2

@@ -303,6 +303,18 @@ class Config:
             )
 
 
+def check_weights_file(model: ModelConfig) -> None:
+    """model.weights names a file that exists (checked before the dataset scan and TensorFlow's import)."""
+    if model.backbone != "xception" or model.weights == "imagenet":
+        return
+    path = Path(model.weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"model.weights: no weights file at {path.resolve()} (set FASHION_WEIGHTS or model.weights= to an "
+            "Xception no-top .weights.h5, or use model.weights=imagenet with internet access)"
+        )
+
+
 def _one_line(message: Any) -> str:
     return re.sub(r"\s+", " ", str(message)).strip()
 
@@ -337,7 +349,45 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(f"bad config override: {_one_line(err)}") from None
+        raise ConfigError(_explain(_one_line(err), directory)) from None
+
+
+def _explain(reason: str, directory: Path) -> str:
+    """One line for Hydra's composition errors: the closest valid key for a typo, the choices of a group."""
+    unknown = re.search(r"Could not override '([^']+)'", reason)
+    if unknown:
+        return f"{unknown.group(1)}: no such config key{did_you_mean(unknown.group(1), directory)}"
+    option = re.search(r"Could not find '([^'/]+)/([^']+)'", reason)
+    if option:
+        group, name = option.groups()
+        choices = sorted(path.stem for path in (directory / group).glob("*.yaml"))
+        return f"{group}={name}: no such {group} option (choose one of: {', '.join(choices)})"
+    return f"bad config override: {reason.split(' Config search path:')[0]}"
+
+
+def did_you_mean(key: str, directory: Path | str | None = None) -> str:
+    """' (did you mean X?)' with the config key closest to `key`, or '' when none is close."""
+    import difflib
+
+    keys = config_keys(directory)
+    groups = [path.name for path in Path(directory or CONFIG_DIR).iterdir() if path.is_dir()]
+    close = difflib.get_close_matches(key, keys + groups, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else " (python -m fashion_exp show-config lists the keys)"
+
+
+def config_keys(directory: Path | str | None = None) -> list[str]:
+    """Every dotted key of the default config (leaves and sections)."""
+    keys: list[str] = []
+
+    def walk(prefix: str, node: Any) -> None:
+        for name, value in node.items():
+            key = f"{prefix}.{name}" if prefix else str(name)
+            keys.append(key)
+            if isinstance(value, dict):
+                walk(key, value)
+
+    walk("", OmegaConf.to_container(compose([], directory), resolve=False))
+    return keys
 
 
 def load_config(overrides: list[str] | None = None, config_dir: Path | str | None = None) -> Config:
@@ -353,7 +403,8 @@ def load_config(overrides: list[str] | None = None, config_dir: Path | str | Non
         key = getattr(err, "full_key", None)
         reason = _one_line(getattr(err, "msg", err)).split(" full_key:")[0]
         where = f"config key '{key}'" if key else "config"
-        raise ConfigError(f"{where}: {reason}") from None
+        hint = did_you_mean(key, config_dir) if key and "not in" in reason else ""
+        raise ConfigError(f"{where}: {reason}{hint}") from None
     config.check()
     return config
 

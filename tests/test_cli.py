@@ -25,7 +25,7 @@ def test_tune_help_shows_groups_and_overrides(capsys):
 def test_bad_override_is_one_line_exit_2(capsys):
     assert main(["tune", "tuner=nonexistent"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "tuner/nonexistent" in err and "\n" not in err
+    assert err.startswith("error:") and "tuner=nonexistent" in err and "bayesian" in err and "\n" not in err
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
@@ -86,5 +86,5 @@ def test_a_store_in_a_missing_folder_is_one_line(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     assert main(["promote", f"tracking.uri=sqlite:///{missing / 'mlflow.db'}"]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: tracking.uri: the folder of sqlite:///{missing / 'mlflow.db'} does not exist ({missing})\n"
+    assert err.startswith(f"error: no MLflow store at {missing / 'mlflow.db'} ") and err.count("\n") == 1
     assert not missing.exists()  # nothing created: no folder, no lock file

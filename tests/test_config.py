@@ -123,7 +123,7 @@ def test_invalid_values_are_rejected_naming_the_key(override, key):
 @pytest.mark.parametrize(
     "override,needle",
     [
-        ("tuner=nonexistent", "tuner/nonexistent"),
+        ("tuner=nonexistent", "tuner=nonexistent: no such tuner option"),
         ("data.imgsize=3", "imgsize"),
         ("data.image_size=big", "data.image_size"),
         ("tuner.epochs=[1,2", "tuner.epochs"),

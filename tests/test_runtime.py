@@ -35,6 +35,23 @@ def test_auto_is_int8_for_the_search_and_fp32_where_the_shipped_model_must_match
     assert resolve("auto", exact=False) == "tensorflow"
 
 
+@pytest.mark.parametrize(
+    "gpu, exact, expected", [(False, False, "onnx-int8"), (False, True, "onnx"), (True, False, "tensorflow")]
+)
+def test_every_runtime_auto_can_pick_extracts_features(backbone, tmp_path, monkeypatch, gpu, exact, expected):
+    """Each path of model.runtime=auto run end to end: ONNX export, int8 quantization with ONNX
+    Runtime's preprocessing (which needs sympy), fp32 ONNX, TensorFlow. A dependency the lock lacks
+    fails here, in CI's new environment, instead of in a user's first `tune`."""
+    monkeypatch.setattr(runtime, "gpu_visible", lambda: gpu)
+    chosen = resolve("auto", exact=exact)
+    assert chosen == expected
+    features = open_runner(backbone, chosen, 8, tmp_path, calibration()).features(IMAGES)
+    reference = open_runner(backbone, "tensorflow", 8, tmp_path).features(IMAGES)
+    assert features.shape == reference.shape and np.isfinite(features).all()
+    cosines = (features * reference).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosines.min() > 0.9  # int8 is close, fp32 equal
+
+
 def test_onnx_fp32_features_equal_tensorflow(backbone, tmp_path):
     expected = open_runner(backbone, "tensorflow", 8, tmp_path).features(IMAGES)
     got = open_runner(backbone, "onnx", 8, tmp_path).features(IMAGES)

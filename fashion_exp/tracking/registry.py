@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
 from fashion_exp.tracking.runs import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
-from fashion_exp.tracking.store import alias_lock, open_client
+from fashion_exp.tracking.store import MAKE_A_MODEL, alias_lock, open_client
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -160,11 +160,21 @@ def _locate(reference: str, client: MlflowClient) -> _Where:
         rest = reference[len("models:/") :]
         name, alias = rest.split("@", 1) if "@" in rest else (rest.split("/")[0], None)
         if alias is not None:
-            found = client.get_model_version_by_alias(name, alias)
+            found = _alias(client, name, alias)
+            if found is None:
+                raise UserError(
+                    f"{reference}: '{name}' has no version with alias '{alias}' yet: run train-final, "
+                    "then evaluate, then promote (or pass --model models:/<name>/<version>)"
+                )
         else:
             found = client.get_model_version(name, rest.split("/", 1)[1] if "/" in rest else "")
         return _Where(run_id=found.run_id, name=name, version=str(found.version))
     raise UserError(f"{reference}: no such model folder, and not a runs:/ or models:/ URI")
+
+
+def _needs_store(reference: str) -> bool:
+    """Whether a reference names a model in the store (not a local folder)."""
+    return "://" in reference or reference.startswith("models:") or not Path(reference).expanduser().exists()
 
 
 def _legacy_classes() -> dict:
@@ -179,7 +189,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
 
-    client = open_client(tracking_uri)
+    client = open_client(tracking_uri, create=False, first=MAKE_A_MODEL) if _needs_store(reference) else None
     try:
         where = _locate(reference, client)
         with tempfile.TemporaryDirectory() as tmp:
@@ -268,7 +278,7 @@ def promote(
     One promote or rollback at a time moves the aliases (alias_lock), so `champion` and
     `previous` never name the same version. Returns the changes as sentences.
     """
-    client = open_client(uri)  # first: it checks the store (the lock file goes beside it)
+    client = open_client(uri, create=False, first=MAKE_A_MODEL)  # first: the lock file goes beside the store
     with alias_lock(uri, name):
         return _promote(client, uri, name, version, run_id, force)
 
@@ -336,7 +346,7 @@ def _scores(validation: _Validation | None, test: float | None) -> str:
 
 def rollback(uri: str, name: str) -> list[str]:
     """Swap `champion` and `previous` (under alias_lock, like promote)."""
-    client = open_client(uri)
+    client = open_client(uri, create=False, first=MAKE_A_MODEL)
     with alias_lock(uri, name):
         return _rollback(client, name)
 

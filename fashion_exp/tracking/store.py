@@ -59,9 +59,31 @@ def unusable(uri: str, error: BaseException) -> ConfigError:
     return ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(error)})")
 
 
-def open_client(uri: str) -> MlflowClient:
+def local_store(uri: str) -> Path | None:
+    """The file or folder a local store lives in (sqlite file, file: or plain-path folder), else None."""
+    database = sqlite_file(uri)
+    if database is not None or uri.startswith("sqlite:"):
+        return database
+    if "://" in uri and not uri.startswith("file:"):
+        return None  # a server or another database: it owns its store
+    path = uri[len("file:") :].removeprefix("//") if uri.startswith("file:") else uri
+    return (Path.cwd() / path).resolve()
+
+
+MAKE_A_MODEL = "python -m fashion_exp tune`, then `python -m fashion_exp train-final"  # where models come from
+
+
+def open_client(uri: str, create: bool = True, first: str = "python -m fashion_exp tune") -> MlflowClient:
     """A client bound to one store for tracking and registry; the first open of a store in this
-    process creates its tables under the store's init lock. ConfigError if the store is unusable."""
+    process creates its tables under the store's init lock. ConfigError if the store is unusable.
+
+    create=False (commands that only read) refuses a local store that does not exist yet, naming
+    where it looked and `first`, the command that makes one, and creates no file."""
+    where = local_store(uri)
+    if not create and where is not None and not where.exists():
+        raise ConfigError(
+            f"no MLflow store at {where} (tracking.uri={uri}): run `{first}` first, or pass tracking.uri=..."
+        )
     if uri in _ready or uri.startswith(("http://", "https://", "databricks")):  # a server owns its schema
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     database = sqlite_file(uri)
