@@ -4,6 +4,7 @@ TensorFlow 2.21 writes "oneDNN custom operations are on", "Could not find cuda d
 "failed call to cuInit" from C++ before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL
 cannot silence them: `import_tensorflow` holds the process's stderr (file descriptor 2) while
 TensorFlow loads and looks for GPUs, then writes back every line that is not one of those.
+TensorFlow's Python warnings (a tf.function retracing warning in train-final) go below ERROR too.
 FASHION_VERBOSE=1 (or --verbose), or TF_CPP_MIN_LOG_LEVEL set to 0 or 1, shows everything.
 """
 
@@ -14,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 
 # TensorFlow's and CUDA's start-up lines on a machine without a GPU (TensorFlow 2.16-2.21).
@@ -31,6 +33,7 @@ def verbose() -> bool:
     return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() in ("0", "1")
 
 
+LIBRARIES = r"(keras|tensorflow|tf2onnx|onnx|onnxruntime|mlflow|keras_tuner)(\.|$)"
 _OURS: dict[str, str] = {}  # the variables configure() set, not the user
 
 
@@ -45,6 +48,9 @@ def configure(asked_verbose: bool = False) -> None:
         if name not in os.environ or name in _OURS:
             os.environ[name] = _OURS[name] = value
     logging.getLogger("alembic").setLevel(logging.INFO if loud else logging.WARNING)  # MLflow's schema set-up
+    if not loud:  # libraries' notes to their own developers (keras' tf2onnx bridge: "np.object" FutureWarning)
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
 
 
 @contextmanager
@@ -75,4 +81,6 @@ def import_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+    if not verbose():  # its Python-side warnings, "triggered tf.function retracing" among them (train-final's restarts)
+        tf.get_logger().setLevel("ERROR")
     return tf

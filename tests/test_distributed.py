@@ -210,9 +210,13 @@ def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, 
     command = tune_command(overrides, "tuner.max_trials=3", "tuner.epochs=20")
     chief = start_tune(command, tmp_path)
     try:
+        # Both workers' pids from their lock records while both hold a trial (3 trials, 2 workers): once
+        # the first trial ends, a worker with nothing left to run may exit before the kill, on a fast host.
+        pids = wait_until(
+            lambda: worker_pids(tmp_path) if len(worker_pids(tmp_path)) == 2 else None, 240, "2 workers", chief
+        )
         wait_until(lambda: ended_in_oracle(tmp_path) or None, 240, "a trial the oracle ended", chief)
         wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
-        pids = wait_until(lambda: worker_pids(tmp_path) if len(worker_pids(tmp_path)) == 2 else None, 30, "2 workers")
         server = _pids_with(f"--backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")  # the guard and the server
         # Trials whose end the chief's oracle saved, read just before the kill. A trial whose MLflow
         # run ended but whose end had not reached the oracle yet is re-run by design (TrialHooks.on_trial_end).

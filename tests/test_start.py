@@ -13,7 +13,7 @@ import pytest
 from fashion_exp.cli import main
 
 # What TensorFlow 2.21 and MLflow print at start-up on a CPU machine, before the product's own lines.
-NOISE = ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers", "cuInit", "INFO mlflow")
+NOISE = ("absl::InitializeLog", "oneDNN", "Could not find cuda drivers", "cuInit", "INFO mlflow", "Warning:")
 
 
 def in_subprocess(code: str, cwd, **env) -> subprocess.CompletedProcess:
