@@ -129,14 +129,16 @@ def test_kill_9_of_a_running_search_then_rerun(overrides, tmp_path):
 
 def test_four_commands_create_a_fresh_store_at_once(tmp_path):
     """MLflow's schema migration races when two processes create one sqlite store; ours are serialized."""
-    uri = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
-    results = run_together([["promote", uri, "final.registered_model=m"]] * 4, tmp_path, "mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # train-final opens (creates) the store before it looks for a search; promote only reads, so creates none
+    command = ["train-final", f"tracking.uri={uri}", "model=tiny", f"data.root={tmp_path / 'no-data'}"]
+    results = run_together([command] * 4, tmp_path, "mlflow")
     assert_clean(*results)
     for result in results:
         assert result.returncode == 2
-        assert (
-            result.stderr.strip()
-            == f"error: no versions of registered model 'm' in {uri[len('tracking.uri=') :]}: run train-final first"
+        assert result.stderr.strip() == (
+            f"error: no finished tune search in experiment 'fashion-classifier-search' of {uri}: "
+            "run `python -m fashion_exp tune` first, or pass from_run=<run id>"
         )
 
 

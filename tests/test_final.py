@@ -215,7 +215,8 @@ def test_predict_missing_path_and_bad_model(final_overrides, tmp_path, capsys):
     write_image(tmp_path / "x.jpg", COLORS["hat"])
     assert main(["predict", str(tmp_path / "x.jpg"), *final_overrides]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot load model models:/fashion-classifier@champion") and "\n" not in err
+    assert "has no version with alias 'champion' yet: run train-final, then evaluate, then promote" in err
+    assert err.startswith("error: models:/fashion-classifier@champion: ") and "\n" not in err
     assert main(["predict", str(tmp_path / "x.jpg"), "--model", str(tmp_path), *final_overrides]) == 2
     assert "not an MLflow model folder" in capsys.readouterr().err
 

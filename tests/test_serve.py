@@ -147,5 +147,7 @@ def test_serve_refuses_a_taken_port_and_a_missing_model(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["serve", f"serve.port={free_port()}", f"tracking.uri={uri}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot load model models:/fashion-classifier@champion") and "\n" not in err
+    assert err.startswith("error: no MLflow store at ") and "\n" not in err
+    assert "run `python -m fashion_exp tune`" in err
+    assert not (tmp_path / "mlflow.db").exists()  # serve only reads: it created no store
     assert Path(tmp_path).exists()
