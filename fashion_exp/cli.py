@@ -320,13 +320,13 @@ COMMANDS = {
 
 def run_command(command: Command, args, overrides: list[str]) -> int:
     """Arguments, then the config (and the weights file), then TensorFlow, then the job: a mistake costs no wait."""
-    from fashion_exp.config import check_weights_file, load_config
+    from fashion_exp.config import load_config, weights_file
 
     if command.check is not None:
         command.check(args)
     config = load_config(overrides)
-    if command.backbone:
-        check_weights_file(config.model)
+    if command.backbone and config.model.backbone == "xception":
+        weights_file(config.model.weights)
     if command.tensorflow:
         from fashion_exp import quiet
 

@@ -303,16 +303,18 @@ class Config:
             )
 
 
-def check_weights_file(model: ModelConfig) -> None:
-    """model.weights names a file that exists (checked before the dataset scan and TensorFlow's import)."""
-    if model.backbone != "xception" or model.weights == "imagenet":
-        return
-    path = Path(model.weights).expanduser()
+def weights_file(weights: str) -> Path | None:
+    """The file model.weights names (None for imagenet); ConfigError when there is none. The CLI
+    calls it before the dataset scan and TensorFlow's import, the backbone before it loads."""
+    if weights == "imagenet":
+        return None
+    path = Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"model.weights: no weights file at {path.resolve()} (set FASHION_WEIGHTS or model.weights= to an "
             "Xception no-top .weights.h5, or use model.weights=imagenet with internet access)"
         )
+    return path
 
 
 def _one_line(message: Any) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_exp.config import ModelConfig
+from fashion_exp.config import ModelConfig, weights_file
 from fashion_exp.errors import ConfigError, first_line
 from fashion_exp.hyperparameters import CUTS, max_blocks
 
@@ -78,13 +78,8 @@ def file_sha256(path: Path) -> str:
 def _xception_base(weights: str, image_size: int):
     import keras
 
-    if weights != "imagenet":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"model.weights: no weights file at {path.resolve()} "
-                "(set FASHION_WEIGHTS or model.weights= to an Xception no-top .weights.h5, or use imagenet)"
-            )
+    path = weights_file(weights)
+    if path is not None:
         weights = str(path)
     try:
         return keras.applications.Xception(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))

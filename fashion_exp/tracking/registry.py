@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
 from fashion_exp.tracking.runs import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
-from fashion_exp.tracking.store import MAKE_A_MODEL, alias_lock, open_client
+from fashion_exp.tracking.store import alias_lock, open_client
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -189,7 +189,7 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
 
-    client = open_client(tracking_uri, create=False, first=MAKE_A_MODEL) if _needs_store(reference) else None
+    client = open_client(tracking_uri, create=False) if _needs_store(reference) else None
     try:
         where = _locate(reference, client)
         with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +278,7 @@ def promote(
     One promote or rollback at a time moves the aliases (alias_lock), so `champion` and
     `previous` never name the same version. Returns the changes as sentences.
     """
-    client = open_client(uri, create=False, first=MAKE_A_MODEL)  # first: the lock file goes beside the store
+    client = open_client(uri, create=False)  # first: the lock file goes beside the store
     with alias_lock(uri, name):
         return _promote(client, uri, name, version, run_id, force)
 
@@ -346,7 +346,7 @@ def _scores(validation: _Validation | None, test: float | None) -> str:
 
 def rollback(uri: str, name: str) -> list[str]:
     """Swap `champion` and `previous` (under alias_lock, like promote)."""
-    client = open_client(uri, create=False, first=MAKE_A_MODEL)
+    client = open_client(uri, create=False)
     with alias_lock(uri, name):
         return _rollback(client, name)
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.errors import ConfigError, last_line
 from fashion_exp.tracking import plots
-from fashion_exp.tracking.store import MAKE_A_MODEL, open_client, unusable
+from fashion_exp.tracking.store import open_client, unusable
 
 SEARCH_ID = "fashion_exp.search_id"
 TRIAL_ID = "fashion_exp.trial_id"
@@ -439,7 +439,7 @@ class RunLogger:
 
 def latest_final_run(uri: str, experiment: str) -> str:
     """The run id of the newest finished train-final run."""
-    client = open_client(uri, create=False, first=MAKE_A_MODEL)
+    client = open_client(uri, create=False)
     found = client.get_experiment_by_name(experiment)
     run = _latest_finished(client, found.experiment_id, "final") if found else None
     if run is None:

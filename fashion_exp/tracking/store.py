@@ -73,16 +73,16 @@ def local_store(uri: str) -> Path | None:
 MAKE_A_MODEL = "python -m fashion_exp tune`, then `python -m fashion_exp train-final"  # where models come from
 
 
-def open_client(uri: str, create: bool = True, first: str = "python -m fashion_exp tune") -> MlflowClient:
+def open_client(uri: str, create: bool = True) -> MlflowClient:
     """A client bound to one store for tracking and registry; the first open of a store in this
     process creates its tables under the store's init lock. ConfigError if the store is unusable.
 
     create=False (commands that only read) refuses a local store that does not exist yet, naming
-    where it looked and `first`, the command that makes one, and creates no file."""
+    where it looked and the commands that make one, and creates no file."""
     where = local_store(uri)
     if not create and where is not None and not where.exists():
         raise ConfigError(
-            f"no MLflow store at {where} (tracking.uri={uri}): run `{first}` first, or pass tracking.uri=..."
+            f"no MLflow store at {where} (tracking.uri={uri}): run `{MAKE_A_MODEL}` first, or pass tracking.uri=..."
         )
     if uri in _ready or uri.startswith(("http://", "https://", "databricks")):  # a server owns its schema
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
