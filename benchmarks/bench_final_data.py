@@ -52,17 +52,18 @@ def main() -> None:
     from bench_noise import load
 
     from fashion_exp.final.restarts import HeadTraining, train_once
+    from fashion_exp.head.fit import fit_on_views
+    from fashion_exp.head.model import HeadInputs, new_head
     from fashion_exp.hyperparameters import HeadParams
     from fashion_exp.search.folds import FoldData, cross_validate, fold_ids
-    from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
     args.sizes = [args.size]
-    config, prepared = load(args, args.size)
+    config, features = load(args, args.size)
     params = HeadParams(args.learning_rate, args.size_inner, args.droprate, "none")
-    clean = np.concatenate([prepared.train_views["none"][0], prepared.val])
-    labels = np.concatenate([prepared.train_labels, prepared.val_labels])
-    is_val = np.arange(len(labels)) >= len(prepared.train_labels)
-    batch, vbatch, n_classes = config.tuner.batch_size, config.tuner.validation_batch_size, prepared.n_classes
+    clean = np.concatenate([features.views(config.augmentation["none"])[0], features.val])
+    labels = np.concatenate([features.train_labels, features.val_labels])
+    is_val = np.arange(len(labels)) >= len(features.train_labels)
+    batch, vbatch, n_classes = config.tuner.batch_size, config.tuner.validation_batch_size, features.n_classes
     rows = []
     for seed in range(args.seeds):
         outer = fold_ids(labels, args.outer, 100 + seed)
@@ -92,7 +93,7 @@ def main() -> None:
             data = FoldData(clean[rest][None], clean[rest], labels[rest])
             cv = cross_validate(data, params, n_classes, args.inner, seed, args.epochs, batch, vbatch)
             epochs = cv.best_epoch + 1
-            head = build_head(clean.shape[1], n_classes, params, seed, steps_for(int(rest.sum()), batch))
+            head = new_head(HeadInputs(clean.shape[1:], n_classes, batch), params, seed, int(rest.sum()))
             fit_on_views(head, tf.constant(clean[rest][None]), labels[rest], held, batch, vbatch, seed, epochs)
             b = {"accuracy": accuracy(head), "epochs": epochs, "seconds": time.perf_counter() - start}
             row = {"seed": seed, "fold": fold, "train_only": a, "train_val": b}

@@ -52,8 +52,9 @@ def measure(args, size: int, blocks: int) -> dict:
     from fashion_exp.features.cache import bytes_per_image, stored_dtype
     from fashion_exp.features.layers import plain_copy
     from fashion_exp.features.runtime import open_runner, resolve
+    from fashion_exp.head.fit import fit_on_views, steps_for, training_views
+    from fashion_exp.head.model import build_head
     from fashion_exp.hyperparameters import HeadParams
-    from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
 
     config = load_config(
         [f"data.root={args.data}", f"model.weights={args.weights}", f"model.runtime={args.runtime}"]

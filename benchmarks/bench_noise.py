@@ -55,7 +55,8 @@ def configurations() -> list:
 
 def load(args, size: int):
     from fashion_exp.config import load_config
-    from fashion_exp.features.prepare import open_sources, prepare_features
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.features import Features, jobs_for, scan
 
     config = load_config(
         [
@@ -66,26 +67,31 @@ def load(args, size: int):
             f"model.runtime={args.runtime}",
         ]
     )
-    sources = open_sources(config, size, echo=lambda *_: None)
-    return config, prepare_features(config, sources, {"none": config.augmentation["none"]})
+    quiet = lambda *_: None  # noqa: E731
+    checked = scan(config.data, config.work_dir, quiet)
+    decoder = Decoder.for_data(config.data, size)
+    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=quiet)
+    features.get(jobs_for({"none": config.augmentation["none"]}))
+    return config, features
 
 
-def score_holdout(config, prepared, params, seed: int) -> float:
+def score_holdout(config, features, params, seed: int) -> float:
     from fashion_exp.final.restarts import HeadTraining, train_once
 
-    training = HeadTraining.of(prepared, "none", config.tuner.epochs, config.tuner)  # objective: val_accuracy
+    none = config.augmentation["none"]
+    training = HeadTraining.of(features, none, config.tuner.epochs, config.tuner)  # objective: val_accuracy
     return train_once(training, params, seed)[1].val_accuracy
 
 
-def score_cv(config, prepared, params, folds: int, seed: int) -> dict:
+def score_cv(config, features, params, folds: int, seed: int) -> dict:
     from fashion_exp.search.folds import FoldData, cross_validate
 
-    views = prepared.train_views["none"]
-    data = FoldData.join(views, views[0], prepared.train_labels, prepared.val, prepared.val_labels)
+    views = features.views(config.augmentation["none"])
+    data = FoldData.join(views, views[0], features.train_labels, features.val, features.val_labels)
     cv = cross_validate(
         data,
         params,
-        prepared.n_classes,
+        features.n_classes,
         folds,
         seed,
         config.tuner.epochs,
@@ -109,17 +115,17 @@ def mean_rank_correlation(table: list[list[float]]) -> float:
 
 
 def measure(args, size: int) -> dict:
-    config, prepared = load(args, size)
+    config, features = load(args, size)
     config.tuner.epochs = args.epochs
     grid = configurations()
     holdout, cv, epochs = [], [], []
     seconds = {"holdout": 0.0, "cv": 0.0}
     for index, params in enumerate(grid):
         start = time.perf_counter()
-        holdout.append([score_holdout(config, prepared, params, seed) for seed in range(args.seeds)])
+        holdout.append([score_holdout(config, features, params, seed) for seed in range(args.seeds)])
         seconds["holdout"] += time.perf_counter() - start
         start = time.perf_counter()
-        runs = [score_cv(config, prepared, params, args.folds, 1000 * (rep + 1)) for rep in range(args.reps)]
+        runs = [score_cv(config, features, params, args.folds, 1000 * (rep + 1)) for rep in range(args.reps)]
         seconds["cv"] += time.perf_counter() - start
         cv.append([r["score"] for r in runs])
         epochs.append([r["epoch"] for r in runs])

@@ -3,7 +3,7 @@
 For each image size and each runtime (tensorflow, onnx fp32, onnx-int8), in one process:
   1. setup: the ONNX export or the int8 quantization (made once, then kept in work_dir);
   2. extraction: decode + backbone over every train and validation photo through the product's
-     extraction path (extract_features, background decoding), images/s;
+     extraction path (Extractor.run, background decoding), images/s;
   3. accuracy: the mean cosine of each photo's features to TensorFlow's, and head trials (the
      product's head, 10 epochs, the same seeds) for a grid of the default search's learning rates
      and inner sizes (droprate 0.2, no augmentation) on each runtime's features: the best
@@ -44,33 +44,34 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def extract(config, sources, runtime: str, work_dir: Path) -> dict:
+def extract(config, features, runtime: str, work_dir: Path) -> dict:
     """Setup and extraction timings and the features of one runtime."""
     import numpy as np
 
     from fashion_exp.data.augment import IDENTITY
     from fashion_exp.features.cache import FeatureCache
-    from fashion_exp.features.extract import extract_features, jobs_for_policy
-    from fashion_exp.features.prepare import calibration
+    from fashion_exp.features.extract import Extractor, jobs_for_policy
+    from fashion_exp.features.onnx_files import calibration
     from fashion_exp.features.runtime import open_runner
 
     runner = open_runner(
-        sources.backbone, runtime, config.model.batch_size, work_dir, calibration(sources.dataset, sources.decoder)
+        features.backbone, runtime, config.model.batch_size, work_dir, calibration(features.dataset, features.decoder)
     )
-    size = sources.decoder.size
+    size = features.decoder.size
     start = time.perf_counter()
     runner.features(np.zeros((1, size, size, 3), np.uint8))  # export / quantize / trace
     setup = time.perf_counter() - start
     jobs = [jobs_for_policy("train", IDENTITY)[0], jobs_for_policy("validation", IDENTITY)[0]]
     cache = FeatureCache(work_dir / "features")  # the runtime is part of every cache key
+    extractor = Extractor(runner, features.dataset, features.decoder, cache, config.model.batch_size, 0)
     start = time.perf_counter()
-    features = extract_features(runner, sources.dataset, cache, jobs, sources.decoder, config.model.batch_size, 0)
+    got = extractor.run(jobs)
     seconds = time.perf_counter() - start
-    n = sum(len(f) for f in features.values())
-    return {"setup_s": setup, "img_per_s": n / seconds, "train": features[jobs[0]], "val": features[jobs[1]]}
+    n = sum(len(f) for f in got.values())
+    return {"setup_s": setup, "img_per_s": n / seconds, "train": got[jobs[0]], "val": got[jobs[1]]}
 
 
-def trial_scores(config, sources, train, val, seeds: int) -> list[float]:
+def trial_scores(config, features, train, val, seeds: int) -> list[float]:
     """Best val_accuracy of a 10-epoch head for each GRID configuration, averaged over seeds."""
     import numpy as np
     import tensorflow as tf
@@ -80,9 +81,9 @@ def trial_scores(config, sources, train, val, seeds: int) -> list[float]:
 
     training = HeadTraining(
         views=tf.constant(train[None]),
-        labels=sources.dataset.labels("train"),
-        val=(val, sources.dataset.labels("validation")),
-        n_classes=len(sources.dataset.classes),
+        labels=features.train_labels,
+        val=(val, features.val_labels),
+        n_classes=features.n_classes,
         epochs=10,
         batch_size=config.tuner.batch_size,
         validation_batch_size=config.tuner.validation_batch_size,
@@ -100,8 +101,9 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from fashion_exp.config import load_config
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.features import Features, scan
     from fashion_exp.features.onnx_files import mean_cosine
-    from fashion_exp.features.prepare import open_sources
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -115,11 +117,14 @@ def main() -> None:
                     f"work_dir={tmp}",
                 ]
             )
-            sources = open_sources(config, size, echo=lambda *_: None)
+            quiet = lambda *_: None  # noqa: E731
+            checked = scan(config.data, config.work_dir, quiet)
+            decoder = Decoder.for_data(config.data, size)
+            features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=quiet)
             reference = None
             for runtime in RUNTIMES:
-                got = extract(config, sources, runtime, Path(tmp))
-                scores = trial_scores(config, sources, got["train"], got["val"], args.seeds)
+                got = extract(config, features, runtime, Path(tmp))
+                scores = trial_scores(config, features, got["train"], got["val"], args.seeds)
                 if reference is None:
                     reference = {**got, "scores": scores}
                 row = {

@@ -1,7 +1,7 @@
 """How fast the product is, end to end, in one run on this machine: one table.
 
   1. extraction per runtime (tensorflow, onnx fp32, onnx-int8) at 150 and 299 px, over --photos
-     training photos through the product's path (extract_features: two decoding threads ahead of
+     training photos through the product's path (Extractor.run: two decoding threads ahead of
      the backbone), with the time the backbone spent waiting for decoded images (0 s: decoding
      never holds the cores up) and decoding alone (the same two threads, no backbone);
   2. a cold default `tune` with model.runtime=tensorflow, then with the default (auto), each with
@@ -54,41 +54,47 @@ def parse_args() -> argparse.Namespace:
 
 
 def extraction(args, work: Path) -> list[dict]:
-    """Rows: per size and runtime, img/s through extract_features and where the time went."""
+    """Rows: per size and runtime, img/s through Extractor.run and where the time went."""
     import numpy as np
 
     from fashion_exp.config import load_config
     from fashion_exp.data.augment import IDENTITY
     from fashion_exp.data.dataset import TRAIN
+    from fashion_exp.data.images import Decoder
     from fashion_exp.features import extract
     from fashion_exp.features.cache import FeatureCache
-    from fashion_exp.features.prepare import calibration, open_sources
+    from fashion_exp.features.features import Features, scan
+    from fashion_exp.features.onnx_files import calibration
     from fashion_exp.features.runtime import open_runner
 
     rows = []
     for size in args.sizes:
         config = load_config([f"data.root={args.data}", f"model.weights={args.weights}", f"work_dir={work}"])
-        sources = open_sources(config, size, echo=lambda *_: None)
-        full = sources.dataset
+        quiet = lambda *_: None  # noqa: E731
+        checked = scan(config.data, config.work_dir, quiet)
+        decoder = Decoder.for_data(config.data, size)
+        features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=quiet)
+        full = features.dataset
         subset = dataclasses.replace(full, splits={TRAIN: full.splits[TRAIN][: args.photos]})
         job = extract.jobs_for_policy(TRAIN, IDENTITY)[0]
         start = time.perf_counter()
-        for _ in extract._batches(subset, job, sources.decoder, config.model.batch_size, 0):
+        for _ in extract._batches(subset, job, decoder, config.model.batch_size, 0):
             pass
         decode_rate = args.photos / (time.perf_counter() - start)
         for runtime in RUNTIMES:
             runner = open_runner(
-                sources.runner.backbone,
+                features.backbone,
                 runtime,
                 config.model.batch_size,
                 work,
-                calibration(full, sources.decoder) if runtime == "onnx-int8" else None,
+                calibration(full, decoder) if runtime == "onnx-int8" else None,
             )
             runner.features(np.zeros((2, size, size, 3), np.uint8))  # export / quantize / trace: not timed
             cache = FeatureCache(Path(tempfile.mkdtemp(dir=work)))
             stages = extract.StageTimes()
+            extractor = extract.Extractor(runner, subset, decoder, cache, config.model.batch_size, 0, stages=stages)
             start = time.perf_counter()
-            extract.extract_features(runner, subset, cache, [job], sources.decoder, config.model.batch_size, 0, stages)
+            extractor.run([job])
             wall = time.perf_counter() - start
             rows.append(
                 {

@@ -70,12 +70,13 @@ def cached_trial(config, features, labels, val, val_labels, epochs: int = 10) ->
     """Seconds for one trial on cached features: build the head and fit it for `epochs`, as tune does."""
     import tensorflow as tf
 
+    from fashion_exp.head.fit import fit_on_views
+    from fashion_exp.head.model import HeadInputs, new_head
     from fashion_exp.hyperparameters import HeadParams
-    from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
     batch = config.tuner.batch_size
     start = time.perf_counter()
-    head = build_head(features.shape[-1], 10, HeadParams(**PARAMS), config.seed, steps_for(len(labels), batch))
+    head = new_head(HeadInputs(features.shape[1:], 10, batch), HeadParams(**PARAMS), config.seed, len(labels))
     views = tf.constant(features[None])
     fit_on_views(head, views, labels, (val, val_labels), batch, config.tuner.validation_batch_size, 0, epochs)
     return time.perf_counter() - start
@@ -92,8 +93,8 @@ def naive_trial(config, dataset, size: int, n_train: int, epochs: int = 10) -> t
 
     from fashion_exp.data.images import Decoder
     from fashion_exp.features.backbone import build_backbone
+    from fashion_exp.head.model import build_head
     from fashion_exp.hyperparameters import HeadParams
-    from fashion_exp.search.head import build_head
 
     backbone = build_backbone(config.model, size, config.seed)
     load_image = Decoder.for_data(config.data, size).load
@@ -183,13 +184,18 @@ def main() -> None:
         print(out[out.find("Timings") :], flush=True)
 
     # the cached trial uses the 150px features (from the cold tune's cache when it ran)
-    from fashion_exp.features.prepare import open_sources, prepare_features
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.features import Features, jobs_for, scan
 
-    sources = open_sources(config, 150, echo=lambda *_: None)
-    prepared = prepare_features(config, sources, {"none": config.augmentation["none"]})
-    train = prepared.train_views["none"][0]
-    trial = [cached_trial(config, train, prepared.train_labels, prepared.val, prepared.val_labels) for _ in range(3)]
-    del prepared
+    quiet = lambda *_: None  # noqa: E731
+    checked = scan(config.data, config.work_dir, quiet)
+    decoder = Decoder.for_data(config.data, 150)
+    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=quiet)
+    none = config.augmentation["none"]
+    features.get(jobs_for({"none": none}))
+    train = features.views(none)[0]
+    trial = [cached_trial(config, train, features.train_labels, features.val, features.val_labels) for _ in range(3)]
+    del features
     results["cached_trial"] = float(np.median(trial))
     measured, scaled = naive_trial(config, dataset, 150, args.naive_images)
     results.update(naive_trial_measured=measured, naive_trial_scaled=scaled)

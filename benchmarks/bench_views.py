@@ -30,7 +30,8 @@ def main() -> None:
     import tensorflow as tf
 
     from fashion_exp.config import load_config
-    from fashion_exp.features.prepare import open_sources, prepare_features
+    from fashion_exp.data.images import Decoder
+    from fashion_exp.features.features import Features, jobs_for, scan
     from fashion_exp.final.restarts import HeadTraining, train_once
     from fashion_exp.hyperparameters import HeadParams
 
@@ -44,16 +45,19 @@ def main() -> None:
             *args.overrides,
         ]
     )
-    sources = open_sources(config, 150, echo=print)
+    checked = scan(config.data, config.work_dir, print)
+    decoder = Decoder.for_data(config.data, 150)
+    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=print)
     policies = {name: config.augmentation[name] for name in ("none", "shear_zoom_flip")}
-    prepared = prepare_features(config, sources, policies)
+    features.get(jobs_for(policies))
+    plain, augmented = features.views(policies["none"]), features.views(policies["shear_zoom_flip"])
 
     def score(views, params: HeadParams) -> list[float]:
         training = HeadTraining(
             views=tf.constant(views),
-            labels=prepared.train_labels,
-            val=(prepared.val, prepared.val_labels),
-            n_classes=prepared.n_classes,
+            labels=features.train_labels,
+            val=(features.val, features.val_labels),
+            n_classes=features.n_classes,
             epochs=10,
             batch_size=config.tuner.batch_size,
             validation_batch_size=config.tuner.validation_batch_size,
@@ -65,9 +69,9 @@ def main() -> None:
     for lr, inner, drop in CONFIGS:
         params = HeadParams(learning_rate=lr, size_inner=inner, droprate=drop, augmentation="shear_zoom_flip")
         for k in (1, 3, 5, 10):
-            rows.append((lr, inner, f"{k} views", score(prepared.train_views["shear_zoom_flip"][:k], params)))
+            rows.append((lr, inner, f"{k} views", score(augmented[:k], params)))
             print(rows[-1], flush=True)
-        rows.append((lr, inner, "no augmentation", score(prepared.train_views["none"], params)))
+        rows.append((lr, inner, "no augmentation", score(plain, params)))
     print(f"\n{'learning_rate':>13} {'size_inner':>10}  {'training views':<16} {'mean val':>8} {'sd':>6}  seeds")
     for lr, inner, what, scores in rows:
         print(f"{lr:>13} {inner:>10}  {what:<16} {np.mean(scores):>8.4f} {np.std(scores):>6.4f}  {len(scores)}")

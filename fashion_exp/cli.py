@@ -40,8 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show TensorFlow's and MLflow's own log lines (FASHION_VERBOSE=1)"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     epilog = _groups(CONFIG_DIR) + "\n\n" + EXAMPLES if CONFIG_DIR.is_dir() else EXAMPLES
+    command = _command_adder(parser.add_subparsers(dest="command", metavar="COMMAND"), epilog)
+    _add_search_commands(command)
+    _add_setup_commands(command)
+    _add_final_commands(command)
+    _add_model_commands(command)
+    return parser
+
+
+AddCommand = Callable[[str, str], argparse.ArgumentParser]  # (name, help) -> the subcommand's parser
+
+
+def _command_adder(commands, epilog: str) -> AddCommand:
+    """A function that adds a subcommand taking key=value overrides, with the config groups as its epilog."""
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -54,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
         return sub
 
+    return command
+
+
+def _add_search_commands(command: AddCommand) -> None:
     command("tune", "search head hyperparameters with keras-tuner, tracked in MLflow (resumes by default)")
     worker = command(
         "tune-worker", "run trials for a distributed search's chief (tune tuner.role=chief) on this machine"
@@ -63,9 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-id",
         help="this worker's id; restart a dead worker with its id to re-run its trial (default: worker-<host name>)",
     )
+
+
+def _add_setup_commands(command: AddCommand) -> None:
     fetch = command("fetch-data", "download clothing-dataset-small to data.root")
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
+
+
+def _add_final_commands(command: AddCommand) -> None:
     command("train-final", "train the 299x299 model with a search's best hyperparameters; log and register it")
     combine = command(
         "combine", "average registered models in one model that runs their common frozen backbone once; register it"
@@ -81,15 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--run", help="promote the version this train-final run registered")
     which.add_argument("--rollback", action="store_true", help="swap 'champion' and 'previous'")
     promote.add_argument("--force", action="store_true", help="promote even if worse or not evaluated")
+
+
+def _add_model_commands(command: AddCommand) -> None:
+    champion = "model URI or folder (default: models:/<final.registered_model>@champion)"
     predict = command("predict", "top-k categories for image files and folders")
-    predict.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
+    predict.add_argument("--model", help=champion)
     predict.add_argument("--top-k", type=int, help="categories shown per image (default: predict.top_k)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     serve = command("serve", "serve the model over HTTP: POST /predict, GET /health, /version and the upload page")
-    serve.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
+    serve.add_argument("--model", help=champion)
     export = command("export-onnx", "export a model to ONNX, check it against Keras, log it to the model's run")
-    export.add_argument("--model", help="model URI or folder (default: models:/<final.registered_model>@champion)")
-    return parser
+    export.add_argument("--model", help=champion)
 
 
 def _split(parser: argparse.ArgumentParser, words: list[str], paths_allowed: bool = False):
@@ -117,7 +142,7 @@ def cmd_tune(config, args, overrides: list[str]) -> int:
         print(f"  {key} = {value}")
     print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {result.tracking_uri}")
     if result.experiment_id:
-        from fashion_exp.tracking.runs import ui_link
+        from fashion_exp.tracking.experiments import ui_link
 
         print(f"Compare the trials: {ui_link(result.tracking_uri, result.experiment_id)}")
     return 0

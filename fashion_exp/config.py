@@ -93,11 +93,14 @@ class ModelConfig:
     weights: str
     batch_size: int
     runtime: str
+    auto_int8_min_cosine: float  # runtime=auto extracts in int8 only where int8 features stay this close to fp32's
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backbone", self.backbone, BACKBONES, "backbone")
         _one_of(f"{key}.runtime", self.runtime, RUNTIMES, "runtime")
         _at_least(f"{key}.batch_size", self.batch_size)
+        if not self.auto_int8_min_cosine >= 0:  # (above 1: auto never extracts in int8)
+            raise ConfigError(f"{key}.auto_int8_min_cosine: a cosine of at least 0, got {self.auto_int8_min_cosine}")
 
     def check_size(self, key: str, size: int) -> None:
         """A backbone's smallest input: Xception needs 71 pixels."""
@@ -138,10 +141,10 @@ class TunerConfig:
     gpus_per_worker: int  # GPUs each local worker sees through CUDA_VISIBLE_DEVICES (0: leave it alone)
     worker_restarts: int  # times a local worker that died is started again before the search stops
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
-    folds: int = 0  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
-    max_minutes: float | None = None  # no trial starts after this many minutes (null: no time budget)
-    factor: int | None = None  # hyperband only (conf/tuner/hyperband.yaml)
-    initial_points: int | None = None  # bayesian only (conf/tuner/bayesian.yaml)
+    folds: int  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
+    max_minutes: float | None  # no trial starts after this many minutes (null: no time budget)
+    factor: int | None  # hyperband only (conf/tuner/hyperband.yaml; null in the others)
+    initial_points: int | None  # bayesian only (conf/tuner/bayesian.yaml; null in the others)
 
     @property
     def distributed(self) -> bool:
@@ -198,6 +201,7 @@ class FinalConfig:
     views: int | None
     patience: int | None
     ensemble: Any  # "auto" or a number of heads: the mean of the k best restarts' probabilities is shipped
+    int8_tolerance: float  # export-onnx: validation accuracy the int8 file may lose against Keras and still be served
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 
     def check(self, key: str) -> None:
@@ -212,6 +216,8 @@ class FinalConfig:
             )
         _at_least(f"{key}.views", self.views, nullable=True)
         _at_least(f"{key}.patience", self.patience, nullable=True)
+        if not 0 <= self.int8_tolerance < 1:
+            raise ConfigError(f"{key}.int8_tolerance: {self.int8_tolerance} is not an accuracy from 0 to below 1")
         unknown = sorted(set(self.hp) - set(NAMES))
         if unknown:
             raise ConfigError(f"{key}.hp.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")
@@ -329,6 +335,15 @@ def _register_generated_nodes() -> None:
     ConfigStore.instance().store(group="final", name="hp_overrides", node=dict.fromkeys(NAMES))
 
 
+ADDED_GROUPS = ("experiment",)  # conf/ groups that config.yaml's defaults list leaves out
+
+
+def _added_group(override: str) -> str:
+    """`experiment=name` as Hydra spells it, `+experiment=name`: a group config.yaml's defaults list
+    leaves out is appended after config.yaml's own values, so an experiment file overrides them."""
+    return f"+{override}" if override.split("=", 1)[0] in ADDED_GROUPS else override
+
+
 def compose(overrides: list[str] | None = None, config_dir: Path | str | None = None):
     """Compose conf/config.yaml with Hydra overrides; returns a DictConfig (no schema applied)."""
     from hydra import compose as hydra_compose
@@ -339,8 +354,9 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
     directory = Path(config_dir or os.environ.get("FASHION_CONF") or CONFIG_DIR).resolve()
     if not (directory / "config.yaml").is_file():
         raise ConfigError(f"no config.yaml in {directory}: set FASHION_CONF to the conf/ folder")
+    overrides = [_added_group(override) for override in overrides or []]
     parser = OverridesParser.create()
-    for override in overrides or []:
+    for override in overrides:
         try:
             parser.parse_overrides([override])
         except HydraException as err:

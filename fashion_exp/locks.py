@@ -78,6 +78,53 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """How exclusive() waits for a busy lock: its arguments of the same names."""
+
+    what: str
+    wait: float
+    hint: str
+    on_wait: Callable[[Holder | None], None] | None
+    quiet_for: float
+
+    def until_locked(self, fd: int, path: Path) -> None:
+        """Retry the lock until it is ours; Busy when `wait` seconds run out. on_wait is told once,
+        after quiet_for seconds."""
+        started = time.monotonic()
+        told = self.wait <= 0 or self.on_wait is None
+        while not _try_lock(fd):
+            if not told and time.monotonic() - started >= self.quiet_for:
+                self.on_wait(read_holder(path))
+                told = True
+            if time.monotonic() - started >= self.wait:
+                raise self.busy(path)
+            time.sleep(POLL_SECONDS)
+
+    def busy(self, path: Path) -> Busy:
+        """The refusal: what is locked, by whom, how long we waited, and the hint."""
+        holder = read_holder(path)
+        waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
+        return Busy(f"{self.what} is in use by {who(holder)}{waited}" + (f": {self.hint}" if self.hint else ""), holder)
+
+
+def _open_lock_file(path: Path, what: str) -> int:
+    """The lock file's descriptor (the file and its folder made if new); UserError if it cannot be made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot create the lock file {path} for {what} ({err.strerror})") from None
+
+
+def _write_holder(fd: int) -> Holder:
+    """Write this process's Holder record into the lock file it now holds."""
+    me = Holder.me()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(vars(me)).encode(), 0)
+    return me
+
+
 @contextmanager
 def exclusive(
     path: Path | str,
@@ -96,27 +143,11 @@ def exclusive(
       `quiet_for` seconds of waiting (so a wait too short to notice says nothing).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise UserError(f"cannot create the lock file {path} for {what} ({err.strerror})") from None
+    fd = _open_lock_file(path, what)
     try:
         if not _try_lock(fd):
-            started = time.monotonic()
-            told = wait <= 0 or on_wait is None
-            while not _try_lock(fd):
-                if not told and time.monotonic() - started >= quiet_for:
-                    on_wait(read_holder(path))
-                    told = True
-                if time.monotonic() - started >= wait:
-                    holder = read_holder(path)
-                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
-                    raise Busy(f"{what} is in use by {who(holder)}{waited}" + (f": {hint}" if hint else ""), holder)
-                time.sleep(POLL_SECONDS)
-        me = Holder.me()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(vars(me)).encode(), 0)
+            _Waiting(what, wait, hint, on_wait, quiet_for).until_locked(fd, path)
+        me = _write_holder(fd)
         try:
             yield me
         finally:

@@ -1,12 +1,22 @@
 """Guard rails on the package's shape: data flows one way, and only the tracking modules talk to MLflow."""
 
 import ast
+import inspect
 from pathlib import Path
 
 import fashion_exp
 
 PACKAGE = Path(fashion_exp.__file__).resolve().parent
-MLFLOW_MODULES = {"fashion_exp.tracking.runs", "fashion_exp.tracking.registry", "fashion_exp.tracking.store"}
+MLFLOW_MODULES = {
+    "fashion_exp.tracking.experiments",
+    "fashion_exp.tracking.queries",
+    "fashion_exp.tracking.registry",
+    "fashion_exp.tracking.run_logger",
+    "fashion_exp.tracking.store",
+    "fashion_exp.tracking.system_metrics",
+}
+STAGES = ["config", "data", "features", "head", "tracking", "search", "final", "serving", "cli"]  # data flows this way
+CLIENT_MAKERS = {"MlflowClient", "open_client", "connect"}  # names that hand out an MLflow client
 
 
 def module_name(path: Path) -> str:
@@ -65,7 +75,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_module_imports_another_in_a_cycle():
     edges = graph()
-    assert "fashion_exp.search.run" in edges and "fashion_exp.features.prepare" in edges["fashion_exp.search.run"]
+    assert "fashion_exp.search.run" in edges and "fashion_exp.features.features" in edges["fashion_exp.search.run"]
     assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
 
 
@@ -75,14 +85,67 @@ def test_only_tracking_and_registry_import_mlflow():
     assert users == MLFLOW_MODULES
 
 
+def stage(name: str) -> int | None:
+    """The module's place in STAGES (fashion_exp.<stage> or fashion_exp.<stage>.*); None for shared pieces."""
+    part = name.split(".")[1] if "." in name else ""
+    return STAGES.index(part) if part in STAGES else None
+
+
+def later_stage_imports(edges: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{module} imports the later stage {target}"
+        for module, targets in sorted(edges.items())
+        for target in sorted(targets)
+        if stage(module) is not None and stage(target) is not None and stage(target) > stage(module)
+    ]
+
+
+def test_the_stage_check_finds_an_upward_import():
+    edges = {"fashion_exp.tracking.registry": {"fashion_exp.search.head"}, "fashion_exp.cli": {"fashion_exp.config"}}
+    assert later_stage_imports(edges) == [
+        "fashion_exp.tracking.registry imports the later stage fashion_exp.search.head"
+    ]
+    assert stage("fashion_exp.tracking") == STAGES.index("tracking") and stage("fashion_exp.locks") is None
+
+
 def test_earlier_stages_never_import_later_ones():
-    order = ["config", "data", "features", "search", "final", "serving", "cli"]  # tracking is beside them all
+    assert later_stage_imports(graph()) == []
 
-    def stage(name: str) -> int | None:
-        part = name.split(".")[1] if "." in name else ""
-        return order.index(part) if part in order else None
 
-    for module, targets in graph().items():
-        for target in targets:
-            if stage(module) is not None and stage(target) is not None:
-                assert stage(target) <= stage(module), f"{module} imports the later stage {target}"
+def mlflow_client_uses(path: Path) -> list[str]:
+    """Where a file gets an MLflow client from fashion_exp or mlflow (a CLIENT_MAKERS name) or calls
+    a method of MlflowClient on anything (client.get_run(...)), as 'line: code'."""
+    from mlflow.tracking import MlflowClient
+
+    methods = {name for name, _ in inspect.getmembers(MlflowClient, inspect.isfunction) if not name.startswith("_")}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            taken = [alias.name for alias in node.names if alias.name in CLIENT_MAKERS]
+        elif isinstance(node, ast.Attribute) and node.attr in CLIENT_MAKERS:
+            taken = [node.attr]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+            taken = [ast.unparse(node.func)]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for name in taken]
+    return found
+
+
+def test_the_client_check_finds_client_use(tmp_path: Path):
+    source = tmp_path / "backend.py"
+    source.write_text(
+        "from fashion_exp.tracking.store import open_client\n"
+        "client = open_client(uri)\n"
+        "files = client.list_artifacts(run_id, 'onnx')\n"
+        "run = store.connect(uri, 'e')\n"
+        "tags = run.tags()\n"
+    )
+    assert mlflow_client_uses(source) == ["1: open_client", "3: client.list_artifacts", "4: connect"]
+
+
+def test_only_tracking_modules_use_an_mlflow_client():
+    """Other stages ask tracking functions in plain values; they never hold a client or call its methods."""
+    outside = {name: path for name, path in modules().items() if stage(name) != STAGES.index("tracking")}
+    used = {name: uses for name, path in outside.items() if (uses := mlflow_client_uses(path))}
+    assert used == {}

@@ -156,26 +156,58 @@ def test_val_loss_is_an_objective_that_is_minimised():
     assert load_config([]).tuner.direction == "max"
 
 
-def test_schema_holds_no_defaults_of_its_own():
-    """conf/ is the one home of defaults: a key missing from the YAML is an error, not a silent default."""
+def defaults_in_code(section: type) -> list[str]:
+    """The fields of a dataclass that carry a default (a value, or a factory) of their own."""
     import dataclasses
 
+    return [
+        f.name
+        for f in dataclasses.fields(section)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
+
+
+def settings_classes() -> list[type]:
+    """Every dataclass of the config schema, and the settings made from it (serve's)."""
+    import dataclasses
+    import inspect
+
+    from fashion_exp import config as schema
+    from fashion_exp.serving.app import ServeSettings
+
+    found = [
+        cls
+        for _, cls in inspect.getmembers(schema, inspect.isclass)
+        if dataclasses.is_dataclass(cls) and cls.__module__ == schema.__name__
+    ]
+    return [*found, ServeSettings]
+
+
+def test_the_default_finder_finds_defaults():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Sample:
+        plain: int
+        folds: int = 0
+        hp: dict = dataclasses.field(default_factory=dict)
+
+    assert defaults_in_code(Sample) == ["folds", "hp"]
+
+
+def test_schema_holds_no_defaults_of_its_own():
+    """conf/ is the one home of defaults: a key missing from the YAML is an error, not a silent default."""
     from fashion_exp import config as schema
 
-    for section in (
-        schema.DataConfig,
-        schema.ModelConfig,
-        schema.AugmentationPolicy,
-        schema.FinalConfig,
-        schema.PredictConfig,
-        schema.ServeConfig,
-        schema.TrackingConfig,
-        schema.Config,
-    ):
-        given = [f.name for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING]
+    sections = settings_classes()
+    assert {schema.TunerConfig, schema.FinalConfig, schema.ServeConfig, schema.Config} <= set(sections)
+    for section in sections:
+        given = defaults_in_code(section)
         assert given == [], f"{section.__name__} defaults {given}: put them in conf/"
     with pytest.raises(ConfigError, match="data.scan_size"):
         load_config(["~data.scan_size"])
+    with pytest.raises(ConfigError, match="tuner.folds"):
+        load_config(["~tuner.folds"])
 
 
 def test_where_trials_run_is_not_part_of_the_search_id():

@@ -9,7 +9,7 @@ from fashion_exp.data.augment import IDENTITY, random_transform, view_rng
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.backbone import build_backbone
 from fashion_exp.features.cache import FeatureCache, FeatureKey
-from fashion_exp.features.extract import extract_features, jobs_for_policy, key_for
+from fashion_exp.features.extract import Extractor, jobs_for_policy
 from fashion_exp.features.runtime import open_runner
 from tests.synthetic import COLORS, data_config, scan, write_image
 
@@ -31,8 +31,16 @@ def on_tensorflow(backbone, batch_size=8):
     return open_runner(backbone, "tensorflow", batch_size, "unused")
 
 
+def extractor(backbone, dataset, cache, batch_size=8, seed=0):
+    return Extractor(on_tensorflow(backbone, batch_size), dataset, DECODER, cache, batch_size, seed)
+
+
 def extract(backbone, dataset, cache, jobs, batch_size=8, seed=0):
-    return extract_features(on_tensorflow(backbone, batch_size), dataset, cache, jobs, DECODER, batch_size, seed)
+    return extractor(backbone, dataset, cache, batch_size, seed).run(jobs)
+
+
+def key_for(backbone, dataset, job, seed=0):
+    return extractor(backbone, dataset, None, seed=seed).key(job)
 
 
 def test_views_are_deterministic_and_differ():
@@ -171,7 +179,7 @@ def test_an_entry_claimed_elsewhere_is_waited_for_not_computed_twice(dataset, ba
     """Processes sharing a cache split the entries: one claimed by another is loaded, not recomputed."""
     cache = FeatureCache(tmp_path / "cache")
     jobs = jobs_for_policy("train", POLICY)  # three views
-    key = key_for(on_tensorflow(backbone), DECODER, dataset, jobs[0], 0)
+    key = key_for(backbone, dataset, jobs[0])
     theirs = np.full((len(dataset.splits["train"]), backbone.dim), 7.0, np.float32)
     release = threading.Event()
     thread = _hold_claim(cache, key, release, write=theirs)
@@ -180,14 +188,14 @@ def test_an_entry_claimed_elsewhere_is_waited_for_not_computed_twice(dataset, ba
     thread.join()
     assert np.array_equal(results[jobs[0]], theirs)  # loaded what the claimant wrote
     assert not np.array_equal(results[jobs[1]], theirs)  # the others were computed here
-    assert all(cache.load(key_for(on_tensorflow(backbone), DECODER, dataset, job, 0)) is not None for job in jobs)
+    assert all(cache.load(key_for(backbone, dataset, job)) is not None for job in jobs)
 
 
 def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
     """A claimant that ends without writing its entry (a killed worker) leaves it claimable."""
     cache = FeatureCache(tmp_path / "cache")
     jobs = jobs_for_policy("validation", IDENTITY)
-    key = key_for(on_tensorflow(backbone), DECODER, dataset, jobs[0], 0)
+    key = key_for(backbone, dataset, jobs[0])
     release = threading.Event()
     thread = _hold_claim(cache, key, release)
     threading.Timer(0.5, release.set).start()
@@ -197,21 +205,24 @@ def test_an_entry_whose_claimant_died_is_computed(dataset, backbone, tmp_path):
     np.testing.assert_allclose(results[jobs[0]], fresh[jobs[0]], rtol=1e-5, atol=1e-6)
 
 
-def test_lazy_views_load_a_policy_only_when_asked_and_once():
-    from fashion_exp.features.prepare import LazyMapping
+def test_features_extract_a_policys_views_only_when_asked_and_once(dataset, backbone, tmp_path):
+    """Features opens without extracting; views(policy) extracts that policy's views once, the
+    disk check sees them, and asking again extracts nothing."""
+    from fashion_exp.features.features import Features, Scan, jobs_for
 
-    loaded = []
-
-    def load(name):
-        loaded.append(name)
-        return np.zeros((2, 3, 4))
-
-    views = LazyMapping(["none", "shear_zoom_flip"], load)
-    assert list(views) == ["none", "shear_zoom_flip"] and len(views) == 2 and loaded == []
-    assert views["shear_zoom_flip"].shape == (2, 3, 4) and views["shear_zoom_flip"] is views["shear_zoom_flip"]
-    assert loaded == ["shear_zoom_flip"]
-    with pytest.raises(KeyError):
-        views["sparkles"]
+    extractor_ = extractor(backbone, dataset, FeatureCache(tmp_path / "cache"))
+    ran = []
+    run = extractor_.run
+    extractor_.run = lambda jobs: ran.append(list(jobs)) or run(jobs)
+    features = Features(Scan(dataset, "table"), extractor_)
+    policies = {"none": IDENTITY, "szf": POLICY}
+    jobs = jobs_for(policies)
+    n_train, n_val, photo = len(dataset.splits["train"]), len(dataset.splits["validation"]), 4 * backbone.dim
+    assert ran == [] and features.missing_bytes(jobs) == photo * (n_val + n_train * (1 + 3))  # nothing yet
+    views = features.views(POLICY)
+    assert views.shape == (3, n_train, backbone.dim) and len(ran) == 1 and len(ran[0]) == 3
+    assert features.missing_bytes(jobs) == photo * (n_val + n_train)  # validation and the identity left
+    assert np.array_equal(features.views(POLICY), views) and len(ran) == 1  # asked again: nothing extracted
 
 
 def test_a_search_extracts_a_policys_views_when_its_first_trial_starts(overrides, tmp_path):

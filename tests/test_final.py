@@ -85,7 +85,7 @@ def test_final_override_is_validated(final_overrides, tuned):
 
 
 def test_a_final_model_the_disk_cannot_hold_is_refused_before_any_work(final_overrides, tuned, monkeypatch):
-    monkeypatch.setattr("fashion_exp.features.sets.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
+    monkeypatch.setattr("fashion_exp.features.features.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
     config = load_config(final_overrides)
     with pytest.raises(UserError) as err:
         train_final(config, echo=lambda *_: None)
@@ -290,7 +290,7 @@ def test_int8_holds_within_half_a_point():
     from fashion_exp.final.onnx_export import ExportResult
 
     def result(keras: float, int8: float) -> ExportResult:
-        return ExportResult("a", "b", None, 1000, 0.0, 1.0, keras, int8, 0.99)
+        return ExportResult("a", "b", None, 1000, 0.0, 1.0, keras, int8, 0.99, load_config([]).final.int8_tolerance)
 
     assert result(0.900, 0.895).int8_holds and result(0.900, 0.910).int8_holds
     assert not result(0.900, 0.894).int8_holds

@@ -21,9 +21,11 @@ from fashion_exp.features.backbone import build_backbone, fresh_top
 from fashion_exp.features.cache import FeatureCache, FeatureKey, bytes_per_image
 from fashion_exp.features.layers import MatmulSeparableConv2D, plain_copy
 from fashion_exp.final.train import train_final
+from fashion_exp.head.fit import map_dataset
+from fashion_exp.head.model import build_head
 from fashion_exp.hyperparameters import HeadParams
+from fashion_exp.search import oracles
 from fashion_exp.search import tuner as tuner_module
-from fashion_exp.search.head import build_head, map_dataset
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.run import run_search
 
@@ -196,7 +198,7 @@ def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
 
 
 def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, monkeypatch):
-    monkeypatch.setattr("fashion_exp.features.sets.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
+    monkeypatch.setattr("fashion_exp.features.features.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
     config = load_config([*overrides, *FINETUNE])
     with pytest.raises(UserError) as err:
         run_search(config, echo=lambda *_: None)
@@ -207,28 +209,31 @@ def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, mon
 
 def test_the_disk_check_counts_every_entry_prepare_writes(overrides):
     """Validation, each policy's views, and (tuner.folds) the training photos un-augmented."""
-    from fashion_exp.features.prepare import open_sources, prepare_features
-    from fashion_exp.features.sets import missing_bytes
-    from fashion_exp.search.run import search_policies
+    from fashion_exp.features.features import jobs_for, scan
+    from fashion_exp.search.run import open_cut, search_policies
 
     config = load_config([*overrides, *FINETUNE, "search.augmentation.values=[none,shear_zoom_flip]"])
-    sources = open_sources(config, 32, echo=lambda *_: None, blocks=1)
+    features = open_cut(config, scan(config.data, config.work_dir, echo=lambda *_: None), 1, echo=lambda *_: None)
     policies = search_policies(config)
-    size, splits = bytes_per_image(sources.backbone.feature_shape), sources.dataset.splits
+
+    def missing_bytes(policies, clean_train=False):
+        return features.missing_bytes(jobs_for(policies, clean_train))
+
+    size, splits = bytes_per_image(features.backbone.feature_shape), features.dataset.splits
     n_train, n_val = len(splits["train"]), len(splits["validation"])
     views = sum(p.views for p in policies.values())
-    assert missing_bytes(config, sources, policies) == size * (n_val + n_train * views)
-    assert missing_bytes(config, sources, policies, clean_train=True) == size * (n_val + n_train * views)  # none's
-    assert missing_bytes(config, sources, {"szf": policies["shear_zoom_flip"]}, clean_train=True) == size * (
+    assert missing_bytes(policies) == size * (n_val + n_train * views)
+    assert missing_bytes(policies, clean_train=True) == size * (n_val + n_train * views)  # none's
+    assert missing_bytes({"szf": policies["shear_zoom_flip"]}, clean_train=True) == size * (
         n_val + n_train * (1 + policies["shear_zoom_flip"].views)
     )
-    prepare_features(config, sources, policies)
-    assert missing_bytes(config, sources, policies, clean_train=True) == 0
+    features.get(jobs_for(policies))
+    assert missing_bytes(policies, clean_train=True) == 0
 
 
 def test_no_trial_starts_after_the_time_budget(overrides, monkeypatch):
     clock = iter([0.0, 0.0, 1000.0, 1000.0, 1000.0])  # budget set, trial 1 asked for, trial 2 asked for...
-    monkeypatch.setattr(tuner_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(oracles, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     result = run_search(load_config([*overrides, "tuner.max_trials=3", "tuner.max_minutes=1"]), echo=lambda *_: None)
     assert result.trials == 1
 
@@ -243,7 +248,7 @@ def test_a_tuner_is_made_without_building_a_head(tmp_path):
             raise AssertionError(f"features of blocks={blocks} asked for while making the tuner")
 
     config = load_config(["search=finetune", "search.blocks.values=[0,1]", "tuner=grid"])
-    hypermodel = HeadHyperModel(config.search, NoFeatures(), 8, 8, seed=1)
+    hypermodel = HeadHyperModel(config.search, NoFeatures(), {}, 8, 8, seed=1)
     tuner = tuner_module.make_tuner(config.tuner, hypermodel, tmp_path, "p", 1, True, observers=[])
     conditions = {p.name: [c.get_config() for c in p.conditions] for p in tuner.oracle.get_space().space}
     assert conditions["block_lr"] == [{"name": "blocks", "values": [1]}]

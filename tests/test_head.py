@@ -3,8 +3,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from fashion_exp.head.fit import view_dataset
+from fashion_exp.head.model import build_head
 from fashion_exp.hyperparameters import HeadParams
-from fashion_exp.search.head import build_head, view_dataset
 
 
 def params(learning_rate, size_inner, droprate):
@@ -51,7 +52,7 @@ def test_head_shapes_with_and_without_inner_layer():
 def test_fit_runs_every_epoch_on_its_own_batches(recwarn):
     import math
 
-    from fashion_exp.search.head import steps_per_execution
+    from fashion_exp.head.model import steps_per_execution
 
     assert steps_per_execution(96) == 16 and steps_per_execution(3) == 3 and steps_per_execution(7) == 7
     assert steps_per_execution(34) == 2
@@ -68,3 +69,31 @@ def test_fit_runs_every_epoch_on_its_own_batches(recwarn):
     )
     assert len(history.history["loss"]) == 5
     assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+
+
+def test_a_shipped_model_splits_where_its_heads_begin():
+    """head/parts.py: image -> frozen part -> heads, whether the features are pooled (blocks 0) or a
+    cut's activation maps read by a nested trunk (blocks 1), with one head or several."""
+    import keras
+    import pytest
+
+    from fashion_exp.config import load_config
+    from fashion_exp.features.backbone import build_backbone
+    from fashion_exp.final.ensemble import probabilities
+    from fashion_exp.head.model import HeadInputs, new_head
+    from fashion_exp.head.parts import split_at_heads
+
+    model_config = load_config(["model=tiny"]).model
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    for blocks, count in ((0, 1), (0, 2), (1, 2)):
+        backbone = build_backbone(model_config, 32, seed=0, blocks=blocks)
+        inputs = HeadInputs(backbone.feature_shape, 3, 8, backbone.top)
+        chosen = HeadParams(0.01, 4, 0.0, "none", blocks, 0.1) if blocks else params(0.01, 4, 0.0)
+        heads = [new_head(inputs, chosen, seed, 10) for seed in range(count)]
+        shipped = keras.Model(backbone.model.input, probabilities(heads, backbone.model.output))
+        frozen, found = split_at_heads(shipped)
+        assert [h.name for h in found] == (["head"] if count == 1 else ["head_0", "head_1"])
+        expected = backbone.model.predict(images, verbose=0)
+        np.testing.assert_allclose(frozen.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no head layer"):
+        split_at_heads(backbone.model)

@@ -8,7 +8,7 @@ import pytest
 
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
-from fashion_exp.tracking.runs import ui_link
+from fashion_exp.tracking.experiments import ui_link
 from fashion_exp.tracking.server import shared_store
 from tests.test_serve import CHROMIUM
 

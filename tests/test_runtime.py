@@ -155,17 +155,21 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
 
 
 def test_auto_extracts_in_fp32_where_int8_features_are_not_close_enough(overrides, monkeypatch, capsys):
-    from fashion_exp.features import prepare
+    from fashion_exp.features.features import scan
+    from fashion_exp.search.run import open_cut
+
+    def open_sources(config, echo):
+        return open_cut(config, scan(config.data, config.work_dir, echo), 0, echo).extractor
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     config = load_config([*overrides, "model.runtime=auto"])
     said = []
-    assert prepare.open_sources(config, 32, echo=said.append).runner.runtime == "onnx-int8"  # tiny: cosine ~1
-    monkeypatch.setattr(runtime, "AUTO_INT8_MIN_COSINE", 1.01)
+    assert open_sources(config, echo=said.append).runner.runtime == "onnx-int8"  # tiny: cosine ~1
+    config = load_config([*overrides, "model.runtime=auto", "model.auto_int8_min_cosine=1.01"])
     said.clear()
-    sources = prepare.open_sources(config, 32, echo=said.append)
+    sources = open_sources(config, echo=said.append)
     assert sources.runner.runtime == "onnx"
     assert any("(< 1.01): model.runtime=auto extracts with onnx (fp32) here" in line for line in said)
     assert "Backbone runtime: onnx (model.runtime=auto)" in said
-    explicit = prepare.open_sources(load_config([*overrides, "model.runtime=onnx-int8"]), 32, echo=said.append)
+    explicit = open_sources(load_config([*overrides, "model.runtime=onnx-int8"]), echo=said.append)
     assert explicit.runner.runtime == "onnx-int8"  # asked for by name: kept

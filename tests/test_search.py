@@ -92,7 +92,7 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     from fashion_exp.data.images import Decoder
     from fashion_exp.features.backbone import build_backbone
     from fashion_exp.features.cache import FeatureCache
-    from fashion_exp.features.extract import extract_features, jobs_for_policy
+    from fashion_exp.features.extract import Extractor, jobs_for_policy
     from fashion_exp.features.runtime import open_runner
     from tests.synthetic import scan
 
@@ -106,7 +106,7 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     decoder = Decoder.for_data(config.data)
     cache = FeatureCache(f"{config.work_dir}/features")
     runner = open_runner(backbone, config.model.runtime, config.model.batch_size, config.work_dir)
-    features = extract_features(runner, dataset, cache, [job], decoder, config.model.batch_size, config.seed)[job]
+    features = Extractor(runner, dataset, decoder, cache, config.model.batch_size, config.seed).run([job])[job]
     accuracy = float(np.mean(np.argmax(head.predict(features, verbose=0), axis=1) == dataset.labels("validation")))
     assert accuracy == pytest.approx(children[0].data.metrics["best_val_accuracy"], abs=1e-6)
 
@@ -226,7 +226,7 @@ def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
 def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from fashion_exp.tracking.runs import connect
+    from fashion_exp.tracking.experiments import connect
 
     uri = f"sqlite:///{tmp_path / 'old.db'}"
     MlflowClient(uri).create_experiment("made-by-an-older-version")

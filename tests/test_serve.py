@@ -43,7 +43,9 @@ def jpeg_bytes(color, size=(40, 40)) -> bytes:
 
 @pytest.fixture
 def client():
-    settings = ServeSettings(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras")
+    settings = ServeSettings(
+        max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1, max_wait_ms=0.0
+    )
     return TestClient(create_app(ColourPredictor(), settings))
 
 

@@ -19,8 +19,8 @@ from fashion_exp.search.state_files import remove_stale_partials
 WRITER = """
 import os, sys, time
 from keras_tuner.src import utils
-from fashion_exp.search import state_files
-state_files.install()
+from fashion_exp.search import keras_tuner_fixes
+keras_tuner_fixes.install()
 replace = os.replace
 def replace_then_hang(*args):
     print("new state written, not yet in place", flush=True)

@@ -126,15 +126,30 @@ class VerdictCache:
 
     def __init__(self, directory: Path | str | None, max_pixels: int):
         self.path = Path(directory) / f"verdicts-{max_pixels}px.json" if directory is not None else None
+        self.max_pixels = max_pixels
         self.verdicts: dict[str, str | None] = {}
+        self.changed = False  # a verdict was added since the file was read
         if self.path is not None and self.path.is_file():
             try:
                 self.verdicts = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 self.verdicts = {}  # an unreadable cache is only lost time: decode again
 
+    def reason(self, data: bytes, digest: str, scan_size: int) -> str | None:
+        """Why the file with these bytes (and this digest) is unusable, None if it decodes; bytes seen
+        before are not decoded again."""
+        if digest not in self.verdicts:
+            try:
+                decode_image(data, scan_size, self.max_pixels, "nearest")
+                self.verdicts[digest] = None
+            except ImageError as err:
+                self.verdicts[digest] = err.reason
+            self.changed = True
+        return self.verdicts[digest]
+
     def save(self) -> None:
-        if self.path is None:
+        """Write the verdicts if any was added (to a temporary name, renamed into place)."""
+        if self.path is None or not self.changed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -156,42 +171,47 @@ def scan_dataset(
     """
     root = Path(root)
     classes, candidates = find_samples(root, splits, limit_per_class)
-    cache = VerdictCache(cache_dir, max_pixels)
+    every = [s for split in splits for s in candidates[split]]
+    digests, reasons = _check_files(root, every, VerdictCache(cache_dir, max_pixels), scan_size)
+    good = {split: [s for s in candidates[split] if s.path in digests] for split in splits}
+    skipped = [(s.path, reasons[s.path]) for s in every if s.path in reasons]
+    dataset = Dataset(root=root, classes=classes, splits=good, digests=digests, skipped=skipped)
+    _require_every_class(dataset)
+    return dataset
+
+
+def _check_files(
+    root: Path, samples: list[Sample], cache: VerdictCache, scan_size: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(relative path -> content hash of each usable file, relative path -> why each other file is
+    skipped), with a progress bar; new verdicts are saved to the cache."""
     digests: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    decoded = 0
-    every = [s for split in splits for s in candidates[split]]
-    for sample in tqdm(every, desc="Checking images", unit="img", leave=False):
+    for sample in tqdm(samples, desc="Checking images", unit="img", leave=False):
         try:
             data = read_file(root / sample.path)
         except ImageError as err:
             reasons[sample.path] = err.reason
             continue
         digest = content_digest(data)
-        if digest not in cache.verdicts:
-            try:
-                decode_image(data, scan_size, max_pixels, "nearest")
-                cache.verdicts[digest] = None
-            except ImageError as err:
-                cache.verdicts[digest] = err.reason
-            decoded += 1
-        if cache.verdicts[digest] is None:
+        reason = cache.reason(data, digest, scan_size)
+        if reason is None:
             digests[sample.path] = digest
         else:
-            reasons[sample.path] = cache.verdicts[digest]
-    if decoded:
-        cache.save()
-    good = {split: [s for s in candidates[split] if s.path in digests] for split in splits}
-    skipped = [(s.path, reasons[s.path]) for s in every if s.path in reasons]
-    dataset = Dataset(root=root, classes=classes, splits=good, digests=digests, skipped=skipped)
+            reasons[sample.path] = reason
+    cache.save()
+    return digests, reasons
+
+
+def _require_every_class(dataset: Dataset) -> None:
+    """DataError naming the split and classes left without a readable image."""
     for split, per_class in dataset.counts().items():
         empty = [name for name, n in per_class.items() if n == 0]
         if empty:
             raise DataError(
-                f"{root / split}: no readable images for class {', '.join(empty)} "
-                f"({len(skipped)} files skipped in all); every class needs images in every split"
+                f"{dataset.root / split}: no readable images for class {', '.join(empty)} "
+                f"({len(dataset.skipped)} files skipped in all); every class needs images in every split"
             )
-    return dataset
 
 
 def scan_configured(data: DataConfig, splits: list[str], work_dir: Path | str) -> Dataset:

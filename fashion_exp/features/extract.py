@@ -1,5 +1,5 @@
-"""Feature extraction: the backbone, on its runtime, run once over each (split, policy, view) the
-cache lacks."""
+"""Feature extraction: the backbone, on its runtime, run once over each (split, policy, view) job
+the cache lacks."""
 
 from __future__ import annotations
 
@@ -40,6 +40,115 @@ def jobs_for_policy(split: str, policy: AugmentationPolicy) -> list[Job]:
     return [Job(split, policy_key(policy), view, policy) for view in range(views)]
 
 
+@dataclass
+class StageTimes:
+    """Where extraction's wall time went: waiting for decoded images, or in the backbone.
+    Decoding overlaps the backbone when waiting_for_images stays near zero."""
+
+    waiting_for_images: float = 0.0
+    backbone: float = 0.0
+    images: int = 0
+
+
+@dataclass
+class Extractor:
+    """The backbone, on its runtime, over one dataset's photos (decoded by `decoder`), into one
+    cache. Each job's cache key is derived once (key) and shared by whoever asks: the disk check
+    (Features.missing_bytes) and the extraction itself (run)."""
+
+    runner: Runner
+    dataset: Dataset
+    decoder: Decoder
+    cache: FeatureCache
+    batch_size: int
+    seed: int  # augmented views are drawn from it (view_rng)
+    stages: StageTimes = field(default_factory=StageTimes)  # where computing time went (benchmarks read it)
+    _keys: dict[Job, FeatureKey] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.decoder.size != self.runner.backbone.image_size:
+            raise ValueError(f"decoder size {self.decoder.size} != backbone input {self.runner.backbone.image_size}")
+
+    def key(self, job: Job) -> FeatureKey:
+        """The cache key of a job's features (everything that changes them)."""
+        if job not in self._keys:
+            augmented = not is_identity(job.policy)
+            self._keys[job] = FeatureKey(
+                weights=self.runner.fingerprint,
+                decoding=self.decoder.key,
+                split=job.split,
+                files=self.dataset.fingerprint([job.split]),
+                policy=policy_key(job.policy),
+                seed=self.seed if augmented else 0,
+                view=job.view if augmented else 0,
+            )
+        return self._keys[job]
+
+    def rows(self, job: Job) -> int:
+        return len(self.dataset.splits[job.split])
+
+    def cached(self, job: Job) -> np.ndarray | None:
+        """The job's complete cache entry (memory-mapped), or None."""
+        array = self.cache.load(self.key(job))
+        return array if array is not None and array.shape[0] == self.rows(job) else None
+
+    def run(self, jobs: list[Job]) -> dict[Job, np.ndarray]:
+        """Features for every job: from the cache where present, else computed and cached.
+
+        Processes sharing the cache split the work: each missing entry is computed by whoever
+        claims it first (FeatureCache.claim); entries others are computing are waited for and
+        loaded, or computed here if their claimant died. Returns {job: float32 array (n_images,
+        dim)} (activation maps: float16). Shows one progress bar over all images the cache lacked.
+        """
+        results = {job: self.cached(job) for job in jobs}
+        missing = [job for job, array in results.items() if array is None]
+        total = sum(self.rows(job) for job in missing)
+        with tqdm(
+            total=total, desc=f"Extracting features ({self.decoder.key})", unit="img", disable=not missing
+        ) as bar:
+            claimed_elsewhere = []
+            for job in missing:  # first pass: the entries nobody is computing
+                try:
+                    results[job] = self._fill(job, bar, wait=0)
+                except locks.Busy:
+                    claimed_elsewhere.append(job)
+            for job in claimed_elsewhere:  # then wait for the others' entries (or take over a dead claimant's)
+                results[job] = self._fill(job, bar, wait=float("inf"))
+        return results
+
+    def _fill(self, job: Job, bar, wait: float) -> np.ndarray:
+        """Claim job's entry, then load it (another process computed it meanwhile) or compute it."""
+        key = self.key(job)
+        with self.cache.claim(key, wait=wait, on_wait=self._say_waiting):
+            done = self.cached(job)
+            if done is not None:
+                bar.update(self.rows(job))
+                return done
+            with self.cache.writing(key, (self.rows(job), *self.runner.backbone.feature_shape)) as rows:
+                self._compute(job, bar, rows)
+            return self.cache.load(key)
+
+    def _say_waiting(self, holder) -> None:
+        tqdm.write(locks.waiting_line(holder, f"is extracting features into {self.cache.directory}"))
+
+    def _compute(self, job: Job, bar, rows: np.ndarray) -> None:
+        """Run the backbone over one job's images into `rows`, advancing the progress bar."""
+        done = 0
+        batches = _batches(self.dataset, job, self.decoder, self.batch_size, self.seed)
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            ready = time.perf_counter()
+            self.stages.waiting_for_images += ready - start
+            if batch is None:
+                break
+            rows[done : done + len(batch)] = self.runner.features(batch)
+            done += len(batch)
+            self.stages.backbone += time.perf_counter() - ready
+            self.stages.images += len(batch)
+            bar.update(len(batch))
+
+
 def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed: int) -> Iterator[np.ndarray]:
     """Decoded (and, for augmented jobs, transformed) uint8 batches, decoded by two background
     threads while the backbone runs on the previous batches."""
@@ -63,111 +172,3 @@ def _batches(dataset: Dataset, job: Job, decoder: Decoder, batch_size: int, seed
             if following is not None:
                 pending.append(pool.submit(decode, following))
             yield batch
-
-
-def key_for(runner: Runner, decoder: Decoder, dataset: Dataset, job: Job, seed: int) -> FeatureKey:
-    augmented = not is_identity(job.policy)
-    return FeatureKey(
-        weights=runner.fingerprint,
-        decoding=decoder.key,
-        split=job.split,
-        files=dataset.fingerprint([job.split]),
-        policy=policy_key(job.policy),
-        seed=seed if augmented else 0,
-        view=job.view if augmented else 0,
-    )
-
-
-def extract_features(
-    runner: Runner,
-    dataset: Dataset,
-    cache: FeatureCache,
-    jobs: list[Job],
-    decoder: Decoder,
-    batch_size: int,
-    seed: int,
-    stages: StageTimes | None = None,
-) -> dict[Job, np.ndarray]:
-    """Features for every job: from the cache where present, else computed and cached.
-
-    Processes sharing the cache split the work: each missing entry is computed by whoever claims
-    it first (FeatureCache.claim); entries others are computing are waited for and loaded, or
-    computed here if their claimant died. Returns {job: float32 array (n_images, dim)}. Shows
-    one progress bar over all images the cache lacked. `stages`, when given, adds up where the
-    computing time went (benchmarks/bench_speed.py reads it).
-    """
-    if decoder.size != runner.backbone.image_size:
-        raise ValueError(f"decoder size {decoder.size} != backbone input {runner.backbone.image_size}")
-    stages = stages if stages is not None else StageTimes()
-    results: dict[Job, np.ndarray] = {}
-    missing = _load_cached(runner, dataset, cache, jobs, decoder, seed, results)
-    total = sum(len(dataset.splits[job.split]) for job in missing)
-    with tqdm(total=total, desc=f"Extracting features ({decoder.key})", unit="img", disable=not missing) as bar:
-        claimed_elsewhere = []
-        for job in missing:  # first pass: the entries nobody is computing
-            try:
-                _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, stages, wait=0)
-            except locks.Busy:
-                claimed_elsewhere.append(job)
-        for job in claimed_elsewhere:  # then wait for the others' entries (or take over a dead claimant's)
-            _fill(runner, dataset, cache, job, decoder, batch_size, seed, results, bar, stages, wait=float("inf"))
-    return results
-
-
-def _fill(runner, dataset, cache, job: Job, decoder, batch_size, seed, results: dict, bar, stages, wait: float) -> None:
-    """Claim job's entry, then load it (another process computed it meanwhile) or compute it."""
-    key = key_for(runner, decoder, dataset, job, seed)
-    with cache.claim(key, wait=wait, on_wait=_say_waiting(cache)):
-        if _load_cached(runner, dataset, cache, [job], decoder, seed, results):
-            with cache.writing(key, (len(dataset.splits[job.split]), *runner.backbone.feature_shape)) as rows:
-                _compute(runner, dataset, job, decoder, batch_size, seed, bar, rows, stages)
-            results[job] = cache.load(key)
-        else:
-            bar.update(len(dataset.splits[job.split]))
-
-
-def _say_waiting(cache: FeatureCache):
-    def say(holder) -> None:
-        tqdm.write(locks.waiting_line(holder, f"is extracting features into {cache.directory}"))
-
-    return say
-
-
-def _load_cached(runner, dataset, cache, jobs, decoder, seed, results: dict) -> list[Job]:
-    """Put every cached job's features into results; returns the jobs the cache lacks."""
-    missing = []
-    for job in jobs:
-        cached = cache.load(key_for(runner, decoder, dataset, job, seed))
-        if cached is not None and cached.shape[0] == len(dataset.splits[job.split]):
-            results[job] = cached
-        else:
-            missing.append(job)
-    return missing
-
-
-@dataclass
-class StageTimes:
-    """Where extraction's wall time went: waiting for decoded images, or in the backbone.
-    Decoding overlaps the backbone when waiting_for_images stays near zero."""
-
-    waiting_for_images: float = 0.0
-    backbone: float = 0.0
-    images: int = 0
-
-
-def _compute(runner, dataset, job: Job, decoder, batch_size, seed, bar, rows: np.ndarray, stages: StageTimes) -> None:
-    """Run the backbone over one job's images into `rows`, advancing the progress bar."""
-    done = 0
-    batches = _batches(dataset, job, decoder, batch_size, seed)
-    while True:
-        start = time.perf_counter()
-        batch = next(batches, None)
-        ready = time.perf_counter()
-        stages.waiting_for_images += ready - start
-        if batch is None:
-            break
-        rows[done : done + len(batch)] = runner.features(batch)
-        done += len(batch)
-        stages.backbone += time.perf_counter() - ready
-        stages.images += len(batch)
-        bar.update(len(batch))

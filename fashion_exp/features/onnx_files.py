@@ -24,6 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fashion_exp import locks
+from fashion_exp.data.dataset import TRAIN, Dataset
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone
 
@@ -31,7 +33,6 @@ CALIBRATION_PHOTOS = 32
 KEEP_FLOAT = 2
 CALIBRATION_BATCH = 8
 INT8_MIN_COSINE = 0.9  # below: int8 features are not the backbone's (0.954-0.988 measured when it works)
-AUTO_INT8_MIN_COSINE = 0.975  # below: model.runtime=auto extracts in fp32 (int8 at 299px: 0.954, search -2.3 points)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,16 @@ class Calibration:
 
     identity: str
     load: Callable[[], np.ndarray]
+
+
+def calibration(dataset: Dataset, decoder: Decoder) -> Calibration:
+    """int8 calibration photos: training photos spread over the (class-sorted) split, undistorted."""
+    paths = dataset.paths(TRAIN)
+
+    def load() -> np.ndarray:
+        return np.stack([decoder.load(paths[i]) for i in spread(len(paths))])
+
+    return Calibration(f"{dataset.fingerprint([TRAIN])}-{decoder.key}", load)
 
 
 def spread(n_items: int, count: int = CALIBRATION_PHOTOS) -> list[int]:

@@ -1,21 +1,23 @@
 """Where the frozen backbone runs (model.runtime): TensorFlow, or ONNX Runtime in fp32 or int8.
 
 `auto` picks the fastest runtime whose features keep the search's accuracy (benchmarks/
-bench_runtime.py): ONNX int8 for the search where its features stay close to fp32's (int8_holds:
-yes at 150px, not at 299px), else ONNX fp32; ONNX fp32 where features must equal what the shipped
+bench_runtime.py): ONNX int8 for the search where its features stay close to fp32's (int8_holds,
+model.auto_int8_min_cosine), else ONNX fp32; ONNX fp32 where features must equal what the shipped
 Keras model computes (train-final); TensorFlow when it sees a GPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fashion_exp.batching import pad_batch
+from fashion_exp.config import ModelConfig
 from fashion_exp.features.backbone import Backbone
-from fashion_exp.features.onnx_files import AUTO_INT8_MIN_COSINE, Calibration, OnnxFiles, open_session
+from fashion_exp.features.onnx_files import Calibration, OnnxFiles, open_session
 
 EXACT = ("tensorflow", "onnx")  # features equal to the Keras model's (ONNX fp32: max abs diff ~1e-5)
 
@@ -58,7 +60,7 @@ class Runner:
     @property
     def fingerprint(self) -> str:
         if self.runtime == "tensorflow":
-            return self.backbone.fingerprint  # unchanged: caches made before model.runtime stay valid
+            return self.backbone.fingerprint  # TensorFlow computes the weights' own features: no suffix
         if self.runtime == "onnx":
             return f"{self.backbone.fingerprint}+onnx"
         return f"{self.backbone.fingerprint}+onnx-int8-{self.files.int8_key(self.backbone, self.calibration)}"
@@ -86,17 +88,34 @@ class Runner:
         return self.files.int8(self.backbone, self.calibration)
 
 
-def int8_holds(runner: Runner, echo=print) -> bool:
+def int8_holds(runner: Runner, min_cosine: float, echo=print) -> bool:
     """Whether auto may extract with this int8 runner: its features' mean cosine to fp32 on the
-    calibration photos reaches AUTO_INT8_MIN_COSINE (quantizes now if needed; says why when not)."""
+    calibration photos reaches min_cosine (quantizes now if needed; says why when not)."""
     cosine = runner.files.int8_cosine(runner.backbone, runner.calibration)
-    if cosine >= AUTO_INT8_MIN_COSINE:
+    if cosine >= min_cosine:
         return True
     echo(
         f"int8 features at {runner.backbone.image_size}px: mean cosine {cosine:.3f} to fp32 on the calibration "
-        f"photos (< {AUTO_INT8_MIN_COSINE}): model.runtime=auto extracts with onnx (fp32) here"
+        f"photos (< {min_cosine}): model.runtime=auto extracts with onnx (fp32) here"
     )
     return False
+
+
+def choose_runner(
+    model: ModelConfig, backbone: Backbone, work_dir: Path | str, exact: bool, photos: Callable[[], Calibration], echo
+) -> Runner:
+    """The backbone on the runtime model.runtime means here (resolve; exact=True: features the
+    shipped Keras model must reproduce), falling back from int8 to fp32 under auto when int8_holds
+    says no; `photos` makes the int8 calibration. Says which runtime it took."""
+    runtime = resolve(model.runtime, exact)
+    if model.runtime not in ("auto", runtime):
+        echo(f"model.runtime={model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
+    runner = open_runner(backbone, runtime, model.batch_size, work_dir, photos() if runtime == "onnx-int8" else None)
+    if model.runtime == "auto" and runtime == "onnx-int8" and not int8_holds(runner, model.auto_int8_min_cosine, echo):
+        runner = open_runner(backbone, "onnx", model.batch_size, work_dir)
+    cut = f", cut below the top {backbone.blocks} block(s)" if backbone.blocks else ""
+    echo(f"Backbone runtime: {runner.runtime} (model.runtime={model.runtime}){cut}")
+    return runner
 
 
 def open_runner(

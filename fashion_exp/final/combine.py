@@ -2,13 +2,14 @@
 augmented views) averaged in one model that runs their common frozen backbone once.
 
 Every model train-final ships is the frozen part (uint8 image -> preprocessing -> Xception up to
-the features the heads read) followed by one or more layers named `head` / `head_<i>` and their
-softmax. Models whose frozen parts are the same (same weights file, size and cut, so the same
-`final.hp.blocks`) are split there: the combined model holds one copy of the frozen part, every
-member's heads (with their own fine-tuned blocks, if any) and the mean of the members'
-probabilities, each member weighted alike whatever its number of heads. It is checked against the
-members themselves on every validation photo, logged as a final run and registered, so evaluate,
-promote, predict, serve and export-onnx take it like any train-final model.
+the features the heads read) followed by its heads and their softmax (the contract is written in
+fashion_exp/head/parts.py, which also splits a model there). Models whose frozen parts are the
+same (same weights file, size and cut, so the same `final.hp.blocks`) are split there: the
+combined model holds one copy of the frozen part, every member's heads (with their own fine-tuned
+blocks, if any) and the mean of the members' probabilities, each member weighted alike whatever
+its number of heads. It is checked against the members themselves on every validation photo,
+logged as a final run and registered, so evaluate, promote, predict, serve and export-onnx take it
+like any train-final model.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.final.ensemble import probabilities
 from fashion_exp.final.evaluate import Evaluation, score
+from fashion_exp.head.parts import split_at_heads
 from fashion_exp.tracking import registry
-from fashion_exp.tracking.runs import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS, RunLogger
+from fashion_exp.tracking.run_logger import RunLogger
+from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 
 
 @dataclass
@@ -52,15 +55,11 @@ class CombineResult:
 
 def split(loaded: registry.LoadedModel) -> Member:
     """The model's frozen part and its heads; a one-line error for a model train-final did not make."""
-    model = loaded.model
-    heads = [layer for layer in model.layers if layer.name == "head" or layer.name.startswith("head_")]
-    if not heads:
-        raise UserError(f"model {loaded.uri} has no head layer: combine takes models made by train-final")
-    # What the heads read, in this model's graph (a nested model's own `.input` is its inner Input).
-    read = {id(t): t for head in heads for node in head._inbound_nodes for t in node.input_tensors}
-    if len(read) != 1:
-        raise UserError(f"model {loaded.uri}: its heads do not read one common input: combine cannot split it")
-    return Member(loaded, keras.Model(model.inputs, next(iter(read.values())), name="frozen"), heads)
+    try:
+        frozen, heads = split_at_heads(loaded.model)
+    except ValueError as err:
+        raise UserError(f"model {loaded.uri}: {err}: combine takes models made by train-final or combine") from None
+    return Member(loaded, frozen, heads)
 
 
 def _same_frozen(first: Member, other: Member) -> bool:
@@ -120,32 +119,66 @@ def validation_probabilities(config: Config, members: list[Member], combined: ke
 def combine(config: Config, references: list[str], echo=print) -> CombineResult:
     """Load, check, build, score on validation, log and register the combined model."""
     started = time.time()
+    check_references(references)
+    echo(f"Loading {len(references)} models ...")
+    members = [split(registry.load(reference, config.tracking.uri)) for reference in references]
+    check_members(members)
+    combined = build(members)
+    scored = score_on_validation(config, members, combined)
+    report(scored, references, echo)
+    return register(config, references, members, combined, scored, started)
+
+
+def check_references(references: list[str]) -> None:
     if len(references) < 2:
         raise UserError("combine: give two --model or more (registry URIs, runs:/ URIs or model folders)")
     repeated = sorted({r for r in references if references.count(r) > 1})
     if repeated:
         raise UserError(f"combine: {repeated[0]} is given twice")
-    echo(f"Loading {len(references)} models ...")
-    members = [split(registry.load(reference, config.tracking.uri)) for reference in references]
-    check_members(members)
-    combined = build(members)
+
+
+@dataclass
+class Scored:
+    """The members and the combined model on the validation photos."""
+
+    members: list[Evaluation]
+    combined: Evaluation
+    max_abs_diff: float  # the combined model against the mean of the members' probabilities
+    top1_agreement: float
+    example: np.ndarray  # one decoded photo: the model's MLflow input example
+
+
+def score_on_validation(config: Config, members: list[Member], combined: keras.Model) -> Scored:
     each, together, labels, example = validation_probabilities(config, members, combined)
     mean = np.mean(each, axis=0)
     names = members[0].loaded.class_names
-    scores = [score(p, labels, names) for p in each]
-    result = score(together, labels, names)
-    diff = float(np.max(np.abs(together - mean)))
-    agreement = float(np.mean(together.argmax(1) == mean.argmax(1)))
-    for reference, scored in zip(references, scores, strict=True):
-        echo(f"{reference}: val_accuracy {scored.accuracy:.4f}, val_loss {scored.loss:.4f}")
+    return Scored(
+        members=[score(p, labels, names) for p in each],
+        combined=score(together, labels, names),
+        max_abs_diff=float(np.max(np.abs(together - mean))),
+        top1_agreement=float(np.mean(together.argmax(1) == mean.argmax(1))),
+        example=example,
+    )
+
+
+def report(scored: Scored, references: list[str], echo) -> None:
+    for reference, member in zip(references, scored.members, strict=True):
+        echo(f"{reference}: val_accuracy {member.accuracy:.4f}, val_loss {member.loss:.4f}")
+    result = scored.combined
     echo(
-        f"Combined ({len(members)} models, one frozen backbone): "
+        f"Combined ({len(references)} models, one frozen backbone): "
         f"val_accuracy {result.accuracy:.4f}, val_loss {result.loss:.4f}"
     )
     echo(
         "Combined model vs the mean of the members on validation photos: "
-        f"max |diff| {diff:.2e}, top-1 agreement {agreement:.1%}"
+        f"max |diff| {scored.max_abs_diff:.2e}, top-1 agreement {scored.top1_agreement:.1%}"
     )
+
+
+def register(
+    config: Config, references: list[str], members: list[Member], combined, scored: Scored, started: float
+) -> CombineResult:
+    """Log the combined model as a final run and register it."""
     heads = sum(len(m.heads) for m in members)
     loaded = members[0].loaded
     run = RunLogger.start(
@@ -155,18 +188,7 @@ def combine(config: Config, references: list[str], echo=print) -> CombineResult:
         tags={KIND: "final", "combined_from": ",".join(references)},
     )
     with run.recording():
-        run.params({"members": ",".join(references), "member_runs": ",".join(m.loaded.run_id or "" for m in members)})
-        for index, scored in enumerate(scores):
-            run.metrics({f"member_{index}_val_accuracy": scored.accuracy, f"member_{index}_val_loss": scored.loss})
-        run.metrics(
-            {
-                SHIPPED_VAL_ACCURACY: result.accuracy,
-                SHIPPED_VAL_LOSS: result.loss,
-                "ensemble_size": heads,
-                "assembled_max_abs_diff": diff,
-                "assembled_top1_agreement": agreement,
-            }
-        )
+        log_scores(run, references, members, scored, heads)
         metadata = {
             "class_names": loaded.class_names,
             "image_size": loaded.image_size,
@@ -175,7 +197,30 @@ def combine(config: Config, references: list[str], echo=print) -> CombineResult:
             "combined_from": references,
         }
         version = registry.log_model(
-            config.tracking.uri, run.run_id, combined, metadata, example, config.final.registered_model
+            config.tracking.uri, run.run_id, combined, metadata, scored.example, config.final.registered_model
         )
         run.metrics({"combine_seconds": time.time() - started})
-    return CombineResult(run.run_id, version, scores, result, diff, agreement, heads)
+    return CombineResult(
+        run_id=run.run_id,
+        version=version,
+        members=scored.members,
+        combined=scored.combined,
+        max_abs_diff=scored.max_abs_diff,
+        top1_agreement=scored.top1_agreement,
+        heads=heads,
+    )
+
+
+def log_scores(run: RunLogger, references: list[str], members: list[Member], scored: Scored, heads: int) -> None:
+    run.params({"members": ",".join(references), "member_runs": ",".join(m.loaded.run_id or "" for m in members)})
+    for index, member in enumerate(scored.members):
+        run.metrics({f"member_{index}_val_accuracy": member.accuracy, f"member_{index}_val_loss": member.loss})
+    run.metrics(
+        {
+            SHIPPED_VAL_ACCURACY: scored.combined.accuracy,
+            SHIPPED_VAL_LOSS: scored.combined.loss,
+            "ensemble_size": heads,
+            "assembled_max_abs_diff": scored.max_abs_diff,
+            "assembled_top1_agreement": scored.top1_agreement,
+        }
+    )

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from fashion_exp.final.restarts import rank
+from fashion_exp.head.parts import name_heads
 
 AUTO = "auto"
 
@@ -67,12 +68,8 @@ def probabilities(heads: list[keras.Model], features, prefix: str = "") -> keras
     """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'.
     `prefix` keeps the layer names apart where several groups of heads share one model (combine)."""
     name = f"{prefix}probabilities"
+    name_heads(heads, prefix)  # (head/parts.py: the names combine finds them by)
     if len(heads) == 1:
-        if prefix:
-            heads[0].name = f"{prefix}head_0"
         return keras.layers.Softmax(name=name)(heads[0](features))
-    outputs = []
-    for index, head in enumerate(heads):
-        head.name = f"{prefix}head_{index}"  # built alike, each head is named "head": names must be unique
-        outputs.append(keras.layers.Softmax(name=f"{name}_{index}")(head(features)))
+    outputs = [keras.layers.Softmax(name=f"{name}_{i}")(head(features)) for i, head in enumerate(heads)]
     return keras.layers.Average(name=name)(outputs)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fashion_exp.config import Config
-from fashion_exp.data.dataset import TEST, scan_configured
+from fashion_exp.data.dataset import TEST, Dataset, scan_configured
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import DataError
 from fashion_exp.tracking import plots, registry
-from fashion_exp.tracking.runs import RunLogger, latest_final_run
+from fashion_exp.tracking.queries import latest_final_run
+from fashion_exp.tracking.run_logger import RunLogger
 
 
 @dataclass
@@ -79,55 +81,70 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
     if model_ref is None:
         model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/{registry.MODEL_ARTIFACT}"
     loaded = registry.load(model_ref, config.tracking.uri)
-    dataset = scan_configured(config.data, [TEST], config.work_dir)
-    if dataset.classes != loaded.class_names:
-        raise DataError(f"test classes {dataset.classes} differ from the model's {loaded.class_names}")
+    dataset = _test_split(config, loaded)
     decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)
-    paths = dataset.paths(TEST)
-    batch_size = config.model.batch_size
-    batches = decoder.load_batches(paths, batch_size, f"Evaluating on {TEST}")
-    probabilities = np.concatenate([loaded.predict(images, batch_size) for images in batches])
-    labels = dataset.labels(TEST)
-    result = score(probabilities, labels, loaded.class_names)
+    probabilities = _predict(loaded, decoder, dataset.paths(TEST), config.model.batch_size)
+    result = score(probabilities, dataset.labels(TEST), loaded.class_names)
     echo(table(result))
-
     if loaded.run_id:
         run = RunLogger.reopen(config.tracking.uri, loaded.run_id)
-        test = dataset.describe(TEST)
-        run.datasets([test])
-        per_class = {f"test_f1.{r['class']}": r["f1"] for r in result.per_class}
-        run.metrics({"test_accuracy": result.accuracy, "test_loss": result.loss, **per_class}, model_of=test)
-        run.json(result.per_class, "evaluation/per_class.json")
-        run.text(table(result), "evaluation/report.txt")
-        run.figure(
-            plots.confusion_matrix(
-                result.confusion, loaded.class_names, f"test confusion matrix (accuracy {result.accuracy:.4f})"
-            ),
-            "evaluation/confusion_matrix.png",
-        )
-        wrong = np.flatnonzero(probabilities.argmax(1) != labels)
-        if len(wrong):
-            names = loaded.class_names
-            shown = wrong[:36]
-            grid = plots.image_grid(
-                [decoder.load(paths[i]) for i in shown],
-                [
-                    f"true {names[labels[i]]}\npred {names[probabilities[i].argmax()]} {probabilities[i].max():.2f}"
-                    for i in shown
-                ],
-                f"misclassified test photos ({len(wrong)} in all)",
-            )
+        _log_scores(run, dataset.describe(TEST), result)
+        grid = _misclassified(decoder, dataset.paths(TEST), dataset.labels(TEST), probabilities, loaded.class_names)
+        if grid is not None:
             run.figure(grid, "evaluation/misclassified.png")
         versions = registry.record_test_accuracy(
             config.tracking.uri, config.final.registered_model, loaded.run_id, result.accuracy, result.loss
         )
-        echo(
-            f"Logged to run {loaded.run_id}"
-            + (
-                f"; registry version(s) {', '.join(versions)} tagged "
-                f"test_accuracy={result.accuracy:.4f}, test_loss={result.loss:.4f}"
-                if versions
-                else ""
-            )
-        )
+        echo(_logged(loaded.run_id, versions, result))
     return result, loaded
+
+
+def _test_split(config: Config, loaded: registry.LoadedModel) -> Dataset:
+    """The scanned test split; DataError when its classes are not the model's."""
+    dataset = scan_configured(config.data, [TEST], config.work_dir)
+    if dataset.classes != loaded.class_names:
+        raise DataError(f"test classes {dataset.classes} differ from the model's {loaded.class_names}")
+    return dataset
+
+
+def _predict(loaded: registry.LoadedModel, decoder: Decoder, paths: list[Path], batch_size: int) -> np.ndarray:
+    """The model's probabilities (n, classes) for every photo, batch_size at a time, with a progress bar."""
+    batches = decoder.load_batches(paths, batch_size, f"Evaluating on {TEST}")
+    return np.concatenate([loaded.predict(images, batch_size) for images in batches])
+
+
+def _log_scores(run: RunLogger, test: dict, result: Evaluation) -> None:
+    """The test split as the run's input; accuracy, loss and per-class F1 (linked to the run's model);
+    the per-class table, the report and the confusion matrix as files."""
+    run.datasets([test])
+    per_class = {f"test_f1.{r['class']}": r["f1"] for r in result.per_class}
+    run.metrics({"test_accuracy": result.accuracy, "test_loss": result.loss, **per_class}, model_of=test)
+    run.json(result.per_class, "evaluation/per_class.json")
+    run.text(table(result), "evaluation/report.txt")
+    title = f"test confusion matrix (accuracy {result.accuracy:.4f})"
+    run.figure(plots.confusion_matrix(result.confusion, result.class_names, title), "evaluation/confusion_matrix.png")
+
+
+def _misclassified(decoder: Decoder, paths: list[Path], labels: np.ndarray, probabilities: np.ndarray, names):
+    """A grid of the first 36 misclassified photos with their true and predicted class; None if none is wrong."""
+    wrong = np.flatnonzero(probabilities.argmax(1) != labels)
+    if not len(wrong):
+        return None
+    shown = wrong[:36]
+    return plots.image_grid(
+        [decoder.load(paths[i]) for i in shown],
+        [
+            f"true {names[labels[i]]}\npred {names[probabilities[i].argmax()]} {probabilities[i].max():.2f}"
+            for i in shown
+        ],
+        f"misclassified test photos ({len(wrong)} in all)",
+    )
+
+
+def _logged(run_id: str, versions: list[str], result: Evaluation) -> str:
+    """Where the results went: the run, and the registry versions tagged with the test scores."""
+    tagged = (
+        f"; registry version(s) {', '.join(versions)} tagged "
+        f"test_accuracy={result.accuracy:.4f}, test_loss={result.loss:.4f}"
+    )
+    return f"Logged to run {run_id}" + (tagged if versions else "")

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.config import OBJECTIVES, TunerConfig
-from fashion_exp.features.backbone import fresh_top
-from fashion_exp.features.prepare import PreparedFeatures
+from fashion_exp.config import OBJECTIVES, AugmentationPolicy, TunerConfig
+from fashion_exp.features.features import Features
+from fashion_exp.head.fit import fit_on_views, training_views
+from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
-from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
 
 
 @dataclass
@@ -64,21 +64,30 @@ class HeadTraining:
 
     @classmethod
     def of(
-        cls, prepared: PreparedFeatures, policy: str, epochs: int, tuner: TunerConfig, patience: int | None = None
+        cls,
+        features: Features,
+        policy: AugmentationPolicy,
+        epochs: int,
+        tuner: TunerConfig,
+        patience: int | None = None,
     ) -> HeadTraining:
-        """Training on `policy`'s views of the prepared features, validated on the validation split."""
+        """Training on `policy`'s views of the features, validated on the validation split."""
         return cls(
-            views=training_views(prepared.train_views[policy]),
-            labels=prepared.train_labels,
-            val=(prepared.val, prepared.val_labels),
-            n_classes=prepared.n_classes,
+            views=training_views(features.views(policy)),
+            labels=features.train_labels,
+            val=(features.val, features.val_labels),
+            n_classes=features.n_classes,
             epochs=epochs,
             batch_size=tuner.batch_size,
             validation_batch_size=tuner.validation_batch_size,
             objective=tuner.objective,
-            top=prepared.top,
+            top=features.top,
             patience=patience,
         )
+
+    @property
+    def inputs(self) -> HeadInputs:
+        return HeadInputs(self.val[0].shape[1:], self.n_classes, self.batch_size, self.top)
 
 
 class EpochBar(keras.callbacks.Callback):
@@ -109,9 +118,7 @@ def train_once(
 ) -> tuple[keras.Model, Restart]:
     """Fit a head for `training.epochs` with `seed` (and `callbacks`: progress), or until
     `training.patience` epochs bring no better objective; restore its best epoch by the objective."""
-    steps = steps_for(len(training.labels), training.batch_size)
-    top = fresh_top(training.top) if params.blocks else None
-    head = build_head(training.val[0].shape[1:], training.n_classes, params, seed, steps, top)
+    head = new_head(training.inputs, params, seed, len(training.labels))
     direction = OBJECTIVES[training.objective]
     with tempfile.TemporaryDirectory() as tmp:
         best_path = Path(tmp) / "best.weights.h5"

@@ -19,15 +19,18 @@ from tqdm import tqdm
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
+from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ConfigError
+from fashion_exp.features.extract import jobs_for_policy
+from fashion_exp.features.features import Features, check_disk, jobs_for, scan
 from fashion_exp.features.layers import plain_copy
-from fashion_exp.features.prepare import PreparedFeatures, open_sources, prepare_features
-from fashion_exp.features.sets import check_disk
 from fashion_exp.final.ensemble import choose_size, member_probabilities, probabilities, score_sizes
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
 from fashion_exp.tracking import plots, registry
-from fashion_exp.tracking.runs import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS, RunLogger, best_from_search
+from fashion_exp.tracking.queries import best_from_search
+from fashion_exp.tracking.run_logger import RunLogger
+from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 
 
 @dataclass
@@ -85,34 +88,50 @@ def warn_cost(config: Config, params: HeadParams, echo) -> None:
         echo(
             f"final.hp.blocks={params.blocks}: {config.final.restarts} restart(s) x {config.final.epochs} epochs = "
             f"{epochs} epochs that train Xception's top block(s), minutes each without a GPU "
-            "(README: benchmarks/bench_finetune.py); fewer: final.restarts=1 final.epochs=8, "
+            "(benchmarks/bench_finetune.py measures them); fewer: final.restarts=1 final.epochs=8, "
             "or final.patience=2 (stop a restart after 2 epochs without a better one)"
         )
 
 
-def log_inputs(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, search_run: str):
+def open_features(config: Config, params: HeadParams, echo) -> Features:
+    """The final size's features, cut where params.blocks says, all extracted (after a disk check):
+    validation and the chosen policy's training views (final.views of them)."""
+    decoder = Decoder.for_data(config.data, config.final.image_size)
+    checked = scan(config.data, config.work_dir, echo)
+    features = Features.open(
+        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=params.blocks, exact=True, echo=echo
+    )
+    jobs = jobs_for(policies_for(config, params))
+    remedy = "lower final.views" + (" or final.hp.blocks" if params.blocks else "")
+    check_disk(config.work_dir, {params.blocks: features}, jobs, echo, what="the final model's", remedy=remedy)
+    warn_cost(config, params, echo)
+    features.get(jobs)
+    return features
+
+
+def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadParams, search_run: str):
     run.params(
         {
             **{f"hp.{k}": v for k, v in params.as_dict().items()},
             "image_size": config.final.image_size,
             "epochs": config.final.epochs,
             "patience": config.final.patience,
-            "views": len(prepared.train_views[params.augmentation]),
+            "views": len(jobs_for_policy(TRAIN, policies_for(config, params)[params.augmentation])),
             "restarts": config.final.restarts,
             "ensemble": config.final.ensemble,
             "objective": config.tuner.objective,
             "tune_parent_run_id": search_run,
-            "features_runtime": prepared.runtime,
+            "features_runtime": features.runtime,
         }
     )
-    run.datasets([prepared.dataset.describe(TRAIN), prepared.dataset.describe(VALIDATION)])
+    run.datasets([features.dataset.describe(TRAIN), features.dataset.describe(VALIDATION)])
     run.text(to_yaml(config), "config.yaml")
-    run.text(prepared.report, "dataset_report.txt")
+    run.text(features.scanned.report, "dataset_report.txt")
     run.json(flatten(config), "config_flat.json")
-    run.json(prepared.dataset.classes, "class_names.json")
+    run.json(features.dataset.classes, "class_names.json")
 
 
-def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, params: HeadParams, echo) -> tuple:
+def train_head(run: RunLogger, config: Config, features: Features, params: HeadParams, echo) -> tuple:
     """Train the head from final.restarts seeds, log every restart; returns (the heads of every
     restart, best first; their Restarts)."""
     seeds = [config.seed + i for i in range(config.final.restarts)]
@@ -129,7 +148,8 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
         )
 
     echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
-    training = HeadTraining.of(prepared, params.augmentation, config.final.epochs, config.tuner, config.final.patience)
+    policy = policies_for(config, params)[params.augmentation]
+    training = HeadTraining.of(features, policy, config.final.epochs, config.tuner, config.final.patience)
     with tqdm(total=len(seeds) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
         train = partial(train_once, training, params, callbacks=[EpochBar(bar)])
         heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
@@ -138,11 +158,11 @@ def train_head(run: RunLogger, config: Config, prepared: PreparedFeatures, param
     return heads, ranked
 
 
-def choose_ensemble(run: RunLogger, config: Config, prepared: PreparedFeatures, heads: list, ranked: list, echo):
+def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list, echo):
     """Score the ensembles of the 1..n best restarts on validation, log them, keep final.ensemble's
     size (auto: the best); returns (its heads, its score, its probabilities on the validation photos)."""
-    members = member_probabilities(heads, prepared.val)
-    scores = score_sizes(members, prepared.val_labels)
+    members = member_probabilities(heads, features.val)
+    scores = score_sizes(members, features.val_labels)
     for score in scores:
         run.metrics({"ensemble_val_accuracy": score.val_accuracy, "ensemble_val_loss": score.val_loss}, step=score.size)
     size = choose_size(scores, config.final.ensemble, config.tuner.objective)
@@ -154,8 +174,8 @@ def choose_ensemble(run: RunLogger, config: Config, prepared: PreparedFeatures, 
     shipped = {SHIPPED_VAL_ACCURACY: chosen.val_accuracy, SHIPPED_VAL_LOSS: chosen.val_loss}
     run.metrics({"ensemble_size": size, **shipped})
     if size > 1:
-        features = keras.Input(prepared.val.shape[1:], name="features")
-        run.keras(keras.Model(features, probabilities(heads[:size], features)), "checkpoint/ensemble.keras")
+        inputs = keras.Input(features.val.shape[1:], name="features")
+        run.keras(keras.Model(inputs, probabilities(heads[:size], inputs)), "checkpoint/ensemble.keras")
     return heads[:size], chosen, members[:size].mean(axis=0)
 
 
@@ -182,21 +202,21 @@ def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, r
     )
 
 
-def assemble(prepared: PreparedFeatures, heads: list[keras.Model]) -> keras.Model:
+def assemble(features: Features, heads: list[keras.Model]) -> keras.Model:
     """uint8 images -> frozen Xception features -> each head (with its fine-tuned blocks, if any)
     -> softmax (averaged over the heads). Fine-tuned heads are shipped with Keras' own layers and
     without their optimizer (features/layers.plain_copy): the model loads without fashion_exp."""
-    backbone = prepared.backbone.model
-    if prepared.blocks:
+    backbone = features.backbone.model
+    if features.blocks:
         heads = [plain_copy(head) for head in heads]
     return keras.Model(backbone.input, probabilities(heads, backbone.output), name="fashion_classifier")
 
 
-def check_assembled(model: keras.Model, reference: np.ndarray, prepared: PreparedFeatures, batch_size: int):
+def check_assembled(model: keras.Model, reference: np.ndarray, features: Features, batch_size: int):
     """Run the assembled model on every validation photo and compare with `reference`, the
     probabilities the heads give on the cached validation features. Returns an AssemblyCheck."""
-    paths = prepared.dataset.paths(VALIDATION)
-    batches = prepared.decoder.load_batches(paths, batch_size, "Checking the assembled model on validation photos")
+    paths = features.dataset.paths(VALIDATION)
+    batches = features.decoder.load_batches(paths, batch_size, "Checking the assembled model on validation photos")
     parts, example = [], None
     for images in batches:
         example = images[:1] if example is None else example
@@ -214,12 +234,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
     started = time.time()
     search_run, params = chosen_hyperparameters(config)
     echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
-    sources = open_sources(config, config.final.image_size, echo, exact=True, blocks=params.blocks)
-    policies = policies_for(config, params)
-    remedy = "lower final.views" + (" or final.hp.blocks" if params.blocks else "")
-    check_disk(config, {params.blocks: sources}, policies, echo, what="the final model's", remedy=remedy)
-    warn_cost(config, params, echo)
-    prepared = prepare_features(config, sources, policies)
+    features = open_features(config, params, echo)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,
@@ -227,33 +242,41 @@ def train_final(config: Config, echo=print) -> FinalResult:
         tags={KIND: "final", "tune_parent_run_id": search_run},
     )
     with run.recording():
-        log_inputs(run, config, prepared, params, search_run)
-        heads, ranked = train_head(run, config, prepared, params, echo)
-        heads, shipped, reference = choose_ensemble(run, config, prepared, heads, ranked, echo)
-        model = assemble(prepared, heads)
-        check = check_assembled(model, reference, prepared, config.model.batch_size)
-        run.metrics({"assembled_max_abs_diff": check.max_abs_diff, "assembled_top1_agreement": check.top1_agreement})
-        metadata = {
-            "class_names": prepared.dataset.classes,
-            "image_size": config.final.image_size,
-            "interpolation": config.data.interpolation,
-            "tune_parent_run_id": search_run,
-            "ensemble_size": len(heads),
-        }
-        version = registry.log_model(
-            config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model
-        )
+        log_inputs(run, config, features, params, search_run)
+        heads, ranked = train_head(run, config, features, params, echo)
+        heads, shipped, reference = choose_ensemble(run, config, features, heads, ranked, echo)
+        model = assemble(features, heads)
+        check = check_assembled(model, reference, features, config.model.batch_size)
+        version = register(run, config, features, model, check, search_run, len(heads))
         run.metrics({"train_final_seconds": time.time() - started})
     best = ranked[0]
     return FinalResult(
-        run.run_id,
-        version,
-        best.val_accuracy,
-        best.best_epoch,
-        best.seed,
-        params,
-        check.max_abs_diff,
-        check.top1_agreement,
-        len(heads),
-        shipped.val_accuracy,
+        run_id=run.run_id,
+        version=version,
+        val_accuracy=best.val_accuracy,
+        best_epoch=best.best_epoch,
+        seed=best.seed,
+        hyperparameters=params,
+        max_abs_diff=check.max_abs_diff,
+        top1_agreement=check.top1_agreement,
+        ensemble_size=len(heads),
+        ensemble_val_accuracy=shipped.val_accuracy,
+    )
+
+
+def register(
+    run: RunLogger, config: Config, features: Features, model, check: AssemblyCheck, search_run: str, heads: int
+) -> str:
+    """Log the assembly check and the model (with what predict and serve need to call it); returns
+    its registered version."""
+    run.metrics({"assembled_max_abs_diff": check.max_abs_diff, "assembled_top1_agreement": check.top1_agreement})
+    metadata = {
+        "class_names": features.dataset.classes,
+        "image_size": config.final.image_size,
+        "interpolation": config.data.interpolation,
+        "tune_parent_run_id": search_run,
+        "ensemble_size": heads,
+    }
+    return registry.log_model(
+        config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model
     )

@@ -32,17 +32,11 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
     """Run the search's trials on workers; returns the chief's tuner (its oracle holds every trial)."""
     tuning = config.tuner
     directory = Path(config.work_dir) / "tuner"
-    tuner = make_tuner(tuning, SpaceModel(config.search), directory, sid, config.seed, not resume, observers=[])
-    tuner.save()  # as keras-tuner's chief does: without its <tuner id>.json a rerun would not reload the oracle
-    oracle = tuner.oracle
-    oracle.verbose = 0  # the progress bar below says what keras-tuner's trial tables would
+    tuner = _chief_tuner(config, directory, sid, resume)
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     progress = TrialProgress(total, tuning.objective, tuning.direction)
     logs = directory / sid / "logs"
-    server = OracleServer(oracle, tuning.oracle_address)  # bound now, serving from start() on
-    echo(f"Chief oracle of search {sid} on {server.address}")
-    if tuning.role == "chief":
-        echo(worker_hint(config, server.address))
+    server = _oracle_server(config, tuner.oracle, sid, echo)
     store = (
         shared_store(config.tracking.uri, logs / "mlflow-server.log", echo)
         if tuning.workers
@@ -58,20 +52,44 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
             logs,
             echo,
         )
-        shown = list(oracle.end_order)
-        best = best_trial(tuner)
-        try:
-            if tuning.workers:
-                pool.start()  # before the server's threads exist: forking beside them upsets gRPC
-            with server:
-                progress.search_started(len(shown), best.score if best else None)
-                while not (server.finished() and pool.all_done()):
-                    time.sleep(POLL_SECONDS)
-                    pool.check()
-                    for trial_id in list(oracle.end_order)[len(shown) :]:
-                        shown.append(trial_id)
-                        progress.trial_ended(oracle.trials[trial_id], None)
-        finally:
-            pool.stop()
-            progress.close()
+        _watch(tuner, server, pool, progress)
     return tuner
+
+
+def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
+    """The chief's tuner, saved at once: its oracle is the one the workers ask."""
+    tuner = make_tuner(config.tuner, SpaceModel(config.search), directory, sid, config.seed, not resume, observers=[])
+    tuner.save()  # as keras-tuner's chief does: without its <tuner id>.json a rerun would not reload the oracle
+    tuner.oracle.verbose = 0  # the progress bar says what keras-tuner's trial tables would
+    return tuner
+
+
+def _oracle_server(config: Config, oracle, sid: str, echo) -> OracleServer:
+    """The oracle's gRPC server, bound now (serving from start() on), and where workers find it."""
+    server = OracleServer(oracle, config.tuner.oracle_address)
+    echo(f"Chief oracle of search {sid} on {server.address}")
+    if config.tuner.role == "chief":
+        echo(worker_hint(config, server.address))
+    return server
+
+
+def _watch(tuner, server: OracleServer, pool: WorkerPool, progress: TrialProgress) -> None:
+    """Start the local workers and the server, show each trial the oracle ends, until keras-tuner
+    says the search is over and every local worker is done; then stop the workers."""
+    oracle = tuner.oracle
+    shown = list(oracle.end_order)
+    best = best_trial(tuner)
+    try:
+        if pool.workers:
+            pool.start()  # before the server's threads exist: forking beside them upsets gRPC
+        with server:
+            progress.search_started(len(shown), best.score if best else None)
+            while not (server.finished() and pool.all_done()):
+                time.sleep(POLL_SECONDS)
+                pool.check()
+                for trial_id in list(oracle.end_order)[len(shown) :]:
+                    shown.append(trial_id)
+                    progress.trial_ended(oracle.trials[trial_id], None)
+    finally:
+        pool.stop()
+        progress.close()

@@ -21,8 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fashion_exp.head.fit import fit_on_views
+from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
-from fashion_exp.search.head import build_head, fit_on_views, steps_for
 
 
 def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -100,8 +101,8 @@ class FoldPlan:
 
     def head(self, fold: int, params: HeadParams, dim: int) -> keras.Model:
         """A fresh compiled head for `fold` (its steps per epoch are its own training rows')."""
-        steps = steps_for(int(np.sum(self.ids != fold)), self.batch_size)
-        return build_head(dim, self.n_classes, params, self.seed + fold, steps)
+        inputs = HeadInputs((dim,), self.n_classes, self.batch_size)
+        return new_head(inputs, params, self.seed + fold, int(np.sum(self.ids != fold)))
 
     def fit(
         self, data: FoldData, fold: int, head: keras.Model, epochs: int, callbacks: list | None = None

@@ -17,11 +17,12 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from fashion_exp.features.backbone import fresh_top
-from fashion_exp.features.prepare import PreparedFeatures
+from fashion_exp.config import AugmentationPolicy
+from fashion_exp.features.features import Features
+from fashion_exp.head.fit import fit_on_views, training_views
+from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
 from fashion_exp.search.folds import FoldData, FoldPlan, fold_ids, pool
-from fashion_exp.search.head import build_head, fit_on_views, steps_for, training_views
 
 POOLED = ("val_accuracy", "val_loss")
 
@@ -46,15 +47,16 @@ class PooledFolds(keras.callbacks.Callback):
 
 class HeadHyperModel(kt.HyperModel):
     """Builds a head from the search space; fit() trains it on the cached features of the
-    trial's number of trained blocks (sets: blocks -> PreparedFeatures, features/sets.py) and
-    augmentation policy and scores it on the (never augmented) validation features, or
-    cross-validates it over train + validation when folds >= 2 (the prepared features must then
-    hold the training photos un-augmented, on which their held-out rows are scored)."""
+    trial's number of trained blocks (cuts: blocks -> Features) and augmentation policy (policies:
+    name -> policy) and scores it on the (never augmented) validation features, or
+    cross-validates it over train + validation when folds >= 2 (held-out training photos are
+    scored on their un-augmented features)."""
 
     def __init__(
         self,
         search: dict[str, ParamSpace],
-        sets: Mapping[int, PreparedFeatures],
+        cuts: Mapping[int, Features],
+        policies: Mapping[str, AugmentationPolicy],
         batch_size: int,
         validation_batch_size: int,
         seed: int,
@@ -62,7 +64,8 @@ class HeadHyperModel(kt.HyperModel):
     ):
         super().__init__(name="xception_head")
         self.search = search
-        self.sets = sets
+        self.cuts = cuts
+        self.policies = policies
         self.batch_size = batch_size
         self.validation_batch_size = validation_batch_size
         self.seed = seed
@@ -71,14 +74,12 @@ class HeadHyperModel(kt.HyperModel):
         self._views: dict[tuple[int, str], object] = {}
         self._fold_data: dict[str, FoldData] = {}
 
-    def plan(self, prepared: PreparedFeatures) -> FoldPlan:
+    def plan(self, features: Features) -> FoldPlan:
         """The folds of train + validation (one plan for every trial)."""
         if self._plan is None:
-            if prepared.train_clean is None:
-                raise ValueError("cross-validation needs the training photos' un-augmented features")
-            labels = np.concatenate([prepared.train_labels, prepared.val_labels])
+            labels = np.concatenate([features.train_labels, features.val_labels])
             ids = fold_ids(labels, self.folds, self.seed)
-            self._plan = FoldPlan(ids, prepared.n_classes, self.batch_size, self.validation_batch_size, self.seed)
+            self._plan = FoldPlan(ids, features.n_classes, self.batch_size, self.validation_batch_size, self.seed)
         return self._plan
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
@@ -86,37 +87,35 @@ class HeadHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = define_all(hp, self.search)
-        prepared = self.sets[params.blocks]
-        shape = prepared.val.shape[1:]  # not the train views: they may not be extracted yet
+        features = self.cuts[params.blocks]
         if self.folds:
-            return self.plan(prepared).head(0, params, shape[0])  # the trial's model is fold 0's head
-        steps = steps_for(len(prepared.train_labels), self.batch_size)
-        top = fresh_top(prepared.top) if params.blocks else None
-        return build_head(shape, prepared.n_classes, params, self.seed, steps, top)
+            return self.plan(features).head(0, params, features.val.shape[1])  # the trial's model is fold 0's head
+        inputs = HeadInputs(features.val.shape[1:], features.n_classes, self.batch_size, features.top)
+        return new_head(inputs, params, self.seed, len(features.train_labels))
 
     def _training_views(self, blocks: int, policy: str):
         if (blocks, policy) not in self._views:  # one tensor (or set of maps) per policy, shared by every trial
-            self._views[blocks, policy] = training_views(self.sets[blocks].train_views[policy])
+            self._views[blocks, policy] = training_views(self.cuts[blocks].views(self.policies[policy]))
         return self._views[blocks, policy]
 
-    def _folds_of(self, prepared: PreparedFeatures, policy: str) -> FoldData:
+    def _folds_of(self, features: Features, policy: str) -> FoldData:
         if policy not in self._fold_data:
-            views, clean = prepared.train_views[policy], prepared.train_clean
+            views, clean = features.views(self.policies[policy]), features.train_clean
             self._fold_data[policy] = FoldData.join(
-                views, clean, prepared.train_labels, prepared.val, prepared.val_labels
+                views, clean, features.train_labels, features.val, features.val_labels
             )
         return self._fold_data[policy]
 
     def fit(self, hp, model, *args, epochs=10, initial_epoch=0, callbacks=None, **kwargs):
         params = HeadParams.from_values(hp.values)
-        prepared = self.sets[params.blocks]
+        features = self.cuts[params.blocks]
         if self.folds:
-            return self._cross_validate(prepared, params, model, epochs, callbacks or [])
+            return self._cross_validate(features, params, model, epochs, callbacks or [])
         return fit_on_views(
             model,
             self._training_views(params.blocks, params.augmentation),
-            prepared.train_labels,
-            (prepared.val, prepared.val_labels),
+            features.train_labels,
+            (features.val, features.val_labels),
             self.batch_size,
             self.validation_batch_size,
             self.seed,
@@ -125,9 +124,9 @@ class HeadHyperModel(kt.HyperModel):
             callbacks,
         )
 
-    def _cross_validate(self, prepared, params: HeadParams, model: keras.Model, epochs: int, callbacks: list):
+    def _cross_validate(self, features: Features, params: HeadParams, model, epochs: int, callbacks: list):
         """Folds 1..k-1 on heads of their own, then fold 0 on `model` with the pooled logs."""
-        data, plan = self._folds_of(prepared, params.augmentation), self.plan(prepared)
+        data, plan = self._folds_of(features, params.augmentation), self.plan(features)
         dim = data.clean.shape[1]
         others = [plan.fit(data, fold, plan.head(fold, params, dim), epochs).history for fold in range(1, plan.folds)]
         return plan.fit(data, 0, model, epochs, callbacks=[PooledFolds(others, plan.sizes()), *callbacks])

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from fashion_exp.errors import last_line
 from fashion_exp.hyperparameters import NAMES, HeadParams
 from fashion_exp.search.tuner import TrialObserver
-from fashion_exp.tracking.runs import SearchTracker
+from fashion_exp.tracking.search_runs import SearchTracker
 
 
 def trial_params(trial) -> dict:

@@ -14,16 +14,18 @@ from pathlib import Path
 from fashion_exp import locks
 from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION
-from fashion_exp.features.prepare import FeatureSources, PreparedFeatures, open_sources, prepare_features
-from fashion_exp.features.sets import FeatureSets, check_disk, first_cut, open_cuts
+from fashion_exp.data.images import Decoder
+from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
 from fashion_exp.hyperparameters import NAMES, candidates, describe
+from fashion_exp.search import keras_tuner_fixes
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress, TrialRecorder
 from fashion_exp.search.state_files import check_readable, remove_stale_partials
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
-from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
+from fashion_exp.tracking.search_runs import SearchTracker
+from fashion_exp.tracking.tags import HOST, WORKER
 
 
 @dataclass
@@ -45,19 +47,39 @@ def search_policies(config: Config) -> dict:
     return {name: config.augmentation[name] for name in config.search["augmentation"].values}
 
 
-def search_features(config: Config, sources: FeatureSources, clock: Stopwatch | None = None, echo=print) -> FeatureSets:
-    """The features a search's trials train on, for every search.blocks value: after a check that
-    the disk holds them, the first value's validation features (and, with tuner.folds, the
-    training photos un-augmented) now; each policy's views, and the other values' features, when
-    the first trial that needs them starts."""
-    policies = search_policies(config)
-    cuts = open_cuts(config, sources, candidates(config.search, "blocks"), echo)
-    check_disk(config, cuts, policies, echo, clean_train=config.tuner.folds > 0)
+def first_cut(config: Config) -> int:
+    """The blocks value whose features name a search (search id): the smallest its space holds, 0
+    for every search without fine-tuning."""
+    return min(candidates(config.search, "blocks"))
 
-    def prepare(cut: FeatureSources) -> PreparedFeatures:
-        return prepare_features(config, cut, policies, clock, lazy=True, clean_train=config.tuner.folds > 0)
 
-    return FeatureSets(cuts, prepare)
+def open_cut(config: Config, checked: Scan, blocks: int, echo=print) -> Features:
+    """The features of the search's image size, cut below the top `blocks` blocks."""
+    decoder = Decoder.for_data(config.data, config.data.image_size)
+    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, echo=echo)
+
+
+def open_first_cut(config: Config, echo=print, clock: Stopwatch | None = None) -> Features:
+    """Scan the dataset and open the first cut's features (what the search id is made from)."""
+    clock = clock or Stopwatch()
+    checked = scan(config.data, config.work_dir, echo)
+    clock.lap("scan_seconds")
+    first = open_cut(config, checked, first_cut(config), echo)
+    clock.lap("backbone_seconds")
+    return first
+
+
+def search_features(config: Config, first: Features, echo=print) -> dict[int, Features]:
+    """blocks -> the features a trial training that many top blocks uses, for every search.blocks
+    value, after a check that the disk holds them all. The first cut's validation features (and,
+    with tuner.folds, the training photos un-augmented) are extracted now; each policy's views,
+    and the other cuts' features, when the first trial that needs them starts."""
+    counts = candidates(config.search, "blocks")
+    cuts = {n: first if n == first.blocks else open_cut(config, first.scanned, n, echo) for n in counts}
+    clean_train = config.tuner.folds > 0
+    check_disk(config.work_dir, cuts, jobs_for(search_policies(config), clean_train), echo)
+    first.get(jobs_for({}, clean_train))
+    return cuts
 
 
 def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str) -> str:
@@ -123,18 +145,18 @@ def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool
     return tracker, resume
 
 
-def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedFeatures | FeatureSources) -> None:
-    dataset = prepared.dataset
+def log_search_setup(tracker: SearchTracker, config: Config, features: Features) -> None:
+    dataset = features.dataset
     tracker.datasets = [dataset.describe(TRAIN), dataset.describe(VALIDATION)]
     tracker.log_setup(
         params=flatten(config),
         tags={
             "dataset_fingerprint": dataset.fingerprint(),
-            "weights_fingerprint": prepared.weights_fingerprint,
-            "features_runtime": prepared.runtime,
+            "weights_fingerprint": features.fingerprint,
+            "features_runtime": features.runtime,
             "tuner": config.tuner.type,
         },
-        texts={"config.yaml": to_yaml(config), "dataset_report.txt": prepared.report},
+        texts={"config.yaml": to_yaml(config), "dataset_report.txt": features.scanned.report},
         dicts={
             "dataset_counts.json": dataset.counts(),
             "search_space.json": describe(config.search),
@@ -144,11 +166,12 @@ def log_search_setup(tracker: SearchTracker, config: Config, prepared: PreparedF
     )
 
 
-def head_hypermodel(config: Config, sets: FeatureSets) -> HeadHyperModel:
-    """The HyperModel that trains heads on the prepared features."""
+def head_hypermodel(config: Config, cuts: dict[int, Features]) -> HeadHyperModel:
+    """The HyperModel that trains heads on the search's features."""
     return HeadHyperModel(
         config.search,
-        sets,
+        cuts,
+        search_policies(config),
         batch_size=config.tuner.batch_size,
         validation_batch_size=config.tuner.validation_batch_size,
         seed=config.seed,
@@ -156,9 +179,9 @@ def head_hypermodel(config: Config, sets: FeatureSets) -> HeadHyperModel:
     )
 
 
-def run_trials(config: Config, prepared: FeatureSets, tracker: SearchTracker, sid: str, resume: bool):
+def run_trials(config: Config, cuts: dict[int, Features], tracker: SearchTracker, sid: str, resume: bool):
     """Build the head HyperModel and the tuner, run the search in this process; returns the tuner."""
-    hypermodel = head_hypermodel(config, prepared)
+    hypermodel = head_hypermodel(config, cuts)
     tuning = config.tuner
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     recorder = TrialRecorder(tracker, tuning.objective, {WORKER: "tuner0", HOST: socket.gethostname()})
@@ -210,28 +233,39 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
     (the command line's key=value words) configure the local ones like this process.
     Raises locks.Busy, before writing anything, if another process is running the same search.
     """
+    keras_tuner_fixes.install()
     clock = Stopwatch()
-    sources = open_sources(config, config.data.image_size, echo, clock, blocks=first_cut(config))
-    sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
+    first = open_first_cut(config, echo, clock)
+    sid = search_id(config, first.dataset.fingerprint(), first.fingerprint)
     with search_lock(config, sid):
         if config.tuner.distributed:
-            tracker, resume = open_search_run(config, sid, echo)
-            with tracker.recording():
-                log_search_setup(tracker, config, sources)
-                del sources  # the workers extract the features and train the heads
-                tuner = run_chief_trials(config, sid, resume, overrides or [], echo)
-                clock.lap("trials_seconds")
-                tracker.load_children()
-                result = summarize(tuner, tracker, config, clock)
+            result = _search_on_workers(config, first, sid, overrides or [], clock, echo)
         else:
-            sets = search_features(config, sources, clock, echo)
-            del sources
-            tracker, resume = open_search_run(config, sid, echo)
-            with tracker.recording():
-                log_search_setup(tracker, config, sets.first)
-                tuner = run_trials(config, sets, tracker, sid, resume)
-                clock.lap("trials_seconds")
-                clock.laps["of_which_views_seconds"] = sets.extraction_seconds  # the trials' time spent extracting
-                result = summarize(tuner, tracker, config, clock)
+            result = _search_here(config, first, sid, clock, echo)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
+
+
+def _search_here(config: Config, first: Features, sid: str, clock: Stopwatch, echo) -> SearchResult:
+    cuts = search_features(config, first, echo)
+    clock.lap("extraction_seconds")
+    warm = sum(features.seconds for features in cuts.values())
+    tracker, resume = open_search_run(config, sid, echo)
+    with tracker.recording():
+        log_search_setup(tracker, config, first)
+        tuner = run_trials(config, cuts, tracker, sid, resume)
+        clock.lap("trials_seconds")
+        views = sum(features.seconds for features in cuts.values()) - warm
+        clock.laps["of_which_views_seconds"] = views  # the trials' time spent extracting or loading features
+        return summarize(tuner, tracker, config, clock)
+
+
+def _search_on_workers(config: Config, first: Features, sid: str, overrides: list[str], clock, echo) -> SearchResult:
+    tracker, resume = open_search_run(config, sid, echo)
+    with tracker.recording():
+        log_search_setup(tracker, config, first)
+        del first  # the workers extract the features and train the heads
+        tuner = run_chief_trials(config, sid, resume, overrides, echo)
+        clock.lap("trials_seconds")
+        tracker.load_children()
+        return summarize(tuner, tracker, config, clock)

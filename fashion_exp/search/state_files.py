@@ -3,8 +3,9 @@ one half-written.
 
 keras-tuner writes each JSON file in place; a `kill -9` of the chief in the middle of a write left an
 empty oracle.json and a search that could not resume. Every keras-tuner state file goes through
-`keras_tuner.src.utils.save_json`, which `install()` replaces with a write to a temporary file beside
-the target and an atomic rename over it: a reader sees the old file or the new one, never a part.
+`keras_tuner.src.utils.save_json`, which keras_tuner_fixes.install() replaces with
+save_json_atomically: a write to a temporary file beside the target and an atomic rename over it,
+so a reader sees the old file or the new one, never a part.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from keras_tuner.src import utils as kt_utils
 
 from fashion_exp.errors import UserError, first_line
 
-_stock_save_json = kt_utils.save_json
+STOCK_SAVE_JSON = kt_utils.save_json
 _PARTIAL = re.compile(r"^\..+\.(\d+)-\d+\.partial$")  # .<file>.<pid>-<thread>.partial
 
 
 def save_json_atomically(path, obj) -> str:
     """keras-tuner's save_json (the JSON text of `obj` in `path`, returned) as an atomic replace."""
     if "://" in str(path):  # a remote file system (gs://...): keras-tuner's own writer
-        return _stock_save_json(path, obj)
+        return STOCK_SAVE_JSON(path, obj)
     text = json.dumps(obj)
     target = Path(path)
     # one per writer: the chief's oracle server thread saves too
@@ -40,11 +41,6 @@ def save_json_atomically(path, obj) -> str:
     finally:
         partial.unlink(missing_ok=True)
     return text
-
-
-def install() -> None:
-    """Route every keras-tuner state write in this process through save_json_atomically."""
-    kt_utils.save_json = save_json_atomically
 
 
 def check_readable(project_dir: Path) -> None:

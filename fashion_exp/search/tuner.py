@@ -6,10 +6,7 @@ named subclasses below; this module does not know what they do with it.
 
 from __future__ import annotations
 
-import functools
 import gc
-import itertools
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,12 +14,9 @@ from typing import Any
 import keras
 import keras_tuner as kt
 import numpy as np
-from keras_tuner.src import protos as kt_protos
-from keras_tuner.src.engine import conditions as kt_conditions
-from keras_tuner.src.tuners import gridsearch as kt_gridsearch
 
 from fashion_exp.config import TunerConfig
-from fashion_exp.search import state_files
+from fashion_exp.search.oracles import make_oracle
 
 
 class TrialObserver:
@@ -52,25 +46,9 @@ class TrialHooks:
     on_trial_end, on_search_end) are overridden; observers are given at construction.
     """
 
-    def __init__(self, *args, observers: list[TrialObserver], max_minutes: float | None = None, **kwargs):
+    def __init__(self, *args, observers: list[TrialObserver], **kwargs):
         self.observers = list(observers)
         super().__init__(*args, **kwargs)
-        if max_minutes is not None:
-            self._stop_after(max_minutes)
-
-    def _stop_after(self, minutes: float) -> None:
-        """tuner.max_minutes: no trial starts once `minutes` have passed (the one running ends;
-        a chief's budget holds for every worker, since they all ask its oracle). Counted from
-        now: a resumed search gets the budget again."""
-        deadline = time.monotonic() + 60 * minutes
-        create = self.oracle.create_trial
-
-        def create_trial(tuner_id):
-            if time.monotonic() >= deadline:
-                return kt.engine.trial.Trial(self.oracle.get_space(), status=kt.engine.trial.TrialStatus.STOPPED)
-            return create(tuner_id)
-
-        self.oracle.create_trial = create_trial
 
     def _populate_initial_space(self):
         # keras-tuner builds the model once more for each conditional scope it has not seen active
@@ -146,114 +124,12 @@ class SearchTuner(TrialHooks, kt.Tuner):
 
 
 class HyperbandSearchTuner(TrialHooks, kt.Hyperband):
-    """keras-tuner's Hyperband (it sets each trial's epochs and carries weights between rounds)."""
+    """keras-tuner's Hyperband trials (it sets each trial's epochs and carries weights between
+    rounds) on the oracle we make (oracles.BudgetHyperbandOracle: with the time budget)."""
 
-
-def _grid(hp) -> list | None:
-    """Every value a discrete hyperparameter can take; None for a continuous one."""
-    if isinstance(hp, kt.engine.hyperparameters.Choice):
-        return list(hp.values)
-    if isinstance(hp, kt.engine.hyperparameters.Fixed):
-        return [hp.value]
-    if isinstance(hp, kt.engine.hyperparameters.Int | kt.engine.hyperparameters.Float) and hp.step:
-        return list(hp.values) if hasattr(hp, "values") else None
-    return None
-
-
-class DistinctBayesianOracle(kt.oracles.BayesianOptimizationOracle):
-    """keras-tuner's Gaussian-process oracle, made to work on discrete spaces.
-
-    The stock oracle optimises its acquisition over a continuous box and snaps the optimum to the
-    nearest choices, which on a choice grid proposes an already-finished point again and again. On
-    a discrete space this oracle scores every untried point with the same Gaussian process and
-    upper confidence bound and proposes the best; on continuous spaces it keeps the stock proposal
-    and replaces a repeat by a random untried point.
-    """
-
-    def populate_space(self, trial_id):
-        completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
-        initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
-        grids = {hp.name: _grid(hp) for hp in self.hyperparameters.space}
-        if len(completed) < initial or any(g is None for g in grids.values()):
-            proposal = super().populate_space(trial_id)
-            values = proposal.get("values")
-            if values is not None and self._compute_values_hash(values) in self._tried_so_far:
-                return self._random_populate_space()
-            return proposal
-        untried = [values for values in self._points(grids) if not self._duplicate(values)]
-        if not untried:
-            return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
-        x, y = self._vectorize_trials()
-        self.gpr.fit(np.nan_to_num(x, posinf=0, neginf=0), np.nan_to_num(y, posinf=0, neginf=0))
-        space = self._nonfixed_space()
-        # an inactive hyperparameter sits at its default, as _vectorize_trials places finished trials
-        candidates = np.array(
-            [[hp.value_to_prob(values.get(hp.name, hp.default)) for hp in space] for values in untried]
-        )
-        mu, sigma = self.gpr.predict(candidates, return_std=True)
-        best = int(np.argmin(np.asarray(mu).ravel() - self.beta * np.asarray(sigma).ravel()))  # scores are negated
-        return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": untried[best]}
-
-    def _points(self, grids: dict[str, list]) -> list[dict]:
-        """Every distinct point of a discrete space: a conditional hyperparameter (block_lr) takes
-        values only where its condition holds (blocks > 0), so blocks=0 is one point, not one per
-        block_lr."""
-        points = {}
-        for combo in itertools.product(*grids.values()):
-            values = {}
-            for hp, value in zip(self.hyperparameters.space, combo, strict=True):
-                if all(condition.is_active(values) for condition in hp.conditions):
-                    values[hp.name] = value
-            points.setdefault(self._compute_values_hash(values), values)
-        return list(points.values())
-
-
-class ResumableGridOracle(kt.oracles.GridSearchOracle):
-    """keras-tuner's grid oracle, made resumable.
-
-    Its place in the grid (the tried points in grid order, and the points whose successor is to
-    be tried next) is not part of its saved state, so a resumed grid search, interrupted or given
-    more tuner.max_trials, found nothing left to try and ended with the trials it had. Both are
-    rebuilt here from the reloaded trials: every tried point is expanded again, and a successor
-    already tried is skipped as keras-tuner's own loop skips it.
-    """
-
-    def set_state(self, state):
-        super().set_state(state)
-        by_grid_order = functools.cmp_to_key(
-            lambda a, b: self._compare(a.hyperparameters.values, b.hyperparameters.values)
-        )
-        tried = sorted(self.trials.values(), key=by_grid_order)
-        self._ordered_ids = kt_gridsearch.LinkedList()  # (keras-tuner's own structure; no public one)
-        for trial in tried:
-            self._ordered_ids.insert(trial.trial_id)
-        self._populate_next = [trial.trial_id for trial in tried]
-
-
-def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.Oracle:
-    """The oracle of a random, grid or Bayesian search (Hyperband builds its own)."""
-    common = dict(
-        objective=objective,
-        max_trials=config.max_trials,
-        seed=seed,
-        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
-    )
-    if config.type == "bayesian":
-        return DistinctBayesianOracle(num_initial_points=config.initial_points, **common)
-    if config.type == "grid":
-        return ResumableGridOracle(**common)
-    return kt.oracles.RandomSearchOracle(**common)
-
-
-def _parent_to_proto(condition: kt_conditions.Parent):
-    """keras-tuner 1.4.8's Parent.to_proto without its stray `print(self.values[0])`, which put a
-    line on the chief's terminal each time a conditional space (block_lr) crossed gRPC, several
-    times a trial."""
-    proto = kt_protos.get_proto()
-    kinds = ((bool, "boolean_value"), (str, "string_value"), (int, "int_value"))  # bool first: it is an int
-    field = next((name for kind, name in kinds if isinstance(condition.values[0], kind)), "float_value")
-    values = [proto.Value(**{field: value}) for value in condition.values]
-    return proto.Condition(parent=proto.Condition.Parent(name=condition.name, values=values))
+    def __init__(self, *, oracle: kt.Oracle, observers: list[TrialObserver], **kwargs):
+        self.observers = list(observers)
+        kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # (kt.Hyperband.__init__ only builds its own oracle)
 
 
 def make_tuner(
@@ -266,25 +142,11 @@ def make_tuner(
     observers: list[TrialObserver],
 ) -> kt.Tuner:
     """A keras-tuner Tuner of the configured type that resumes from `directory/project` unless overwrite."""
-    state_files.install()  # its state files are replaced whole, never left half-written by a kill
-    kt_conditions.Parent.to_proto = _parent_to_proto  # (no public way to mend a library print)
     objective = kt.Objective(config.objective, direction=config.direction)
-    where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
-    if config.type == "hyperband":
-        return HyperbandSearchTuner(
-            hypermodel=hypermodel,
-            objective=objective,
-            max_epochs=config.epochs,
-            factor=config.factor,
-            seed=seed,
-            max_consecutive_failed_trials=config.max_consecutive_failed_trials,
-            observers=observers,
-            max_minutes=config.max_minutes,
-            **where,
-        )
     oracle = make_oracle(config, objective, seed)
-    budget = config.max_minutes
-    return SearchTuner(oracle=oracle, hypermodel=hypermodel, observers=observers, max_minutes=budget, **where)
+    kind = HyperbandSearchTuner if config.type == "hyperband" else SearchTuner
+    where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
+    return kind(oracle=oracle, hypermodel=hypermodel, observers=observers, **where)
 
 
 def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:

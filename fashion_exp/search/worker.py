@@ -13,32 +13,32 @@ import socket
 from pathlib import Path
 
 import grpc
-from keras_tuner.src.distribute import oracle_client
 
 from fashion_exp import locks
 from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
-from fashion_exp.features.prepare import open_sources
-from fashion_exp.features.sets import first_cut
+from fashion_exp.search import keras_tuner_fixes
 from fashion_exp.search.observers import TrialRecorder
-from fashion_exp.search.run import head_hypermodel, search_features, search_id
+from fashion_exp.search.run import head_hypermodel, open_first_cut, search_features, search_id
 from fashion_exp.search.state_files import check_readable
 from fashion_exp.search.tuner import make_tuner
-from fashion_exp.tracking.runs import HOST, WORKER, SearchTracker
+from fashion_exp.tracking.search_runs import SearchTracker
+from fashion_exp.tracking.tags import HOST, WORKER
 
 
 def _join(config: Config, chief: str, worker_id: str) -> None:
     """Point keras-tuner's distributed mode at the chief (read when the tuner is made)."""
     host, port = split_address(chief)
     os.environ.update(KERASTUNER_TUNER_ID=worker_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
-    oracle_client.TIMEOUT = config.tuner.chief_timeout  # keras-tuner waits an hour by default
+    keras_tuner_fixes.set_chief_timeout(config.tuner.chief_timeout)
 
 
 def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
     """Run trials for the chief at host:port until its oracle says stop; returns trials run here."""
-    sources = open_sources(config, config.data.image_size, echo, blocks=first_cut(config))
-    sid = search_id(config, sources.dataset.fingerprint(), sources.weights_fingerprint)
+    keras_tuner_fixes.install()
+    first = open_first_cut(config, echo)
+    sid = search_id(config, first.dataset.fingerprint(), first.fingerprint)
     directory = Path(config.work_dir) / "tuner"
     with locks.exclusive(
         directory / sid / "workers" / f"{worker_id}.lock",
@@ -47,21 +47,21 @@ def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
     ):
         _join(config, chief, worker_id)
         try:
-            return _run(config, sources, sid, chief, worker_id, directory, echo)
+            return _run(config, first, sid, chief, worker_id, directory, echo)
         except grpc.RpcError as err:
             raise UserError(f"lost the chief at {chief} ({err.code().name}): {err.details()}") from None
 
 
-def _run(config, sources, sid, chief, worker_id, directory, echo) -> int:
+def _run(config, first, sid, chief, worker_id, directory, echo) -> int:
     echo(f"Connecting to the chief at {chief} (waiting up to tuner.chief_timeout={config.tuner.chief_timeout} s)")
-    oracle_client.OracleClient(None).get_space()  # returns once the chief's oracle answers
+    keras_tuner_fixes.wait_for_chief()
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
     tracker.attach(sid, chief)
-    tracker.datasets = [sources.dataset.describe(TRAIN), sources.dataset.describe(VALIDATION)]
+    tracker.datasets = [first.dataset.describe(TRAIN), first.dataset.describe(VALIDATION)]
     echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
-    prepared = search_features(config, sources, echo=echo)
+    cuts = search_features(config, first, echo=echo)
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
-    hypermodel = head_hypermodel(config, prepared)
+    hypermodel = head_hypermodel(config, cuts)
     check_readable(directory / sid)  # (the chief checked before opening its run: search.run.open_search_run)
     tuner = make_tuner(config.tuner, hypermodel, directory, sid, config.seed, overwrite=False, observers=[recorder])
     with tracker.recording():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,8 +48,8 @@ class ServeSettings:
     max_image_pixels: int
     top_k: int
     backend: str
-    max_batch: int = 1  # serve.max_batch: 1 classifies one photo at a time
-    max_wait_ms: float = 0.0
+    max_batch: int  # serve.max_batch: photos classified in one forward pass
+    max_wait_ms: float  # serve.max_wait_ms: how long the first photo of a batch waits for others
 
     @classmethod
     def from_config(cls, config, backend: str | None = None) -> ServeSettings:
@@ -92,20 +93,30 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
-def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
-    """A FastAPI app that classifies uploaded photos with `predictor`."""
-    # one inference thread (the model uses every core already), fed batches of concurrent photos
-    batcher = MicroBatcher(
-        lambda images: predictor.predict(images, len(images)), settings.max_batch, settings.max_wait_ms
-    )
+async def _upload(request: Request, limit: int) -> bytes | JSONResponse:
+    """The photo's bytes (the multipart field `file`, or the raw body; at most `limit` bytes), or the
+    error answer for a body too large or a malformed form."""
+    try:
+        body = await _read_limited(request, limit)
+    except _TooLarge:
+        return _error(413, f"upload larger than the limit of {limit} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return body
+    try:
+        form = await _parse_multipart(request, body)
+    except Exception as err:  # malformed multipart bodies raise several parser errors
+        return _error(400, f"malformed multipart body ({type(err).__name__})")
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        return _error(400, "multipart upload needs an image in the field 'file'")
+    return await upload.read()
 
-    @asynccontextmanager
-    async def lifespan(_app):
-        await run_in_threadpool(batcher.warm_up, (predictor.image_size, predictor.image_size, 3))
-        yield
-        batcher.close()
 
-    app = FastAPI(title="Fashion Classification Service", version=str(predictor.version or "local"), lifespan=lifespan)
+Classify = Callable[[bytes], Awaitable[dict]]  # photo bytes -> {"category", "top"}; ImageError if unreadable
+
+
+def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> Classify:
+    """Decode a photo in a worker thread, classify it in the batcher's next batch, answer its top k."""
     decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels)
     k = min(settings.top_k, len(predictor.class_names))
 
@@ -115,22 +126,30 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
         return {"category": top[0][0], "top": top_as_json(top)}
 
+    return classify
+
+
+def _lifespan(batcher: MicroBatcher, image_size: int):
+    """Warm the batcher up on one blank photo before the first request; stop it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await run_in_threadpool(batcher.warm_up, (image_size, image_size, 3))
+        yield
+        batcher.close()
+
+    return lifespan
+
+
+def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, classify: Classify) -> None:
+    """POST /predict: one photo in, its category, top k, the model and the time taken out."""
+
     @app.post("/predict")
     async def predict(request: Request):
         started = time.perf_counter()
-        try:
-            body = await _read_limited(request, settings.max_upload_bytes)
-        except _TooLarge:
-            return _error(413, f"upload larger than the limit of {settings.max_upload_bytes} bytes")
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            try:
-                form = await _parse_multipart(request, body)
-            except Exception as err:  # malformed multipart bodies raise several parser errors
-                return _error(400, f"malformed multipart body ({type(err).__name__})")
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                return _error(400, "multipart upload needs an image in the field 'file'")
-            body = await upload.read()
+        body = await _upload(request, settings.max_upload_bytes)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             answer = await classify(body)
         except ImageError as err:
@@ -138,6 +157,10 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         answer["model"] = {"name": predictor.name, "version": predictor.version, "backend": settings.backend}
         answer["time_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return answer
+
+
+def _add_pages(app: FastAPI, predictor: Predictor, settings: ServeSettings) -> None:
+    """GET /health, GET /version (the model being served) and GET / (the upload page)."""
 
     @app.get("/health")
     def health():
@@ -158,4 +181,15 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     def index():
         return INDEX_HTML
 
+
+def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
+    """A FastAPI app that classifies uploaded photos with `predictor`."""
+    # one inference thread (the model uses every core already), fed batches of concurrent photos
+    batcher = MicroBatcher(
+        lambda images: predictor.predict(images, len(images)), settings.max_batch, settings.max_wait_ms
+    )
+    title, version = "Fashion Classification Service", str(predictor.version or "local")
+    app = FastAPI(title=title, version=version, lifespan=_lifespan(batcher, predictor.image_size))
+    _add_predict(app, predictor, settings, _classifier(predictor, settings, batcher))
+    _add_pages(app, predictor, settings)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fashion_exp.final.onnx_export import INT8_ARTIFACT, INT8_HOLDS, ONNX_ARTIFACT, onnx_predictor
 from fashion_exp.tracking import registry
-from fashion_exp.tracking.runs import open_client
+from fashion_exp.tracking.queries import run_contents
 
 
 def open_predictor(reference: str, tracking_uri: str, backend: str) -> tuple[object, str, str]:
@@ -33,11 +33,9 @@ def choose(loaded: registry.LoadedModel, tracking_uri: str) -> tuple[str, str]:
         return "keras", "auto: TensorFlow sees a GPU"
     if not loaded.run_id:
         return "keras", "auto: a model folder has no run to hold ONNX files"
-    client = open_client(tracking_uri)
-    run = client.get_run(loaded.run_id)
-    files = {a.path for a in client.list_artifacts(loaded.run_id, "onnx")}
-    metrics = run.data.metrics
-    if INT8_ARTIFACT in files and run.data.tags.get(INT8_HOLDS) == "true":
+    run = run_contents(tracking_uri, loaded.run_id, "onnx")
+    files, metrics = run.files, run.metrics
+    if INT8_ARTIFACT in files and run.tags.get(INT8_HOLDS) == "true":
         return "onnx-int8", (
             f"auto: int8 kept validation accuracy ({metrics.get('onnx_int8_val_accuracy', float('nan')):.4f} "
             f"vs Keras {metrics.get('keras_val_accuracy', float('nan')):.4f})"

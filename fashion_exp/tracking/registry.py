@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
-from fashion_exp.tracking.runs import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 from fashion_exp.tracking.store import alias_lock, open_client
+from fashion_exp.tracking.tags import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -178,9 +178,9 @@ def _needs_store(reference: str) -> bool:
 
 
 def _legacy_classes() -> dict:
-    """Classes of fashion_exp that fine-tuned models shipped before 2026-11-25 were saved with (their
-    head's optimizer); models shipped since hold Keras classes only."""
-    from fashion_exp.search.head import BlockAdam
+    """Classes of fashion_exp a saved model may hold: a fine-tuned head saved with its optimizer
+    (BlockAdam). Models train-final ships now hold Keras classes only (features/layers.plain_copy)."""
+    from fashion_exp.head.model import BlockAdam
 
     return {"fashion_exp>BlockAdam": BlockAdam}
 
@@ -284,57 +284,82 @@ def promote(
 
 
 def _promote(client: MlflowClient, uri: str, name: str, version, run_id, force: bool) -> list[str]:
+    versions = _versions(client, uri, name)
+    if version is None and run_id is None:
+        candidate, validation = _best_evaluated(client, name, versions)
+    else:
+        candidate, validation = _named(versions, name, version, run_id), None
+    champion = _alias(client, name, CHAMPION)
+    if champion is not None and champion.version == candidate.version:
+        return [f"version {candidate.version} is already the champion; nothing changed"]
+    if validation is None:
+        validation = _Validation.of(client, candidate)
+    if not force:
+        _refuse_unproven(client, candidate, validation, champion)
+    return _move_aliases(client, name, candidate, champion, validation)
+
+
+def _versions(client: MlflowClient, uri: str, name: str) -> list:
+    """Every version of registered model `name`; UserError when it has none."""
     try:
         versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:
         versions = []
     if not versions:
         raise UserError(f"no versions of registered model '{name}' in {uri}: run train-final first")
-    known: dict[str, _Validation | None] = {}  # validation scores already read, by version
+    return versions
+
+
+def _named(versions: list, name: str, version: str | None, run_id: str | None):
+    """The version asked for by number, else the newest version run_id registered; UserError if none."""
     if version is not None:
         chosen = [v for v in versions if str(v.version) == str(version)]
         if not chosen:
             raise UserError(
                 f"'{name}' has no version {version} (versions: {', '.join(sorted(v.version for v in versions))})"
             )
-        candidate = chosen[0]
-    elif run_id is not None:
-        chosen = [v for v in versions if v.run_id == run_id]
-        if not chosen:
-            raise UserError(f"run {run_id} registered no version of '{name}'")
-        candidate = max(chosen, key=lambda v: int(v.version))
-    else:
-        evaluated = [v for v in versions if _accuracy(v) is not None]
-        if not evaluated:
-            raise UserError(f"no version of '{name}' has a test accuracy: run `python -m fashion_exp evaluate` first")
-        known = {v.version: _Validation.of(client, v) for v in evaluated}
-        scored = [(v, known[v.version]) for v in evaluated if known[v.version] is not None]
-        if not scored:
-            raise UserError(
-                f"no evaluated version of '{name}' has a validation score from train-final: choose one with --version"
-            )
-        candidate = max(scored, key=lambda pair: pair[1].rank(pair[0]))[0]
-    champion = _alias(client, name, CHAMPION)
-    if champion is not None and champion.version == candidate.version:
-        return [f"version {candidate.version} is already the champion; nothing changed"]
-    new_val = known[candidate.version] if candidate.version in known else _Validation.of(client, candidate)
-    if not force:
-        if _accuracy(candidate) is None:
-            raise UserError(
-                f"version {candidate.version} has no test accuracy: run evaluate on it first, or use --force"
-            )
-        old_val = _Validation.of(client, champion) if champion is not None else None
-        if new_val is not None and old_val is not None and new_val.accuracy < old_val.accuracy:
-            raise UserError(
-                f"version {candidate.version} (val accuracy {new_val.accuracy:.4f}) is worse than champion version "
-                f"{champion.version} ({old_val.accuracy:.4f}); use --force to promote it anyway"
-            )
+        return chosen[0]
+    chosen = [v for v in versions if v.run_id == run_id]
+    if not chosen:
+        raise UserError(f"run {run_id} registered no version of '{name}'")
+    return max(chosen, key=lambda v: int(v.version))
+
+
+def _best_evaluated(client: MlflowClient, name: str, versions: list) -> tuple[Any, _Validation]:
+    """The evaluated version best on validation (_Validation.rank), and its score; UserError when no
+    version is evaluated on test or none of those has a validation score."""
+    evaluated = [v for v in versions if _accuracy(v) is not None]
+    if not evaluated:
+        raise UserError(f"no version of '{name}' has a test accuracy: run `python -m fashion_exp evaluate` first")
+    scored = [(v, score) for v in evaluated if (score := _Validation.of(client, v)) is not None]
+    if not scored:
+        raise UserError(
+            f"no evaluated version of '{name}' has a validation score from train-final: choose one with --version"
+        )
+    return max(scored, key=lambda pair: pair[1].rank(pair[0]))
+
+
+def _refuse_unproven(client: MlflowClient, candidate, validation: _Validation | None, champion) -> None:
+    """UserError (promote --force overrides it) for a version with no test accuracy, or one worse than
+    the champion on validation."""
+    if _accuracy(candidate) is None:
+        raise UserError(f"version {candidate.version} has no test accuracy: run evaluate on it first, or use --force")
+    old = _Validation.of(client, champion) if champion is not None else None
+    if validation is not None and old is not None and validation.accuracy < old.accuracy:
+        raise UserError(
+            f"version {candidate.version} (val accuracy {validation.accuracy:.4f}) is worse than champion version "
+            f"{champion.version} ({old.accuracy:.4f}); use --force to promote it anyway"
+        )
+
+
+def _move_aliases(client: MlflowClient, name: str, candidate, champion, validation: _Validation | None) -> list[str]:
+    """`previous` to the old champion (if any), `champion` to the candidate; the changes as sentences."""
     changes = []
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS, champion.version)
         changes.append(f"'{name}@{PREVIOUS}' -> version {champion.version}")
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    changes.append(f"'{name}@{CHAMPION}' -> version {candidate.version} ({_scores(new_val, _accuracy(candidate))})")
+    changes.append(f"'{name}@{CHAMPION}' -> version {candidate.version} ({_scores(validation, _accuracy(candidate))})")
     return changes
 
 

@@ -1,10 +1,5 @@
-"""The classification head, trained on cached features.
-
-Head: [top blocks of the backbone + pooling] -> [Dense(size_inner, relu) + Dropout(droprate)] ->
-Dense(n_classes) logits. With blocks = 0 the features are pooled already and the head is the
-dense part; with blocks > 0 they are a cut's activation maps and the head begins with a trainable
-copy of the blocks above the cut (features/backbone.py), learning at block_lr x learning_rate.
-"""
+"""Fitting a head on cached features: K precomputed views of the training photos (epoch e on
+view e mod K, freshly shuffled), validated on un-augmented features."""
 
 from __future__ import annotations
 
@@ -14,75 +9,6 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-
-from fashion_exp.hyperparameters import HeadParams
-
-
-def steps_per_execution(steps_per_epoch: int, most: int = 16) -> int:
-    """The largest divisor of steps_per_epoch up to `most`: an execution never spans two epochs."""
-    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
-
-
-@keras.saving.register_keras_serializable(package="fashion_exp")
-class BlockAdam(keras.optimizers.Adam):
-    """Adam whose learning rate is multiplied by `block_lr` for the variables of `block_layers`
-    (the fine-tuned backbone blocks), and is the head's own everywhere else."""
-
-    def __init__(self, block_layers: Sequence[str] = (), block_lr: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.block_layers = list(block_layers)
-        self.block_lr = float(block_lr)
-
-    def build(self, variables):
-        super().build(variables)
-        self._in_blocks = [v.path.split("/")[0] in self.block_layers for v in variables]
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self._in_blocks[self._get_variable_index(variable)]:  # (the backend's variable: no path)
-            learning_rate = learning_rate * self.block_lr
-        super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "block_layers": self.block_layers, "block_lr": self.block_lr}
-
-
-def build_head(
-    feature_shape: int | Sequence[int],
-    n_classes: int,
-    params: HeadParams,
-    seed: int,
-    steps_per_epoch: int,
-    top: keras.Model | None = None,
-) -> keras.Model:
-    """A compiled head: features (n, *feature_shape) -> class logits (n, n_classes).
-
-    top: with params.blocks > 0, a fresh trainable copy of the backbone's top blocks
-    (backbone.fresh_top), called in inference mode (BatchNormalization keeps ImageNet statistics).
-    steps_per_epoch sets how many training steps run per call into TensorFlow (fewer Python round
-    trips: small heads train ~40% faster) without an execution crossing an epoch boundary.
-    """
-    if params.blocks and top is None:
-        raise ValueError(f"blocks={params.blocks} needs the backbone's top blocks")
-    keras.utils.set_random_seed(seed)
-    shape = (feature_shape,) if isinstance(feature_shape, int) else tuple(feature_shape)
-    inputs = keras.Input(shape, name="features")
-    x = top(inputs, training=False) if params.blocks else inputs
-    if params.size_inner > 0:
-        x = keras.layers.Dense(params.size_inner, activation="relu", name="inner")(x)
-        x = keras.layers.Dropout(params.droprate, name="dropout")(x)
-    outputs = keras.layers.Dense(n_classes, name="logits")(x)
-    model = keras.Model(inputs, outputs, name="head")
-    optimizer = keras.optimizers.Adam(params.learning_rate)
-    if params.blocks:
-        blocks = [layer.name for layer in top.layers if layer.weights]
-        optimizer = BlockAdam(blocks, params.block_lr, learning_rate=params.learning_rate)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(steps_per_epoch),
-    )
-    return model
 
 
 def view_dataset(

@@ -1,0 +1,201 @@
+"""Features: one object per (image size, cut) that tune and train-final train heads on.
+
+Built once from the checked dataset (scan), the model section, a decoder and the work folder, it
+holds the backbone on its runtime and the cache. What it computes is asked for as jobs (one per
+split, augmentation policy and view: jobs_for); each job's cache key is derived once and shared
+by the disk check (missing_bytes, check_disk) and the extraction (get). Nothing is extracted
+before someone asks: `val` and `train_clean` on first use, a policy's training views in `views`.
+
+blocks = 0: heads train on pooled features (a few KB a photo). blocks = b > 0: heads train the
+top b blocks on the activation maps below them (51,200 bytes a photo at 150px, 204,800 at 299px
+for Xception's block14 cut), cached like pooled features.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from fashion_exp.config import AugmentationPolicy, DataConfig, ModelConfig
+from fashion_exp.data.augment import IDENTITY
+from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset, report, scan_configured
+from fashion_exp.data.images import Decoder
+from fashion_exp.errors import UserError
+from fashion_exp.features.backbone import Backbone, build_backbone
+from fashion_exp.features.cache import FeatureCache, bytes_per_image
+from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
+from fashion_exp.features.onnx_files import calibration
+from fashion_exp.features.runtime import choose_runner
+
+GB = 1e9
+VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
+CLEAN_JOB = jobs_for_policy(TRAIN, IDENTITY)[0]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The checked training and validation photos, and the check's table as printed."""
+
+    dataset: Dataset
+    report: str
+
+
+def scan(data: DataConfig, work_dir: Path | str, echo=print) -> Scan:
+    """Check the training and validation splits and print the check's table."""
+    dataset = scan_configured(data, [TRAIN, VALIDATION], work_dir)
+    checked = Scan(dataset, report(dataset))
+    echo(checked.report)
+    return checked
+
+
+def jobs_for(policies: dict[str, AugmentationPolicy], clean_train: bool = False) -> list[Job]:
+    """The jobs heads on these policies need (once each, in order): validation, the un-augmented
+    training photos when clean_train (cross-validation scores them), each policy's training views."""
+    jobs = [VAL_JOB, CLEAN_JOB] if clean_train else [VAL_JOB]
+    return list(dict.fromkeys(jobs + [job for policy in policies.values() for job in jobs_for_policy(TRAIN, policy)]))
+
+
+class Features:
+    """The features of one image size and cut, from the cache or extracted when first asked for."""
+
+    def __init__(self, scanned: Scan, extractor: Extractor):
+        self.scanned = scanned
+        self.extractor = extractor
+        self.seconds = 0.0  # time spent in get(): loading or extracting
+        self._got: dict[Job, np.ndarray] = {}
+
+    @classmethod
+    def open(
+        cls,
+        scanned: Scan,
+        model: ModelConfig,
+        decoder: Decoder,
+        work_dir: Path | str,
+        *,
+        seed: int,
+        blocks: int = 0,
+        exact: bool = False,
+        echo=print,
+    ) -> Features:
+        """Build the backbone at the decoder's size cut below its top `blocks` blocks, on
+        model.runtime; exact=True (train-final: the shipped Keras model must compute the
+        features its head was trained on) never runs it in int8, nor does blocks > 0."""
+        backbone = build_backbone(model, decoder.size, seed, blocks)
+        photos = lambda: calibration(scanned.dataset, decoder)  # noqa: E731 - decoded only for int8
+        runner = choose_runner(model, backbone, work_dir, exact or blocks > 0, photos, echo)
+        cache = FeatureCache(Path(work_dir) / "features")
+        return cls(scanned, Extractor(runner, scanned.dataset, decoder, cache, model.batch_size, seed))
+
+    # What the features are computed from.
+    @property
+    def dataset(self) -> Dataset:
+        return self.scanned.dataset
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.extractor.runner.backbone
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.extractor.decoder
+
+    @property
+    def runtime(self) -> str:
+        return self.extractor.runner.runtime
+
+    @property
+    def fingerprint(self) -> str:
+        """The features' identity: the weights and cut, and the runtime when it is not TensorFlow."""
+        return self.extractor.runner.fingerprint
+
+    @property
+    def blocks(self) -> int:
+        return self.backbone.blocks
+
+    @property
+    def top(self):
+        """The backbone's pretrained top blocks + pooling (blocks > 0), for heads that fine-tune them."""
+        return self.backbone.top
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.dataset.labels(TRAIN)
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.dataset.labels(VALIDATION)
+
+    # What they cost and what they are.
+    def missing_bytes(self, jobs: list[Job]) -> int:
+        """Disk the cache entries of `jobs` still need."""
+        size = bytes_per_image(self.backbone.feature_shape)
+        cache = self.extractor.cache
+        return sum(size * self.extractor.rows(job) for job in jobs if not cache.path(self.extractor.key(job)).is_file())
+
+    def get(self, jobs: list[Job]) -> dict[Job, np.ndarray]:
+        """Every job's features (memory-mapped), extracting what the cache lacks."""
+        wanted = [job for job in jobs if job not in self._got]
+        if wanted:
+            started = time.time()
+            self._got.update(self.extractor.run(wanted))
+            self.seconds += time.time() - started
+        return {job: self._got[job] for job in jobs}
+
+    @cached_property
+    def val(self) -> np.ndarray:
+        """(n validation photos, dim) float32 in memory (every epoch of every trial scores it), or
+        (n, h, w, c) activation maps."""
+        return np.asarray(self.get([VAL_JOB])[VAL_JOB], np.float32)
+
+    @property
+    def train_clean(self) -> np.ndarray:
+        """(n training photos, dim): the training photos un-augmented."""
+        return self.get([CLEAN_JOB])[CLEAN_JOB]
+
+    def views(self, policy: AugmentationPolicy) -> np.ndarray | list[np.ndarray]:
+        """A policy's training views: pooled features as one (K, n, dim) array, activation maps as
+        K memory-mapped (n, h, w, c) arrays."""
+        jobs = jobs_for_policy(TRAIN, policy)
+        got = self.get(jobs)
+        arrays = [got[job] for job in jobs]
+        return arrays if self.blocks else np.stack(arrays)
+
+
+def check_disk(
+    work_dir: Path | str,
+    cuts: dict[int, Features],
+    jobs: list[Job],
+    echo=print,
+    what: str = "the search's",
+    remedy: str = "drop search.blocks values",
+) -> None:
+    """Say what the cached features of every cut take; raise UserError (one line) before any
+    work when the disk under work_dir cannot hold what `jobs` still need (`what`: whose
+    features; `remedy`: the last of the ways out the message offers)."""
+    needed = {count: features.missing_bytes(jobs) for count, features in cuts.items()}
+    for count, features in cuts.items():
+        if count:
+            shape = "x".join(map(str, features.backbone.feature_shape))
+            size = bytes_per_image(features.backbone.feature_shape)
+            echo(
+                f"blocks={count}: activations {shape} cached in float16, {size:,} bytes a photo, "
+                f"{needed[count] / GB:.2f} GB still to extract"
+            )
+    directory = Path(work_dir).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    total = sum(needed.values())
+    if total > free:
+        raise UserError(
+            f"work_dir {directory}: {what} cached features need {total / GB:.2f} GB more and the disk has "
+            f"{free / GB:.2f} GB free; free some space, set work_dir= on a larger disk, or {remedy}"
+        )

@@ -1,0 +1,62 @@
+"""The oracles: what a search tries next. keras-tuner's, named here with tuner.max_minutes.
+
+TimeBudget is a mixin for a keras-tuner Oracle: once the budget has passed, create_trial answers
+STOPPED (the trial running ends; a chief's budget holds for every worker, since they all ask its
+oracle). It is counted from the oracle's making: a resumed search gets the budget again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras_tuner as kt
+from keras_tuner.src.tuners.hyperband import HyperbandOracle
+
+from fashion_exp.config import TunerConfig
+from fashion_exp.search.keras_tuner_fixes import DistinctBayesianOracle, ResumableGridOracle
+
+
+class TimeBudget:
+    """Mixin for a keras-tuner Oracle: no trial starts after `max_minutes` (None: no budget)."""
+
+    def __init__(self, *args, max_minutes: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+
+    def create_trial(self, tuner_id):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return kt.engine.trial.Trial(self.get_space(), status=kt.engine.trial.TrialStatus.STOPPED)
+        return super().create_trial(tuner_id)
+
+
+class RandomOracle(TimeBudget, kt.oracles.RandomSearchOracle):
+    """keras-tuner's random search, with a time budget."""
+
+
+class BayesianOracle(TimeBudget, DistinctBayesianOracle):
+    """The Gaussian-process search (keras_tuner_fixes.DistinctBayesianOracle), with a time budget."""
+
+
+class GridOracle(TimeBudget, ResumableGridOracle):
+    """The grid search (keras_tuner_fixes.ResumableGridOracle), with a time budget."""
+
+
+class BudgetHyperbandOracle(TimeBudget, HyperbandOracle):
+    """keras-tuner's Hyperband oracle, with a time budget."""
+
+
+def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.Oracle:
+    """The oracle tuner.type names, with tuner.max_minutes as its budget."""
+    common = dict(
+        objective=objective,
+        seed=seed,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+        max_minutes=config.max_minutes,
+    )
+    if config.type == "hyperband":
+        return BudgetHyperbandOracle(max_epochs=config.epochs, factor=config.factor, **common)
+    if config.type == "bayesian":
+        return BayesianOracle(max_trials=config.max_trials, num_initial_points=config.initial_points, **common)
+    if config.type == "grid":
+        return GridOracle(max_trials=config.max_trials, **common)
+    return RandomOracle(max_trials=config.max_trials, **common)

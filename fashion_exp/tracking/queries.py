@@ -1,0 +1,84 @@
+"""Questions other stages ask of the MLflow store, answered in plain values: a search's best
+hyperparameters, the newest train-final run, a run's artifact file, what a run holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.errors import ConfigError
+from fashion_exp.tracking.experiments import connect
+from fashion_exp.tracking.store import open_client
+from fashion_exp.tracking.tags import KIND
+
+
+def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """(parent run id, best hyperparameters as strings) of a tune search: run_id, or the latest finished one."""
+    client, experiment_id = connect(uri, experiment)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"from_run={run_id}: no such run in {uri}") from None
+        if run.data.tags.get(KIND) != "search":
+            raise ConfigError(f"from_run={run_id}: run is not a tune search (its kind is {run.data.tags.get(KIND)})")
+    else:
+        run = _latest_finished(client, experiment_id, "search")
+        if run is None:
+            raise ConfigError(
+                f"no finished tune search in experiment '{experiment}' of {uri}: run `python -m fashion_exp tune` "
+                "first, or pass from_run=<run id>"
+            )
+    best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
+    if not best:
+        raise ConfigError(f"tune run {run.info.run_id} has no best hyperparameters (did every trial fail?)")
+    return run.info.run_id, best
+
+
+def latest_final_run(uri: str, experiment: str) -> str:
+    """The run id of the newest finished train-final run."""
+    client = open_client(uri, create=False)
+    found = client.get_experiment_by_name(experiment)
+    run = _latest_finished(client, found.experiment_id, "final") if found else None
+    if run is None:
+        raise ConfigError(f"no finished train-final run in experiment '{experiment}': run train-final first")
+    return run.info.run_id
+
+
+def _latest_finished(client: MlflowClient, experiment_id: str, kind: str):
+    """The newest FINISHED run of a kind ('search' or 'final') in an experiment, or None."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND}` = '{kind}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def download_artifact(uri: str, run_id: str, path: str) -> str | None:
+    """Local path of a run's artifact, or None if the run has no such artifact."""
+    client = open_client(uri)
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in [a.path for a in client.list_artifacts(run_id, folder)]:
+        return None
+    return client.download_artifacts(run_id, path)
+
+
+@dataclass(frozen=True)
+class RunContents:
+    """What a run holds, read in one go: its tags, its latest metrics and the files in one artifact folder."""
+
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    files: set[str]  # artifact paths (folder/name) in the folder asked for
+
+
+def run_contents(uri: str, run_id: str, folder: str) -> RunContents:
+    """The tags, metrics and `folder` artifacts of run_id."""
+    client = open_client(uri)
+    run = client.get_run(run_id)
+    files = {artifact.path for artifact in client.list_artifacts(run_id, folder)}
+    return RunContents(dict(run.data.tags), dict(run.data.metrics), files)

@@ -1,0 +1,142 @@
+"""One MLflow run written through explicit ids (no global active run): params, per-step metrics,
+datasets, files, figures and Keras models, and how the run ends."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.errors import ConfigError
+from fashion_exp.tracking import plots
+from fashion_exp.tracking.experiments import connect
+from fashion_exp.tracking.store import open_client
+from fashion_exp.tracking.system_metrics import system_metrics
+from fashion_exp.tracking.tags import MODEL_ID
+
+
+def status_for(error: BaseException) -> str:
+    """The MLflow status of a run that `error` ended: KILLED for Ctrl-C, FAILED for anything else."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:
+    """Log dataset records (Dataset.describe) as the run's inputs, each tagged with its split
+    (MLflow's `mlflow.data.context`): the Datasets column of mlflow ui."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for split in splits:
+        source = LocalArtifactDatasetSource(split["source"])
+        dataset = Dataset(
+            name=split["name"],
+            digest=split["digest"],
+            source_type=source._get_source_type(),
+            source=source.to_json(),
+            profile=json.dumps({"images": split["images"]}),
+        )
+        inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split["split"])]))
+    client.log_inputs(run_id, inputs)
+
+
+class RunLogger:
+    """One MLflow run written through explicit ids: params, per-step metrics, files and figures."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> RunLogger:
+        client, experiment_id = connect(uri, experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return cls(client, run.info.run_id)
+
+    @classmethod
+    def reopen(cls, uri: str, run_id: str) -> RunLogger:
+        client = open_client(uri)
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"run {run_id} not found in {uri}") from None
+        return cls(client, run_id)
+
+    def params(self, values: dict[str, Any]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        new = [Param(k, _short(str(v))) for k, v in values.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
+
+    def metrics(self, values: dict[str, float], step: int = 0, model_of: dict[str, Any] | None = None) -> None:
+        """model_of: a dataset record (Dataset.describe) whose scores these are, for the run's
+        LoggedModel (tags.MODEL_ID): the model's page then shows them, with the dataset."""
+        now = int(time.time() * 1000)
+        link = {}
+        model_id = self.client.get_run(self.run_id).data.tags.get(MODEL_ID) if model_of else None
+        if model_id:
+            link = {"model_id": model_id, "dataset_name": model_of["name"], "dataset_digest": model_of["digest"]}
+        metrics = [Metric(k, float(v), now, step, **link) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def curves(self, history: dict[str, list[float]]) -> None:
+        """Per-epoch series (name -> values): value i is logged at step i, in batches of 1000."""
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, i) for k, values in history.items() for i, v in enumerate(values)]
+        for start in range(0, len(points), 1000):
+            self.client.log_batch(self.run_id, metrics=points[start : start + 1000])
+
+    def datasets(self, splits: list[dict[str, Any]]) -> None:
+        """Dataset records (Dataset.describe) as the run's inputs."""
+        if splits:
+            log_datasets(self.client, self.run_id, splits)
+
+    def tags(self, values: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, _short(str(v), 5000)) for k, v in values.items()])
+
+    def text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def json(self, value: Any, name: str) -> None:
+        self.client.log_dict(self.run_id, value, name)
+
+    def figure(self, fig, name: str) -> None:
+        self.client.log_figure(self.run_id, fig, name)
+        plots.close(fig)
+
+    def file(self, path: Path | str, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def keras(self, model, name: str) -> None:
+        """A Keras model saved as the artifact `name` (folder/file.keras)."""
+        folder, _, file_name = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / file_name)
+            self.file(Path(tmp) / file_name, folder or None)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def recording(self) -> Iterator[RunLogger]:
+        """End the run FINISHED when the block completes, KILLED on Ctrl-C, FAILED on an error;
+        record system metrics on it meanwhile."""
+        try:
+            with system_metrics(self.client.tracking_uri, self.run_id):
+                yield self
+        except BaseException as err:
+            self.end(status_for(err))
+            raise
+        self.end("FINISHED")

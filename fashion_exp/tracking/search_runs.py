@@ -1,0 +1,206 @@
+"""A search in MLflow (SearchTracker): one parent run per search, one nested child run per trial,
+with their curves, checkpoints and the comparison plot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fashion_exp.errors import ConfigError, last_line
+from fashion_exp.tracking import plots
+from fashion_exp.tracking.experiments import connect
+from fashion_exp.tracking.run_logger import RunLogger, status_for
+from fashion_exp.tracking.system_metrics import rss_mb, system_metrics
+from fashion_exp.tracking.tags import KIND, PARENT, SEARCH_ID, TRIAL_ID
+
+
+class SearchTracker:
+    """Records a search in MLflow: the parent run, and one nested child run per trial.
+
+    It is told about trials in plain values (ids, params, metrics, a Keras model): it knows
+    MLflow, not keras-tuner.
+    """
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        self.client, self.experiment_id = connect(uri, experiment)
+        self.parent_id: str | None = None
+        self.owns_parent = True  # False on a search worker: the chief starts and ends the parent run
+        self.search_id: str | None = None
+        self.children: dict[str, str] = {}  # trial id -> child run id
+        self.datasets: list[dict[str, Any]] = []  # Dataset.describe() of the splits trials use: each child's inputs
+        self._started: dict[str, float] = {}
+        self._history: dict[str, dict[str, list[float]]] = {}
+
+    # ---- the parent run -----------------------------------------------------------------
+
+    def open_search(self, search_id: str, resume: bool, run_name: str) -> bool:
+        """Start (or with resume, reopen) the parent run of search_id. Returns True if reopened."""
+        self.search_id = search_id
+        if resume:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{KIND}` = 'search'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if found:
+                self.parent_id = found[0].info.run_id
+                self.client.update_run(self.parent_id, status="RUNNING")
+                self.load_children()
+                return True
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={SEARCH_ID: search_id, KIND: "search"})
+        self.parent_id = run.info.run_id
+        return False
+
+    def attach(self, search_id: str, chief: str) -> None:
+        """Log trials under the running parent run of search_id, which a chief at `chief` owns
+        (a search worker). ConfigError if no such search is running in this store."""
+        self.search_id = search_id
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{KIND}` = 'search' "
+            "and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise ConfigError(
+                f"no search {search_id} is running in {self.uri}: the chief at {chief} runs another search, or "
+                "logs elsewhere; start tune-worker with the chief's overrides and its tracking.uri"
+            )
+        self.parent_id = found[0].info.run_id
+        self.owns_parent = False
+
+    def load_children(self) -> None:
+        """Read the trial -> child run map back from MLflow (trials run by other processes included)."""
+        self.children = {child.data.tags[TRIAL_ID]: child.info.run_id for child in self._child_runs()}
+
+    @contextmanager
+    def recording(self) -> Iterator[SearchTracker]:
+        """Inside the block an error ends the running trial's run and the parent run: KILLED on
+        Ctrl-C, FAILED otherwise (finish_search ends the parent when all went well). The process
+        that owns the parent run records system metrics on it meanwhile."""
+        try:
+            with system_metrics(self.uri, self.parent_id if self.owns_parent else None):
+                yield self
+        except BaseException as err:
+            self.abort(status_for(err))
+            raise
+
+    def _child_runs(self) -> list:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_id}'",
+            max_results=10_000,
+        )
+
+    def log_setup(
+        self, params: dict[str, str], tags: dict[str, str], texts: dict[str, str], dicts: dict[str, Any]
+    ) -> None:
+        """Flat params, tags, text artifacts (file name -> text), JSON artifacts and the datasets
+        (self.datasets) on the parent run."""
+        run = RunLogger(self.client, self.parent_id)
+        run.datasets(self.datasets)
+        run.params(params)
+        run.tags(tags)
+        for name, text in texts.items():
+            run.text(text, name)
+        for name, value in dicts.items():
+            run.json(value, name)
+
+    def finish_search(
+        self,
+        best: dict[str, Any] | None,
+        objective: str,
+        summary_csv: str,
+        timings: dict[str, float],
+        curves_title: str,
+    ) -> None:
+        """Best hyperparameters, timings, the trials table and the comparison plot; then end the
+        parent run: FINISHED if a trial completed, else FAILED.
+
+        best: {trial_id, score, hyperparameters, run_id} of the best trial, or None.
+        """
+        run = RunLogger(self.client, self.parent_id)
+        run.metrics(timings)
+        if best is not None:
+            run.params({f"best.{k}": v for k, v in best["hyperparameters"].items()})
+            run.tags({"best_trial_id": best["trial_id"], "best_run_id": best.get("run_id") or ""})
+            run.tags({f"best.{k}": v for k, v in best["hyperparameters"].items()})
+            run.metrics({f"best_{objective}": best["score"]})
+        run.text(summary_csv, "trials.csv")
+        curves = self.curves(objective)
+        if curves:
+            best_label = f"trial {best['trial_id']}" if best else None
+            figure = plots.compare_trials(curves, best_label, curves_title, objective)
+            run.figure(figure, f"plots/{objective}_by_trial.png")
+        run.end("FINISHED" if best is not None else "FAILED")
+
+    def curves(self, metric: str) -> dict[str, list[float]]:
+        """`metric` per epoch of every finished child run, read back from MLflow."""
+        out = {}
+        for child in sorted(self._child_runs(), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
+            if child.info.status != "FINISHED":
+                continue
+            history = self.client.get_metric_history(child.info.run_id, metric)
+            out[f"trial {child.data.tags[TRIAL_ID]}"] = [m.value for m in sorted(history, key=lambda m: m.step)]
+        return out
+
+    def abort(self, status: str) -> None:
+        """End the running child (if any) and the parent with status (KILLED on Ctrl-C, FAILED on error)."""
+        for trial_id in list(self._started):
+            self.client.set_terminated(self.children[trial_id], status=status)
+        self._started.clear()
+        if self.parent_id and self.owns_parent:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    # ---- child runs -----------------------------------------------------------------------
+
+    def start_trial(self, trial_id: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
+        """A child run for the trial, replacing the run of an interrupted attempt at it (made by
+        this process or any other: a killed worker's, say), so each trial has one run."""
+        self.children.pop(trial_id, None)
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+        )
+        for run in stale:
+            self.client.delete_run(run.info.run_id)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", **(tags or {})},
+        )
+        self.children[trial_id] = run.info.run_id
+        self._started[trial_id] = time.time()
+        self._history[trial_id] = {}
+        RunLogger(self.client, run.info.run_id).params(params)
+        RunLogger(self.client, run.info.run_id).datasets(self.datasets)
+
+    def log_epoch(self, trial_id: str, epoch: int, logs: dict[str, float]) -> None:
+        RunLogger(self.client, self.children[trial_id]).metrics(logs, step=epoch)
+        history = self._history[trial_id]
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+
+    def end_trial(self, trial_id: str, title: str, best: dict[str, float] | None, model=None, error: str = "") -> None:
+        """Close the trial's run: with its best-epoch metrics, curves and checkpoint (best: metric
+        name -> value), or, when best is None, FAILED with the error message."""
+        run = RunLogger(self.client, self.children[trial_id])
+        seconds = time.time() - self._started.pop(trial_id, time.time())
+        run.metrics({"trial_seconds": seconds, "rss_mb": rss_mb()})
+        history = self._history.pop(trial_id, {})
+        if best is None or model is None:
+            message = error.strip() or "unknown error"
+            run.tags({"error": last_line(message)})
+            run.text(message, "error.txt")
+            run.end("FAILED")
+            return
+        run.metrics(best)
+        if history:
+            run.figure(plots.learning_curves(history, title), "plots/learning_curves.png")
+        run.keras(model, "checkpoint/head.keras")  # the best epoch's weights, as ModelCheckpoint keeps
+        run.end("FINISHED")
