@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from fashion_exp.cli import main
 
 
@@ -34,6 +36,7 @@ def test_missing_data_is_one_line(tmp_path, capsys):
     assert "dataset not found" in err and "fetch-data" in err and "\n" not in err
 
 
+@pytest.mark.slow  # a real process
 def test_tune_end_to_end_through_python_m(overrides, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.max_trials=1", "tuner.epochs=1"],

@@ -21,6 +21,8 @@ from tests.processes import Finished, finish, kill_hard, run_together
 from tests.synthetic import make_dataset
 from tests.test_download import zip_of
 
+pytestmark = pytest.mark.slow  # commands run at once as real processes
+
 SEARCH_PRELOAD = "tensorflow keras keras_tuner mlflow fashion_exp.search.run"
 
 

@@ -22,6 +22,8 @@ from fashion_exp.children import PARENT_PID, free_port, parented
 from fashion_exp.locks import read_holder
 from fashion_exp.tracking.server import healthy
 
+pytestmark = pytest.mark.slow  # real worker processes, a real MLflow server and PostgreSQL
+
 WORKERS = {"worker-0", "worker-1"}
 
 

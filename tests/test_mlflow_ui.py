@@ -12,6 +12,8 @@ from fashion_exp.tracking.experiments import ui_link
 from fashion_exp.tracking.server import shared_store
 from tests.test_serve import CHROMIUM
 
+pytestmark = pytest.mark.slow  # a real MLflow server and headless Chromium
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_a_fresh_search_opens_in_the_runs_view(overrides, tmp_path):

@@ -8,6 +8,7 @@ from tests.synthetic import REAL_DATA, REAL_WEIGHTS
 
 pytestmark = [
     pytest.mark.real,
+    pytest.mark.slow,
     pytest.mark.skipif(not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()), reason="../shared data or weights missing"),
 ]
 

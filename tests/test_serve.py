@@ -112,6 +112,7 @@ def live_server():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow  # a real process
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_upload_page_in_a_headless_browser(live_server, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -59,12 +59,14 @@ def test_a_key_nothing_resembles_points_at_show_config(capsys):
     assert "zzzz: no such config key (python -m fashion_exp show-config lists the keys)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a real process
 def test_tune_answers_a_bad_key_before_importing_tensorflow(tmp_path):
     done = run_cli(["tune", "tuner.max_trail=3"], tmp_path)
     assert "did you mean tuner.max_trials?" in done.stderr and done.stderr.count("\n") == 1
     assert "tensorflow imported: False exit: 2" in done.stdout
 
 
+@pytest.mark.slow  # a real process
 def test_a_missing_weights_file_is_one_line_before_the_scan_and_tensorflow(tmp_path, dataset_root):
     missing = tmp_path / "nope.weights.h5"
     work = tmp_path / "work"
@@ -93,6 +95,7 @@ def test_serve_without_a_champion_says_how_to_get_one(overrides, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow  # a real process
 def test_tune_prints_no_tensorflow_or_mlflow_start_up_lines(overrides, tmp_path):
     """A new store (MLflow's INFO lines) and TensorFlow's first import (its C++ lines), as a user sees them."""
     (tmp_path / "mlflow.db").unlink()

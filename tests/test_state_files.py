@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.cli import main
@@ -31,6 +32,7 @@ utils.save_json(sys.argv[1], {"trials": [], "n": 1})
 """
 
 
+@pytest.mark.slow  # a real process
 def test_a_kill_9_mid_save_leaves_the_last_whole_state(tmp_path):
     path = tmp_path / "oracle.json"
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
