@@ -4,12 +4,13 @@ The package follows the pipeline, one folder a stage, each importing only the st
 
     config, hyperparameters   the config schema and its rules; the table of head hyperparameters
     data/                     dataset discovery and check, image decoding, augmentation, download
-    features/                 the frozen backbone, the on-disk feature cache, prepare_features
-    search/                   the head, keras-tuner (oracle, tuner, observers) and the `tune` job
-    final/                    train-final (restarts, assembly), evaluate, export-onnx
+    features/                 the frozen backbone, where it runs, the cache: one Features per size and cut
+    head/                     the head: its builder, fitting on cached views, where it sits in a model
+    tracking/                 MLflow runs, queries, the model registry and plots (the only MLflow users)
+    search/                   keras-tuner (oracles, tuner, its fixes, observers) and the `tune` job
+    final/                    train-final (restarts, assembly), combine, evaluate, export-onnx
     serving/                  predict and the HTTP service
-    tracking/                 MLflow runs, the model registry and plots (the only MLflow users)
-    cli                       argument parsing and dispatch
+    cli                       argument parsing and the command table
 """
 
 import os

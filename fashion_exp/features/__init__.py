@@ -1,1 +1,1 @@
-"""Stage 2: the frozen backbone and the on-disk feature cache; prepare_features feeds tune and train-final."""
+"""Stage 2: the frozen backbone, where it runs, and the on-disk cache; Features feeds tune and train-final."""

@@ -1,1 +1,1 @@
-"""Stage 4: the shipped model: train-final (restarts, assembly, registration), evaluate, export-onnx."""
+"""Stage 6: the shipped model: train-final (restarts, assembly, registration), combine, evaluate, export-onnx."""

@@ -1,1 +1,1 @@
-"""Stage 3: the `tune` job: heads trained on cached features, trials chosen by keras-tuner."""
+"""Stage 5: the `tune` job: heads trained on cached features, trials chosen by keras-tuner."""

@@ -1,1 +1,1 @@
-"""Stage 5: the model at work: predict on files, and the HTTP service with its upload page."""
+"""Stage 7: the model at work: predict on files, and the HTTP service with its upload page."""
