@@ -52,6 +52,10 @@ def test_two_models_become_one_with_one_frozen_backbone(final_overrides, tuned, 
     capsys.readouterr()
     assert main(["export-onnx", *final_overrides]) == 0  # the champion: the combined model
     assert "validation photos: max |diff|" in capsys.readouterr().out
+    # a combined model is not split again (its members are weighted by group, not by head)
+    assert main(["combine", "--model", V.format(3), "--model", V.format(1), *final_overrides]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert err == [f"error: model {V.format(3)} has no head layer: combine takes models made by train-final"]
 
 
 def test_models_on_another_frozen_backbone_are_refused(final_overrides, tuned, capsys):  # noqa: F811

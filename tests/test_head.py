@@ -97,3 +97,19 @@ def test_a_shipped_model_splits_where_its_heads_begin():
         np.testing.assert_allclose(frozen.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no head layer"):
         split_at_heads(backbone.model)
+
+
+def test_a_model_whose_heads_read_a_layer_called_twice_is_not_split():
+    import keras
+    import pytest
+
+    from fashion_exp.head.parts import split_at_heads
+
+    image = keras.Input((4,), name="image")
+    shared = keras.layers.Dense(4, name="shared")
+    features = shared(shared(image))  # the heads read its second call
+    head_input = keras.Input((4,))
+    head = keras.Model(head_input, keras.layers.Dense(3)(head_input), name="head")
+    model = keras.Model(image, keras.layers.Softmax(name="probabilities")(head(features)))
+    with pytest.raises(ValueError, match=r"the layer its heads read \(shared\) is called more than once"):
+        split_at_heads(model)

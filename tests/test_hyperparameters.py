@@ -126,10 +126,16 @@ def test_a_conditional_row_is_declared_only_where_it_can_differ():
     assert HeadParams(0.1, 10, 0.2, "none", blocks=2, block_lr=0.01).active()["block_lr"] == 0.01
 
 
-def test_a_conditional_space_crosses_grpc_without_printing(tmp_path, capsys):
+def test_a_conditional_space_crosses_grpc_without_printing(tmp_path, capsys, monkeypatch):
     """keras-tuner 1.4.8 printed a condition's first value whenever it was sent to or from the chief
-    (several lines a trial on the chief's terminal); make_tuner mends that, and the proto still
-    carries the same condition."""
+    (several lines a trial on the chief's terminal); keras_tuner_fixes.install(), which every job
+    that searches runs, mends that, and the proto still carries the same condition."""
+    from keras_tuner.src.engine import conditions
+
+    from fashion_exp.search import keras_tuner_fixes
+
+    monkeypatch.setattr(conditions.Parent, "to_proto", conditions.Parent.to_proto)  # restored after the test
+    keras_tuner_fixes.install()
     config = load_config([*BLOCKS_SPACE, "tuner=grid"])
     space = make_tuner(config.tuner, SpaceModel(config.search), tmp_path, "p", 1, True, observers=[]).oracle.get_space()
     capsys.readouterr()

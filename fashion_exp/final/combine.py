@@ -27,7 +27,7 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.final.ensemble import probabilities
 from fashion_exp.final.evaluate import Evaluation, score
-from fashion_exp.head.parts import split_at_heads
+from fashion_exp.head.parts import find_heads, split_at_heads
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.run_logger import RunLogger
 from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
@@ -55,10 +55,12 @@ class CombineResult:
 
 def split(loaded: registry.LoadedModel) -> Member:
     """The model's frozen part and its heads; a one-line error for a model train-final did not make."""
+    if not find_heads(loaded.model):
+        raise UserError(f"model {loaded.uri} has no head layer: combine takes models made by train-final")
     try:
         frozen, heads = split_at_heads(loaded.model)
     except ValueError as err:
-        raise UserError(f"model {loaded.uri}: {err}: combine takes models made by train-final or combine") from None
+        raise UserError(f"model {loaded.uri}: {err}: combine cannot split it") from None
     return Member(loaded, frozen, heads)
 
 

@@ -25,9 +25,7 @@ class HeadInputs:
 def new_head(inputs: HeadInputs, params: HeadParams, seed: int, train_rows: int) -> keras.Model:
     """A compiled head for `params`, initialised with `seed`, that will train on `train_rows` rows;
     with params.blocks > 0 it begins with its own fresh copy of the pretrained top blocks."""
-    if params.blocks and inputs.top is None:
-        raise ValueError(f"blocks={params.blocks} needs the backbone's top blocks")
-    top = fresh_top(inputs.top) if params.blocks else None
+    top = fresh_top(inputs.top) if params.blocks and inputs.top is not None else None  # (build_head checks)
     steps = steps_for(train_rows, inputs.batch_size)
     return build_head(inputs.feature_shape, inputs.n_classes, params, seed, steps, top)
 

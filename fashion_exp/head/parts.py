@@ -8,7 +8,8 @@ The contract between assembling a model (final/train.py, final/combine.py) and s
 
 Each head is one layer (a nested keras.Model: its fine-tuned blocks, if any, and its dense part)
 named by head_name: `head` alone, `head_<i>` among several, `<prefix>head_<i>` when groups of
-heads share one model (combine's `member_<m>_`). All heads read one tensor: the frozen part's
+heads share one model (combine's `member_<m>_`: find_heads does not take those, as a combined
+model's members are weighted by group, not by head). All heads read one tensor: the frozen part's
 output. split_at_heads finds that tensor through the model's config (Keras' saved graph names,
 for every layer, the layer whose output it reads), not through Keras' private node objects.
 """
@@ -20,7 +21,7 @@ import re
 import keras
 
 HEAD = "head"
-HEAD_NAME = re.compile(r"^(member_\d+_)?head(_\d+)?$")
+HEAD_NAME = re.compile(r"^head(_\d+)?$")
 
 
 def head_name(index: int | None = None, prefix: str = "") -> str:
@@ -37,7 +38,7 @@ def name_heads(heads: list[keras.Model], prefix: str = "") -> None:
 
 
 def find_heads(model: keras.Model) -> list:
-    """The head layers of a shipped model, in order (empty for a model fashion_exp did not make)."""
+    """The head layers of a model train-final made, in order (empty for any other model)."""
     return [layer for layer in model.layers if HEAD_NAME.match(layer.name)]
 
 
@@ -51,13 +52,17 @@ def split_at_heads(model: keras.Model) -> tuple[keras.Model, list]:
     read = {_producer(names[head.name]) for head in heads}
     if len(read) != 1:
         raise ValueError("its heads do not read one common input")
-    producer, _ = read.pop()
+    producer, index = read.pop()
+    if index:
+        raise ValueError(f"its heads read output {index} of {producer}")
     features = _outer_output(model, names, producer)
     return keras.Model(model.inputs, features, name="frozen"), heads
 
 
 def _outer_output(model: keras.Model, configs: dict, name: str):
     """The output, in `model`'s graph, of its layer `name` (called once)."""
+    if len(configs[name]["inbound_nodes"]) > 1:
+        raise ValueError(f"the layer its heads read ({name}) is called more than once")
     layer = model.get_layer(name)
     if not isinstance(layer, keras.Model):
         return layer.output

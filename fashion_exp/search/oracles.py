@@ -1,8 +1,11 @@
 """The oracles: what a search tries next. keras-tuner's, named here with tuner.max_minutes.
 
-TimeBudget is a mixin for a keras-tuner Oracle: once the budget has passed, create_trial answers
-STOPPED (the trial running ends; a chief's budget holds for every worker, since they all ask its
-oracle). It is counted from the oracle's making: a resumed search gets the budget again.
+TimeBudget is a mixin for a keras-tuner Oracle: once the budget has passed, no new point is
+proposed (populate_space answers STOPPED). Trials already running end, and a trial waiting for a
+retry is still handed out first, as keras-tuner's create_trial does; the tuner that is told STOPPED
+is dropped from the oracle's tuners, so a chief ends once its workers have. A chief's budget holds
+for every worker, since they all ask its oracle. It is counted from the oracle's making: a resumed
+search gets the budget again.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ class TimeBudget:
         super().__init__(*args, **kwargs)
         self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
 
-    def create_trial(self, tuner_id):
+    def populate_space(self, trial_id):
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            return kt.engine.trial.Trial(self.get_space(), status=kt.engine.trial.TrialStatus.STOPPED)
-        return super().create_trial(tuner_id)
+            return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+        return super().populate_space(trial_id)
 
 
 class RandomOracle(TimeBudget, kt.oracles.RandomSearchOracle):

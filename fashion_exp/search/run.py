@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fashion_exp import locks
 from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
-from fashion_exp.data.dataset import TRAIN, VALIDATION
+from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
 from fashion_exp.hyperparameters import NAMES, candidates, describe
@@ -145,18 +145,33 @@ def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool
     return tracker, resume
 
 
-def log_search_setup(tracker: SearchTracker, config: Config, features: Features) -> None:
-    dataset = features.dataset
+@dataclass(frozen=True)
+class SearchInputs:
+    """What a search's parent run records about its photos and features, without holding the
+    backbone (a distributed search's chief lets it go: its workers extract)."""
+
+    dataset: Dataset
+    report: str  # the dataset check's table
+    fingerprint: str  # the features' (Features.fingerprint)
+    runtime: str
+
+    @classmethod
+    def of(cls, features: Features) -> SearchInputs:
+        return cls(features.dataset, features.scanned.report, features.fingerprint, features.runtime)
+
+
+def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInputs) -> None:
+    dataset = inputs.dataset
     tracker.datasets = [dataset.describe(TRAIN), dataset.describe(VALIDATION)]
     tracker.log_setup(
         params=flatten(config),
         tags={
             "dataset_fingerprint": dataset.fingerprint(),
-            "weights_fingerprint": features.fingerprint,
-            "features_runtime": features.runtime,
+            "weights_fingerprint": inputs.fingerprint,
+            "features_runtime": inputs.runtime,
             "tuner": config.tuner.type,
         },
-        texts={"config.yaml": to_yaml(config), "dataset_report.txt": features.scanned.report},
+        texts={"config.yaml": to_yaml(config), "dataset_report.txt": inputs.report},
         dicts={
             "dataset_counts.json": dataset.counts(),
             "search_space.json": describe(config.search),
@@ -236,23 +251,25 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
     keras_tuner_fixes.install()
     clock = Stopwatch()
     first = open_first_cut(config, echo, clock)
-    sid = search_id(config, first.dataset.fingerprint(), first.fingerprint)
+    inputs = SearchInputs.of(first)
+    sid = search_id(config, inputs.dataset.fingerprint(), inputs.fingerprint)
     with search_lock(config, sid):
         if config.tuner.distributed:
-            result = _search_on_workers(config, first, sid, overrides or [], clock, echo)
+            del first  # the workers extract the features and train the heads: the chief holds no backbone
+            result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo)
         else:
-            result = _search_here(config, first, sid, clock, echo)
+            result = _search_here(config, first, inputs, sid, clock, echo)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
 
 
-def _search_here(config: Config, first: Features, sid: str, clock: Stopwatch, echo) -> SearchResult:
+def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo):
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
     tracker, resume = open_search_run(config, sid, echo)
     with tracker.recording():
-        log_search_setup(tracker, config, first)
+        log_search_setup(tracker, config, inputs)
         tuner = run_trials(config, cuts, tracker, sid, resume)
         clock.lap("trials_seconds")
         views = sum(features.seconds for features in cuts.values()) - warm
@@ -260,11 +277,10 @@ def _search_here(config: Config, first: Features, sid: str, clock: Stopwatch, ec
         return summarize(tuner, tracker, config, clock)
 
 
-def _search_on_workers(config: Config, first: Features, sid: str, overrides: list[str], clock, echo) -> SearchResult:
+def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo):
     tracker, resume = open_search_run(config, sid, echo)
     with tracker.recording():
-        log_search_setup(tracker, config, first)
-        del first  # the workers extract the features and train the heads
+        log_search_setup(tracker, config, inputs)
         tuner = run_chief_trials(config, sid, resume, overrides, echo)
         clock.lap("trials_seconds")
         tracker.load_children()

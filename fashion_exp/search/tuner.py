@@ -48,7 +48,10 @@ class TrialHooks:
 
     def __init__(self, *args, observers: list[TrialObserver], **kwargs):
         self.observers = list(observers)
-        super().__init__(*args, **kwargs)
+        self._init_tuner(*args, **kwargs)
+
+    def _init_tuner(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)  # the keras-tuner Tuner this is mixed into
 
     def _populate_initial_space(self):
         # keras-tuner builds the model once more for each conditional scope it has not seen active
@@ -127,9 +130,8 @@ class HyperbandSearchTuner(TrialHooks, kt.Hyperband):
     """keras-tuner's Hyperband trials (it sets each trial's epochs and carries weights between
     rounds) on the oracle we make (oracles.BudgetHyperbandOracle: with the time budget)."""
 
-    def __init__(self, *, oracle: kt.Oracle, observers: list[TrialObserver], **kwargs):
-        self.observers = list(observers)
-        kt.Tuner.__init__(self, oracle=oracle, **kwargs)  # (kt.Hyperband.__init__ only builds its own oracle)
+    def _init_tuner(self, **kwargs):
+        kt.Tuner.__init__(self, **kwargs)  # (kt.Hyperband.__init__ only builds its own oracle; ours is given)
 
 
 def make_tuner(
