@@ -240,11 +240,14 @@ class ServeConfig:
     top_k: int
     max_batch: int
     max_wait_ms: float
+    request_timeout_s: float
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
         _at_least(f"{key}.max_batch", self.max_batch)
         _at_least(f"{key}.max_wait_ms", self.max_wait_ms, least=0)
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"{key}.request_timeout_s: {self.request_timeout_s} must be > 0")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{key}.port: {self.port} is not a TCP port")
         if self.max_upload_mb <= 0:

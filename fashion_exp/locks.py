@@ -4,6 +4,10 @@
 afterwards and no stale lock file ever needs deleting. The holder writes who it is (pid, host,
 command, start time) into the lock file so a refused process can say who is in the way.
 Lock files are never deleted: removing one while a process waits on it would let two hold "it".
+
+Lock files may sit in shared folders (a temp folder, a work_dir on a shared file system), so one is
+opened without following a symbolic link, refused when it has other names (a hard link), kept
+private (0600), and its command line carries no password (redact).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_exp.errors import UserError
+from fashion_exp.redact import redact, redact_words
 
 POLL_SECONDS = 0.2
 
@@ -35,11 +41,11 @@ class Holder:
 
     @classmethod
     def me(cls) -> Holder:
-        return cls(os.getpid(), socket.gethostname(), " ".join(sys.argv[1:]), time.time())
+        return cls(os.getpid(), socket.gethostname(), " ".join(redact_words(sys.argv[1:])), time.time())
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        command = f" ({self.command})" if self.command else ""
+        command = f" ({redact(self.command)})" if self.command else ""  # a file an older version wrote may hold one
         return f"pid {self.pid} on host {self.host} since {started}{command}"
 
 
@@ -108,13 +114,45 @@ class _Waiting:
         return Busy(f"{self.what} is in use by {who(holder)}{waited}" + (f": {self.hint}" if self.hint else ""), holder)
 
 
+# O_NOFOLLOW: a symbolic link planted at the path fails (ELOOP) instead of leading our truncate and
+# write into its target; 0600: the holder line is for this user's processes only
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+LOCK_FILE_MODE = 0o600
+
+
 def _open_lock_file(path: Path, what: str) -> int:
-    """The lock file's descriptor (the file and its folder made if new); UserError if it cannot be made."""
+    """The lock file's descriptor (the file and its folder made if new); UserError if it cannot be
+    made, or if the path is a symbolic link or a file with other names (never written through)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, _OPEN_FLAGS, LOCK_FILE_MODE)
     except OSError as err:
+        if os.path.islink(path):
+            raise UserError(
+                f"the lock file {path} for {what} is a symbolic link, which fashion_exp never follows: "
+                "remove it (someone may have planted it) and run again"
+            ) from None
         raise UserError(f"cannot create the lock file {path} for {what} ({err.strerror})") from None
+    try:
+        _check_lock_file(fd, path, what)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_lock_file(fd: int, path: Path, what: str) -> None:
+    """Refuse a lock file that is not a plain file of one name; make an old public one private."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"the lock file {path} for {what} is not a plain file: remove it and run again")
+    if info.st_nlink > 1:
+        raise UserError(
+            f"the lock file {path} for {what} has other names (a hard link to another file): "
+            "remove it (someone may have planted it) and run again"
+        )
+    if stat.S_IMODE(info.st_mode) != LOCK_FILE_MODE and info.st_uid == os.geteuid():
+        os.fchmod(fd, LOCK_FILE_MODE)  # made by an older fashion_exp (0644) or another tool
 
 
 def _write_holder(fd: int) -> Holder:

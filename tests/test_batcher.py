@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fashion_exp.serving.app import ServeSettings, create_app
-from fashion_exp.serving.batcher import MicroBatcher, padded_size
+from fashion_exp.serving.batcher import BatcherStopped, MicroBatcher, padded_size
 from tests.synthetic import COLORS
 from tests.test_serve import ColourPredictor, jpeg_bytes
 
@@ -98,7 +98,7 @@ def test_sixteen_clients_at_once_get_their_own_answers_in_shared_batches():
             return super().predict(images, batch_size)
 
     predictor = Counting()
-    settings = ServeSettings(50_000, 200_000, 3, "keras", max_batch=16, max_wait_ms=10)
+    settings = ServeSettings(50_000, 200_000, 3, "keras", max_batch=16, max_wait_ms=10, request_timeout_s=30)
     colours = ["hat", "pants", "shoes"] * 6
     with TestClient(create_app(predictor, settings)) as client, ThreadPoolExecutor(16) as pool:
         answers = list(
@@ -111,3 +111,51 @@ def test_sixteen_clients_at_once_get_their_own_answers_in_shared_batches():
         )
     assert [a.json()["category"] for a in answers] == colours
     assert len(predictor.shapes) < len(colours)  # some photos shared a forward pass
+
+
+def test_images_that_cannot_be_stacked_fail_their_batch_and_the_next_batch_runs():
+    batcher = MicroBatcher(SlowRecorder(0.0), max_batch=2, max_wait_ms=300)
+    try:
+        odd = [batcher.submit(np.zeros((4, 4, 3), np.uint8)), batcher.submit(np.zeros((5, 5, 3), np.uint8))]
+        for future in odd:
+            with pytest.raises(ValueError, match="same shape"):
+                future.result(timeout=5)
+        assert float(batcher.submit(images(3)[2]).result(timeout=5)[0]) == 2.0
+    finally:
+        batcher.close()
+
+
+def test_a_cancelled_request_is_skipped_and_the_thread_keeps_serving():
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(batch):
+        entered.set()
+        release.wait(5)
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
+
+    batcher = MicroBatcher(gated, max_batch=4, max_wait_ms=0)
+    try:
+        first = batcher.submit(images(1)[0])
+        assert entered.wait(5)  # the thread is busy with `first`: the next request waits in the queue
+        gone = batcher.submit(images(2)[1])
+        assert gone.cancel()  # its caller gave up (a timeout, a closed connection)
+        release.set()
+        assert float(first.result(timeout=5)[0]) == 0.0
+        assert float(batcher.submit(images(3)[2]).result(timeout=5)[0]) == 2.0
+        assert batcher.alive
+    finally:
+        batcher.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread is meant to die
+def test_a_dead_thread_fails_waiting_and_new_requests_instead_of_hanging():
+    def fatal(batch):
+        raise SystemExit("the model called exit")  # not an Exception: it ends the thread
+
+    batcher = MicroBatcher(fatal, max_batch=4, max_wait_ms=0)
+    with pytest.raises(BatcherStopped, match="inference thread has stopped"):
+        batcher.submit(images(1)[0]).result(timeout=5)
+    batcher.close()
+    assert not batcher.alive
+    with pytest.raises(BatcherStopped, match="inference thread has stopped"):
+        batcher.submit(images(1)[0]).result(timeout=5)

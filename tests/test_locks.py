@@ -1,14 +1,19 @@
-"""OS file locks against a real holder process: refusal names the holder, kill -9 frees the lock."""
+"""OS file locks against a real holder process: refusal names the holder, kill -9 frees the lock;
+lock files cannot be turned against their user (symlinks, other users' folders) and hold no password."""
 
+import os
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import pytest
 
 from fashion_exp import locks
+from fashion_exp.errors import UserError
 from tests.processes import kill_hard
 
 HOLDER = """
@@ -22,9 +27,9 @@ with locks.exclusive(path, "the thing"):
 """
 
 
-def hold(path, seconds: float = 120) -> subprocess.Popen:
+def hold(path, seconds: float = 120, words: tuple[str, ...] = ("tune", "seed=7")) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), str(seconds), "tune", "seed=7"],
+        [sys.executable, "-c", HOLDER, str(path), str(seconds), *words],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -119,3 +124,137 @@ def test_a_short_wait_says_nothing(tmp_path):
         pass
     holder.wait(timeout=30)
     assert seen == []
+
+
+# ---- lock files are not a way into someone's files, nor a password's hiding place -------------------
+
+SERVER_STORE = "postgresql://mlflow:s3cret@db.example:5432/mlflow"  # its store locks go to the temp folder
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def temp_folder(tmp_path, monkeypatch):
+    """A temp folder like /tmp (sticky, everyone may write) inside tmp_path, as tempfile's default."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_symlink_planted_at_a_store_lock_is_refused_and_its_target_untouched(temp_folder, tmp_path):
+    from fashion_exp.tracking import store
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's precious file\n")
+    path = store.lock_path(SERVER_STORE, "aliases")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(victim)
+    with pytest.raises(UserError) as refused:
+        with store.alias_lock(SERVER_STORE, "m"):
+            pytest.fail("took a lock through a planted symlink")
+    message = str(refused.value)
+    assert str(path) in message and "symbolic link" in message and "\n" not in message
+    assert victim.read_text() == "someone's precious file\n" and mode(victim) == 0o644
+
+
+def test_a_symlink_at_a_lock_in_a_shared_folder_is_not_followed(tmp_path):
+    """work_dir may sit on a shared file system: a lock there meets the same planted link."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    path = tmp_path / "work" / "tuner" / "search.lock"
+    path.parent.mkdir(parents=True)
+    path.symlink_to(victim)
+    with pytest.raises(UserError, match=r"^the lock file .*search\.lock for search abc is a symbolic link"):
+        with locks.exclusive(path, "search abc"):
+            pytest.fail("followed the link")
+    assert victim.read_text() == "precious"
+
+
+def test_a_hard_link_at_a_lock_path_is_refused(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    path = tmp_path / "search.lock"
+    os.link(victim, path)
+    with pytest.raises(UserError, match=r"^the lock file .*search\.lock for search abc has other names"):
+        with locks.exclusive(path, "search abc"):
+            pytest.fail("wrote into a file with another name")
+    assert victim.read_text() == "precious"
+
+
+def test_store_locks_live_in_a_folder_only_this_user_can_enter(temp_folder):
+    from fashion_exp.tracking import store
+
+    with store.alias_lock(SERVER_STORE, "m"):
+        path = store.lock_path(SERVER_STORE, "aliases")
+        assert path.parent == temp_folder / f"fashion_exp-locks-{os.geteuid()}"
+        assert mode(path.parent) == 0o700 and os.lstat(path.parent).st_uid == os.geteuid()
+        assert mode(path) == 0o600 and locks.read_holder(path).pid == os.getpid()
+
+
+def test_a_lock_file_is_private_even_when_it_was_made_public_before(tmp_path):
+    path = tmp_path / "search.lock"
+    path.write_text("")
+    path.chmod(0o666)  # as an older fashion_exp (0644) or another tool left it
+    with locks.exclusive(path, "search abc"):
+        assert mode(path) == 0o600
+
+
+def test_a_lock_folder_others_can_write_is_refused(temp_folder):
+    from fashion_exp.tracking import store
+
+    folder = temp_folder / f"fashion_exp-locks-{os.geteuid()}"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(UserError) as refused:
+        with store.alias_lock(SERVER_STORE, "m"):
+            pytest.fail("locked in a folder anyone can write")
+    message = str(refused.value)
+    assert str(folder) in message and "chmod 700" in message and "\n" not in message
+    assert list(folder.iterdir()) == []
+
+
+def test_a_symlink_in_place_of_the_lock_folder_is_refused(temp_folder, tmp_path):
+    from fashion_exp.tracking import store
+
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir(mode=0o700)
+    folder = temp_folder / f"fashion_exp-locks-{os.geteuid()}"
+    folder.symlink_to(elsewhere)
+    with pytest.raises(UserError, match=r"lock folder .* is a symbolic link"):
+        with store.alias_lock(SERVER_STORE, "m"):
+            pytest.fail("locked in a linked folder")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_lock_folder_of_another_user_is_refused(temp_folder):
+    from fashion_exp.tracking import store
+
+    folder = temp_folder / f"fashion_exp-locks-{os.geteuid()}"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 4242, 4242)  # made first by someone else, to catch our locks
+    with pytest.raises(UserError) as refused:
+        with store.alias_lock(SERVER_STORE, "m"):
+            pytest.fail("locked in another user's folder")
+    message = str(refused.value)
+    assert str(folder) in message and "uid 4242" in message and "\n" not in message
+    assert list(folder.iterdir()) == []
+
+
+def test_the_holder_line_hides_the_password_of_a_store_uri(tmp_path):
+    path = tmp_path / "search.lock"
+    holder = hold(path, words=("promote", f"tracking.uri={SERVER_STORE}", "final.registered_model=m"))
+    try:
+        written = path.read_text()
+        assert "s3cret" not in written and "mlflow:***@db.example:5432/mlflow" in written
+        assert mode(path) == 0o600
+        with pytest.raises(locks.Busy) as refused:
+            with locks.exclusive(path, "the aliases of 'm'"):
+                pytest.fail("two processes held one lock")
+        assert "s3cret" not in str(refused.value) and "tracking.uri=postgresql://mlflow:***@" in str(refused.value)
+    finally:
+        kill_hard(holder)

@@ -41,12 +41,15 @@ def jpeg_bytes(color, size=(40, 40)) -> bytes:
     return buffer.getvalue()
 
 
+def serve_settings(**changes) -> ServeSettings:
+    """Settings for the stand-in model: one photo at a time, small limits; `changes` replace some."""
+    given = dict(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1)
+    return ServeSettings(**{**given, "max_wait_ms": 0.0, "request_timeout_s": 30.0, **changes})
+
+
 @pytest.fixture
 def client():
-    settings = ServeSettings(
-        max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1, max_wait_ms=0.0
-    )
-    return TestClient(create_app(ColourPredictor(), settings))
+    return TestClient(create_app(ColourPredictor(), serve_settings()))
 
 
 def test_multipart_and_raw_uploads(client):
@@ -90,6 +93,67 @@ def test_health_version_and_page(client):
     assert version["version"] == "7" and version["class_names"] == ["hat", "pants", "shoes"]
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text and "/predict" in page.text
+
+
+def post_in_thread(client: TestClient, photo: bytes, seconds: float = 10):
+    """The answer to posting `photo`, or None when none came within `seconds` (the request hung)."""
+    answers = []
+    headers = {"content-type": "image/jpeg"}
+    thread = threading.Thread(
+        target=lambda: answers.append(client.post("/predict", content=photo, headers=headers)), daemon=True
+    )
+    thread.start()
+    thread.join(seconds)
+    return answers[0] if answers else None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread is meant to die
+def test_a_dead_inference_thread_fails_health_and_requests_get_503_instead_of_hanging():
+    class Exiting(ColourPredictor):
+        exiting = False
+
+        def predict(self, images, batch_size):
+            if self.exiting:
+                raise SystemExit("the model called exit")  # not an Exception: it ends the inference thread
+            return super().predict(images, batch_size)
+
+    predictor = Exiting()
+    client = TestClient(create_app(predictor, serve_settings()))  # no lifespan: a hung request blocks no exit
+    assert client.get("/health").json() == {"status": "ok"}
+    predictor.exiting = True
+    killed = post_in_thread(client, jpeg_bytes(COLORS["hat"]))
+    assert killed is not None, "the request hung on a dead inference thread"
+    assert killed.status_code == 503 and "inference thread has stopped" in killed.json()["error"]
+    health = client.get("/health")
+    assert health.status_code == 503, health.text
+    assert "inference thread has stopped" in health.json()["error"] and "\n" not in health.json()["error"]
+    later = post_in_thread(client, jpeg_bytes(COLORS["hat"]))
+    assert later is not None and later.status_code == 503
+
+
+def test_a_stuck_model_answers_503_after_request_timeout_s_and_serving_resumes():
+    release = threading.Event()
+
+    class Stuck(ColourPredictor):
+        stuck = False
+
+        def predict(self, images, batch_size):
+            if self.stuck:
+                release.wait(10)
+            return super().predict(images, batch_size)
+
+    predictor = Stuck()
+    with TestClient(create_app(predictor, serve_settings(request_timeout_s=0.3))) as client:
+        predictor.stuck = True
+        started = time.monotonic()
+        slow = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
+        assert slow.status_code == 503 and time.monotonic() - started < 5, slow.text
+        assert "no answer from the model within 0.3 s" in slow.json()["error"]
+        predictor.stuck = False
+        release.set()
+        again = client.post("/predict", content=jpeg_bytes(COLORS["pants"]), headers={"content-type": "image/jpeg"})
+        assert again.status_code == 200 and again.json()["category"] == "pants"
+        assert client.get("/health").status_code == 200
 
 
 @pytest.fixture

@@ -6,6 +6,11 @@ empty oracle.json and a search that could not resume. Every keras-tuner state fi
 `keras_tuner.src.utils.save_json`, which keras_tuner_fixes.install() replaces with
 save_json_atomically: a write to a temporary file beside the target and an atomic rename over it,
 so a reader sees the old file or the new one, never a part.
+
+The temporary file is named for its writer, `.<file>.<pid>-<thread>@<host>.partial`, so that a
+process resuming the search can delete those a killed writer left. Whether a pid is alive can only
+be told on its own machine, and work_dir may be shared with other machines (docs/distributed.md,
+"Shared file systems"): only this host's files are judged.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -21,7 +27,14 @@ from keras_tuner.src import utils as kt_utils
 from fashion_exp.errors import UserError, first_line
 
 STOCK_SAVE_JSON = kt_utils.save_json
-_PARTIAL = re.compile(r"^\..+\.(\d+)-\d+\.partial$")  # .<file>.<pid>-<thread>.partial
+HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"  # this machine, as names carry it
+# .<file>.<pid>-<thread>@<host>.partial; versions before the host was added wrote no @<host>
+_PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)-\d+(?:@(?P<host>[A-Za-z0-9._-]+))?\.partial$")
+
+
+def partial_path(target: Path, host: str, pid: int, thread: int) -> Path:
+    """The temporary file beside `target` that writer `pid`/`thread` on `host` saves into."""
+    return target.with_name(f".{target.name}.{pid}-{thread}@{host}.partial")
 
 
 def save_json_atomically(path, obj) -> str:
@@ -31,7 +44,7 @@ def save_json_atomically(path, obj) -> str:
     text = json.dumps(obj)
     target = Path(path)
     # one per writer: the chief's oracle server thread saves too
-    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    partial = partial_path(target, HOST, os.getpid(), threading.get_ident())
     try:
         with open(partial, "w") as f:
             f.write(text)
@@ -57,12 +70,17 @@ def check_readable(project_dir: Path) -> None:
 
 
 def remove_stale_partials(project_dir: Path) -> list[Path]:
-    """Delete the temporary files under `project_dir` whose writer died mid-save (a kill -9 between
-    the write and the rename); a live writer's file is left alone. Returns what was deleted."""
+    """Delete the temporary files under `project_dir` that a writer on this host left when it died
+    mid-save (a kill -9 between the write and the rename). Returns what was deleted.
+
+    A live writer's file is left alone, and so is every other host's: its pid means nothing here,
+    and a worker sharing work_dir over NFS may be writing it now. Names without a host (older
+    versions) count as this host's, as those versions swept them.
+    """
     removed = []
     for path in sorted(Path(project_dir).rglob(".*.partial")):
         match = _PARTIAL.match(path.name)
-        if match and not _alive(int(match.group(1))):
+        if match and (match["host"] or HOST) == HOST and not _alive(int(match["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

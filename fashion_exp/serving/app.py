@@ -22,7 +22,7 @@ from starlette.formparsers import MultiPartParser
 
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ImageError
-from fashion_exp.serving.batcher import MicroBatcher
+from fashion_exp.serving.batcher import BatcherStopped, MicroBatcher
 from fashion_exp.serving.page import INDEX_HTML
 from fashion_exp.serving.predict import top_as_json, top_k
 
@@ -50,6 +50,7 @@ class ServeSettings:
     backend: str
     max_batch: int  # serve.max_batch: photos classified in one forward pass
     max_wait_ms: float  # serve.max_wait_ms: how long the first photo of a batch waits for others
+    request_timeout_s: float  # serve.request_timeout_s: a photo unanswered by then gets 503
 
     @classmethod
     def from_config(cls, config, backend: str | None = None) -> ServeSettings:
@@ -61,6 +62,7 @@ class ServeSettings:
             backend=backend or config.serve.backend,
             max_batch=config.serve.max_batch,
             max_wait_ms=config.serve.max_wait_ms,
+            request_timeout_s=config.serve.request_timeout_s,
         )
 
 
@@ -116,13 +118,15 @@ Classify = Callable[[bytes], Awaitable[dict]]  # photo bytes -> {"category", "to
 
 
 def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> Classify:
-    """Decode a photo in a worker thread, classify it in the batcher's next batch, answer its top k."""
+    """Decode a photo in a worker thread, classify it in the batcher's next batch, answer its top k.
+    Raises TimeoutError after settings.request_timeout_s, BatcherStopped if the batcher's thread ended."""
     decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels)
     k = min(settings.top_k, len(predictor.class_names))
 
     async def classify(data: bytes) -> dict:
         image = await run_in_threadpool(decoder.decode, data, "upload")
-        probabilities = await asyncio.wrap_future(batcher.submit(image))
+        # on timeout wait_for cancels the future, and the batcher skips it
+        probabilities = await asyncio.wait_for(asyncio.wrap_future(batcher.submit(image)), settings.request_timeout_s)
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
         return {"category": top[0][0], "top": top_as_json(top)}
 
@@ -154,16 +158,24 @@ def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, cl
             answer = await classify(body)
         except ImageError as err:
             return _error(STATUS_FOR_KIND.get(err.kind, 400), str(err))
+        except BatcherStopped as err:
+            return _error(503, str(err))
+        except TimeoutError:
+            wait = settings.request_timeout_s
+            return _error(503, f"no answer from the model within {wait:g} s (serve.request_timeout_s); try again later")
         answer["model"] = {"name": predictor.name, "version": predictor.version, "backend": settings.backend}
         answer["time_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return answer
 
 
-def _add_pages(app: FastAPI, predictor: Predictor, settings: ServeSettings) -> None:
-    """GET /health, GET /version (the model being served) and GET / (the upload page)."""
+def _add_pages(app: FastAPI, predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> None:
+    """GET /health (503 once the inference thread has ended), GET /version (the model being served) and
+    GET / (the upload page)."""
 
     @app.get("/health")
     def health():
+        if not batcher.alive:
+            return _error(503, batcher.why_stopped)
         return {"status": "ok"}
 
     @app.get("/version")
@@ -191,5 +203,5 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     title, version = "Fashion Classification Service", str(predictor.version or "local")
     app = FastAPI(title=title, version=version, lifespan=_lifespan(batcher, predictor.image_size))
     _add_predict(app, predictor, settings, _classifier(predictor, settings, batcher))
-    _add_pages(app, predictor, settings)
+    _add_pages(app, predictor, settings, batcher)
     return app

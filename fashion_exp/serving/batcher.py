@@ -4,6 +4,11 @@ One inference thread takes the oldest waiting image, waits at most `max_wait_ms`
 `max_batch` in all), runs the model once on the batch, and hands each caller its row. A lone
 request waits only `max_wait_ms` more than it would alone; under load, the per-image cost falls
 to a batch's. max_batch=1 serialises requests one at a time (the service before batching).
+
+A failing batch (a forward pass that raises, images that cannot be stacked) fails only its callers;
+a caller that gave up (a cancelled future) is skipped. Should the thread end all the same (a
+BaseException such as SystemExit from the model), every waiting and later caller gets BatcherStopped
+at once, and `alive` turns false for /health.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ def padded_size(n: int, most: int) -> int:
     return min(size, most) if n <= most else n
 
 
+class BatcherStopped(RuntimeError):
+    """The inference thread has ended: no request will be classified until the service restarts."""
+
+
 class MicroBatcher:
     """Runs `predict` (uint8 images (n, s, s, 3) -> probabilities (n, classes)) on batches of
     concurrently submitted images, in one background thread."""
@@ -38,13 +47,30 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self._queue: queue.Queue = queue.Queue()
         self.batches: list[int] = []  # sizes of the last batches run (for /health and tests)
+        self._stopped = False  # set, under _lock, by the thread as it ends; submit checks it
+        self._end = "closed at shutdown"  # why the thread ended, for the one-line error
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the inference thread still takes requests."""
+        return self._thread.is_alive() and not self._stopped
+
+    @property
+    def why_stopped(self) -> str:
+        """One line for callers and /health once the thread has ended."""
+        return f"the inference thread has stopped ({self._end}); restart the service"
+
     def submit(self, image: np.ndarray) -> Future:
-        """A future for `image`'s probabilities."""
+        """A future for `image`'s probabilities; it fails with BatcherStopped if the thread has ended."""
         future: Future = Future()
-        self._queue.put((image, future))
+        with self._lock:  # against the thread ending between the check and the put
+            if self._stopped:
+                future.set_exception(BatcherStopped(self.why_stopped))
+            else:
+                self._queue.put((image, future))
         return future
 
     def warm_up(self, image_shape: tuple[int, ...]) -> None:
@@ -80,15 +106,45 @@ class MicroBatcher:
         return items
 
     def _loop(self) -> None:
-        while (items := self._collect()) is not None:
-            images = np.stack([image for image, _ in items])
-            try:
-                shape = padded_size(len(images), self.max_batch)
-                probabilities = np.asarray(self._predict(pad_batch(images, shape)))[: len(images)]
-            except Exception as err:  # noqa: BLE001 - every caller hears of the failure
-                for _, future in items:
-                    future.set_exception(err)
-                continue
-            self.batches = [*self.batches[-99:], len(items)]
-            for row, (_, future) in zip(probabilities, items, strict=True):
+        batch: list | None = None
+        try:
+            while (batch := self._collect()) is not None:
+                self._run(batch)
+        except BaseException as err:  # SystemExit and the like end the thread: say which, then let it end
+            self._end = f"it raised {type(err).__name__}"
+            raise
+        finally:  # fail whoever waits rather than leave them hanging
+            with self._lock:
+                self._stopped = True
+            for _, future in [*(batch or []), *self._drain()]:
+                if not future.done():
+                    future.set_exception(BatcherStopped(self.why_stopped))
+
+    def _run(self, items: list) -> None:
+        """Classify one batch and answer its callers; every Exception fails the batch's callers only."""
+        try:
+            # a caller that gave up is skipped; the rest are marked running, so they can no longer be cancelled
+            live = [(image, future) for image, future in items if future.set_running_or_notify_cancel()]
+            if not live:
+                return
+            images = np.stack([image for image, _ in live])
+            shape = padded_size(len(images), self.max_batch)
+            probabilities = np.asarray(self._predict(pad_batch(images, shape)))[: len(images)]
+            self.batches = [*self.batches[-99:], len(live)]
+            for row, (_, future) in zip(probabilities, live, strict=True):
                 future.set_result(row)
+        except Exception as err:  # noqa: BLE001 - every caller hears of the failure
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(err)
+
+    def _drain(self) -> list:
+        """The requests still queued (the close marker dropped)."""
+        items = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not None:
+                items.append(item)

@@ -1,5 +1,8 @@
 """One MLflow run written through explicit ids (no global active run): params, per-step metrics,
-datasets, files, figures and Keras models, and how the run ends."""
+datasets, files, figures and Keras models, and how the run ends.
+
+Every param, tag, text and JSON artifact passes through `redact` on its way in: a tracking.uri or
+a config value with a password in it is recorded as user:***@host (the config logged whole, say)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.errors import ConfigError
+from fashion_exp.redact import redact, redact_values
 from fashion_exp.tracking import plots
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
@@ -30,6 +34,17 @@ def status_for(error: BaseException) -> str:
 
 def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def recorded(value: Any, limit: int = 500) -> str:
+    """A param or tag value as a run records it: a string without passwords, at most `limit` long
+    (redacted before it is cut, so a cut cannot leave half a password behind)."""
+    return _short(redact(str(value)), limit)
+
+
+def recorded_tags(tags: dict[str, Any]) -> dict[str, str]:
+    """Tags as a run records them (recorded, up to MLflow's 5000 characters)."""
+    return {key: recorded(value, 5000) for key, value in tags.items()}
 
 
 def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:
@@ -62,7 +77,7 @@ class RunLogger:
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> RunLogger:
         client, experiment_id = connect(uri, experiment)
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        run = client.create_run(experiment_id, run_name=run_name, tags=recorded_tags(tags))
         return cls(client, run.info.run_id)
 
     @classmethod
@@ -71,12 +86,12 @@ class RunLogger:
         try:
             client.get_run(run_id)
         except MlflowException:
-            raise ConfigError(f"run {run_id} not found in {uri}") from None
+            raise ConfigError(f"run {run_id} not found in {redact(uri)}") from None
         return cls(client, run_id)
 
     def params(self, values: dict[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
-        new = [Param(k, _short(str(v))) for k, v in values.items() if k not in existing]
+        new = [Param(k, recorded(v)) for k, v in values.items() if k not in existing]
         for start in range(0, len(new), 100):
             self.client.log_batch(self.run_id, params=new[start : start + 100])
 
@@ -104,13 +119,14 @@ class RunLogger:
             log_datasets(self.client, self.run_id, splits)
 
     def tags(self, values: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, _short(str(v), 5000)) for k, v in values.items()])
+        tags = [RunTag(k, v) for k, v in recorded_tags(values).items()]
+        self.client.log_batch(self.run_id, tags=tags)
 
     def text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self.client.log_text(self.run_id, redact(text), name)
 
     def json(self, value: Any, name: str) -> None:
-        self.client.log_dict(self.run_id, value, name)
+        self.client.log_dict(self.run_id, redact_values(value), name)
 
     def figure(self, fig, name: str) -> None:
         self.client.log_figure(self.run_id, fig, name)

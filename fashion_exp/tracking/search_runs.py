@@ -1,5 +1,6 @@
 """A search in MLflow (SearchTracker): one parent run per search, one nested child run per trial,
-with their curves, checkpoints and the comparison plot."""
+with their curves, checkpoints and the comparison plot. Params, tags and texts go through RunLogger
+(or recorded_tags), which hides the passwords in them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from fashion_exp.errors import ConfigError, last_line
+from fashion_exp.redact import redact
 from fashion_exp.tracking import plots
 from fashion_exp.tracking.experiments import connect
-from fashion_exp.tracking.run_logger import RunLogger, status_for
+from fashion_exp.tracking.run_logger import RunLogger, recorded_tags, status_for
 from fashion_exp.tracking.system_metrics import rss_mb, system_metrics
 from fashion_exp.tracking.tags import KIND, PARENT, SEARCH_ID, TRIAL_ID
 
@@ -68,7 +70,7 @@ class SearchTracker:
         )
         if not found:
             raise ConfigError(
-                f"no search {search_id} is running in {self.uri}: the chief at {chief} runs another search, or "
+                f"no search {search_id} is running in {redact(self.uri)}: the chief at {chief} runs another search, or "
                 "logs elsewhere; start tune-worker with the chief's overrides and its tracking.uri"
             )
         self.parent_id = found[0].info.run_id
@@ -172,7 +174,7 @@ class SearchTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_id}",
-            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", **(tags or {})},
+            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", **recorded_tags(tags or {})},
         )
         self.children[trial_id] = run.info.run_id
         self._started[trial_id] = time.time()

@@ -6,9 +6,14 @@ loopback port for the length of the search and hands its http:// URI to the work
 uvicorn worker: one writer). Other stores (http://, postgresql://, mysql://) take concurrent
 writers and are used as they are.
 
-The server runs under a guard process (`python -m fashion_exp.tracking.server`): the guard dies
-with the `tune` that started it (kill -9 included) and takes the server's process group with it,
-so a killed search never leaves a server behind.
+The server runs two levels below the `tune` that started it, so that no kill -9 leaves it behind:
+
+    tune -> guard (`python -m fashion_exp.tracking.server`) -> group leader (`... --lead`) -> mlflow server
+                                                                and its own children, one process group
+
+The kernel signals the guard when tune dies and the leader when the guard dies (PR_SET_PDEATHSIG,
+kill -9 included); the leader then ends its whole group. When the leader itself dies (kill -9),
+the guard sees it end and ends the group it led.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fashion_exp.children import die_if_parent_gone, free_port, last_log_line, parented, stop
+from fashion_exp.children import die_if_parent_gone, die_with_parent, free_port, last_log_line, parented, stop
 from fashion_exp.errors import UserError
 
 START_TIMEOUT = 180.0
@@ -81,26 +86,71 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
 
 
 def guard(command: list[str]) -> int:
-    """Run `command` in its own process group; end the group when this process is told to stop
-    or when its parent dies."""
+    """Run `command` under a group leader in a process group of its own; end the group when this
+    process is told to stop, when its parent dies, or when the leader dies."""
     die_if_parent_gone(signal.SIGTERM)
-    server = subprocess.Popen([sys.executable, "-m", *command], start_new_session=True)
+    # (no gRPC threads here: a preexec_fn is safe, and the leader must die with this process)
+    leader = subprocess.Popen(
+        [sys.executable, "-m", "fashion_exp.tracking.server", LEAD, *command],
+        start_new_session=True,
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+    )
 
     def end(signum, frame):
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        end_group(leader.pid)
         sys.exit(0)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, end)
+    code = leader.wait()
+    end_group(leader.pid)  # the leader died (kill -9 included): what it led goes too
+    return code
+
+
+def lead(command: list[str]) -> int:
+    """The leader of the server's process group: run `command` in it, end the whole group when
+    told to stop (the kernel tells it when the guard dies)."""
+    server = subprocess.Popen([sys.executable, "-m", *command])
+
+    def end(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (killpg reaches this process too)
+        end_group(os.getpgid(0), server)
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, end)
     signal.signal(signal.SIGINT, end)
     return server.wait()
 
 
+def end_group(pgid: int, server: subprocess.Popen | None = None, grace: float = 10.0) -> None:
+    """SIGTERM to every process of the group, then SIGKILL to what is left after `grace` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        if server is not None:
+            server.wait(timeout=grace)
+        else:
+            deadline = time.monotonic() + grace
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+LEAD = "--lead"
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == [LEAD]:
+        sys.exit(lead(sys.argv[2:]))
     sys.exit(guard(sys.argv[1:]))

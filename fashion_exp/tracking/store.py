@@ -5,11 +5,17 @@ lock between processes (its tracking and registry stores call `_initialize_table
 two commands started together in a fresh folder race and one dies ("duplicate column name: step").
 `open_client` does that first touch under an OS file lock. `alias_lock` serializes the
 read-decide-write of registry aliases (promote, rollback).
+
+The locks of a store that is not a local file live in this user's own folder of the temp folder
+(lock_folder): a shared one would let another user plant a link at a lock's predictable name.
+Messages name a store by its URI without the password (redact).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +26,8 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from fashion_exp import locks
-from fashion_exp.errors import ConfigError, first_line
+from fashion_exp.errors import ConfigError, UserError, first_line
+from fashion_exp.redact import redact
 
 INIT_WAIT_SECONDS = 300  # creating a store takes seconds; a stuck holder is reported after this
 ALIAS_WAIT_SECONDS = 120
@@ -37,14 +44,49 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(path) if path.startswith("/") else (Path.cwd() / path).resolve()
 
 
+def lock_folder() -> Path:
+    """This user's lock folder in the temp folder (fashion_exp-locks-<uid>, mode 0700), made if new.
+
+    Always the temp folder, not XDG_RUNTIME_DIR: a command started outside a login session (cron,
+    ssh) has none, and it must find the same locks as the user's other commands. UserError if the
+    folder is a symbolic link, is another user's, or others may write in it."""
+    folder = Path(tempfile.gettempdir()) / f"fashion_exp-locks-{os.geteuid()}"
+    try:
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # checked below, whatever it is (a link, someone else's)
+        info = os.lstat(folder)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the lock folder {folder} ({err.strerror}): set TMPDIR to a folder of yours"
+        ) from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UserError(
+            f"the lock folder {folder} is a symbolic link or not a folder: remove it (someone may have planted it)"
+        )
+    if info.st_uid != os.geteuid():
+        raise UserError(
+            f"the lock folder {folder} belongs to uid {info.st_uid}, not to you: it is someone else's; "
+            "have it removed, or set TMPDIR to a folder of yours"
+        )
+    if info.st_mode & 0o022:
+        raise UserError(
+            f"the lock folder {folder} may be written by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+            f"fix its mode with `chmod 700 {folder}`"
+        )
+    return folder
+
+
 def lock_path(uri: str, purpose: str) -> Path:
     """Where the `purpose` lock of a store lives: beside a sqlite file (so every process using the
-    file finds it, whatever its work_dir), else in the temp folder keyed by the URI (this machine)."""
+    file finds it, whatever its work_dir), else in this user's lock folder keyed by the URI (this
+    user's processes on this machine)."""
     database = sqlite_file(uri)
     if database is not None:
         return database.with_name(f"{database.name}.{purpose}.lock")
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "fashion_exp-locks" / f"store-{key}.{purpose}.lock"
+    return lock_folder() / f"store-{key}.{purpose}.lock"
 
 
 def _waiting(what: str):
@@ -56,7 +98,7 @@ def _waiting(what: str):
 
 def unusable(uri: str, error: BaseException) -> ConfigError:
     """The one-line error for a store MLflow cannot use (missing, unreadable, unreachable)."""
-    return ConfigError(f"tracking.uri: cannot use MLflow store {uri} ({first_line(error)})")
+    return ConfigError(f"tracking.uri: cannot use MLflow store {redact(uri)} ({redact(first_line(error))})")
 
 
 def local_store(uri: str) -> Path | None:
@@ -82,14 +124,15 @@ def open_client(uri: str, create: bool = True) -> MlflowClient:
     where = local_store(uri)
     if not create and where is not None and not where.exists():
         raise ConfigError(
-            f"no MLflow store at {where} (tracking.uri={uri}): run `{MAKE_A_MODEL}` first, or pass tracking.uri=..."
+            f"no MLflow store at {where} (tracking.uri={redact(uri)}): run `{MAKE_A_MODEL}` first, "
+            "or pass tracking.uri=..."
         )
     if uri in _ready or uri.startswith(("http://", "https://", "databricks")):  # a server owns its schema
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     database = sqlite_file(uri)
     if database is not None and not database.parent.is_dir():
         raise ConfigError(f"tracking.uri: the folder of {uri} does not exist ({database.parent})")
-    what = f"the MLflow store {uri} (opening it, creating its tables if it is new)"
+    what = f"the MLflow store {redact(uri)} (opening it, creating its tables if it is new)"
     waiting = _waiting(what)
     with locks.exclusive(lock_path(uri, "init"), what, wait=INIT_WAIT_SECONDS, on_wait=waiting, quiet_for=2):
         try:  # the client's constructor opens the tracking store (creating its tables) ...
@@ -105,7 +148,8 @@ def open_client(uri: str, create: bool = True) -> MlflowClient:
 def alias_lock(uri: str, name: str) -> Iterator[None]:
     """Hold while reading and moving the aliases of registered model `name` (one mover at a time).
 
-    A local lock: it covers every process on this machine (and every user of a shared sqlite file).
+    A local lock: it covers this user's processes on this machine (and every user of a shared
+    sqlite file, whose lock sits beside it).
     Call open_client(uri) first: it checks the store's folder, where this lock file goes.
     """
     what = f"the aliases of '{name}'"
@@ -116,5 +160,5 @@ def alias_lock(uri: str, name: str) -> Iterator[None]:
 def store_error(error: BaseException) -> str | None:
     """One line for an error that came from the tracking store (MLflow or its database), else None."""
     if isinstance(error, MlflowException | SQLAlchemyError):
-        return f"MLflow: {first_line(error)}"
+        return f"MLflow: {redact(first_line(error))}"
     return None

@@ -1,0 +1,71 @@
+"""The workers' MLflow server (tracking/server.py) ends with whatever ends its guard: kill -9 included."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # a real MLflow server, real processes and real signals
+
+STARTER = """
+import sys, time
+from fashion_exp.tracking.server import shared_store
+with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2]), echo=lambda *_: None) as url:
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids whose command line holds `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def guard_of(port: str) -> int:
+    return next(
+        pid
+        for pid in processes_naming("fashion_exp.tracking.server mlflow server")
+        if port in (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+    )
+
+
+@pytest.mark.parametrize("victim", ["guard", "leader"])
+def test_kill_9_of_the_guard_or_the_group_leader_leaves_no_server(tmp_path, victim):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, uri, str(tmp_path / "server.log")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = starter.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (tmp_path / "server.log").read_text()[-2000:]
+        port = url.rsplit(":", 1)[1]
+        serving = processes_naming(f"--port {port}")
+        assert len(serving) >= 2  # the guard and the server (and the server's own children)
+        pid = guard_of(port) if victim == "guard" else os.getpgid(max(serving))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while processes_naming(f"--port {port}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert processes_naming(f"--port {port}") == []
+    finally:
+        starter.kill()
+        starter.wait()
