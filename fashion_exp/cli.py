@@ -17,6 +17,7 @@ from typing import Any
 
 from fashion_exp.config import CONFIG_DIR
 from fashion_exp.errors import UserError
+from fashion_exp.redact import redact
 
 EXAMPLES = """\
 overrides (key=value words, Hydra syntax):
@@ -143,7 +144,7 @@ def cmd_tune(config, args, overrides: list[str]) -> int:
     print(f"\nBest trial {result.best_trial_id}: {result.objective} {result.best_score:.4f}")
     for key, value in result.best_hyperparameters.items():
         print(f"  {key} = {value}")
-    print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {result.tracking_uri}")
+    print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {redact(result.tracking_uri)}")
     if result.experiment_id:
         from fashion_exp.tracking.experiments import ui_link
 

@@ -9,6 +9,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fashion_exp.errors import ConfigError
+from fashion_exp.redact import redact
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
 from fashion_exp.tracking.tags import KIND
@@ -21,15 +22,15 @@ def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tu
         try:
             run = client.get_run(run_id)
         except MlflowException:
-            raise ConfigError(f"from_run={run_id}: no such run in {uri}") from None
+            raise ConfigError(f"from_run={run_id}: no such run in {redact(uri)}") from None
         if run.data.tags.get(KIND) != "search":
             raise ConfigError(f"from_run={run_id}: run is not a tune search (its kind is {run.data.tags.get(KIND)})")
     else:
         run = _latest_finished(client, experiment_id, "search")
         if run is None:
             raise ConfigError(
-                f"no finished tune search in experiment '{experiment}' of {uri}: run `python -m fashion_exp tune` "
-                "first, or pass from_run=<run id>"
+                f"no finished tune search in experiment '{experiment}' of {redact(uri)}: "
+                "run `python -m fashion_exp tune` first, or pass from_run=<run id>"
             )
     best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
     if not best:

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
+from fashion_exp.redact import redact
 from fashion_exp.tracking.store import alias_lock, open_client
 from fashion_exp.tracking.tags import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 
@@ -306,7 +307,7 @@ def _versions(client: MlflowClient, uri: str, name: str) -> list:
     except MlflowException:
         versions = []
     if not versions:
-        raise UserError(f"no versions of registered model '{name}' in {uri}: run train-final first")
+        raise UserError(f"no versions of registered model '{name}' in {redact(uri)}: run train-final first")
     return versions
 
 
