@@ -138,3 +138,21 @@ def test_a_real_search_records_no_password_of_a_config_value(overrides):
     recorded = everything_recorded(client, result.parent_run_id)
     assert SECRET not in recorded and "url: https://reader:***@files.example" in recorded  # config.yaml too
     assert client.get_run(result.parent_run_id).data.params["data.url"] == url.replace(SECRET, "***")
+
+
+def test_the_mlflow_ui_hint_and_store_errors_print_no_password():
+    from fashion_exp.errors import UserError
+    from fashion_exp.tracking import registry
+    from fashion_exp.tracking.experiments import ui_link
+
+    uri = "postgresql://mlflow:s3cret@db.example:5432/mlflow"
+    assert "s3cret" not in ui_link(uri, "1") and "mlflow:***@db.example" in ui_link(uri, "1")
+    assert "s3cret" not in ui_link("http://me:s3cret@host:5000", "1")
+
+    class NoVersions:
+        def search_model_versions(self, query):
+            return []
+
+    with pytest.raises(UserError) as err:
+        registry._versions(NoVersions(), uri, "m")
+    assert "s3cret" not in str(err.value) and "mlflow:***@db.example" in str(err.value)
