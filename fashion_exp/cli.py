@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fashion_exp import signals
 from fashion_exp.config import CONFIG_DIR
 from fashion_exp.errors import UserError
 from fashion_exp.redact import redact
@@ -372,29 +371,6 @@ def _store_error(err: Exception) -> str | None:
     return store_error(err)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: what a run stopped by Ctrl-C is
-    marked (KILLED) and cleans up (workers told to stop, locks let go), one stopped by SIGTERM is too."""
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """While the block runs in the main thread, SIGTERM (how Slurm, systemd, Docker and Kubernetes stop
-    a job) raises Terminated; the previous handler is put back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if {"-v", "--verbose"} & set(words):  # anywhere on the line, before or after the command
@@ -412,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     overrides, args.paths = _split(parser, args.overrides + extra, paths_allowed=args.command == "predict")
     try:
-        with sigterm_as_interrupt():
+        with signals.as_interrupts():
             return run_command(COMMANDS[args.command], args, overrides)
-    except Terminated:
+    except signals.Terminated:
         print("\nstopped by SIGTERM: run the same command again to resume where it stopped", file=sys.stderr)
         return 128 + signal.SIGTERM
     except UserError as err:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fashion_exp import locks
 from fashion_exp.errors import ConfigError, UserError, first_line
 from fashion_exp.redact import redact
+from fashion_exp.signals import DeferringClient
 
 INIT_WAIT_SECONDS = 300  # creating a store takes seconds; a stuck holder is reported after this
 ALIAS_WAIT_SECONDS = 120
@@ -128,7 +129,7 @@ def open_client(uri: str, create: bool = True) -> MlflowClient:
             "or pass tracking.uri=..."
         )
     if uri in _ready or uri.startswith(("http://", "https://", "databricks")):  # a server owns its schema
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return DeferringClient(MlflowClient(tracking_uri=uri, registry_uri=uri))
     database = sqlite_file(uri)
     if database is not None and not database.parent.is_dir():
         raise ConfigError(f"tracking.uri: the folder of {uri} does not exist ({database.parent})")
@@ -141,7 +142,7 @@ def open_client(uri: str, create: bool = True) -> MlflowClient:
         except (MlflowException, SQLAlchemyError) as err:
             raise unusable(uri, err) from None
     _ready.add(uri)
-    return client
+    return DeferringClient(client)
 
 
 @contextmanager
