@@ -134,21 +134,35 @@ def _split(parser: argparse.ArgumentParser, words: list[str], paths_allowed: boo
 
 
 def cmd_tune(config, args, overrides: list[str]) -> int:
-    from fashion_exp.search.run import run_search
+    from fashion_exp.search.stages import run_tune
 
-    result = run_search(config, overrides=overrides)
+    tuned = run_tune(config, overrides=overrides)
+    staged = len(tuned.searches) > 1 or tuned.skipped
+    for number, result in enumerate(tuned.searches, 1):
+        _print_search(result, f"Stage {number}: best trial" if staged else "Best trial")
+    for line in tuned.skipped:
+        print(f"Skipped {line}")
+    if tuned.spent:
+        spent = ", ".join(f"{stage} {minutes:.1f} min" for stage, minutes in tuned.spent.items())
+        print(f"Time spent (every run of this command): {spent}, of tuner.max_minutes={config.tuner.max_minutes:g}")
+    result = tuned.last
     if result.best_trial_id is None:
-        print(f"No trial completed. Parent run {result.parent_run_id} holds the errors.")
         return 1
-    print(f"\nBest trial {result.best_trial_id}: {result.objective} {result.best_score:.4f}")
-    for key, value in result.best_hyperparameters.items():
-        print(f"  {key} = {value}")
-    print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {redact(result.tracking_uri)}")
     if result.experiment_id:
         from fashion_exp.tracking.experiments import ui_link
 
         print(f"Compare the trials: {ui_link(result.tracking_uri, result.experiment_id)}")
     return 0
+
+
+def _print_search(result, title: str) -> None:
+    if result.best_trial_id is None:
+        print(f"No trial completed. Parent run {result.parent_run_id} holds the errors.")
+        return
+    print(f"\n{title} {result.best_trial_id}: {result.objective} {result.best_score:.4f}")
+    for key, value in result.best_hyperparameters.items():
+        print(f"  {key} = {value}")
+    print(f"MLflow parent run {result.parent_run_id} ({result.trials} trials) in {redact(result.tracking_uri)}")
 
 
 def check_tune_worker(args) -> None:
@@ -185,10 +199,25 @@ def cmd_fetch_data(config, args, overrides: list[str]) -> int:
     return 0
 
 
+def with_search_preset(config, overrides: list[str]):
+    """train-final's config under the preset of the search it trains from (preset=best sets the final
+    model's settings too), unless the command line names a preset."""
+    if any(word.startswith("preset=") for word in overrides):
+        return config
+    from fashion_exp.config import load_config
+    from fashion_exp.tracking.queries import search_preset
+
+    preset = search_preset(config.tracking.uri, config.tracking.experiment, config.from_run)
+    if preset is None or preset == config.preset:
+        return config
+    print(f"preset={preset}: the preset of the search this model is trained from (give preset=... to choose another)")
+    return load_config([f"preset={preset}", *overrides])
+
+
 def cmd_train_final(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.train import train_final
 
-    result = train_final(config)
+    result = train_final(with_search_preset(config, overrides))
     print(
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
         f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters.as_dict()}"

@@ -38,6 +38,7 @@ PLACEMENT_KEYS = (
     "worker_restarts",
     "chief_timeout",
 )
+PRESETS = ("fast", "best")  # conf/preset: one switch sets a whole search strategy
 SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8")
 XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
 
@@ -143,6 +144,7 @@ class TunerConfig:
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
     folds: int  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
     max_minutes: float | None  # no trial starts after this many minutes (null: no time budget)
+    patience: int | None  # stop a trial after this many epochs without a better objective (null: every epoch)
     factor: int | None  # hyperband only (conf/tuner/hyperband.yaml; null in the others)
     initial_points: int | None  # bayesian only (conf/tuner/bayesian.yaml; null in the others)
 
@@ -169,6 +171,7 @@ class TunerConfig:
             _at_least(f"{key}.{name}", getattr(self, name), least=0)
         _at_least(f"{key}.chief_timeout", self.chief_timeout)
         _at_least(f"{key}.folds", self.folds, least=0)
+        _at_least(f"{key}.patience", self.patience, nullable=True)
         if self.max_minutes is not None and not (isinstance(self.max_minutes, int | float) and self.max_minutes > 0):
             raise ConfigError(f"{key}.max_minutes: {self.max_minutes!r} is not a number of minutes > 0 (or null)")
         if self.folds == 1:
@@ -224,6 +227,41 @@ class FinalConfig:
 
 
 @dataclass
+class FinetuneStageConfig:
+    """Stage 2 of a staged search (preset=best): fine-tune Xception's top blocks under the best
+    stage-1 head, at the shipped size when the budget allows (conf/preset/best.yaml)."""
+
+    enabled: bool  # false: tune runs one stage, the search configured by search/ and tuner/
+    image_size: int  # the size stage 2 trains at when it fits the budget (the shipped size)
+    blocks: list[int]  # the grid's values of search.blocks (>= 1)
+    block_lr: list[float]  # the grid's values of search.block_lr
+    augmentation: list[str]  # the grid's policies
+    views: int  # views of each augmentation policy (each costs a backbone pass over train at image_size)
+    epochs: int  # epochs per stage-2 trial (its best epoch is kept)
+    patience: int | None  # stop a stage-2 trial after this many epochs without a better objective
+    stage1_share: float  # the most of tuner.max_minutes stage 1 may use (the rest is stage 2's)
+
+    def check(self, key: str, choices: Collection[str], most_blocks: int) -> None:
+        _at_least(f"{key}.image_size", self.image_size)
+        for name in ("blocks", "block_lr", "augmentation"):
+            if not getattr(self, name):
+                raise ConfigError(f"{key}.{name}: empty; give at least one value")
+        if min(self.blocks) < 1 or max(self.blocks) > most_blocks:
+            raise ConfigError(
+                f"{key}.blocks: {self.blocks} must lie from 1 to {most_blocks} (the blocks that can train)"
+            )
+        if min(self.block_lr) <= 0:
+            raise ConfigError(f"{key}.block_lr: {self.block_lr} must all be > 0")
+        for name in self.augmentation:
+            _one_of(f"{key}.augmentation", name, choices, "augmentation policy")
+        for name in ("views", "epochs"):
+            _at_least(f"{key}.{name}", getattr(self, name))
+        _at_least(f"{key}.patience", self.patience, nullable=True)
+        if not 0 < self.stage1_share < 1:
+            raise ConfigError(f"{key}.stage1_share: {self.stage1_share} must lie between 0 and 1")
+
+
+@dataclass
 class PredictConfig:
     top_k: int
 
@@ -264,8 +302,10 @@ class Config:
     tuner: TunerConfig
     tracking: TrackingConfig
     final: FinalConfig
+    finetune_stage: FinetuneStageConfig
     predict: PredictConfig
     serve: ServeConfig
+    preset: str  # the conf/preset file that set the search strategy (fast | best)
     seed: int
     work_dir: str
     fresh: bool
@@ -296,6 +336,11 @@ class Config:
             if override is not None:
                 check_value(row, override, f"final.hp.{row.name}", self.choices())
         self._check_blocks()
+        _one_of("preset", self.preset, PRESETS, "preset")
+        most = max_blocks(self.model.backbone)
+        self.finetune_stage.check("finetune_stage", self.choices()["augmentation"], most)
+        if self.finetune_stage.enabled:
+            self.model.check_size("finetune_stage.image_size", self.finetune_stage.image_size)
 
     def _check_blocks(self) -> None:
         most = max_blocks(self.model.backbone)

@@ -133,3 +133,17 @@ def build_backbone(config: ModelConfig, image_size: int, seed: int, blocks: int 
         model = keras.Model(inputs, outputs, name=name)
     model.trainable = False
     return Backbone(model=model, fingerprint=fingerprint, image_size=image_size, blocks=blocks, top=top)
+
+
+def feature_shape_at(backbone: str, image_size: int, blocks: int) -> tuple[int, ...]:
+    """One image's cached features at this size and cut, from the layers' shapes alone (no weights
+    are read: a plan can size the disk a later stage needs in about a second)."""
+    import keras
+
+    if backbone == "tiny":
+        base = _tiny_base(image_size, 0)
+    else:
+        base = keras.applications.Xception(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    if not blocks:
+        return (int(base.output_shape[-1]),)
+    return tuple(int(d) for d in base.get_layer(CUTS[backbone][blocks]).input.shape[1:])

@@ -1,11 +1,13 @@
 """The oracles: what a search tries next. keras-tuner's, named here with tuner.max_minutes.
 
 TimeBudget is a mixin for a keras-tuner Oracle: once the budget has passed, no new point is
-proposed (populate_space answers STOPPED). Trials already running end, and a trial waiting for a
-retry is still handed out first, as keras-tuner's create_trial does; the tuner that is told STOPPED
-is dropped from the oracle's tuners, so a chief ends once its workers have. A chief's budget holds
-for every worker, since they all ask its oracle. It is counted from the oracle's making: a resumed
-search gets the budget again.
+proposed (populate_space answers STOPPED). A trial running in this process stops at the end of its
+current epoch (tuner.TrialHooks reads the deadline) and keeps its best epoch; a worker's runs to its
+end. A trial waiting for a retry is still handed out first, as keras-tuner's create_trial does;
+the tuner that is told STOPPED is dropped from the oracle's tuners, so a chief ends once its
+workers have. A chief's budget holds for every worker, since they all ask its oracle. It is
+counted from the oracle's making: a resumed search gets the budget again (a staged search keeps a
+ledger of what its stages spent: stages.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from fashion_exp.search.state_files import check_readable, remove_stale_partials
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
 from fashion_exp.tracking.search_runs import SearchTracker
-from fashion_exp.tracking.tags import HOST, WORKER
+from fashion_exp.tracking.tags import HOST, PRESET, WORKER
 
 
 @dataclass
@@ -86,6 +86,8 @@ def search_id(config: Config, dataset_fingerprint: str, weights_fingerprint: str
     """What identifies a search for resuming: data, weights, space and tuner (not max_trials, nor
     where the trials run: a search started on workers resumes in one process and back)."""
     tuner = {k: v for k, v in vars(config.tuner).items() if k not in PLACEMENT_KEYS}
+    if tuner["patience"] is None:
+        del tuner["patience"]  # (added later: searches without it keep their id, and resume)
     identity = {
         "data": dataset_fingerprint,
         "weights": weights_fingerprint,
@@ -160,7 +162,7 @@ class SearchInputs:
         return cls(features.dataset, features.scanned.report, features.fingerprint, features.runtime)
 
 
-def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInputs) -> None:
+def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInputs, stage: dict[str, str]) -> None:
     dataset = inputs.dataset
     tracker.datasets = [dataset.describe(TRAIN), dataset.describe(VALIDATION)]
     tracker.log_setup(
@@ -170,6 +172,8 @@ def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInput
             "weights_fingerprint": inputs.fingerprint,
             "features_runtime": inputs.runtime,
             "tuner": config.tuner.type,
+            PRESET: config.preset,
+            **stage,
         },
         texts={"config.yaml": to_yaml(config), "dataset_report.txt": inputs.report},
         dicts={
@@ -241,8 +245,12 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
     )
 
 
-def run_search(config: Config, echo=print, overrides: list[str] | None = None) -> SearchResult:
+def run_search(
+    config: Config, echo=print, overrides: list[str] | None = None, stage: dict[str, str] | None = None
+) -> SearchResult:
     """Run (or resume) the search that `config` describes. Returns where its results went.
+
+    stage: tags of a staged search's stage (stages.py), for its parent run.
 
     With tuner.workers > 0 or tuner.role=chief the trials run in worker processes; `overrides`
     (the command line's key=value words) configure the local ones like this process.
@@ -256,20 +264,20 @@ def run_search(config: Config, echo=print, overrides: list[str] | None = None) -
     with search_lock(config, sid):
         if config.tuner.distributed:
             del first  # the workers extract the features and train the heads: the chief holds no backbone
-            result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo)
+            result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo, stage or {})
         else:
-            result = _search_here(config, first, inputs, sid, clock, echo)
+            result = _search_here(config, first, inputs, sid, clock, echo, stage or {})
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
 
 
-def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo):
+def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage):
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
     tracker, resume = open_search_run(config, sid, echo)
     with tracker.recording():
-        log_search_setup(tracker, config, inputs)
+        log_search_setup(tracker, config, inputs, stage)
         tuner = run_trials(config, cuts, tracker, sid, resume)
         clock.lap("trials_seconds")
         views = sum(features.seconds for features in cuts.values()) - warm
@@ -277,10 +285,10 @@ def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str
         return summarize(tuner, tracker, config, clock)
 
 
-def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo):
+def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo, stage):
     tracker, resume = open_search_run(config, sid, echo)
     with tracker.recording():
-        log_search_setup(tracker, config, inputs)
+        log_search_setup(tracker, config, inputs, stage)
         tuner = run_chief_trials(config, sid, resume, overrides, echo)
         clock.lap("trials_seconds")
         tracker.load_children()

@@ -7,6 +7,7 @@ named subclasses below; this module does not know what they do with it.
 from __future__ import annotations
 
 import gc
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ class TrialHooks:
     on_trial_end, on_search_end) are overridden; observers are given at construction.
     """
 
-    def __init__(self, *args, observers: list[TrialObserver], **kwargs):
+    def __init__(self, *args, observers: list[TrialObserver], patience: int | None = None, **kwargs):
         self.observers = list(observers)
+        self.patience = patience
+        self._curves: dict[str, list[float]] = {}  # trial id -> objective per epoch
         self._init_tuner(*args, **kwargs)
 
     def _init_tuner(self, *args, **kwargs):
@@ -86,6 +89,20 @@ class TrialHooks:
         values = {k: float(v) for k, v in (logs or {}).items()}
         for observer in self.observers:
             observer.epoch_ended(trial, epoch, values)
+        if self._should_stop(trial.trial_id, values):
+            model.stop_training = True  # the trial ends after this epoch, scored by its best epoch
+
+    def _should_stop(self, trial_id: str, logs: dict[str, float]) -> bool:
+        """Past the oracle's time budget, or `patience` epochs after the trial's best epoch."""
+        deadline = getattr(self.oracle, "deadline", None)  # (a worker's oracle is a client: the chief's holds it)
+        if deadline is not None and time.monotonic() >= deadline:
+            return True
+        name = self.oracle.objective.name
+        if self.patience is None or name not in logs:
+            return False
+        curve = self._curves.setdefault(trial_id, [])
+        curve.append(logs[name] if self.oracle.objective.direction == "max" else -logs[name])
+        return len(curve) - 1 - int(np.argmax(curve)) >= self.patience
 
     def on_trial_end(self, trial):
         # Observers hear of the ended trial before the oracle does: a process that dies in between
@@ -148,7 +165,7 @@ def make_tuner(
     oracle = make_oracle(config, objective, seed)
     kind = HyperbandSearchTuner if config.type == "hyperband" else SearchTuner
     where: dict[str, Any] = dict(directory=str(directory), project_name=project, overwrite=overwrite)
-    return kind(oracle=oracle, hypermodel=hypermodel, observers=observers, **where)
+    return kind(oracle=oracle, hypermodel=hypermodel, observers=observers, patience=config.patience, **where)
 
 
 def finished_trials(tuner: kt.Tuner) -> list[kt.engine.trial.Trial]:

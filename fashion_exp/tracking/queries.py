@@ -12,11 +12,25 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.redact import redact
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
-from fashion_exp.tracking.tags import KIND
+from fashion_exp.tracking.tags import KIND, PRESET
 
 
 def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, dict[str, str]]:
     """(parent run id, best hyperparameters as strings) of a tune search: run_id, or the latest finished one."""
+    run = _search_run(uri, experiment, run_id)
+    best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
+    if not best:
+        raise ConfigError(f"tune run {run.info.run_id} has no best hyperparameters (did every trial fail?)")
+    return run.info.run_id, best
+
+
+def search_preset(uri: str, experiment: str, run_id: str | None = None) -> str | None:
+    """The preset a tune search ran under (None for searches from before presets)."""
+    return _search_run(uri, experiment, run_id).data.tags.get(PRESET)
+
+
+def _search_run(uri: str, experiment: str, run_id: str | None):
+    """A tune search's parent run: run_id, or the latest finished one. ConfigError if there is none."""
     client, experiment_id = connect(uri, experiment)
     if run_id:
         try:
@@ -32,10 +46,7 @@ def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tu
                 f"no finished tune search in experiment '{experiment}' of {redact(uri)}: "
                 "run `python -m fashion_exp tune` first, or pass from_run=<run id>"
             )
-    best = {k[len("best.") :]: v for k, v in run.data.params.items() if k.startswith("best.")}
-    if not best:
-        raise ConfigError(f"tune run {run.info.run_id} has no best hyperparameters (did every trial fail?)")
-    return run.info.run_id, best
+    return run
 
 
 def latest_final_run(uri: str, experiment: str) -> str:

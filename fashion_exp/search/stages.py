@@ -1,0 +1,261 @@
+"""A staged search (preset=best): the plan, then stage 1 (frozen heads), then stage 2 (fine-tuning
+under stage 1's best head), all within tuner.max_minutes.
+
+Each stage is a search of its own (search.run.run_search: its id, its MLflow parent run tagged with
+the tune and the stage, resumable after kill -9). The budget is a ledger in work_dir that survives
+the process: a rerun of the same command spends what is left of it, stage by stage (a kill -9
+forgets the time since its stage last started). Stage 2's space is derived from stage 1's result,
+so it is the same space on every rerun once stage 1 is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fashion_exp.config import Config
+from fashion_exp.data.augment import is_identity
+from fashion_exp.data.dataset import TRAIN, VALIDATION, scan_configured
+from fashion_exp.errors import ConfigError
+from fashion_exp.features.backbone import feature_shape_at
+from fashion_exp.features.cache import bytes_per_image
+from fashion_exp.features.features import jobs_for
+from fashion_exp.hyperparameters import ParamSpace
+from fashion_exp.search.costs import RATES, Rates, host_kind
+from fashion_exp.search.run import SearchResult, run_search, search_policies
+from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
+
+FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best
+GB = 1e9
+MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    image_size: int
+    trials: int
+    extraction_s: float
+    trials_s: float  # every trial to its last epoch (early stopping makes it less)
+    disk_bytes: float
+
+    @property
+    def minutes(self) -> float:
+        return (self.extraction_s + self.trials_s) / 60
+
+
+def _images(jobs, counts: dict[str, int]) -> int:
+    """Photos a list of extraction jobs passes through the backbone."""
+    return sum(counts[job.split] for job in jobs)
+
+
+def stage1_plan(config: Config, rates: Rates, counts: dict[str, int]) -> StagePlan:
+    """Frozen-head trials at data.image_size (k heads a trial with tuner.folds)."""
+    size, heads = config.data.image_size, max(config.tuner.folds, 1)
+    images = _images(jobs_for(search_policies(config), clean_train=heads > 1), counts)
+    rows = counts[TRAIN] + (counts[VALIDATION] if heads > 1 else 0)
+    seconds = config.tuner.max_trials * heads * rates.head_seconds(rows, config.tuner.epochs)
+    disk = images * bytes_per_image(feature_shape_at(config.model.backbone, size, 0))
+    extraction = rates.extraction_seconds(images, size)
+    return StagePlan("stage 1: frozen heads", size, config.tuner.max_trials, extraction, seconds, disk)
+
+
+def stage2_trials(config: Config) -> int:
+    stage = config.finetune_stage
+    return len(stage.blocks) * len(stage.block_lr) * len(stage.augmentation)
+
+
+def stage2_plan(config: Config, rates: Rates, counts: dict[str, int], size: int) -> StagePlan:
+    """The fine-tuning grid at `size`: each cut's activations of every policy's views, then the trials."""
+    stage, cuts = config.finetune_stage, sorted(set(config.finetune_stage.blocks))
+    images = _images(jobs_for(stage2_policies(config)), counts)
+    shape = {blocks: feature_shape_at(config.model.backbone, size, blocks) for blocks in cuts}
+    disk = images * sum(bytes_per_image(shape[blocks]) for blocks in cuts)
+    per_trial = [rates.finetune_seconds(counts[TRAIN], stage.epochs, blocks, size) for blocks in stage.blocks]
+    seconds = sum(per_trial) / len(per_trial) * stage2_trials(config)
+    extraction = rates.extraction_seconds(images, size) * len(cuts)
+    return StagePlan("stage 2: fine-tuning", size, stage2_trials(config), extraction, seconds, disk)
+
+
+def stage2_policies(config: Config) -> dict:
+    """Stage 2's augmentation policies, finetune_stage.views views each."""
+    return {
+        name: config.augmentation[name]
+        if is_identity(config.augmentation[name])
+        else replace(config.augmentation[name], views=config.finetune_stage.views)
+        for name in config.finetune_stage.augmentation
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    rates: Rates
+    budget_minutes: float
+    stage1: StagePlan
+    stage2: StagePlan  # at the size that fits what the budget leaves stage 1 (the shipped one if it can)
+    stage1_minutes: float  # stage 1's share of the budget
+
+    def lines(self) -> list[str]:
+        rows = [
+            f"Plan ({self.budget_minutes:g} min in all, tuner.max_minutes; costs for a {self.rates.host}):",
+        ]
+        for stage, limit in ((self.stage1, self.stage1_minutes), (self.stage2, None)):
+            cap = f"at most {limit:.1f} min" if limit is not None else "what stage 1 leaves"
+            rows.append(
+                f"  {stage.name}: {stage.trials} trials at {stage.image_size}px, about "
+                f"{stage.extraction_s / 60:.1f} min of extraction + {stage.trials_s / 60:.1f} min of trials "
+                f"(given {cap}); {stage.disk_bytes / GB:.2f} GB of cached features"
+            )
+        return rows
+
+
+def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
+    """The stages and what they should take; ConfigError if the budget cannot fit stage 1's
+    extraction and MIN_STAGE1_TRIALS trials."""
+    budget = config.tuner.max_minutes
+    if budget is None:
+        raise ConfigError("tuner.max_minutes: preset=best needs a time budget (e.g. tuner.max_minutes=150)")
+    first = stage1_plan(config, rates, counts)
+    least = (first.extraction_s + first.trials_s * min(MIN_STAGE1_TRIALS, first.trials) / first.trials) / 60
+    if budget < least:
+        raise ConfigError(
+            f"tuner.max_minutes: {budget:g} min cannot fit stage 1 (about {least:.1f} min for its features and "
+            f"{MIN_STAGE1_TRIALS} trials on a {rates.host}); give more minutes"
+        )
+    stage1_minutes = max(budget * config.finetune_stage.stage1_share, least)  # what it leaves unused is stage 2's
+    left = budget - stage1_minutes
+    second = stage2_plan(config, rates, counts, config.finetune_stage.image_size)
+    if second.minutes > left and config.finetune_stage.image_size != config.data.image_size:
+        second = stage2_plan(config, rates, counts, config.data.image_size)  # the shipped size does not fit
+    return Plan(rates, budget, first, second, stage1_minutes)
+
+
+def stage2_config(config: Config, best: dict, image_size: int, minutes: float) -> Config:
+    """Stage 2's search: stage 1's best head, a grid of the fine-tuning choices, at image_size."""
+    stage = config.finetune_stage
+    search = {name: ParamSpace("choice", [best[name]]) for name in FROZEN_HEAD}
+    search["augmentation"] = ParamSpace("choice", list(stage.augmentation))
+    search["blocks"] = ParamSpace("choice", list(stage.blocks))
+    search["block_lr"] = ParamSpace("choice", list(stage.block_lr))
+    policies = {**config.augmentation, **stage2_policies(config)}
+    tuner = replace(
+        config.tuner,
+        type="grid",
+        folds=0,
+        epochs=stage.epochs,
+        patience=stage.patience,
+        max_trials=stage2_trials(config),
+        max_minutes=max(minutes, 1e-3),
+        initial_points=None,
+        factor=None,
+    )
+    return replace(
+        config, search=search, tuner=tuner, augmentation=policies, data=replace(config.data, image_size=image_size)
+    )
+
+
+class Ledger:
+    """Minutes each stage has spent, kept in work_dir so that a rerun spends only what is left.
+    While a stage runs its time is written every HEARTBEAT seconds: a kill -9 loses less than that."""
+
+    HEARTBEAT = 10.0
+
+    def __init__(self, config: Config):
+        identity = json.dumps({"budget_of": config.tuner.max_minutes, "seed": config.seed, "preset": config.preset})
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        self.path = Path(config.work_dir) / "tuner" / f"tune-{digest}.json"
+        self.spent: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self._lock = threading.Lock()
+
+    def minutes(self, stage: str) -> float:
+        return self.spent.get(stage, 0.0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.spent[stage] = self.minutes(stage) + seconds / 60
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(self.spent))
+            partial.replace(self.path)
+
+    def timing(self, stage: str, run):
+        """run(), its time added to `stage` as it goes (every HEARTBEAT seconds) and when it ends."""
+        done = threading.Event()
+        last = [time.monotonic()]
+
+        def lap() -> None:
+            now = time.monotonic()
+            self.add(stage, now - last[0])
+            last[0] = now
+
+        def beat() -> None:
+            while not done.wait(self.HEARTBEAT):
+                lap()
+
+        self.add(stage, 0)  # the ledger exists from the first stage's start: a rerun knows it resumes
+        threading.Thread(target=beat, name=f"ledger-{stage}", daemon=True).start()
+        try:
+            return run()
+        finally:
+            done.set()
+            lap()
+
+
+@dataclass
+class TuneResult:
+    searches: list[SearchResult]  # one per stage that ran
+    skipped: list[str]  # what the budget left out, one line each
+    spent: dict[str, float] = field(default_factory=dict)  # stage -> minutes (every run of the command)
+
+    @property
+    def last(self) -> SearchResult:
+        return self.searches[-1]
+
+
+def run_tune(config: Config, echo=print, overrides: list[str] | None = None) -> TuneResult:
+    """The `tune` job: one search, or with finetune_stage.enabled (preset=best) the staged one."""
+    if not config.finetune_stage.enabled:
+        return TuneResult([run_search(config, echo, overrides)], [])
+    dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
+    return run_staged(config, {split: len(dataset.splits[split]) for split in (TRAIN, VALIDATION)}, echo, overrides)
+
+
+def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: list[str] | None = None) -> TuneResult:
+    """Plan, then stage 1, then stage 2 in what the budget leaves (ledger: across reruns)."""
+    import tensorflow as tf
+
+    rates = RATES[host_kind(config.model.backbone, len(tf.config.list_physical_devices("GPU")))]
+    plan = make_plan(config, counts, rates)
+    for line in plan.lines():
+        echo(line)
+    ledger = Ledger(config)
+    if ledger.spent:
+        echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {plan.budget_minutes:g} min spent")
+    left1 = plan.stage1_minutes - ledger.minutes("stage1")
+    first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))
+    first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage={STAGE: "1"}))
+    if first.best_trial_id is None:
+        return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
+    left2 = plan.budget_minutes - ledger.minutes("stage1") - ledger.minutes("stage2")
+    if left2 <= 0:
+        return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
+    second = _stage2(config, plan, first, ledger, left2, echo, overrides)
+    skipped = []
+    if second.trials < plan.stage2.trials:
+        skipped.append(f"stage 2: {plan.stage2.trials - second.trials} of {plan.stage2.trials} trials (time budget)")
+    return TuneResult([first, second], skipped, ledger.spent)
+
+
+def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, echo, overrides):
+    second_config = stage2_config(config, first.best_hyperparameters, plan.stage2.image_size, minutes)
+    echo(
+        f"Stage 2: {plan.stage2.trials} fine-tuning trials at {plan.stage2.image_size}px under stage 1's best head "
+        f"(trial {first.best_trial_id}), {minutes:.1f} min left"
+    )
+    tags = {STAGE: "2", STAGE1_RUN: first.parent_run_id}
+    return ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags))

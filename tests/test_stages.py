@@ -1,0 +1,208 @@
+"""preset=best: the plan, the budget, stage 1 -> stage 2 hand-over, resume of each stage after
+kill -9, and train-final taking the search's preset (tiny backbone, synthetic photos)."""
+
+import os
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashion_exp.cli import main
+from fashion_exp.config import load_config
+from fashion_exp.errors import ConfigError
+from fashion_exp.search.costs import Rates
+from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_plan
+from fashion_exp.search.tuner import SearchTuner
+from fashion_exp.tracking.tags import KIND, PRESET, STAGE, STAGE1_RUN
+from tests.processes import kill_hard
+
+# one second a photo through the backbone at 299px, one second a photo per fine-tuning epoch
+SLOW = Rates("test host", extract_per_s=1.0, head_ms_per_row=1.0, finetune_ms_per_image=1000.0)
+COUNTS = {"train": 100, "validation": 20}
+
+
+def best_overrides(overrides, *more):
+    """preset=best on the tiny backbone: 2 cross-validated stage-1 trials, a 2-trial stage 2 at 48px."""
+    return [
+        *overrides,
+        "preset=best",
+        "tuner.max_trials=2",
+        "tuner.folds=2",
+        "tuner.epochs=3",
+        "finetune_stage.image_size=48",
+        "finetune_stage.epochs=3",
+        "finetune_stage.block_lr=[0.1]",
+        "finetune_stage.views=1",
+        "final.image_size=48",
+        "final.epochs=2",
+        "final.views=1",
+        *more,
+    ]
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+
+def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else_at_the_search_size():
+    config = load_config(["model=tiny", "preset=best", "data.image_size=48", "finetune_stage.image_size=299"])
+    at_299 = stage2_plan(config, SLOW, COUNTS, 299).minutes
+    roomy = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={4 * at_299:.0f}"])
+    plan = make_plan(roomy, COUNTS, SLOW)
+    assert plan.stage2.image_size == 299
+    assert plan.stage1_minutes == pytest.approx(roomy.tuner.max_minutes * 0.25)
+    tight = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={at_299:.0f}"])
+    plan = make_plan(tight, COUNTS, SLOW)
+    assert plan.stage2.image_size == 48  # 299 does not fit what stage 1 leaves
+    lines = "\n".join(plan.lines())
+    assert "stage 1: frozen heads: 20 trials at 48px" in lines and "stage 2: fine-tuning: 4 trials at 48px" in lines
+    assert "GB of cached features" in lines and "test host" in lines
+
+
+def test_a_budget_that_cannot_fit_stage_1_is_refused_in_one_line():
+    config = load_config(["model=tiny", "preset=best", "data.image_size=48", "tuner.max_minutes=1"])
+    with pytest.raises(ConfigError) as err:
+        make_plan(config, {"train": 3000, "validation": 300}, SLOW)  # 3,000 photos at 1 img/s: minutes
+    assert str(err.value).startswith("tuner.max_minutes: 1 min cannot fit stage 1")
+    assert "\n" not in str(err.value)
+
+
+def test_preset_best_without_a_budget_is_refused(overrides, capsys):
+    assert main(["tune", *best_overrides(overrides, "tuner.max_minutes=null")]) == 2
+    err = capsys.readouterr().err
+    assert "error: tuner.max_minutes: preset=best needs a time budget" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("preset=nonexistent", "preset=nonexistent"),
+        ("finetune_stage.blocks=[0]", "finetune_stage.blocks"),
+        ("finetune_stage.blocks=[]", "finetune_stage.blocks"),
+        ("finetune_stage.block_lr=[0]", "finetune_stage.block_lr"),
+        ("finetune_stage.augmentation=[sepia]", "finetune_stage.augmentation"),
+        ("finetune_stage.views=0", "finetune_stage.views"),
+        ("finetune_stage.stage1_share=1.5", "finetune_stage.stage1_share"),
+        ("finetune_stage.patience=0", "finetune_stage.patience"),
+        ("preset=best finetune_stage.image_size=40", "finetune_stage.image_size"),
+        ("tuner.patience=0", "tuner.patience"),
+    ],
+)
+def test_bad_stage_settings_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(override.split())
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- the budget and early stopping -------------------------------------------------------------
+
+
+def stopper(patience=None, deadline=None):
+    tuner = SearchTuner.__new__(SearchTuner)  # the stopping rule alone, without a search
+    tuner.patience, tuner._curves = patience, {}
+    tuner.oracle = types.SimpleNamespace(
+        deadline=deadline, objective=types.SimpleNamespace(name="val_accuracy", direction="max")
+    )
+    return tuner
+
+
+def test_a_trial_stops_patience_epochs_after_its_best():
+    tuner = stopper(patience=2)
+    stops = [tuner._should_stop("0", {"val_accuracy": v}) for v in (0.5, 0.6, 0.6, 0.55)]
+    assert stops == [False, False, False, True]  # best at epoch 1, two epochs without better: stop
+    assert not tuner._should_stop("1", {"val_accuracy": 0.1})  # each trial has its own curve
+    assert not stopper()._should_stop("0", {"val_accuracy": 0.1})  # no patience, no deadline: every epoch
+
+
+def test_a_trial_stops_at_the_deadline():
+    assert stopper(deadline=time.monotonic() - 1)._should_stop("0", {"val_accuracy": 0.9})
+    assert not stopper(deadline=time.monotonic() + 60)._should_stop("0", {"val_accuracy": 0.9})
+
+
+@pytest.mark.slow
+def test_a_search_stops_its_running_trial_and_starts_no_other_at_its_budget(overrides, tmp_path):
+    started = time.monotonic()
+    more = ["tuner.epochs=100000", "tuner.max_trials=5", "tuner.max_minutes=0.15"]  # 9 s
+    assert main(["tune", *overrides, *more]) == 0
+    took = time.monotonic() - started
+    config = load_config(overrides)
+    client = MlflowClient(config.tracking.uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    trials = [r for r in runs if r.data.tags.get(KIND) == "trial"]
+    assert len(trials) == 1  # the first trial ran into the budget; no other started
+    epochs = client.get_metric_history(trials[0].info.run_id, "val_accuracy")
+    assert 1 <= len(epochs) < 100000
+    assert took < 9 + 30  # the budget, plus start-up (imports, store, extraction) and one epoch
+
+
+# ---- the stages, end to end --------------------------------------------------------------------
+
+
+def search_runs(uri: str) -> dict[str, object]:
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {r.data.tags[STAGE]: r for r in runs if r.data.tags.get(KIND) == "search" and STAGE in r.data.tags}
+
+
+@pytest.mark.slow
+def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_preset(overrides, capsys):
+    args = best_overrides(overrides, "tuner.max_minutes=10")
+    assert main(["tune", *args]) == 0
+    out = capsys.readouterr().out
+    assert "Plan (10 min in all" in out and "Stage 2: 2 fine-tuning trials at 48px" in out
+    assert "Stage 1: best trial" in out and "Stage 2: best trial" in out and "Time spent" in out
+    uri = load_config(overrides).tracking.uri
+    runs = search_runs(uri)
+    first, second = runs["1"], runs["2"]
+    assert second.data.tags[STAGE1_RUN] == first.info.run_id
+    assert first.data.tags[PRESET] == second.data.tags[PRESET] == "best"
+    client = MlflowClient(uri)
+    children = client.search_runs(
+        [second.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{second.info.run_id}'"
+    )
+    assert len(children) == 2  # block_lr [0.1] x augmentation [none, shear_zoom_flip]
+    for child in children:
+        for name in FROZEN_HEAD:
+            assert child.data.params[name] == first.data.params[f"best.{name}"]
+        assert child.data.params["blocks"] == "1"
+    assert {c.data.params["augmentation"] for c in children} == {"none", "shear_zoom_flip"}
+    # train-final, given no preset, trains under the search's: final.epochs=2 of best_overrides
+    # comes from the command line, the rest (restarts 2, patience 2) from conf/preset/best.yaml
+    assert main(["train-final", *overrides, "final.image_size=48", "final.epochs=2", "final.views=1"]) == 0
+    out = capsys.readouterr().out
+    assert "preset=best: the preset of the search this model is trained from" in out
+    final = [r for r in client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])]
+    assert final[0].data.params["restarts"] == "2" and final[0].data.params["hp.blocks"] == "1"
+
+
+def start_tune(args, cwd):
+    command = [sys.executable, "-m", "fashion_exp", "tune", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["Started search", "Stage 2:"])
+def test_kill_9_in_either_stage_then_the_rerun_resumes_it(overrides, tmp_path, stage):
+    slow = ["tuner.epochs=40"] if stage == "Started search" else ["finetune_stage.epochs=60"]
+    args = best_overrides(overrides, "tuner.max_minutes=10", *slow)
+    running = start_tune(args, tmp_path)
+    for line in running.stdout:
+        if line.startswith(stage):
+            break
+    time.sleep(4)  # into the stage's first trial
+    kill_hard(running)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fashion_exp", "tune", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Resuming the staged search" in rerun.stdout
+    resumed = rerun.stdout.split("Stage 2:")
+    if stage == "Started search":
+        assert "Resuming search" in resumed[0]  # stage 1 resumed, not started again
+    else:
+        assert "Resuming search" in resumed[0] and "Resuming search" in resumed[1]  # stage 1 done, stage 2 resumed
+    runs = search_runs(load_config(overrides).tracking.uri)
+    assert {r.info.status for r in runs.values()} == {"FINISHED"} and set(runs) == {"1", "2"}
