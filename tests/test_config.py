@@ -113,6 +113,15 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("final.hp.block_lr=-1", "final.hp.block_lr"),
         ("tuner.max_minutes=0", "tuner.max_minutes"),
         ("tuner.max_minutes=-5", "tuner.max_minutes"),
+        ("finetune_stage.blocks=[0]", "finetune_stage.blocks"),
+        ("finetune_stage.blocks=[]", "finetune_stage.blocks"),
+        ("finetune_stage.block_lr=[0]", "finetune_stage.block_lr"),
+        ("finetune_stage.augmentation=[sepia]", "finetune_stage.augmentation"),
+        ("finetune_stage.views=0", "finetune_stage.views"),
+        ("finetune_stage.stage1_share=1.5", "finetune_stage.stage1_share"),
+        ("finetune_stage.patience=0", "finetune_stage.patience"),
+        ("preset=best finetune_stage.image_size=40", "finetune_stage.image_size"),
+        ("tuner.patience=0", "tuner.patience"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(override, key):
@@ -130,6 +139,7 @@ def test_invalid_values_are_rejected_naming_the_key(override, key):
         ("data.imgsize=3", "imgsize"),
         ("data.image_size=big", "data.image_size"),
         ("tuner.epochs=[1,2", "tuner.epochs"),
+        ("preset=nonexistent", "preset=nonexistent"),
     ],
 )
 def test_bad_overrides_give_one_line(override, needle):

@@ -75,27 +75,6 @@ def test_preset_best_without_a_budget_is_refused(overrides, capsys):
     assert "error: tuner.max_minutes: preset=best needs a time budget" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    "override,key",
-    [
-        ("preset=nonexistent", "preset=nonexistent"),
-        ("finetune_stage.blocks=[0]", "finetune_stage.blocks"),
-        ("finetune_stage.blocks=[]", "finetune_stage.blocks"),
-        ("finetune_stage.block_lr=[0]", "finetune_stage.block_lr"),
-        ("finetune_stage.augmentation=[sepia]", "finetune_stage.augmentation"),
-        ("finetune_stage.views=0", "finetune_stage.views"),
-        ("finetune_stage.stage1_share=1.5", "finetune_stage.stage1_share"),
-        ("finetune_stage.patience=0", "finetune_stage.patience"),
-        ("preset=best finetune_stage.image_size=40", "finetune_stage.image_size"),
-        ("tuner.patience=0", "tuner.patience"),
-    ],
-)
-def test_bad_stage_settings_are_refused_naming_the_key(override, key):
-    with pytest.raises(ConfigError) as err:
-        load_config(override.split())
-    assert key in str(err.value) and "\n" not in str(err.value)
-
-
 # ---- the budget and early stopping -------------------------------------------------------------
 
 
