@@ -224,7 +224,7 @@ def cmd_train_final(config, args, overrides: list[str]) -> int:
     )
     if result.ensemble_size > 1:
         size, accuracy = result.ensemble_size, result.ensemble_val_accuracy
-        print(f"Shipped: the mean of the {size} best restarts, val_accuracy {accuracy:.4f}")
+        print(f"Shipped: an ensemble of {size} heads (final.ensemble), val_accuracy {accuracy:.4f}")
     print(
         f"Assembled model vs cached-feature head on validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"

@@ -203,7 +203,8 @@ class FinalConfig:
     registered_model: str
     views: int | None
     patience: int | None
-    ensemble: Any  # "auto" or a number of heads: the mean of the k best restarts' probabilities is shipped
+    ensemble: Any  # "auto" or a number of heads (the mean of the k best restarts), or "select" (forward selection)
+    members: int  # the search's best configurations train-final trains (final.restarts each), for ensemble=select
     int8_tolerance: float  # export-onnx: validation accuracy the int8 file may lose against Keras and still be served
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 
@@ -212,9 +213,12 @@ class FinalConfig:
         _at_least(f"{key}.epochs", self.epochs)
         _at_least(f"{key}.restarts", self.restarts)
         heads = self.ensemble if isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) else None
-        if self.ensemble != "auto" and not (heads and 1 <= heads <= self.restarts):
+        _at_least(f"{key}.members", self.members)
+        if self.members > 1 and self.ensemble != "select":
+            raise ConfigError(f"{key}.members: {self.members} configurations are ensembled by {key}.ensemble=select")
+        if self.ensemble not in ("auto", "select") and not (heads and 1 <= heads <= self.restarts):
             raise ConfigError(
-                f"{key}.ensemble: {self.ensemble!r} is not 'auto' or a number of heads from 1 to "
+                f"{key}.ensemble: {self.ensemble!r} is not 'auto', 'select' or a number of heads from 1 to "
                 f"{key}.restarts ({self.restarts})"
             )
         _at_least(f"{key}.views", self.views, nullable=True)

@@ -50,3 +50,31 @@ def test_the_ensemble_model_averages_the_heads_softmax():
     np.testing.assert_allclose(
         single.predict(features, verbose=0), softmax(heads[0].predict(features, verbose=0)), atol=1e-6
     )
+
+
+def test_a_weighted_ensemble_weighs_the_heads_and_survives_a_safe_mode_reload(tmp_path):
+    """final.ensemble=select ships forward selection's weights in Keras' own layers: the model
+    reloads with safe_mode and gives the weighted mean; combine refuses it (it would average equally)."""
+    from fashion_exp.errors import UserError
+    from fashion_exp.final.combine import split
+    from fashion_exp.tracking.registry import LoadedModel
+
+    rng = np.random.default_rng(0)
+    heads = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        x = keras.Input((4,))
+        heads.append(keras.Model(x, keras.layers.Dense(3)(x), name="head"))
+    features = rng.normal(size=(6, 4)).astype(np.float32)
+    x = keras.Input((4,), name="features")
+    model = keras.Model(x, probabilities(heads, x, weights=[0.75, 0.25]))
+    expected = 0.75 * softmax(heads[0].predict(features, verbose=0)) + 0.25 * softmax(
+        heads[1].predict(features, verbose=0)
+    )
+    np.testing.assert_allclose(model.predict(features, verbose=0), expected, atol=1e-6)
+    model.save(tmp_path / "weighted.keras")
+    reloaded = keras.saving.load_model(tmp_path / "weighted.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(features, verbose=0), expected, atol=1e-6)
+    loaded = LoadedModel(reloaded, "models:/fashion-classifier/3", ["a", "b", "c"], 4, "nearest", None)
+    with pytest.raises(UserError, match="is a weighted ensemble"):
+        split(loaded)

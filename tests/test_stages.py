@@ -1,11 +1,13 @@
 """preset=best: the plan, the budget, stage 1 -> stage 2 hand-over, resume of each stage after
 kill -9, and train-final taking the search's preset (tiny backbone, synthetic photos)."""
 
+import json
 import os
 import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -147,13 +149,19 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
             assert child.data.params[name] == first.data.params[f"best.{name}"]
         assert child.data.params["blocks"] == "1"
     assert {c.data.params["augmentation"] for c in children} == {"none", "shear_zoom_flip"}
-    # train-final, given no preset, trains under the search's: final.epochs=2 of best_overrides
-    # comes from the command line, the rest (restarts 2, patience 2) from conf/preset/best.yaml
+    # train-final, given no preset, trains under the search's: final.epochs=2 comes from the
+    # command line, the rest (2 members, 1 restart each, forward selection) from conf/preset/best.yaml
     assert main(["train-final", *overrides, "final.image_size=48", "final.epochs=2", "final.views=1"]) == 0
     out = capsys.readouterr().out
     assert "preset=best: the preset of the search this model is trained from" in out
-    final = [r for r in client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])]
-    assert final[0].data.params["restarts"] == "2" and final[0].data.params["hp.blocks"] == "1"
+    assert "chosen by forward selection" in out
+    final = client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])[0]
+    assert final.data.params["members"] == "2" and final.data.params["hp.blocks"] == "1"
+    assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the selected weighted mean
+    rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
+    assert len(rows) == 2 and {r["member"] for r in rows} == {0, 1}  # stage 2's two configurations
+    assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
+    assert rows[1]["hyperparameters"]["augmentation"] != rows[0]["hyperparameters"]["augmentation"]
 
 
 def start_tune(args, cwd):

@@ -25,7 +25,7 @@ from fashion_exp.config import Config
 from fashion_exp.data.dataset import VALIDATION, scan_configured
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
-from fashion_exp.final.ensemble import probabilities
+from fashion_exp.final.ensemble import WEIGHTED, probabilities
 from fashion_exp.final.evaluate import Evaluation, score
 from fashion_exp.head.parts import find_heads, split_at_heads
 from fashion_exp.tracking import registry
@@ -57,6 +57,11 @@ def split(loaded: registry.LoadedModel) -> Member:
     """The model's frozen part and its heads; a one-line error for a model train-final did not make."""
     if not find_heads(loaded.model):
         raise UserError(f"model {loaded.uri} has no head layer: combine takes models made by train-final")
+    if any(layer.name.endswith(WEIGHTED) for layer in loaded.model.layers):
+        raise UserError(
+            f"model {loaded.uri} is a weighted ensemble (final.ensemble=select): combine averages its members "
+            "equally, which would change it; combine its members' own models, or train-final with final.members"
+        )
     try:
         frozen, heads = split_at_heads(loaded.model)
     except ValueError as err:

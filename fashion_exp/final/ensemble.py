@@ -64,12 +64,31 @@ def choose_size(scores: list[EnsembleScore], setting: int | str, objective: str)
     return best.size
 
 
-def probabilities(heads: list[keras.Model], features, prefix: str = "") -> keras.KerasTensor:
-    """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'.
+def probabilities(
+    heads: list[keras.Model], features, prefix: str = "", weights: list[float] | None = None
+) -> keras.KerasTensor:
+    """Symbolic class probabilities of `features`: one head's softmax, or the mean of the heads'
+    (weighted by `weights`, forward selection's, when given and not all equal).
     `prefix` keeps the layer names apart where several groups of heads share one model (combine)."""
     name = f"{prefix}probabilities"
     name_heads(heads, prefix)  # (head/parts.py: the names combine finds them by)
     if len(heads) == 1:
         return keras.layers.Softmax(name=name)(heads[0](features))
     outputs = [keras.layers.Softmax(name=f"{name}_{i}")(head(features)) for i, head in enumerate(heads)]
-    return keras.layers.Average(name=name)(outputs)
+    if weights is None or len(set(weights)) == 1:
+        return keras.layers.Average(name=name)(outputs)
+    return weighted_mean(outputs, weights, name)
+
+
+WEIGHTED = "_members"  # the suffix of a weighted ensemble's concatenated member probabilities
+
+
+def weighted_mean(outputs: list, weights: list[float], name: str) -> keras.KerasTensor:
+    """sum_i weights[i] * outputs[i], in Keras' own layers (a model that loads in safe mode and
+    exports to ONNX): the members' probabilities side by side, times a fixed (k*c, c) matrix."""
+    classes = int(outputs[0].shape[-1])
+    stacked = keras.layers.Concatenate(name=f"{name}{WEIGHTED}")(outputs)
+    layer = keras.layers.Dense(classes, use_bias=False, trainable=False, name=name)
+    mixed = layer(stacked)
+    layer.set_weights([np.kron(np.asarray(weights, np.float32)[:, None], np.eye(classes, dtype=np.float32))])
+    return mixed

@@ -24,11 +24,18 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.features.extract import jobs_for_policy
 from fashion_exp.features.features import Features, check_disk, jobs_for, scan
 from fashion_exp.features.layers import plain_copy
-from fashion_exp.final.ensemble import choose_size, member_probabilities, probabilities, score_sizes
+from fashion_exp.final import selection
+from fashion_exp.final.ensemble import (
+    EnsembleScore,
+    choose_size,
+    member_probabilities,
+    probabilities,
+    score_sizes,
+)
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
 from fashion_exp.tracking import plots, registry
-from fashion_exp.tracking.queries import best_from_search
+from fashion_exp.tracking.queries import best_from_search, ranked_trials
 from fashion_exp.tracking.run_logger import RunLogger
 from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
 
@@ -59,6 +66,25 @@ class AssemblyCheck:
 def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
     """(tune parent run id, the search's best values with every final.hp.* override applied)."""
     search_run, tuned = best_from_search(config.tracking.uri, config.tracking.experiment, config.from_run)
+    return search_run, with_overrides(config, tuned)
+
+
+def chosen_members(config: Config) -> tuple[str, list[HeadParams]]:
+    """(tune parent run id, the configurations to train): the search's best, then (final.members > 1)
+    the next best distinct ones that train as many blocks (their heads share one frozen part)."""
+    search_run, best = chosen_hyperparameters(config)
+    members = [best]
+    if config.final.members > 1:
+        _, rows = ranked_trials(config.tracking.uri, config.tracking.experiment, search_run)
+        for row in rows:
+            params = with_overrides(config, row)
+            if params.blocks == best.blocks and params not in members and len(members) < config.final.members:
+                members.append(params)
+    return search_run, members
+
+
+def with_overrides(config: Config, tuned: dict) -> HeadParams:
+    """A search's values (strings) with every final.hp.* override applied, checked."""
     values = {}
     for row in ROWS:
         override = config.final.hp.get(row.name)
@@ -69,7 +95,7 @@ def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
             raise ConfigError(f"final.hp.{row.name}: the search logged no value; set final.hp.{row.name}=...")
     params = HeadParams.from_values(values)
     params.check("final.hp", config.choices())
-    return search_run, params
+    return params
 
 
 def policies_for(config: Config, params: HeadParams) -> dict:
@@ -93,15 +119,16 @@ def warn_cost(config: Config, params: HeadParams, echo) -> None:
         )
 
 
-def open_features(config: Config, params: HeadParams, echo) -> Features:
-    """The final size's features, cut where params.blocks says, all extracted (after a disk check):
-    validation and the chosen policy's training views (final.views of them)."""
+def open_features(config: Config, members: list[HeadParams], echo) -> Features:
+    """The final size's features, cut where the members' blocks say, all extracted (after a disk
+    check): validation and each member's policy's training views (final.views of them)."""
+    params = members[0]
     decoder = Decoder.for_data(config.data, config.final.image_size)
     checked = scan(config.data, config.work_dir, echo)
     features = Features.open(
         checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=params.blocks, exact=True, echo=echo
     )
-    jobs = jobs_for(policies_for(config, params))
+    jobs = jobs_for({name: p for member in members for name, p in policies_for(config, member).items()})
     remedy = "lower final.views" + (" or final.hp.blocks" if params.blocks else "")
     check_disk(config.work_dir, {params.blocks: features}, jobs, echo, what="the final model's", remedy=remedy)
     warn_cost(config, params, echo)
@@ -119,6 +146,7 @@ def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadP
             "views": len(jobs_for_policy(TRAIN, policies_for(config, params)[params.augmentation])),
             "restarts": config.final.restarts,
             "ensemble": config.final.ensemble,
+            "members": config.final.members,
             "objective": config.tuner.objective,
             "tune_parent_run_id": search_run,
             "features_runtime": features.runtime,
@@ -131,30 +159,34 @@ def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadP
     run.json(features.dataset.classes, "class_names.json")
 
 
-def train_head(run: RunLogger, config: Config, features: Features, params: HeadParams, echo) -> tuple:
+def train_head(run: RunLogger, config: Config, features: Features, params: HeadParams, echo, member: int = 0) -> tuple:
     """Train the head from final.restarts seeds, log every restart; returns (the heads of every
-    restart, best first; their Restarts)."""
+    restart, best first; their Restarts). Member i > 0 (final.members) logs its restarts after
+    the earlier members' (restart steps i * restarts, ...) and leaves the run's seed and plots alone."""
     seeds = [config.seed + i for i in range(config.final.restarts)]
     objective = config.tuner.objective
+    first = member * len(seeds)
 
     def logged(index: int, restart: Restart) -> None:
         ran = len(restart.history["val_accuracy"])  # fewer than final.epochs when final.patience stopped it
         metrics = {"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}
-        run.metrics({**metrics, "restart_epochs": ran}, step=index)
-        run.curves({f"restart_{index}_val_accuracy": restart.history["val_accuracy"]})
+        run.metrics({**metrics, "restart_epochs": ran}, step=first + index)
+        run.curves({f"restart_{first + index}_val_accuracy": restart.history["val_accuracy"]})
         echo(
             f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): {ran} epochs, best epoch {restart.best_epoch}, "
             f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
         )
 
-    echo(f"Training the head {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
+    whose = f" of member {member + 1} ({params.as_dict()})" if config.final.members > 1 else ""
+    echo(f"Training the head{whose} {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
     policy = policies_for(config, params)[params.augmentation]
     training = HeadTraining.of(features, policy, config.final.epochs, config.tuner, config.final.patience)
     with tqdm(total=len(seeds) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
         train = partial(train_once, training, params, callbacks=[EpochBar(bar)])
         heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
-    log_chosen(run, config.final.image_size, params, ranked[0], every)
-    run.keras(heads[0], "checkpoint/head.keras")
+    if member == 0:
+        log_chosen(run, config.final.image_size, params, ranked[0], every)
+        run.keras(heads[0], "checkpoint/head.keras")
     return heads, ranked
 
 
@@ -177,6 +209,50 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
         inputs = keras.Input(features.val.shape[1:], name="features")
         run.keras(keras.Model(inputs, probabilities(heads[:size], inputs)), "checkpoint/ensemble.keras")
     return heads[:size], chosen, members[:size].mean(axis=0)
+
+
+def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], echo):
+    """Every member's restarts, then the ensemble final.ensemble says; returns (its heads, their
+    weights or None for a plain mean, its score, its validation probabilities, member 1's Restarts)."""
+    trained = [train_head(run, config, features, p, echo, member=i) for i, p in enumerate(members)]
+    heads, ranked = trained[0]
+    if config.final.ensemble == "select":
+        return (*select_ensemble(run, config, features, members, trained, echo), ranked)
+    chosen, shipped, reference = choose_ensemble(run, config, features, heads, ranked, echo)
+    return chosen, None, shipped, reference, ranked
+
+
+def select_ensemble(run: RunLogger, config: Config, features: Features, members: list, trained: list, echo):
+    """Forward selection (final/selection.py) over every head of every member on the validation
+    photos; log each head's held-out score, its weight and the ensemble's; returns (the selected
+    heads, their weights, the ensemble's score, its probabilities on the validation photos)."""
+    heads = [head for member_heads, _ in trained for head in member_heads]
+    who = [(i, r.seed) for i, (_, ranked) in enumerate(trained) for r in ranked]
+    held_out = member_probabilities(heads, features.val)
+    picked = selection.forward_select(held_out, features.val_labels, config.tuner.objective)
+    rows = []
+    for index, ((member, seed), counts) in enumerate(zip(who, picked.counts, strict=True)):
+        accuracy, loss = selection.score(held_out[index], features.val_labels)
+        rows.append(
+            {
+                "member": member,
+                "seed": seed,
+                "hyperparameters": members[member].as_dict(),
+                "val_accuracy": accuracy,
+                "val_loss": loss,
+                "weight": counts / sum(picked.counts),
+            }
+        )
+        echo(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
+    echo(f"Shipping {len(picked.members)} head(s) chosen by forward selection: val_accuracy {picked.val_accuracy:.4f}")
+    run.json(rows, "ensemble.json")
+    shipped = {SHIPPED_VAL_ACCURACY: picked.val_accuracy, SHIPPED_VAL_LOSS: picked.val_loss}
+    run.metrics({"ensemble_size": len(picked.members), **shipped})
+    run.params({"ensemble_heads": ",".join(f"{who[i][0]}:{who[i][1]}x{picked.counts[i]}" for i in picked.members)})
+    weights = [picked.weights[i] for i in picked.members]
+    reference = np.tensordot(np.asarray(weights), held_out[picked.members], axes=1)
+    chosen = EnsembleScore(len(picked.members), picked.val_accuracy, picked.val_loss)
+    return [heads[i] for i in picked.members], weights, chosen, reference
 
 
 def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
@@ -202,14 +278,15 @@ def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, r
     )
 
 
-def assemble(features: Features, heads: list[keras.Model]) -> keras.Model:
+def assemble(features: Features, heads: list[keras.Model], weights: list[float] | None = None) -> keras.Model:
     """uint8 images -> frozen Xception features -> each head (with its fine-tuned blocks, if any)
     -> softmax (averaged over the heads). Fine-tuned heads are shipped with Keras' own layers and
     without their optimizer (features/layers.plain_copy): the model loads without fashion_exp."""
     backbone = features.backbone.model
     if features.blocks:
         heads = [plain_copy(head) for head in heads]
-    return keras.Model(backbone.input, probabilities(heads, backbone.output), name="fashion_classifier")
+    outputs = probabilities(heads, backbone.output, weights=weights)
+    return keras.Model(backbone.input, outputs, name="fashion_classifier")
 
 
 def check_assembled(model: keras.Model, reference: np.ndarray, features: Features, batch_size: int):
@@ -232,9 +309,14 @@ def check_assembled(model: keras.Model, reference: np.ndarray, features: Feature
 def train_final(config: Config, echo=print) -> FinalResult:
     """Train, assemble, check, log and register the final model. Returns the run id and registered version."""
     started = time.time()
-    search_run, params = chosen_hyperparameters(config)
-    echo(f"Hyperparameters from tune run {search_run}: {params.as_dict()}")
-    features = open_features(config, params, echo)
+    search_run, members = chosen_members(config)
+    params = members[0]
+    for number, member in enumerate(members, 1):
+        echo(
+            f"Hyperparameters from tune run {search_run}{f' (member {number})' if len(members) > 1 else ''}: "
+            f"{member.as_dict()}"
+        )
+    features = open_features(config, members, echo)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,
@@ -243,9 +325,8 @@ def train_final(config: Config, echo=print) -> FinalResult:
     )
     with run.recording():
         log_inputs(run, config, features, params, search_run)
-        heads, ranked = train_head(run, config, features, params, echo)
-        heads, shipped, reference = choose_ensemble(run, config, features, heads, ranked, echo)
-        model = assemble(features, heads)
+        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, echo)
+        model = assemble(features, heads, weights)
         check = check_assembled(model, reference, features, config.model.batch_size)
         version = register(run, config, features, model, check, search_run, len(heads))
         run.metrics({"train_final_seconds": time.time() - started})

@@ -24,6 +24,24 @@ def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tu
     return run.info.run_id, best
 
 
+def ranked_trials(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, list[dict[str, str]]]:
+    """(parent run id, its completed trials' rows of trials.csv, best first) of a tune search: run_id,
+    or the latest finished one. A row holds the trial's hyperparameters as strings."""
+    import csv
+    import io
+    from pathlib import Path
+
+    run = _search_run(uri, experiment, run_id)
+    path = download_artifact(uri, run.info.run_id, "trials.csv")
+    if path is None:
+        raise ConfigError(f"tune run {run.info.run_id} has no trials.csv (did it end?)")
+    reader = csv.DictReader(io.StringIO(Path(path).read_text()))
+    objective = reader.fieldnames[2]  # trial_id, status, <objective>, best_epoch, ...
+    rows = [row for row in reader if row["status"] == "COMPLETED" and row[objective]]
+    rows.sort(key=lambda row: float(row[objective]), reverse=objective != "val_loss")  # stable: ties keep trial order
+    return run.info.run_id, rows
+
+
 def search_preset(uri: str, experiment: str, run_id: str | None = None) -> str | None:
     """The preset a tune search ran under (None for searches from before presets)."""
     return _search_run(uri, experiment, run_id).data.tags.get(PRESET)
