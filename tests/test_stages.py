@@ -61,6 +61,8 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     lines = "\n".join(plan.lines())
     assert "stage 1: frozen heads: 20 trials at 48px" in lines and "stage 2: fine-tuning: 4 trials at 48px" in lines
     assert "GB of cached features" in lines and "test host" in lines
+    assert "stage 2 at 299px would take about" in lines and "it fine-tunes at 48px" in lines
+    assert "then train-final: 2 head(s) at 299px" in lines  # final.members 2 x final.restarts 1
 
 
 def test_a_budget_that_cannot_fit_stage_1_is_refused_in_one_line():

@@ -99,18 +99,26 @@ class Plan:
     stage1: StagePlan
     stage2: StagePlan  # at the size that fits what the budget leaves stage 1 (the shipped one if it can)
     stage1_minutes: float  # stage 1's share of the budget
+    final: StagePlan  # train-final afterwards (not in the budget)
+    why: str = ""  # why stage 2 is not at the shipped size, if it is not
 
     def lines(self) -> list[str]:
         rows = [
             f"Plan ({self.budget_minutes:g} min in all, tuner.max_minutes; costs for a {self.rates.host}):",
         ]
-        for stage, limit in ((self.stage1, self.stage1_minutes), (self.stage2, None)):
-            cap = f"at most {limit:.1f} min" if limit is not None else "what stage 1 leaves"
+        for stage, limit in ((self.stage1, f"at most {self.stage1_minutes:.1f} min"), (self.stage2, "the rest")):
             rows.append(
                 f"  {stage.name}: {stage.trials} trials at {stage.image_size}px, about "
                 f"{stage.extraction_s / 60:.1f} min of extraction + {stage.trials_s / 60:.1f} min of trials "
-                f"(given {cap}); {stage.disk_bytes / GB:.2f} GB of cached features"
+                f"(given {limit}); {stage.disk_bytes / GB:.2f} GB of cached features"
             )
+        if self.why:
+            rows.append(f"  ({self.why})")
+        final = self.final
+        rows.append(
+            f"  then train-final: {final.trials} head(s) at {final.image_size}px, about {final.minutes:.0f} min "
+            f"({final.extraction_s / 60:.0f} of extraction), not counted in the budget"
+        )
         return rows
 
 
@@ -129,10 +137,26 @@ def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
         )
     stage1_minutes = max(budget * config.finetune_stage.stage1_share, least)  # what it leaves unused is stage 2's
     left = budget - stage1_minutes
-    second = stage2_plan(config, rates, counts, config.finetune_stage.image_size)
+    second, why = stage2_plan(config, rates, counts, config.finetune_stage.image_size), ""
     if second.minutes > left and config.finetune_stage.image_size != config.data.image_size:
-        second = stage2_plan(config, rates, counts, config.data.image_size)  # the shipped size does not fit
-    return Plan(rates, budget, first, second, stage1_minutes)
+        why = (
+            f"stage 2 at {second.image_size}px would take about {second.minutes:.0f} min, more than the "
+            f"{left:.0f} min stage 1 leaves: it fine-tunes at {config.data.image_size}px"
+        )
+        second = stage2_plan(config, rates, counts, config.data.image_size)
+    return Plan(rates, budget, first, second, stage1_minutes, final_plan(config, rates, counts, second), why)
+
+
+def final_plan(config: Config, rates: Rates, counts: dict[str, int], second: StagePlan) -> StagePlan:
+    """train-final after a staged search: final.members x final.restarts fine-tuned heads at
+    final.image_size (its features are stage 2's when stage 2 ran at that size)."""
+    size, final = config.final.image_size, config.final
+    heads = final.members * final.restarts
+    blocks = min(config.finetune_stage.blocks)
+    seconds = heads * rates.finetune_seconds(counts[TRAIN], final.epochs, blocks, size)
+    images = counts[VALIDATION] + counts[TRAIN] * (1 + (final.views or 1) * (final.members - 1))
+    extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size)
+    return StagePlan("train-final", size, heads, extraction, seconds, 0.0)
 
 
 def stage2_config(config: Config, best: dict, image_size: int, minutes: float) -> Config:

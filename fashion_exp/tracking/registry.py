@@ -186,6 +186,42 @@ def _legacy_classes() -> dict:
     return {"fashion_exp>BlockAdam": BlockAdam}
 
 
+def _load_keras_safely(folder: Path, info, reference: str):
+    """The model's .keras file, loaded with Keras' safe mode (no Python code from the file runs).
+    MLflow's loader would load a TensorFlow SavedModel instead when the MLmodel says
+    save_exported_model, and a SavedModel's graph can do anything (write files, ...): refused, as is
+    a data path that leads out of the model's folder."""
+    import keras
+
+    flavor = info.flavors.get("keras")
+    if flavor is None:
+        raise UserError(f"model {reference} is not a Keras model (its MLmodel has no keras flavour)")
+    if flavor.get("save_exported_model"):
+        raise UserError(
+            f"model {reference} is a TensorFlow SavedModel (save_exported_model: true), whose graph could run "
+            "any code: fashion_exp loads only .keras files, in Keras' safe mode"
+        )
+    data = folder / str(flavor.get("data", "model"))
+    path = Path(f"{data / 'model' if data.is_dir() else data}.keras")
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"model {reference}: its MLmodel points outside its folder ({flavor.get('data')})")
+    return keras.saving.load_model(path, custom_objects=_legacy_classes(), safe_mode=True)
+
+
+def _check_kind(model, meta: dict, reference: str) -> None:
+    """The kind of model train-final and combine build: uint8 photos (n, s, s, 3) -> (n, classes)."""
+    size, classes = int(meta.get("image_size", 0)), len(meta["class_names"])
+    inputs = getattr(model, "inputs", None) or []
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
+    dtype = str(inputs[0].dtype) if len(inputs) == 1 else None
+    output = tuple(model.outputs[0].shape[1:]) if len(getattr(model, "outputs", None) or []) == 1 else None
+    if shape != (size, size, 3) or "uint8" not in dtype or output != (classes,):
+        raise UserError(
+            f"model {reference} is not a classifier fashion_exp builds: it takes {shape} {dtype} and gives {output}, "
+            f"not ({size}, {size}, 3) uint8 photos -> {classes} class probabilities"
+        )
+
+
 def load(reference: str, tracking_uri: str) -> LoadedModel:
     """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
     import mlflow
@@ -196,12 +232,13 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
         with tempfile.TemporaryDirectory() as tmp:
             folder = where.folder or _download(client, where.run_id, tmp)
             info = mlflow.models.Model.load(str(folder))
-            model = mlflow.keras.load_model(str(folder), custom_objects=_legacy_classes())
+            model = _load_keras_safely(Path(folder), info, reference)
     except (MlflowException, OSError, ValueError) as err:
         raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
     meta = info.metadata or {}
     if "class_names" not in meta:
         raise UserError(f"model {reference} has no class_names metadata: was it logged by train-final?")
+    _check_kind(model, meta, reference)
     return LoadedModel(
         model=model,
         uri=reference,
