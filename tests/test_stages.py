@@ -17,7 +17,7 @@ from fashion_exp.config import load_config
 from fashion_exp.errors import ConfigError
 from fashion_exp.search.costs import Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_plan
-from fashion_exp.search.tuner import SearchTuner
+from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
 from fashion_exp.tracking.tags import KIND, PRESET, STAGE, STAGE1_RUN
 from tests.processes import kill_hard
 
@@ -99,9 +99,12 @@ def test_a_trial_stops_patience_epochs_after_its_best():
     assert not stopper()._should_stop("0", {"val_accuracy": 0.1})  # no patience, no deadline: every epoch
 
 
-def test_a_trial_stops_at_the_deadline():
-    assert stopper(deadline=time.monotonic() - 1)._should_stop("0", {"val_accuracy": 0.9})
-    assert not stopper(deadline=time.monotonic() + 60)._should_stop("0", {"val_accuracy": 0.9})
+def test_a_fit_stops_at_the_deadline():
+    for deadline, stops in ((time.monotonic() - 1, True), (time.monotonic() + 60, False)):
+        callback = StopAtDeadline(deadline)
+        callback.set_model(types.SimpleNamespace(stop_training=False))
+        callback.on_epoch_end(0)
+        assert callback.model.stop_training is stops
 
 
 @pytest.mark.slow
@@ -195,3 +198,19 @@ def test_kill_9_in_either_stage_then_the_rerun_resumes_it(overrides, tmp_path, s
         assert "Resuming search" in resumed[0] and "Resuming search" in resumed[1]  # stage 1 done, stage 2 resumed
     runs = search_runs(load_config(overrides).tracking.uri)
     assert {r.info.status for r in runs.values()} == {"FINISHED"} and set(runs) == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_a_staged_search_holds_its_budget(overrides, tmp_path, capsys):
+    """Trials that would run for ever: stage 1 stops at its share, stage 2 at the budget's end; the
+    ledger's total stays within 5% of tuner.max_minutes, plus the seconds each stage's summary takes."""
+    endless = ["tuner.epochs=2000", "finetune_stage.epochs=100000", "finetune_stage.patience=null"]
+    started = time.monotonic()
+    assert main(["tune", *best_overrides(overrides, "tuner.max_minutes=1", *endless)]) == 0
+    took = time.monotonic() - started
+    out = capsys.readouterr().out
+    spent = json.loads(next((tmp_path / "work" / "tuner").glob("tune-*.json")).read_text())
+    assert 0.25 * 0.95 <= spent["stage1"] <= 0.25 * 1.05 + 0.1  # its share, then its summary
+    assert 0.95 <= spent["stage1"] + spent["stage2"] <= 1.05 + 0.1
+    assert took < 60 * 1.05 + 30  # plus start-up: imports, the store
+    assert "Skipped stage 2: 1 of 2 trials (time budget)" in out  # the first stage-2 trial ran into the end

@@ -23,6 +23,7 @@ from fashion_exp.head.fit import fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
 from fashion_exp.search.folds import FoldData, FoldPlan, fold_ids, pool
+from fashion_exp.search.tuner import StopAtDeadline
 
 POOLED = ("val_accuracy", "val_loss")
 
@@ -128,7 +129,11 @@ class HeadHyperModel(kt.HyperModel):
         """Folds 1..k-1 on heads of their own, then fold 0 on `model` with the pooled logs."""
         data, plan = self._folds_of(features, params.augmentation), self.plan(features)
         dim = data.clean.shape[1]
-        others = [plan.fit(data, fold, plan.head(fold, params, dim), epochs).history for fold in range(1, plan.folds)]
+        deadline = [callback for callback in callbacks if isinstance(callback, StopAtDeadline)]
+        others = [
+            plan.fit(data, fold, plan.head(fold, params, dim), epochs, callbacks=deadline).history
+            for fold in range(1, plan.folds)
+        ]
         return plan.fit(data, 0, model, epochs, callbacks=[PooledFolds(others, plan.sizes()), *callbacks])
 
 

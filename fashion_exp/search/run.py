@@ -8,7 +8,7 @@ import io
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fashion_exp import locks
@@ -246,11 +246,17 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
 
 
 def run_search(
-    config: Config, echo=print, overrides: list[str] | None = None, stage: dict[str, str] | None = None
+    config: Config,
+    echo=print,
+    overrides: list[str] | None = None,
+    stage: dict[str, str] | None = None,
+    deadline: float | None = None,
 ) -> SearchResult:
     """Run (or resume) the search that `config` describes. Returns where its results went.
 
     stage: tags of a staged search's stage (stages.py), for its parent run.
+    deadline: a time.monotonic() after which no trial starts (a stage's end), in place of
+    tuner.max_minutes counted from the oracle's making, which comes after the scan and extraction.
 
     With tuner.workers > 0 or tuner.role=chief the trials run in worker processes; `overrides`
     (the command line's key=value words) configure the local ones like this process.
@@ -266,19 +272,28 @@ def run_search(
             del first  # the workers extract the features and train the heads: the chief holds no backbone
             result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo, stage or {})
         else:
-            result = _search_here(config, first, inputs, sid, clock, echo, stage or {})
+            result = _search_here(until(config, deadline), first, inputs, sid, clock, echo, stage or {})
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
 
 
-def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage):
+def until(config: Config, deadline: float | None) -> Config:
+    """config with tuner.max_minutes set to what is left before `deadline` (None: config as it is)."""
+    if deadline is None:
+        return config
+    return replace(config, tuner=replace(config.tuner, max_minutes=max((deadline - time.monotonic()) / 60, 1e-3)))
+
+
+def _search_here(
+    config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage, deadline=None
+):
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
     tracker, resume = open_search_run(config, sid, echo)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
-        tuner = run_trials(config, cuts, tracker, sid, resume)
+        tuner = run_trials(until(config, deadline), cuts, tracker, sid, resume)
         clock.lap("trials_seconds")
         views = sum(features.seconds for features in cuts.values()) - warm
         clock.laps["of_which_views_seconds"] = views  # the trials' time spent extracting or loading features

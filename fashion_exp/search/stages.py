@@ -261,8 +261,10 @@ def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: li
     if ledger.spent:
         echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {plan.budget_minutes:g} min spent")
     left1 = plan.stage1_minutes - ledger.minutes("stage1")
-    first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))
-    first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage={STAGE: "1"}))
+    first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))  # (workers: no deadline)
+    ends = time.monotonic() + 60 * left1  # the stage's start-up and extraction count too
+    tags = {STAGE: "1"}
+    first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage=tags, deadline=ends))
     if first.best_trial_id is None:
         return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
     left2 = plan.budget_minutes - ledger.minutes("stage1") - ledger.minutes("stage2")
@@ -281,5 +283,5 @@ def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, min
         f"Stage 2: {plan.stage2.trials} fine-tuning trials at {plan.stage2.image_size}px under stage 1's best head "
         f"(trial {first.best_trial_id}), {minutes:.1f} min left"
     )
-    tags = {STAGE: "2", STAGE1_RUN: first.parent_run_id}
-    return ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags))
+    tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id}, time.monotonic() + 60 * minutes
+    return ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends))

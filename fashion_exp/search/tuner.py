@@ -40,6 +40,19 @@ class TrialObserver:
         """The search loop ended normally."""
 
 
+class StopAtDeadline(keras.callbacks.Callback):
+    """Ends a fit at the end of the epoch in which the search's time budget ran out (the best epoch
+    so far is kept). Every head a trial trains gets one: with tuner.folds, each fold's."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() >= self.deadline:
+            self.model.stop_training = True
+
+
 class TrialHooks:
     """Mixin for a keras-tuner Tuner: tells observers about the search and frees memory after trials.
 
@@ -84,6 +97,12 @@ class TrialHooks:
         for observer in self.observers:
             observer.trial_started(trial)
 
+    def run_trial(self, trial, *args, **kwargs):
+        deadline = getattr(self.oracle, "deadline", None)  # (a worker's oracle is a client: the chief's holds it)
+        if deadline is not None:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopAtDeadline(deadline)]
+        return super().run_trial(trial, *args, **kwargs)
+
     def on_epoch_end(self, trial, model, epoch, logs=None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
         values = {k: float(v) for k, v in (logs or {}).items()}
@@ -93,10 +112,7 @@ class TrialHooks:
             model.stop_training = True  # the trial ends after this epoch, scored by its best epoch
 
     def _should_stop(self, trial_id: str, logs: dict[str, float]) -> bool:
-        """Past the oracle's time budget, or `patience` epochs after the trial's best epoch."""
-        deadline = getattr(self.oracle, "deadline", None)  # (a worker's oracle is a client: the chief's holds it)
-        if deadline is not None and time.monotonic() >= deadline:
-            return True
+        """`patience` epochs after the trial's best epoch (the deadline is StopAtDeadline's)."""
         name = self.oracle.objective.name
         if self.patience is None or name not in logs:
             return False
