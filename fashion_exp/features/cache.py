@@ -7,9 +7,11 @@ float32, against the cached path on every validation photo). Entries load memory
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_exp import locks
+from fashion_exp import locks, writers
+from fashion_exp.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,43 @@ def bytes_per_image(feature_shape: tuple[int, ...]) -> int:
     return int(np.prod(feature_shape)) * stored_dtype((0, *feature_shape)).itemsize
 
 
+GB = 1e9
+
+
+def _amount(size: int) -> str:
+    return f"{size / GB:.2f} GB" if size >= GB / 10 else f"{size / 1e6:.1f} MB"
+
+
+def reserve(path: Path) -> None:
+    """Allocate the disk blocks of `path` (a sparse file open_memmap made) before rows are written
+    through the map: a full disk is then a one-line UserError here, not SIGBUS on a later write.
+    File systems that cannot preallocate are left as they are."""
+    size = path.stat().st_size
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(
+                f"work_dir {path.parent}: the disk is full: a feature cache entry needs {_amount(size)} and "
+                f"{_amount(free)} are free; free some space, or set work_dir= on a larger disk"
+            ) from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    finally:
+        os.close(descriptor)
+
+
 class FeatureCache:
-    """One .npy file per FeatureKey; written to a temporary name, then renamed into place."""
+    """One .npy file per FeatureKey; written to a temporary name, then renamed into place. The
+    temporary files of writers that died (kill -9, a full disk before this version) are removed
+    when a cache is opened."""
 
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
+        if self.directory.is_dir():
+            writers.sweep(self.directory)
 
     def claim(self, key: FeatureKey, wait: float, on_wait=None):
         """Context manager held while computing one entry: whoever holds it computes the entry, so
@@ -85,9 +120,10 @@ class FeatureCache:
         not grow with the split), and is deleted otherwise."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = writers.temporary(path)
         try:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=stored_dtype(shape), shape=shape)
+            reserve(tmp)
             yield array
             array.flush()
             del array

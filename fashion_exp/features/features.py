@@ -179,7 +179,9 @@ def check_disk(
     remedy: str = "drop search.blocks values",
 ) -> None:
     """Say what the cached features of every cut take; raise UserError (one line) before any
-    work when the disk under work_dir cannot hold what `jobs` still need (`what`: whose
+    work when the disk under work_dir cannot hold what `jobs` still need (what other extractors are
+    writing now is already taken from the free space: each entry's blocks are reserved when its
+    file is made, cache.reserve) (`what`: whose
     features; `remedy`: the last of the ways out the message offers)."""
     needed = {count: features.missing_bytes(jobs) for count, features in cuts.items()}
     for count, features in cuts.items():

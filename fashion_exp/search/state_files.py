@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
 from pathlib import Path
 
 from keras_tuner.src import utils as kt_utils
 
 from fashion_exp.errors import UserError, first_line
+from fashion_exp.writers import HOST, alive
 
 STOCK_SAVE_JSON = kt_utils.save_json
-HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"  # this machine, as names carry it
 # .<file>.<pid>-<thread>@<host>.partial; versions before the host was added wrote no @<host>
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)-\d+(?:@(?P<host>[A-Za-z0-9._-]+))?\.partial$")
 
@@ -80,17 +79,7 @@ def remove_stale_partials(project_dir: Path) -> list[Path]:
     removed = []
     for path in sorted(Path(project_dir).rglob(".*.partial")):
         match = _PARTIAL.match(path.name)
-        if match and (match["host"] or HOST) == HOST and not _alive(int(match["pid"])):
+        if match and (match["host"] or HOST) == HOST and not alive(int(match["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
