@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"  # this machine, as names carry it
@@ -35,9 +36,15 @@ def temporary(target: Path) -> Path:
 def sweep(directory: Path) -> list[Path]:
     """Delete the temporary files in `directory` whose writer on this host is dead (names without a
     host, from older versions, count as this host's). Returns what was deleted."""
+    return sweep_paths(Path(directory).glob(".*.tmp"), _TEMPORARY)
+
+
+def sweep_paths(paths: Iterable[Path], pattern: re.Pattern) -> list[Path]:
+    """Delete those of `paths` whose name (matched by `pattern`, with groups pid and host) says a
+    dead writer on this host made them. Returns what was deleted."""
     removed = []
-    for path in sorted(Path(directory).glob(".*.tmp")):
-        match = _TEMPORARY.match(path.name)
+    for path in sorted(paths):
+        match = pattern.match(path.name)
         if match and (match["host"] or HOST) == HOST and not alive(int(match["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)

@@ -24,7 +24,7 @@ from pathlib import Path
 from keras_tuner.src import utils as kt_utils
 
 from fashion_exp.errors import UserError, first_line
-from fashion_exp.writers import HOST, alive
+from fashion_exp.writers import HOST, sweep_paths
 
 STOCK_SAVE_JSON = kt_utils.save_json
 # .<file>.<pid>-<thread>@<host>.partial; versions before the host was added wrote no @<host>
@@ -76,10 +76,4 @@ def remove_stale_partials(project_dir: Path) -> list[Path]:
     and a worker sharing work_dir over NFS may be writing it now. Names without a host (older
     versions) count as this host's, as those versions swept them.
     """
-    removed = []
-    for path in sorted(Path(project_dir).rglob(".*.partial")):
-        match = _PARTIAL.match(path.name)
-        if match and (match["host"] or HOST) == HOST and not alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+    return sweep_paths(Path(project_dir).rglob(".*.partial"), _PARTIAL)
