@@ -321,7 +321,14 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
         flush=True,
     )
     app = create_app(predictor, ServeSettings.from_config(config, backend))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        limit_concurrency=settings.max_connections,  # more open connections get 503
+        timeout_keep_alive=5,  # idle keep-alive connections are closed
+    )
     return 0
 
 

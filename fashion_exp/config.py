@@ -283,9 +283,22 @@ class ServeConfig:
     max_batch: int
     max_wait_ms: float
     request_timeout_s: float
+    max_image_pixels: (
+        int  # an upload with more pixels is refused (the model sees 299x299; data.max_image_pixels is for datasets)
+    )
+    decoders: int | None  # uploads decoded at once (null: one per CPU core)
+    max_waiting: int  # uploads waiting for a decoder; one more gets 503 with Retry-After
+    max_connections: int  # open connections uvicorn accepts (limit_concurrency); more get 503
+    read_timeout_s: float  # an upload whose body has not arrived by then gets 408 (slow clients hold no connection)
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
+        _at_least(f"{key}.max_image_pixels", self.max_image_pixels)
+        _at_least(f"{key}.decoders", self.decoders, nullable=True)
+        _at_least(f"{key}.max_waiting", self.max_waiting, least=0)
+        _at_least(f"{key}.max_connections", self.max_connections)
+        if self.read_timeout_s <= 0:
+            raise ConfigError(f"{key}.read_timeout_s: {self.read_timeout_s} must be > 0")
         _at_least(f"{key}.max_batch", self.max_batch)
         _at_least(f"{key}.max_wait_ms", self.max_wait_ms, least=0)
         if self.request_timeout_s <= 0:

@@ -44,7 +44,8 @@ def jpeg_bytes(color, size=(40, 40)) -> bytes:
 def serve_settings(**changes) -> ServeSettings:
     """Settings for the stand-in model: one photo at a time, small limits; `changes` replace some."""
     given = dict(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1)
-    return ServeSettings(**{**given, "max_wait_ms": 0.0, "request_timeout_s": 30.0, **changes})
+    limits = {"decoders": 2, "max_waiting": 8, "read_timeout_s": 15.0}
+    return ServeSettings(**{**given, "max_wait_ms": 0.0, "request_timeout_s": 30.0, **limits, **changes})
 
 
 @pytest.fixture
@@ -218,3 +219,88 @@ def test_serve_refuses_a_taken_port_and_a_missing_model(tmp_path, capsys):
     assert "run `python -m fashion_exp tune`" in err
     assert not (tmp_path / "mlflow.db").exists()  # serve only reads: it created no store
     assert Path(tmp_path).exists()
+
+
+# ---- a flood of uploads (issue 26, item 4) ------------------------------------------------------
+
+
+def image_bytes(fmt: str, size=(40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, COLORS["hat"]).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_only_the_formats_browsers_upload_are_decoded_and_servings_own_pixel_limit_holds(client):
+    for fmt in ("TIFF", "ICO", "PPM"):  # Pillow reads these (and EPS, through Ghostscript): serving does not
+        answer = client.post("/predict", content=image_bytes(fmt), headers={"content-type": "image/x"})
+        assert answer.status_code == 415, (fmt, answer.text)
+        assert "not an image in a served format (JPEG, PNG, WEBP, GIF, BMP)" in answer.json()["error"]
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP"):
+        assert client.post("/predict", content=image_bytes(fmt)).status_code == 200, fmt
+    big = client.post("/predict", content=image_bytes("JPEG", (500, 500)))  # 250,000 pixels: over 200,000
+    assert big.status_code == 400 and "(serve.max_image_pixels)" in big.json()["error"]
+
+
+def test_a_large_jpeg_is_decoded_in_draft_mode_close_to_the_full_decode():
+    from fashion_exp.data.images import SERVED_FORMATS, decode_image
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((100, 100, 1), np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, format="JPEG", quality=95)  # 4000 x 3000
+    full = decode_image(buffer.getvalue(), 299, 50_000_000, "bilinear")
+    draft = decode_image(buffer.getvalue(), 299, 50_000_000, "bilinear", formats=SERVED_FORMATS)
+    assert draft.shape == full.shape == (299, 299, 3)
+    assert np.abs(draft.astype(int) - full.astype(int)).mean() < 3  # out of 255
+
+
+def test_uploads_beyond_the_decoders_and_the_queue_get_503_with_retry_after(monkeypatch):
+    from fashion_exp.data import images
+
+    def slow_decode(self, data, name="upload"):
+        time.sleep(1.0)
+        return np.full((32, 32, 3), COLORS["hat"], np.uint8)
+
+    monkeypatch.setattr(images.Decoder, "decode", slow_decode)
+    answers = []
+    with TestClient(create_app(ColourPredictor(), serve_settings(decoders=1, max_waiting=1))) as client:
+
+        def post():
+            answers.append(client.post("/predict", content=jpeg_bytes(COLORS["hat"])))
+
+        threads = [threading.Thread(target=post) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.1)  # in order: one decodes, one waits, two are turned away
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(a.status_code for a in answers) == [200, 200, 503, 503]
+        busy = [a for a in answers if a.status_code == 503]
+        assert all(a.headers["retry-after"] == "1" and "serve.max_waiting" in a.json()["error"] for a in busy)
+        assert client.post("/predict", content=jpeg_bytes(COLORS["hat"])).status_code == 200  # and it goes on
+
+
+@pytest.mark.slow  # a real server and a real socket
+def test_a_slow_upload_gets_408_and_holds_no_connection():
+    import uvicorn
+
+    port = free_port()
+    app = create_app(ColourPredictor(), serve_settings(read_timeout_s=1.0))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100)
+            started = time.monotonic()
+            answer = b""
+            while b"read_timeout_s" not in answer and (chunk := slow.recv(4096)):  # the rest never comes
+                answer += chunk
+            answer = answer.decode()
+        assert answer.startswith("HTTP/1.1 408") and "serve.read_timeout_s" in answer
+        assert time.monotonic() - started < 5
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

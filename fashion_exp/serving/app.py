@@ -8,6 +8,7 @@ in parallel; photos that arrive together are classified in one batch (serving/ba
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
-from fashion_exp.data.images import Decoder
+from fashion_exp.data.images import SERVED_FORMATS, Decoder
 from fashion_exp.errors import ImageError
 from fashion_exp.serving.batcher import BatcherStopped, MicroBatcher
 from fashion_exp.serving.page import INDEX_HTML
@@ -42,7 +43,7 @@ class Predictor(Protocol):
 
 @dataclass
 class ServeSettings:
-    """What the app needs of the config (serve.* and data.max_image_pixels)."""
+    """What the app needs of the config (serve.*)."""
 
     max_upload_bytes: int
     max_image_pixels: int
@@ -51,23 +52,33 @@ class ServeSettings:
     max_batch: int  # serve.max_batch: photos classified in one forward pass
     max_wait_ms: float  # serve.max_wait_ms: how long the first photo of a batch waits for others
     request_timeout_s: float  # serve.request_timeout_s: a photo unanswered by then gets 503
+    decoders: int  # serve.decoders (resolved): uploads decoded at once
+    max_waiting: int  # serve.max_waiting: uploads waiting for a decoder before 503
+    read_timeout_s: float  # serve.read_timeout_s: a body not arrived by then gets 408
 
     @classmethod
     def from_config(cls, config, backend: str | None = None) -> ServeSettings:
         """backend: the one serving chose (serve.backend=auto resolves to one); default serve.backend."""
         return cls(
             max_upload_bytes=int(config.serve.max_upload_mb * 2**20),
-            max_image_pixels=config.data.max_image_pixels,
+            max_image_pixels=config.serve.max_image_pixels,
             top_k=config.serve.top_k,
             backend=backend or config.serve.backend,
             max_batch=config.serve.max_batch,
             max_wait_ms=config.serve.max_wait_ms,
             request_timeout_s=config.serve.request_timeout_s,
+            decoders=config.serve.decoders or os.cpu_count() or 1,
+            max_waiting=config.serve.max_waiting,
+            read_timeout_s=config.serve.read_timeout_s,
         )
 
 
 class _TooLarge(Exception):
     pass
+
+
+class Busy(Exception):
+    """Every decoder is busy and serve.max_waiting uploads already wait for one."""
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -91,17 +102,20 @@ async def _parse_multipart(request: Request, body: bytes):
     return await MultiPartParser(request.headers, chunks()).parse()
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-async def _upload(request: Request, limit: int) -> bytes | JSONResponse:
-    """The photo's bytes (the multipart field `file`, or the raw body; at most `limit` bytes), or the
-    error answer for a body too large or a malformed form."""
+async def _upload(request: Request, limit: int, timeout: float) -> bytes | JSONResponse:
+    """The photo's bytes (the multipart field `file`, or the raw body; at most `limit` bytes, within
+    `timeout` seconds), or the error answer for a body too large or too slow, or a malformed form."""
     try:
-        body = await _read_limited(request, limit)
+        body = await asyncio.wait_for(_read_limited(request, limit), timeout)
     except _TooLarge:
         return _error(413, f"upload larger than the limit of {limit} bytes")
+    except TimeoutError:
+        return _error(408, f"upload not received within {timeout:g} s (serve.read_timeout_s)")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return body
     try:
@@ -120,11 +134,20 @@ Classify = Callable[[bytes], Awaitable[dict]]  # photo bytes -> {"category", "to
 def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> Classify:
     """Decode a photo in a worker thread, classify it in the batcher's next batch, answer its top k.
     Raises TimeoutError after settings.request_timeout_s, BatcherStopped if the batcher's thread ended."""
-    decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels)
+    decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels, SERVED_FORMATS)
     k = min(settings.top_k, len(predictor.class_names))
+    decoding = asyncio.Semaphore(settings.decoders)  # a decode holds a photo's pixels: a few at a time
+    held = [0]  # uploads decoding or waiting to
 
     async def classify(data: bytes) -> dict:
-        image = await run_in_threadpool(decoder.decode, data, "upload")
+        if held[0] >= settings.decoders + settings.max_waiting:
+            raise Busy
+        held[0] += 1
+        try:
+            async with decoding:
+                image = await run_in_threadpool(decoder.decode, data, "upload")
+        finally:
+            held[0] -= 1
         # on timeout wait_for cancels the future, and the batcher skips it
         probabilities = await asyncio.wait_for(asyncio.wrap_future(batcher.submit(image)), settings.request_timeout_s)
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
@@ -151,7 +174,7 @@ def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, cl
     @app.post("/predict")
     async def predict(request: Request):
         started = time.perf_counter()
-        body = await _upload(request, settings.max_upload_bytes)
+        body = await _upload(request, settings.max_upload_bytes, settings.read_timeout_s)
         if isinstance(body, JSONResponse):
             return body
         try:
@@ -160,9 +183,13 @@ def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, cl
             return _error(STATUS_FOR_KIND.get(err.kind, 400), str(err))
         except BatcherStopped as err:
             return _error(503, str(err))
+        except Busy:
+            waiting = settings.max_waiting
+            return _error(503, f"busy: every decoder is taken and {waiting} uploads wait (serve.max_waiting)", 1)
         except TimeoutError:
             wait = settings.request_timeout_s
-            return _error(503, f"no answer from the model within {wait:g} s (serve.request_timeout_s); try again later")
+            message = f"no answer from the model within {wait:g} s (serve.request_timeout_s); try again later"
+            return _error(503, message, 5)
         answer["model"] = {"name": predictor.name, "version": predictor.version, "backend": settings.backend}
         answer["time_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return answer
