@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from fashion_exp.config import Config
+from fashion_exp.search import oracle_auth
 from fashion_exp.search.cluster import OracleServer, WorkerPool
 from fashion_exp.search.hypermodel import SpaceModel
 from fashion_exp.search.observers import TrialProgress
@@ -36,7 +37,8 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     progress = TrialProgress(total, tuning.objective, tuning.direction)
     logs = directory / sid / "logs"
-    server = _oracle_server(config, tuner.oracle, sid, echo)
+    token = oracle_auth.chief_token(config.work_dir, sid)
+    server = _oracle_server(config, tuner.oracle, sid, token, echo)
     store = (
         shared_store(config.tracking.uri, logs / "mlflow-server.log", echo)
         if tuning.workers
@@ -52,6 +54,8 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
             logs,
             echo,
         )
+        for worker in pool.workers:
+            worker.env[oracle_auth.TOKEN_ENV] = token
         _watch(tuner, server, pool, progress)
     return tuner
 
@@ -64,9 +68,9 @@ def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
     return tuner
 
 
-def _oracle_server(config: Config, oracle, sid: str, echo) -> OracleServer:
+def _oracle_server(config: Config, oracle, sid: str, token: str, echo) -> OracleServer:
     """The oracle's gRPC server, bound now (serving from start() on), and where workers find it."""
-    server = OracleServer(oracle, config.tuner.oracle_address)
+    server = OracleServer(oracle, config.tuner.oracle_address, token)
     echo(f"Chief oracle of search {sid} on {server.address}")
     if config.tuner.role == "chief":
         echo(worker_hint(config, server.address))

@@ -26,6 +26,7 @@ from keras_tuner.src.distribute import oracle_chief  # noqa: E402
 from fashion_exp.children import exit_description, last_log_line, parented, reap  # noqa: E402
 from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
+from fashion_exp.search import oracle_auth  # noqa: E402
 
 WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
 
@@ -46,13 +47,16 @@ class SavingServicer(oracle_chief.OracleServicer):
 
 
 class OracleServer:
-    """keras-tuner's OracleServicer for `oracle` on host:port (port 0: a free one), as a context manager."""
+    """keras-tuner's OracleServicer for `oracle` on host:port (port 0: a free one), as a context
+    manager; calls without `token` are refused (oracle_auth.TokenCheck)."""
 
-    def __init__(self, oracle, address: str):
+    def __init__(self, oracle, address: str, token: str):
         self.oracle = oracle
         host, port = split_address(address)
         self.servicer = SavingServicer(oracle)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # one request at a time, as keras-tuner
+        self.server = grpc.server(  # one request at a time, as keras-tuner
+            futures.ThreadPoolExecutor(max_workers=1), interceptors=[oracle_auth.TokenCheck(token)]
+        )
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:
             bound = self.server.add_insecure_port(f"{host}:{port}")

@@ -12,6 +12,9 @@ Process-wide, installed once by each job that runs a search (install()):
     conditional hyperparameter (block_lr) crosses gRPC, several lines a trial on the chief.
   - oracle_client.TIMEOUT: keras-tuner 1.4.8 waits an hour for the chief in every call, a module
     constant with no argument to change it (set_chief_timeout).
+  - oracle_client.OracleClient: keras-tuner 1.4.8's client opens grpc.insecure_channel in its
+    __init__, with no way to add call metadata; TokenOracleClient is the same client on a channel
+    whose calls carry the chief's oracle token (search/oracle_auth.py).
 
 Oracle subclasses (their classes are named here; search/oracles.py adds the time budget):
   - DistinctBayesianOracle: keras-tuner's Gaussian-process oracle proposes finished points again
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 
 import keras_tuner as kt
 import numpy as np
@@ -33,16 +37,31 @@ from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.engine import conditions as kt_conditions
 from keras_tuner.src.tuners import gridsearch as kt_gridsearch
 
+from fashion_exp.search import oracle_auth
 from fashion_exp.search.state_files import save_json_atomically
 
 KERAS_TUNER = "1.4.8"  # the version every fix here was written against (requirements.lock pins it)
 STOCK_PARENT_TO_PROTO = kt_conditions.Parent.to_proto
 
 
+STOCK_ORACLE_CLIENT = oracle_client.OracleClient
+
+
+class TokenOracleClient(STOCK_ORACLE_CLIENT):
+    """keras-tuner's OracleClient whose calls carry FASHION_ORACLE_TOKEN (oracle_auth.channel)."""
+
+    def __init__(self, oracle):
+        super().__init__(oracle)
+        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        self.stub = kt_protos.get_service_grpc().OracleStub(oracle_auth.channel(address))
+
+
 def install() -> None:
-    """Apply the process-wide fixes (idempotent): atomic state files, a quiet Parent.to_proto."""
+    """Apply the process-wide fixes (idempotent): atomic state files, a quiet Parent.to_proto, a
+    worker's oracle client that carries the oracle token."""
     kt_utils.save_json = save_json_atomically
     kt_conditions.Parent.to_proto = parent_to_proto
+    oracle_client.OracleClient = TokenOracleClient
 
 
 def set_chief_timeout(seconds: float) -> None:

@@ -18,7 +18,7 @@ from fashion_exp import locks
 from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
-from fashion_exp.search import keras_tuner_fixes
+from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.observers import TrialRecorder
 from fashion_exp.search.run import head_hypermodel, open_first_cut, search_features, search_id
 from fashion_exp.search.state_files import check_readable
@@ -27,10 +27,14 @@ from fashion_exp.tracking.search_runs import SearchTracker
 from fashion_exp.tracking.tags import HOST, WORKER
 
 
-def _join(config: Config, chief: str, worker_id: str) -> None:
-    """Point keras-tuner's distributed mode at the chief (read when the tuner is made)."""
+def _join(config: Config, chief: str, worker_id: str, sid: str) -> None:
+    """Point keras-tuner's distributed mode at the chief (read when the tuner is made), with the
+    oracle token (FASHION_ORACLE_TOKEN, else the chief's token file in the shared work_dir)."""
     host, port = split_address(chief)
     os.environ.update(KERASTUNER_TUNER_ID=worker_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
+    token = oracle_auth.worker_token(config.work_dir, sid)
+    if token:
+        os.environ[oracle_auth.TOKEN_ENV] = token
     keras_tuner_fixes.set_chief_timeout(config.tuner.chief_timeout)
 
 
@@ -45,10 +49,12 @@ def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
         f"worker id {worker_id} of search {sid}",
         hint="give each worker its own --worker-id",
     ):
-        _join(config, chief, worker_id)
+        _join(config, chief, worker_id, sid)
         try:
             return _run(config, first, sid, chief, worker_id, directory, echo)
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise UserError(f"the chief at {chief} refused this worker: {err.details()}") from None
             raise UserError(f"lost the chief at {chief} ({err.code().name}): {err.details()}") from None
 
 

@@ -1,0 +1,108 @@
+"""Who may talk to a chief's oracle: those who hold its token.
+
+keras-tuner serves its oracle over plain gRPC with no check: anyone who could reach the port could
+create trials, report any score (it became the best trial, which train-final would ship) or take
+trials and never end them. The chief now refuses every call that does not carry the search's
+token in its metadata (a server interceptor, compared in constant time).
+
+The token is FASHION_ORACLE_TOKEN when set; else the chief makes one and keeps it, readable by its
+user only, in work_dir/tuner/<search id>/oracle.token, where workers find it (the multi-machine
+recipe shares work_dir already). Local workers are given it in their environment.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import grpc
+
+TOKEN_ENV = "FASHION_ORACLE_TOKEN"
+METADATA_KEY = "x-fashion-oracle-token"
+
+
+def token_file(work_dir: Path | str, sid: str) -> Path:
+    return Path(work_dir) / "tuner" / sid / "oracle.token"
+
+
+def chief_token(work_dir: Path | str, sid: str) -> str:
+    """FASHION_ORACLE_TOKEN, else the search's token file (made now, mode 0600, if missing)."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = token_file(work_dir, sid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:
+        token = secrets.token_urlsafe(32)
+        handle.write(token)
+    return token
+
+
+def worker_token(work_dir: Path | str, sid: str) -> str | None:
+    """FASHION_ORACLE_TOKEN, else the chief's token file in the shared work_dir, else None."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = token_file(work_dir, sid)
+    return path.read_text().strip() if path.is_file() else None
+
+
+REFUSED = (
+    "this call carries no valid oracle token: set FASHION_ORACLE_TOKEN to the chief's, or share the "
+    "chief's work_dir (it writes tuner/<search id>/oracle.token)"
+)
+
+
+class TokenCheck(grpc.ServerInterceptor):
+    """Refuses, UNAUTHENTICATED, every call whose metadata does not carry `token`."""
+
+    def __init__(self, token: str):
+        self.token = token.encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        given = dict(handler_call_details.invocation_metadata or ()).get(METADATA_KEY, "")
+        if hmac.compare_digest(given.encode(), self.token):
+            return continuation(handler_call_details)
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
+        )
+
+
+class _Details(
+    collections.namedtuple(
+        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class TokenMetadata(grpc.UnaryUnaryClientInterceptor):
+    """Adds the token to every call's metadata (a worker's side)."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        metadata = list(client_call_details.metadata or [])
+        if self.token:
+            metadata.append((METADATA_KEY, self.token))
+        details = _Details(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            getattr(client_call_details, "wait_for_ready", None),
+            getattr(client_call_details, "compression", None),
+        )
+        return continuation(details, request)
+
+
+def channel(address: str) -> grpc.Channel:
+    """A channel to the chief at host:port whose calls carry FASHION_ORACLE_TOKEN (set by tune-worker)."""
+    return grpc.intercept_channel(grpc.insecure_channel(address), TokenMetadata(os.environ.get(TOKEN_ENV)))
