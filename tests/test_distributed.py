@@ -42,6 +42,12 @@ def start_tune(command: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
+def start_chief(overrides: list[str], cwd: Path, port: int, *extra: str) -> subprocess.Popen:
+    """A chief that runs no trials itself (tuner.role=chief), its oracle on 127.0.0.1:port."""
+    command = [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.role=chief", *extra]
+    return start_tune([*command, f"tuner.oracle_address=127.0.0.1:{port}"], cwd)
+
+
 def search_runs(uri: str, experiment: str = "test") -> tuple[list, list]:
     """(parent runs, trial runs) of the experiment, deleted runs left out as mlflow ui does."""
     client = MlflowClient(uri)
@@ -316,19 +322,7 @@ def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlf
     (tuner.role=chief, no local workers) and two tune-worker processes started on their own."""
     at = [o for o in overrides if not o.startswith("tracking.uri=")] + [f"tracking.uri={mlflow_server}"]
     port = free_port()
-    chief = start_tune(
-        [
-            sys.executable,
-            "-m",
-            "fashion_exp",
-            "tune",
-            *at,
-            "tuner.role=chief",
-            "tuner.max_trials=4",
-            f"tuner.oracle_address=127.0.0.1:{port}",
-        ],
-        tmp_path,
-    )
+    chief = start_chief(at, tmp_path, port, "tuner.max_trials=4")
     worker = [sys.executable, "-m", "fashion_exp", "tune-worker", "--chief", f"127.0.0.1:{port}", *at]
     try:
         wait_until(

@@ -15,7 +15,7 @@ from keras_tuner.src import protos
 from fashion_exp.children import free_port
 from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.cluster import OracleServer
-from tests.test_distributed import assert_one_distributed_search, start_tune, wait_until
+from tests.test_distributed import assert_one_distributed_search, start_chief, wait_until
 
 
 def stub(port: int, token: str | None):
@@ -62,18 +62,7 @@ def test_stock_oracle_client_still_opens_a_channel_that_carries_no_metadata():
 @pytest.mark.slow  # a real chief and real worker processes
 def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_file_runs(overrides, tmp_path):
     port = free_port()
-    chief = start_tune(
-        [
-            sys.executable,
-            "-m",
-            "fashion_exp",
-            "tune",
-            *overrides,
-            "tuner.role=chief",
-            f"tuner.oracle_address=127.0.0.1:{port}",
-        ],
-        tmp_path,
-    )
+    chief = start_chief(overrides, tmp_path, port)
     worker = [sys.executable, "-m", "fashion_exp", "tune-worker", "--chief", f"127.0.0.1:{port}", *overrides]
     env = {k: v for k, v in os.environ.items() if k != oracle_auth.TOKEN_ENV}
     try:
