@@ -238,6 +238,7 @@ class FinetuneStageConfig:
     enabled: bool  # false: tune runs one stage, the search configured by search/ and tuner/
     image_size: int  # the size stage 2 trains at when it fits the budget (the shipped size)
     blocks: list[int]  # the grid's values of search.blocks (>= 1)
+    learning_rate: list[float]  # head learning rates the grid tries besides stage 1's best
     block_lr: list[float]  # the grid's values of search.block_lr
     augmentation: list[str]  # the grid's policies
     views: int  # views of each augmentation policy (each costs a backbone pass over train at image_size)
@@ -254,8 +255,9 @@ class FinetuneStageConfig:
             raise ConfigError(
                 f"{key}.blocks: {self.blocks} must lie from 1 to {most_blocks} (the blocks that can train)"
             )
-        if min(self.block_lr) <= 0:
-            raise ConfigError(f"{key}.block_lr: {self.block_lr} must all be > 0")
+        for name in ("block_lr", "learning_rate"):
+            if getattr(self, name) and min(getattr(self, name)) <= 0:
+                raise ConfigError(f"{key}.{name}: {getattr(self, name)} must all be > 0")
         for name in self.augmentation:
             _one_of(f"{key}.augmentation", name, choices, "augmentation policy")
         for name in ("views", "epochs"):

@@ -30,7 +30,7 @@ from fashion_exp.search.costs import RATES, Rates, host_kind
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
 
-FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best
+FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best (and more rates)
 GB = 1e9
 MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
 
@@ -65,9 +65,16 @@ def stage1_plan(config: Config, rates: Rates, counts: dict[str, int]) -> StagePl
     return StagePlan("stage 1: frozen heads", size, config.tuner.max_trials, extraction, seconds, disk)
 
 
-def stage2_trials(config: Config) -> int:
+def stage2_trials(config: Config, best_lr: float | None = None) -> int:
+    """The grid's size (with stage 1's best learning rate, when known, among finetune_stage's)."""
     stage = config.finetune_stage
-    return len(stage.blocks) * len(stage.block_lr) * len(stage.augmentation)
+    rates = len(head_rates(config, best_lr)) if best_lr is not None else len(stage.learning_rate) + 1
+    return len(stage.blocks) * rates * len(stage.block_lr) * len(stage.augmentation)
+
+
+def head_rates(config: Config, best_lr: float) -> list[float]:
+    """Stage 1's best learning rate, then finetune_stage.learning_rate's others."""
+    return list(dict.fromkeys([float(best_lr), *map(float, config.finetune_stage.learning_rate)]))
 
 
 def stage2_plan(config: Config, rates: Rates, counts: dict[str, int], size: int) -> StagePlan:
@@ -163,6 +170,7 @@ def stage2_config(config: Config, best: dict, image_size: int, minutes: float) -
     """Stage 2's search: stage 1's best head, a grid of the fine-tuning choices, at image_size."""
     stage = config.finetune_stage
     search = {name: ParamSpace("choice", [best[name]]) for name in FROZEN_HEAD}
+    search["learning_rate"] = ParamSpace("choice", head_rates(config, best["learning_rate"]))
     search["augmentation"] = ParamSpace("choice", list(stage.augmentation))
     search["blocks"] = ParamSpace("choice", list(stage.blocks))
     search["block_lr"] = ParamSpace("choice", list(stage.block_lr))
@@ -173,7 +181,7 @@ def stage2_config(config: Config, best: dict, image_size: int, minutes: float) -
         folds=0,
         epochs=stage.epochs,
         patience=stage.patience,
-        max_trials=stage2_trials(config),
+        max_trials=stage2_trials(config, best["learning_rate"]),
         max_minutes=max(minutes, 1e-3),
         initial_points=None,
         factor=None,
@@ -271,16 +279,17 @@ def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: li
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
     second = _stage2(config, plan, first, ledger, left2, echo, overrides)
-    skipped = []
-    if second.trials < plan.stage2.trials:
-        skipped.append(f"stage 2: {plan.stage2.trials - second.trials} of {plan.stage2.trials} trials (time budget)")
+    skipped, grid = [], stage2_trials(config, first.best_hyperparameters["learning_rate"])
+    if second.trials < grid:
+        skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
     return TuneResult([first, second], skipped, ledger.spent)
 
 
 def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, echo, overrides):
     second_config = stage2_config(config, first.best_hyperparameters, plan.stage2.image_size, minutes)
+    trials, size = second_config.tuner.max_trials, plan.stage2.image_size
     echo(
-        f"Stage 2: {plan.stage2.trials} fine-tuning trials at {plan.stage2.image_size}px under stage 1's best head "
+        f"Stage 2: {trials} fine-tuning trials at {size}px under stage 1's best head "
         f"(trial {first.best_trial_id}), {minutes:.1f} min left"
     )
     tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id}, time.monotonic() + 60 * minutes
