@@ -353,7 +353,7 @@ def cmd_export_onnx(config, args, overrides: list[str]) -> int:
 def cmd_show_config(config, args, overrides: list[str]) -> int:
     from fashion_exp.config import to_yaml
 
-    print(to_yaml(config), end="")
+    print(redact(to_yaml(config)), end="")  # no password of a tracking URI on the screen
     return 0
 
 

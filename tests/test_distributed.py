@@ -201,6 +201,8 @@ def test_kill_9_of_a_worker_mid_trial_reruns_its_trial(overrides, tmp_path):
         victim = wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
         worker = victim.data.tags["fashion_exp.worker"]
         pid = wait_until(lambda: worker_pids(tmp_path).get(worker), 30, f"{worker}'s pid", chief)
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "tune-worker" in command_line and "tracking.uri=" not in command_line  # (ps shows it to all)
         os.kill(pid, signal.SIGKILL)
         assert chief.wait(timeout=400) == 0, (tmp_path / "chief.log").read_text()[-3000:]
     finally:

@@ -156,3 +156,11 @@ def test_the_mlflow_ui_hint_and_store_errors_print_no_password():
     with pytest.raises(UserError) as err:
         registry._versions(NoVersions(), uri, "m")
     assert "s3cret" not in str(err.value) and "mlflow:***@db.example" in str(err.value)
+
+
+def test_show_config_prints_no_password(capsys):
+    from fashion_exp.cli import main
+
+    assert main(["show-config", "tracking.uri=postgresql://fx:s3cret@dbhost/mlflow"]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql://fx:***@dbhost/mlflow" in out and "s3cret" not in out

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from fashion_exp.config import Config
+from fashion_exp.redact import redact
 from fashion_exp.search import oracle_auth
 from fashion_exp.search.cluster import OracleServer, WorkerPool
 from fashion_exp.search.hypermodel import SpaceModel
@@ -25,7 +26,9 @@ def worker_hint(config: Config, address: str) -> str:
         f"<this command's overrides> (work_dir {config.work_dir} shared)"
     )
     if needs_server(config.tracking.uri):
-        hint += f"; {config.tracking.uri} is a file: give every machine a tracking server's tracking.uri=http://..."
+        hint += (
+            f"; {redact(config.tracking.uri)} is a file: give every machine a tracking server's tracking.uri=http://..."
+        )
     return hint
 
 
@@ -48,14 +51,14 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
         pool = WorkerPool(
             tuning.workers,
             server.local_address,
-            [*overrides, f"tracking.uri={uri}"],
+            [word for word in overrides if not word.startswith("tracking.uri=")],  # in the environment instead
             tuning.worker_restarts,
             tuning.gpus_per_worker,
             logs,
             echo,
         )
-        for worker in pool.workers:
-            worker.env[oracle_auth.TOKEN_ENV] = token
+        for worker in pool.workers:  # secrets in the environment, not on command lines anyone can read (ps)
+            worker.env.update({oracle_auth.TOKEN_ENV: token, "MLFLOW_TRACKING_URI": uri})
         _watch(tuner, server, pool, progress)
     return tuner
 
