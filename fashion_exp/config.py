@@ -37,6 +37,9 @@ PLACEMENT_KEYS = (
     "gpus_per_worker",
     "worker_restarts",
     "chief_timeout",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
 )
 PRESETS = ("fast", "best")  # conf/preset: one switch sets a whole search strategy
 SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8")
@@ -142,6 +145,9 @@ class TunerConfig:
     gpus_per_worker: int  # GPUs each local worker sees through CUDA_VISIBLE_DEVICES (0: leave it alone)
     worker_restarts: int  # times a local worker that died is started again before the search stops
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
+    tls_cert: str | None  # PEM certificate the chief's oracle serves TLS with (with tls_key); null: plain gRPC
+    tls_key: str | None  # its PEM private key
+    tls_ca: str | None  # PEM certificate(s) workers trust for the chief (null: tls_cert itself, self-signed)
     folds: int  # 0: score trials on the validation split; k >= 2: k-fold cross-validation over train + validation
     max_minutes: float | None  # no trial starts after this many minutes (null: no time budget)
     patience: int | None  # stop a trial after this many epochs without a better objective (null: every epoch)
@@ -182,6 +188,14 @@ class TunerConfig:
                 f"use tuner=bayesian (or random, grid) with folds, or {key}.folds=0"
             )
         check_address(f"{key}.oracle_address", self.oracle_address)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                f"{key}.tls_cert and {key}.tls_key: give both (the chief's certificate and its key) or neither"
+            )
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ConfigError(f"{key}.{name}: no such file {path}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from keras_tuner.src import protos
 from fashion_exp.children import free_port
 from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.cluster import OracleServer
-from tests.test_distributed import assert_one_distributed_search, start_chief, wait_until
+from tests.test_distributed import assert_one_distributed_search, search_runs, start_chief, wait_until
 
 
 def stub(port: int, token: str | None):
@@ -88,3 +88,88 @@ def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_f
     finally:
         chief.kill()
     assert_one_distributed_search(f"sqlite:///{tmp_path / 'mlflow.db'}", trials=2)
+
+
+def self_signed(folder) -> tuple[str, str]:
+    """A certificate for localhost and 127.0.0.1, and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(names, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "chief.pem", folder / "chief.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_with_certificate_files_the_oracle_speaks_tls_only(tmp_path, monkeypatch):
+    cert, key = self_signed(tmp_path)
+    oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2)
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = kt.HyperParameters()
+    hp.Choice("units", [1, 2])
+    oracle.update_space(hp)
+    port = free_port()
+    request = protos.get_service().GetSpaceRequest()
+    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", oracle_auth.server_credentials(cert, key)):
+        monkeypatch.setenv(oracle_auth.TOKEN_ENV, "the-secret")
+        with pytest.raises(grpc.RpcError) as plain:  # no TLS: the handshake fails
+            protos.get_service_grpc().OracleStub(oracle_auth.channel(f"127.0.0.1:{port}")).GetSpace(request, timeout=5)
+        assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
+        monkeypatch.setenv(oracle_auth.CA_ENV, cert)
+        answer = (
+            protos.get_service_grpc().OracleStub(oracle_auth.channel(f"127.0.0.1:{port}")).GetSpace(request, timeout=10)
+        )
+        assert "units" in kt.HyperParameters.from_proto(answer.hyperparameters).values
+
+
+def test_tls_settings_are_checked_in_one_line(tmp_path):
+    from fashion_exp.config import load_config
+    from fashion_exp.errors import ConfigError
+
+    cert, _ = self_signed(tmp_path)
+    for words, needle in (
+        ([f"tuner.tls_cert={cert}"], "give both"),
+        ([f"tuner.tls_cert={cert}", f"tuner.tls_key={tmp_path / 'none.key'}"], "tuner.tls_key: no such file"),
+        ([f"tuner.tls_ca={tmp_path / 'none.pem'}"], "tuner.tls_ca: no such file"),
+    ):
+        with pytest.raises(ConfigError, match=needle) as err:
+            load_config(words)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow  # a real chief and a real local worker
+def test_a_search_on_a_local_worker_over_tls(overrides, tmp_path):
+    cert, key = self_signed(tmp_path)
+    command = [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.workers=1"]
+    done = subprocess.run(
+        [*command, f"tuner.tls_cert={cert}", f"tuner.tls_key={key}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    parents, kids = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(kids) == 2 and {k.data.tags["fashion_exp.worker"] for k in kids} == {"worker-0"}

@@ -57,8 +57,11 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
             logs,
             echo,
         )
+        ca = oracle_auth.trusted(tuning.tls_cert, tuning.tls_ca)
         for worker in pool.workers:  # secrets in the environment, not on command lines anyone can read (ps)
             worker.env.update({oracle_auth.TOKEN_ENV: token, "MLFLOW_TRACKING_URI": uri})
+            if ca:
+                worker.env[oracle_auth.CA_ENV] = str(Path(ca).expanduser())
         _watch(tuner, server, pool, progress)
     return tuner
 
@@ -73,7 +76,8 @@ def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
 
 def _oracle_server(config: Config, oracle, sid: str, token: str, echo) -> OracleServer:
     """The oracle's gRPC server, bound now (serving from start() on), and where workers find it."""
-    server = OracleServer(oracle, config.tuner.oracle_address, token)
+    credentials = oracle_auth.server_credentials(config.tuner.tls_cert, config.tuner.tls_key)
+    server = OracleServer(oracle, config.tuner.oracle_address, token, credentials)
     echo(f"Chief oracle of search {sid} on {server.address}")
     if config.tuner.role == "chief":
         echo(worker_hint(config, server.address))

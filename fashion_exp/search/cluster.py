@@ -48,9 +48,9 @@ class SavingServicer(oracle_chief.OracleServicer):
 
 class OracleServer:
     """keras-tuner's OracleServicer for `oracle` on host:port (port 0: a free one), as a context
-    manager; calls without `token` are refused (oracle_auth.TokenCheck)."""
+    manager; calls without `token` are refused (oracle_auth.TokenCheck); TLS with `credentials`."""
 
-    def __init__(self, oracle, address: str, token: str):
+    def __init__(self, oracle, address: str, token: str, credentials: grpc.ServerCredentials | None = None):
         self.oracle = oracle
         host, port = split_address(address)
         self.servicer = SavingServicer(oracle)
@@ -59,7 +59,10 @@ class OracleServer:
         )
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:
-            bound = self.server.add_insecure_port(f"{host}:{port}")
+            where = f"{host}:{port}"
+            bound = (
+                self.server.add_secure_port(where, credentials) if credentials else self.server.add_insecure_port(where)
+            )
         except RuntimeError:
             bound = 0
         if not bound:

@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 TOKEN_ENV = "FASHION_ORACLE_TOKEN"
+CA_ENV = "FASHION_ORACLE_CA"  # a worker's: the PEM file it trusts for the chief (set from tuner.tls_ca / tls_cert)
 METADATA_KEY = "x-fashion-oracle-token"
 
 
@@ -103,6 +104,26 @@ class TokenMetadata(grpc.UnaryUnaryClientInterceptor):
         return continuation(details, request)
 
 
+def server_credentials(cert: str | None, key: str | None) -> grpc.ServerCredentials | None:
+    """TLS for the chief's oracle from tuner.tls_cert and tuner.tls_key (None: plain gRPC)."""
+    if cert is None or key is None:
+        return None
+    pair = (Path(key).expanduser().read_bytes(), Path(cert).expanduser().read_bytes())
+    return grpc.ssl_server_credentials([pair])
+
+
+def trusted(cert: str | None, ca: str | None) -> str | None:
+    """The PEM file a worker trusts for the chief: tuner.tls_ca, else tls_cert (self-signed)."""
+    return ca or cert
+
+
 def channel(address: str) -> grpc.Channel:
-    """A channel to the chief at host:port whose calls carry FASHION_ORACLE_TOKEN (set by tune-worker)."""
-    return grpc.intercept_channel(grpc.insecure_channel(address), TokenMetadata(os.environ.get(TOKEN_ENV)))
+    """A channel to the chief at host:port whose calls carry FASHION_ORACLE_TOKEN, over TLS when
+    FASHION_ORACLE_CA names the certificate to trust (both set by tune-worker or the chief)."""
+    ca = os.environ.get(CA_ENV)
+    if ca:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+        base = grpc.secure_channel(address, credentials)
+    else:
+        base = grpc.insecure_channel(address)
+    return grpc.intercept_channel(base, TokenMetadata(os.environ.get(TOKEN_ENV)))

@@ -35,6 +35,9 @@ def _join(config: Config, chief: str, worker_id: str, sid: str) -> None:
     token = oracle_auth.worker_token(config.work_dir, sid)
     if token:
         os.environ[oracle_auth.TOKEN_ENV] = token
+    ca = oracle_auth.trusted(config.tuner.tls_cert, config.tuner.tls_ca)
+    if ca:
+        os.environ[oracle_auth.CA_ENV] = str(Path(ca).expanduser())
     keras_tuner_fixes.set_chief_timeout(config.tuner.chief_timeout)
 
 
