@@ -23,12 +23,17 @@ def stub(port: int, token: str | None):
     return protos.get_service_grpc().OracleStub(channel)
 
 
-def test_calls_without_the_token_are_refused_and_with_it_answered(tmp_path):
+def small_oracle(folder):
     oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2)
-    oracle._set_project_dir(str(tmp_path), "p")
+    oracle._set_project_dir(str(folder), "p")
     hp = kt.HyperParameters()
     hp.Choice("units", [1, 2])
     oracle.update_space(hp)
+    return oracle
+
+
+def test_calls_without_the_token_are_refused_and_with_it_answered(tmp_path):
+    oracle = small_oracle(tmp_path)
     port = free_port()
     with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret"):
         for token in (None, "a-guess", "the-secre"):
@@ -125,11 +130,7 @@ def self_signed(folder) -> tuple[str, str]:
 
 def test_with_certificate_files_the_oracle_speaks_tls_only(tmp_path, monkeypatch):
     cert, key = self_signed(tmp_path)
-    oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2)
-    oracle._set_project_dir(str(tmp_path), "p")
-    hp = kt.HyperParameters()
-    hp.Choice("units", [1, 2])
-    oracle.update_space(hp)
+    oracle = small_oracle(tmp_path)
     port = free_port()
     request = protos.get_service().GetSpaceRequest()
     with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", oracle_auth.server_credentials(cert, key)):
