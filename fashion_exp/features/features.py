@@ -27,12 +27,11 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset, report, scan_co
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone, build_backbone
-from fashion_exp.features.cache import FeatureCache, bytes_per_image
+from fashion_exp.features.cache import GB, FeatureCache, bytes_per_image
 from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
 from fashion_exp.features.onnx_files import calibration
 from fashion_exp.features.runtime import choose_runner
 
-GB = 1e9
 VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
 CLEAN_JOB = jobs_for_policy(TRAIN, IDENTITY)[0]
 

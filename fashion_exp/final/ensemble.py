@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from fashion_exp.final.restarts import rank
+from fashion_exp.final.selection import score
 from fashion_exp.head.parts import name_heads
 
 AUTO = "auto"
@@ -44,15 +45,7 @@ def score_sizes(probabilities: np.ndarray, labels: np.ndarray) -> list[EnsembleS
     """Accuracy and mean log loss of the mean of the first k members, for every k."""
     scores = []
     for size in range(1, len(probabilities) + 1):
-        mean = probabilities[:size].mean(axis=0)
-        picked = mean[np.arange(len(labels)), labels]
-        scores.append(
-            EnsembleScore(
-                size,
-                float(np.mean(mean.argmax(1) == labels)),
-                float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
-            )
-        )
+        scores.append(EnsembleScore(size, *score(probabilities[:size].mean(axis=0), labels)))
     return scores
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fashion_exp.config import OBJECTIVES
+from fashion_exp.final.restarts import rank
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,6 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(np.mean(probabilities.argmax(1) == labels)), float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
-def _key(objective: str, accuracy: float, loss: float) -> tuple[float, float]:
-    """Higher is better: the objective first, the other metric on a tie."""
-    if OBJECTIVES[objective] == "max":
-        return accuracy, -loss
-    return -loss, accuracy
-
-
 def _better(key: tuple[float, float], than: tuple[float, float], by: float = 1e-9) -> bool:
     """key beats `than` by more than rounding (n copies of one member average to itself, give or take 1e-16)."""
     for mine, theirs in zip(key, than, strict=True):
@@ -57,7 +50,7 @@ def _better(key: tuple[float, float], than: tuple[float, float], by: float = 1e-
 def forward_select(probabilities: np.ndarray, labels: np.ndarray, objective: str, rounds: int = 20) -> Selection:
     """probabilities: (k members, n held-out rows, classes), each member's softmax outputs."""
     k = len(probabilities)
-    keys = [_key(objective, *score(p, labels)) for p in probabilities]
+    keys = [rank(objective, *score(p, labels)) for p in probabilities]
     first = max(range(k), key=keys.__getitem__)
     counts = [0] * k
     counts[first] = 1
@@ -65,7 +58,7 @@ def forward_select(probabilities: np.ndarray, labels: np.ndarray, objective: str
     best, kept = keys[first], list(counts)
     for _ in range(rounds - 1):
         n = sum(counts)
-        trials = [_key(objective, *score((total + probabilities[i]) / (n + 1), labels)) for i in range(k)]
+        trials = [rank(objective, *score((total + probabilities[i]) / (n + 1), labels)) for i in range(k)]
         pick = max(range(k), key=trials.__getitem__)
         counts[pick] += 1
         total += probabilities[pick]

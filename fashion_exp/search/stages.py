@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from fashion_exp import writers
 from fashion_exp.config import Config
 from fashion_exp.data.augment import is_identity
 from fashion_exp.data.dataset import TRAIN, VALIDATION, scan_configured
 from fashion_exp.errors import ConfigError
 from fashion_exp.features.backbone import feature_shape_at
-from fashion_exp.features.cache import bytes_per_image
+from fashion_exp.features.cache import GB, bytes_per_image
 from fashion_exp.features.features import jobs_for
 from fashion_exp.hyperparameters import ParamSpace
 from fashion_exp.search.costs import RATES, Rates, host_kind
@@ -31,7 +31,6 @@ from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
 
 FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best (and more rates)
-GB = 1e9
 MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
 
 
@@ -211,7 +210,7 @@ class Ledger:
         with self._lock:
             self.spent[stage] = self.minutes(stage) + seconds / 60
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(f".{os.getpid()}.tmp")
+            partial = writers.temporary(self.path)
             partial.write_text(json.dumps(self.spent))
             partial.replace(self.path)
 
