@@ -272,7 +272,7 @@ def run_search(
             del first  # the workers extract the features and train the heads: the chief holds no backbone
             result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo, stage or {})
         else:
-            result = _search_here(until(config, deadline), first, inputs, sid, clock, echo, stage or {})
+            result = _search_here(config, first, inputs, sid, clock, echo, stage or {}, deadline)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
 
@@ -285,7 +285,7 @@ def until(config: Config, deadline: float | None) -> Config:
 
 
 def _search_here(
-    config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage, deadline=None
+    config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage, deadline
 ):
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
