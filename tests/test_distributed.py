@@ -7,8 +7,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -271,9 +273,19 @@ def _postgres_bin(name: str) -> str | None:
     return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
 
 
+def _host_name() -> tuple[str, str]:
+    """This machine's name and the address it resolves to (the name workers would dial)."""
+    name = socket.gethostname()
+    try:
+        return name, socket.gethostbyname(name)
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+
+
 @pytest.fixture
 def postgres():
-    """A throwaway PostgreSQL cluster on a free port; yields its SQLAlchemy URI."""
+    """A throwaway PostgreSQL cluster on a free port that asks for a password, reached through the
+    machine's host name; yields (the URI of its database mlflow, that of mlflow_auth)."""
     initdb, pg_ctl, createdb = (_postgres_bin(n) for n in ("initdb", "pg_ctl", "createdb"))
     if not (initdb and pg_ctl and createdb):
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
@@ -282,36 +294,58 @@ def postgres():
     base = Path(tempfile.mkdtemp(prefix="fashion-pg-"))
     if as_postgres:
         shutil.chown(base, "postgres")
-    data, port = base / "data", free_port()
-    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    data, port, (host, address) = base / "data", free_port(), _host_name()
+    password = secrets.token_urlsafe(12)
+    (base / "password").write_text(password)
+    env = {**os.environ, "PGPASSWORD": password}
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, text=True, env=env)  # noqa: E731
     try:
-        run(initdb, "-D", str(data), "-A", "trust", "-U", "fashion", "--no-sync")
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(initdb, "-D", str(data), "-A", "scram-sha-256", "--pwfile", str(base / "password"), "-U", "fashion")
+        options = f"-p {port} -k {base} -c listen_addresses={address} -c fsync=off"
         run(pg_ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
-        run(createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "fashion", "mlflow")
-        yield f"postgresql://fashion@127.0.0.1:{port}/mlflow"
+        for database in ("mlflow", "mlflow_auth"):
+            run(createdb, "-h", host, "-p", str(port), "-U", "fashion", database)
+        yield tuple(f"postgresql://fashion:{password}@{host}:{port}/{db}" for db in ("mlflow", "mlflow_auth"))
     finally:
         subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def mlflow_server(postgres, tmp_path):
-    """`mlflow server` on the PostgreSQL store, as a search on several machines would use it."""
-    port = free_port()
+def mlflow_server(postgres, tmp_path, monkeypatch):
+    """The recipe's tracking server: `mlflow server` on the PostgreSQL store with MLflow's basic-auth
+    app (its users in PostgreSQL too) and --allowed-hosts, dialled through the host name. This
+    process and those it starts log in as its admin (MLFLOW_TRACKING_USERNAME / _PASSWORD)."""
+    store, users = postgres
+    (host, address), port, password = _host_name(), free_port(), secrets.token_urlsafe(12)
+    auth = tmp_path / "basic_auth.ini"
+    auth.write_text(
+        f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = {users}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    os.chmod(auth, 0o600)
+    secret = secrets.token_urlsafe(16)  # the basic-auth app's CSRF key
+    env = {
+        **os.environ,
+        **{"MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_AUTH_ADMIN_PASSWORD": password},
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret,
+    }
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres),
-            *("--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", "2"),
+            *(sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri", store),
+            *("--artifacts-destination", str(tmp_path / "artifacts"), "--host", address, "--port", str(port)),
+            *("--allowed-hosts", f"{host}:{port}", "--workers", "2"),
         ],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "server.log", "w"),  # noqa: SIM115
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         wait_until(lambda: healthy(url), 120, f"the MLflow server (log: {tmp_path / 'server.log'})", server)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         yield url
     finally:
         if server.poll() is None:
@@ -319,9 +353,26 @@ def mlflow_server(postgres, tmp_path):
             server.wait(timeout=30)
 
 
+def test_the_tracking_servers_refusals_are_one_line_each(overrides, mlflow_server, tmp_path, monkeypatch):
+    """A wrong password (401), and a host name the server was not started to accept (403)."""
+    at = [o for o in overrides if not o.startswith("tracking.uri=")]
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    tune = [sys.executable, "-m", "fashion_exp", "tune", *at]
+    wrong = run_tune([*tune, f"tracking.uri={mlflow_server}"], tmp_path, 120)
+    assert wrong.returncode == 2 and "MLFLOW_TRACKING_PASSWORD" in wrong.stderr, wrong.stderr[-2000:]
+    port = mlflow_server.rsplit(":", 1)[1]
+    elsewhere = run_tune([*tune, f"tracking.uri=http://127.0.0.1:{port}"], tmp_path, 120)
+    assert elsewhere.returncode == 2 and "--allowed-hosts" in elsewhere.stderr, elsewhere.stderr[-2000:]
+    for refused in (wrong, elsewhere):
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert "Response body" not in errors[0]  # what to do, not MLflow's HTTP exchange
+
+
 def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlflow_server, tmp_path):
-    """The several-machines recipe on one machine: a tracking server on PostgreSQL, a chief
-    (tuner.role=chief, no local workers) and two tune-worker processes started on their own."""
+    """The several-machines recipe on one machine: a tracking server on PostgreSQL with basic-auth,
+    dialled by host name, a chief (tuner.role=chief, no local workers) and two tune-worker processes
+    started on their own."""
     at = [o for o in overrides if not o.startswith("tracking.uri=")] + [f"tracking.uri={mlflow_server}"]
     port = free_port()
     chief = start_chief(at, tmp_path, port, "tuner.max_trials=4")

@@ -98,8 +98,8 @@ def _waiting(what: str):
 
 
 def unusable(uri: str, error: BaseException) -> ConfigError:
-    """The one-line error for a store MLflow cannot use (missing, unreadable, unreachable)."""
-    return ConfigError(f"tracking.uri: cannot use MLflow store {redact(uri)} ({redact(first_line(error))})")
+    """The one-line error for a store MLflow cannot use (missing, unreadable, unreachable, refused)."""
+    return ConfigError(f"tracking.uri: cannot use MLflow store {redact(uri)} ({said(error)})")
 
 
 def local_store(uri: str) -> Path | None:
@@ -158,8 +158,26 @@ def alias_lock(uri: str, name: str) -> Iterator[None]:
         yield
 
 
+# What a tracking server's refusals mean, and what to do (MLflow's basic-auth app; its host check)
+REFUSALS = {
+    "error code 401": "the tracking server asks for a user: set MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD to an account of its basic-auth app (they are wrong or missing)",
+    "Invalid Host header": "the tracking server refuses the host name in tracking.uri: start it with "
+    "--allowed-hosts <that host>:<port> (MLflow accepts only loopback and private addresses otherwise)",
+    "error code 403": "the tracking server's user has no permission for this: give the account of "
+    "MLFLOW_TRACKING_USERNAME the permission, or use the admin account",
+}
+
+
+def said(error: BaseException) -> str:
+    """What a store's error means, in one line: a tracking server's refusal with what to do, else
+    the error's first line (passwords left out)."""
+    meaning = next((meaning for sign, meaning in REFUSALS.items() if sign in str(error)), None)
+    return meaning or redact(first_line(error))
+
+
 def store_error(error: BaseException) -> str | None:
     """One line for an error that came from the tracking store (MLflow or its database), else None."""
     if isinstance(error, MlflowException | SQLAlchemyError):
-        return f"MLflow: {redact(first_line(error))}"
+        return f"MLflow: {said(error)}"
     return None
