@@ -55,7 +55,7 @@ def stage_rows(uri: str) -> list[list[str]]:
     for parent in sorted((r for r in runs if r.data.tags.get(STAGE)), key=lambda r: r.data.tags[STAGE]):
         metrics, params = parent.data.metrics, parent.data.params
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        best = max((m for m in metrics if m.startswith("best_")), default=None)
+        best = next((m for m in ("val_accuracy", "val_loss") if m in metrics), None)  # the best trial's score
         rows.append(
             [
                 f"stage {parent.data.tags[STAGE]}",

@@ -88,6 +88,9 @@ def _add_setup_commands(command: AddCommand) -> None:
     fetch = command("fetch-data", "download clothing-dataset-small to data.root")
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
+    ui = command("ui", "mlflow ui on tracking.uri's store, experiments opening on their runs table (Ctrl-C stops it)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
 
 
 def _add_final_commands(command: AddCommand) -> None:
@@ -350,6 +353,16 @@ def cmd_export_onnx(config, args, overrides: list[str]) -> int:
     return 0 if result.top1_agreement == 1.0 else 1
 
 
+def cmd_ui(config, args, overrides: list[str]) -> int:
+    from fashion_exp.tracking.ui import run_ui
+
+    try:
+        return run_ui(config.tracking.uri, args.host, args.port, Path(config.work_dir) / "ui.log")
+    except KeyboardInterrupt:  # Ctrl-C is how it ends
+        print("\nMLflow UI stopped")
+        return 0
+
+
 def cmd_show_config(config, args, overrides: list[str]) -> int:
     from fashion_exp.config import to_yaml
 
@@ -372,6 +385,7 @@ COMMANDS = {
     "tune-worker": Command(cmd_tune_worker, backbone=True, check=check_tune_worker),
     "fetch-data": Command(cmd_fetch_data, tensorflow=False),
     "show-config": Command(cmd_show_config, tensorflow=False),
+    "ui": Command(cmd_ui, tensorflow=False),
     "train-final": Command(cmd_train_final, backbone=True),
     "combine": Command(cmd_combine),
     "evaluate": Command(cmd_evaluate),

@@ -14,6 +14,7 @@ MLFLOW_MODULES = {
     "fashion_exp.tracking.run_logger",
     "fashion_exp.tracking.store",
     "fashion_exp.tracking.system_metrics",
+    "fashion_exp.tracking.ui_app",  # MLflow's server app, its page changed (mlflow server --app-name fashion-exp)
 }
 STAGES = ["config", "data", "features", "head", "tracking", "search", "final", "serving", "cli"]  # data flows this way
 CLIENT_MAKERS = {"MlflowClient", "open_client", "connect"}  # names that hand out an MLflow client

@@ -42,9 +42,9 @@ def test_two_models_become_one_with_one_frozen_backbone(final_overrides, tuned, 
     run = client.get_run(both.run_id)
     assert run.data.tags["fashion_exp.kind"] == "final" and run.data.params["members"] == f"{V.format(1)},{V.format(2)}"
     for index, member in enumerate((one, two)):  # each member scored on validation as train-final scored it
-        shipped = client.get_run(member.run_id).data.metrics["shipped_val_accuracy"]
+        shipped = client.get_run(member.run_id).data.metrics["val_accuracy"]
         assert run.data.metrics[f"member_{index}_val_accuracy"] == pytest.approx(shipped, abs=1e-6)
-    assert {"shipped_val_accuracy", "shipped_val_loss"} <= set(run.data.metrics)  # what promote ranks by
+    assert {"val_accuracy", "val_loss"} <= set(run.data.metrics)  # what promote ranks by
     assert run.data.metrics["assembled_max_abs_diff"] < 1e-5 and run.data.metrics["ensemble_size"] == 3
     result, _ = evaluate(config, V.format(3), echo=_quiet)
     assert client.get_run(both.run_id).data.metrics["test_accuracy"] == pytest.approx(result.accuracy)

@@ -126,14 +126,30 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert first.version == "1"
     client = MlflowClient(config.tracking.uri)
     run = client.get_run(first.run_id)
+    duration = (run.info.end_time - run.info.start_time) / 1000  # the command's, extraction included
+    assert run.data.metrics["train_final_seconds"] <= duration <= run.data.metrics["train_final_seconds"] + 10
     assert run.data.tags["tune_parent_run_id"] == tuned.parent_run_id
     assert "system/cpu_utilization_percentage" in run.data.metrics  # MLflow's system metrics
     assert sorted(i.tags[0].value for i in run.inputs.dataset_inputs) == ["train", "validation"]
     logged = client.get_logged_model(run.data.tags["fashion_exp.model_id"])  # an MLflow 3 LoggedModel
     assert logged.source_run_id == first.run_id and logged.status == LoggedModelStatus.READY
+    # the model is its run's output (the run page lists it), with its hyperparameters, validation
+    # scores and a description; its registry version says how it was chosen and its validation score
+    assert [m.model_id for m in run.outputs.model_outputs] == [logged.model_id]
+    assert logged.params["hp.augmentation"] == "shear_zoom_flip" and logged.params["image_size"] == "32"
+    assert {m.key for m in logged.metrics} >= {"val_accuracy", "val_loss"}
+    assert {m.dataset_name for m in logged.metrics} == {
+        run.inputs.dataset_inputs[0].dataset.name.split("/")[0] + "/validation"
+    }
+    version = client.get_model_version("fashion-classifier", "1")
+    assert (
+        "what promote ranks versions by" in version.description and "what promote" in logged.tags["mlflow.note.content"]
+    )
+    assert float(version.tags["val_accuracy"]) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-4)
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"] and run.data.tags["mlflow.note.content"]
     assert client.get_model_version("fashion-classifier", "1").source == f"models:/{logged.model_id}"
     assert run.data.params["hp.augmentation"] == "shear_zoom_flip" and run.data.params["views"] == "2"
-    assert len(client.get_metric_history(first.run_id, "val_accuracy")) == 4
+    assert len(client.get_metric_history(first.run_id, "epoch_val_accuracy")) == 4
     # two restarts (seeds 42, 43) logged; the kept one has the best val_accuracy of the two
     restarts = [m.value for m in client.get_metric_history(first.run_id, "restart_val_accuracy")]
     assert len(restarts) == 2 and first.val_accuracy == max(restarts)
@@ -155,7 +171,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert linked["test_accuracy"].dataset_name.endswith("/test")
     assert "evaluation/confusion_matrix.png" in [a.path for a in client.list_artifacts(first.run_id, "evaluation")]
     changes = registry.promote(config.tracking.uri, "fashion-classifier")
-    shipped = run.data.metrics["shipped_val_accuracy"]
+    shipped = run.data.metrics["val_accuracy"]
     assert changes == [
         f"'fashion-classifier@champion' -> version 1 (val accuracy {shipped:.4f}, test accuracy {result.accuracy:.4f})"
     ]
@@ -164,7 +180,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     second = train_final(
         load_config([*final_overrides, "final.hp.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
     )
-    client.log_metric(second.run_id, "shipped_val_accuracy", shipped - 0.5)  # made worse, whatever it scored
+    client.log_metric(second.run_id, "val_accuracy", shipped - 0.5)  # made worse, whatever it scored
     client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", "1.0")  # test: no say
     with pytest.raises(UserError, match="worse than champion version 1"):
         registry.promote(config.tracking.uri, "fashion-classifier", version=second.version)
@@ -245,7 +261,7 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     client = MlflowClient(uri)
     by_size = {m.step: m.value for m in client.get_metric_history(final.run_id, "ensemble_val_accuracy")}
     assert set(by_size) == {1, 2} and by_size[1] == pytest.approx(final.val_accuracy, abs=1e-6)  # k=1: the best restart
-    assert client.get_run(final.run_id).data.metrics["shipped_val_accuracy"] == pytest.approx(by_size[2])
+    assert client.get_run(final.run_id).data.metrics["val_accuracy"] == pytest.approx(by_size[2])
     assert final.ensemble_val_accuracy == pytest.approx(by_size[2])
     assert "checkpoint/ensemble.keras" in [a.path for a in client.list_artifacts(final.run_id, "checkpoint")]
     assert {"head_0", "head_1"} <= {layer.name for layer in registry.load(model, uri).model.layers}
@@ -305,8 +321,11 @@ def test_promote_chooses_on_validation_never_on_test(tmp_path):
     scores = {"1": (0.90, 0.25, 0.88), "2": (0.90, 0.30, 0.95), "3": (0.85, 0.10, 0.99), "4": (0.95, 0.1, None)}
     for version, (val_accuracy, val_loss, test) in scores.items():
         run_id = client.create_run(experiment).info.run_id
-        client.log_metric(run_id, "shipped_val_accuracy", val_accuracy)
-        client.log_metric(run_id, "shipped_val_loss", val_loss)
+        old = version == "2"  # a run from before 2026-12-01 kept its score as shipped_*; its val_* were curves
+        client.log_metric(run_id, "shipped_val_accuracy" if old else "val_accuracy", val_accuracy)
+        client.log_metric(run_id, "shipped_val_loss" if old else "val_loss", val_loss)
+        if old:
+            client.log_metric(run_id, "val_accuracy", 0.99)  # a last epoch's, which promote must not read
         assert str(client.create_model_version("m", f"runs:/{run_id}/model", run_id).version) == version
         if test is not None:
             assert registry.record_test_accuracy(uri, "m", run_id, test, 0.3) == [version]

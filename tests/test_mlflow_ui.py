@@ -1,40 +1,101 @@
-"""The link tune prints opens a fresh search in mlflow ui's model-training runs view (real MLflow
-server, headless Chromium). Without ?workflowType=machine_learning MLflow 3.17 opens its GenAI
-overview, whatever the experiment's mlflow.experimentKind tag says."""
+"""What a data scientist sees in MLflow's UI after tune and train-final (a real `python -m fashion_exp
+ui` server, headless Chromium): the search experiment opens on its runs table from MLflow's home
+page, a trial's name says what it tried, the final run lists its logged model, a registry version
+shows its validation accuracy and description, and the parent run has the importance plot."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
+from fashion_exp.children import free_port
 from fashion_exp.config import load_config
+from fashion_exp.final.train import train_final
 from fashion_exp.search.run import run_search
 from fashion_exp.tracking.experiments import ui_link
-from fashion_exp.tracking.server import shared_store
+from fashion_exp.tracking.server import healthy
 from tests.test_serve import CHROMIUM
 
 pytestmark = pytest.mark.slow  # a real MLflow server and headless Chromium
 
+FINAL = ["final.image_size=32", "final.epochs=1", "final.views=1"]
+
+
+@contextmanager
+def subprocess_ui(overrides: list[str], cwd: Path) -> Iterator[str]:
+    """`python -m fashion_exp ui` on the test's store, as a user starts it; yields its URL."""
+    port = free_port()
+    with open(cwd / "ui.out", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fashion_exp", "ui", "--port", str(port), *overrides],
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not healthy(url):
+            assert server.poll() is None and time.monotonic() < deadline, (cwd / "ui.out").read_text()[-2000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it: its server goes too
+        server.wait(timeout=60)
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_a_fresh_search_opens_in_the_runs_view(overrides, tmp_path):
+def test_the_pages_a_data_scientist_reads(overrides, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from playwright.sync_api import sync_playwright
 
-    config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=1"])
-    result = run_search(config, echo=lambda *_: None)
+    monkeypatch.chdir(tmp_path)  # the runs' artifacts (./mlruns) where the ui's server reads them
+    config = load_config([*overrides, "tuner.max_trials=3", "tuner.epochs=2", *FINAL])
+    search = run_search(config, echo=lambda *_: None)
+    final = train_final(config, echo=lambda *_: None)
     client = MlflowClient(config.tracking.uri)
-    parent = client.get_run(result.parent_run_id)
-    with shared_store(config.tracking.uri, tmp_path / "server.log", echo=lambda *_: None) as url:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-            )
-            page = browser.new_page()
-            page.goto(ui_link(url, parent.info.experiment_id))
-            page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)  # the runs table lists the search
-            page.get_by_text("Run Name").first.wait_for(timeout=10_000)
-            page.get_by_text("data/train").first.wait_for(timeout=10_000)  # the Dataset column: our splits
+    parent = client.get_run(search.parent_run_id)
+    trial = client.search_runs([search.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")[0]
+    plots = [a.path for a in client.list_artifacts(parent.info.run_id, "plots")]
+    assert "plots/hyperparameter_importance.png" in plots and "plots/parallel_coordinates.png" in plots
+    assert any(key.startswith("importance.") for key in parent.data.metrics)
+    final_experiment = client.get_run(final.run_id).info.experiment_id
+    with subprocess_ui(overrides, tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        try:
+            # MLflow's home page -> the search experiment: its runs table, not the GenAI overview
+            page.goto(f"{url}/#/")
+            page.get_by_role("link", name=config.tracking.experiment, exact=True).first.click(timeout=60_000)
+            page.wait_for_url(f"**/experiments/{search.experiment_id}/runs**", timeout=60_000)
+            page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+            # a trial's page: its name says what it tried
+            assert trial.info.run_name.startswith(f"t{trial.data.tags['fashion_exp.trial_id']} lr=")
+            page.goto(f"{url}/#/experiments/{search.experiment_id}/runs/{trial.info.run_id}")
+            page.get_by_text(trial.info.run_name).first.wait_for(timeout=60_000)
+            # the final run's page lists its logged model
+            page.goto(f"{url}/#/experiments/{final_experiment}/runs/{final.run_id}")
+            page.get_by_text("Logged models").first.wait_for(timeout=60_000)
+            page.get_by_role("link", name=config.final.registered_model).first.wait_for(timeout=60_000)
+            # the registry version: its validation accuracy and its description
+            page.goto(f"{url}/#/models/{config.final.registered_model}/versions/{final.version}")
+            page.get_by_text("val_accuracy").first.wait_for(timeout=60_000)
+            page.get_by_text("what promote ranks versions by", exact=False).first.wait_for(timeout=60_000)
+        finally:
             page.screenshot(path=str(tmp_path / "mlflow-ui.png"))
             browser.close()
-    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert ui_link(config.tracking.uri, search.experiment_id).endswith(
+        f"#/experiments/{search.experiment_id}/runs?workflowType=machine_learning"
+    )

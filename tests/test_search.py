@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -49,16 +52,28 @@ def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
     parent = parents[0]
     assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
     assert parent.data.params["tuner.type"] == "bayesian" and "dataset_fingerprint" in parent.data.tags
+    # the keys a user compares, one per hyperparameter's space; the whole config is config.yaml
+    assert parent.data.params["space.droprate"] == "[0.0, 0.2, 0.5, 0.8]" and len(parent.data.params) < 30
+    assert [k for k in parent.data.params if k.endswith("droprate")] == ["space.droprate", "best.droprate"]
+    # MLflow's duration is the command's, as total_seconds counts it (the scan and extraction included)
+    duration = (parent.info.end_time - parent.info.start_time) / 1000
+    assert parent.data.metrics["total_seconds"] <= duration <= parent.data.metrics["total_seconds"] + 5
     experiment = client.get_experiment(parent.info.experiment_id)  # mlflow ui: the model-training view
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags["best_trial_id"] == result.best_trial_id
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best_score)
+    assert parent.data.metrics["val_accuracy"] == pytest.approx(result.best_score)  # the best trial's score
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
     dataset = scan(config.data.root, ["train", "validation"])
     expected = {("train", dataset.fingerprint(["train"])), ("validation", dataset.fingerprint(["validation"]))}
     for run in (parent, *children):  # the splits as MLflow datasets, each with its split and digest
         inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
         assert {(i.tags[0].value, i.dataset.digest) for i in inputs} == expected
+    for record in (i.dataset for i in client.get_run(parent.info.run_id).inputs.dataset_inputs):
+        split = record.name.rsplit("/", 1)[1]  # what the dataset panel shows: source, classes, counts, schema
+        assert json.loads(record.source)["uri"] == str((Path(config.data.root) / split).resolve())
+        profile = json.loads(record.profile)
+        assert profile["classes"] == dataset.classes and profile["per_class"] == dataset.counts()[split]
+        assert [c["name"] for c in json.loads(record.schema)["mlflow_colspec"]] == ["image", "label"]
     assert {"best.learning_rate", "best.size_inner", "best.droprate", "best.augmentation"} <= set(parent.data.params)
     parent_files = artifact_paths(client, parent.info.run_id)
     for name in (
@@ -74,9 +89,14 @@ def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         # blocks 0 too, what they trained with; no block_lr: a frozen backbone has none
         assert set(child.data.params) == set(NAMES) - {"block_lr"}
-        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        history = client.get_metric_history(child.info.run_id, "epoch_val_accuracy")
         assert sorted(m.step for m in history) == [0, 1, 2]
-        assert child.data.metrics["best_val_accuracy"] == pytest.approx(max(m.value for m in history))
+        # the run's val_accuracy is its score (the best epoch's), not the last epoch's: it sorts right
+        assert child.data.metrics["val_accuracy"] == pytest.approx(max(m.value for m in history))
+        assert [m.value for m in history].index(max(m.value for m in history)) == child.data.metrics["best_epoch"]
+        values = child.data.params
+        expected = f"t{child.data.tags['fashion_exp.trial_id']} lr={float(values['learning_rate']):g}"
+        assert child.info.run_name.startswith(expected) and f"drop={float(values['droprate']):g}" in child.info.run_name
         assert "rss_mb" in child.data.metrics
         files = artifact_paths(client, child.info.run_id)
         assert "checkpoint/head.keras" in files and "plots/learning_curves.png" in files
@@ -108,7 +128,7 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     runner = open_runner(backbone, config.model.runtime, config.model.batch_size, config.work_dir)
     features = Extractor(runner, dataset, decoder, cache, config.model.batch_size, config.seed).run([job])[job]
     accuracy = float(np.mean(np.argmax(head.predict(features, verbose=0), axis=1) == dataset.labels("validation")))
-    assert accuracy == pytest.approx(children[0].data.metrics["best_val_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(children[0].data.metrics["val_accuracy"], abs=1e-6)
 
 
 def test_interrupted_search_resumes_without_duplicates(overrides, fit_calls, monkeypatch):
@@ -214,12 +234,12 @@ def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
     config = load_config([*overrides, "tuner=random", "tuner.max_trials=3", "tuner.objective=val_loss"])
     result = run_search(config, echo=lambda *_: None)
     client, parents, children = runs(config.tracking.uri)
-    best = {c.data.tags["fashion_exp.trial_id"]: c.data.metrics["best_val_loss"] for c in children}
+    best = {c.data.tags["fashion_exp.trial_id"]: c.data.metrics["val_loss"] for c in children}
     for child in children:
-        history = client.get_metric_history(child.info.run_id, "val_loss")
-        assert child.data.metrics["best_val_loss"] == pytest.approx(min(m.value for m in history))
+        history = client.get_metric_history(child.info.run_id, "epoch_val_loss")
+        assert child.data.metrics["val_loss"] == pytest.approx(min(m.value for m in history))
     assert len(best) == 3 and result.best_trial_id == min(best, key=best.get)
-    assert parents[0].data.metrics["best_val_loss"] == pytest.approx(min(best.values()))
+    assert parents[0].data.metrics["val_loss"] == pytest.approx(min(best.values()))
     assert "val_loss" in open(client.download_artifacts(parents[0].info.run_id, "trials.csv")).readline()
 
 
@@ -240,7 +260,7 @@ def test_a_cross_validated_search_scores_trials_on_train_and_validation(override
     client, parents, children = runs(config.tracking.uri)
     assert result.trials == 1 and children[0].info.status == "FINISHED"
     assert parents[0].data.params["tuner.folds"] == "2"
-    history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
+    history = client.get_metric_history(children[0].info.run_id, "epoch_val_accuracy")
     assert sorted(m.step for m in history) == [0, 1, 2]
     # every train and validation photo is held out once: the pooled score is a multiple of 1/n
     dataset = scan(config.data.root, ["train", "validation"])

@@ -129,7 +129,7 @@ def test_a_search_stops_its_running_trial_and_starts_no_other_at_its_budget(over
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     trials = [r for r in runs if r.data.tags.get(KIND) == "trial"]
     assert len(trials) == 1  # the first trial ran into the budget; no other started
-    epochs = client.get_metric_history(trials[0].info.run_id, "val_accuracy")
+    epochs = client.get_metric_history(trials[0].info.run_id, "epoch_val_accuracy")
     assert 1 <= len(epochs) < 100000
     assert took < 9 + 30  # the budget, plus start-up (imports, store, extraction) and one epoch
 

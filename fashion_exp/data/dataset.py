@@ -71,10 +71,12 @@ class Dataset:
         photo of the split changes."""
         return {
             "name": f"{self.root.name}/{split}",
-            "source": str(self.root / split),
+            "source": str((self.root / split).resolve()),  # absolute: a run is read from anywhere
             "digest": self.fingerprint([split]),
             "split": split,
             "images": len(self.splits[split]),
+            "classes": list(self.classes),
+            "per_class": self.counts()[split],
         }
 
 

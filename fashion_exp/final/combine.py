@@ -30,7 +30,7 @@ from fashion_exp.final.evaluate import Evaluation, score
 from fashion_exp.head.parts import find_heads, split_at_heads
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.run_logger import RunLogger
-from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
+from fashion_exp.tracking.tags import KIND, VAL_ACCURACY, VAL_LOSS
 
 
 @dataclass
@@ -203,8 +203,9 @@ def register(
             "ensemble_size": heads,
             "combined_from": references,
         }
+        card = combined_card(references, heads, loaded.image_size, scored)
         version = registry.log_model(
-            config.tracking.uri, run.run_id, combined, metadata, scored.example, config.final.registered_model
+            config.tracking.uri, run.run_id, combined, metadata, scored.example, config.final.registered_model, card
         )
         run.metrics({"combine_seconds": time.time() - started})
     return CombineResult(
@@ -218,14 +219,25 @@ def register(
     )
 
 
+def combined_card(references: list[str], heads: int, image_size: int, scored: Scored) -> registry.ModelCard:
+    """What the combined model is and how it scored on validation, for its LoggedModel and version."""
+    return registry.ModelCard(
+        {"members": ",".join(references), "ensemble_size": heads, "image_size": image_size},
+        scored.combined.accuracy,
+        scored.combined.loss,
+        f"The mean of {', '.join(references)} ({heads} heads on one Xception pass), made by combine. "
+        f"Validation accuracy {scored.combined.accuracy:.4f}: what promote ranks versions by (never test).",
+    )
+
+
 def log_scores(run: RunLogger, references: list[str], members: list[Member], scored: Scored, heads: int) -> None:
     run.params({"members": ",".join(references), "member_runs": ",".join(m.loaded.run_id or "" for m in members)})
     for index, member in enumerate(scored.members):
         run.metrics({f"member_{index}_val_accuracy": member.accuracy, f"member_{index}_val_loss": member.loss})
     run.metrics(
         {
-            SHIPPED_VAL_ACCURACY: scored.combined.accuracy,
-            SHIPPED_VAL_LOSS: scored.combined.loss,
+            VAL_ACCURACY: scored.combined.accuracy,
+            VAL_LOSS: scored.combined.loss,
             "ensemble_size": heads,
             "assembled_max_abs_diff": scored.max_abs_diff,
             "assembled_top1_agreement": scored.top1_agreement,

@@ -33,11 +33,11 @@ from fashion_exp.final.ensemble import (
     score_sizes,
 )
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
-from fashion_exp.hyperparameters import ROWS, HeadParams, has_default
+from fashion_exp.hyperparameters import ROWS, HeadParams, has_default, label
 from fashion_exp.tracking import plots, registry
 from fashion_exp.tracking.queries import best_from_search, ranked_trials
 from fashion_exp.tracking.run_logger import RunLogger
-from fashion_exp.tracking.tags import KIND, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
+from fashion_exp.tracking.tags import EPOCH, KIND, NOTE, VAL_ACCURACY, VAL_LOSS
 
 
 @dataclass
@@ -203,7 +203,7 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
     echo(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
     echo(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
     run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
-    shipped = {SHIPPED_VAL_ACCURACY: chosen.val_accuracy, SHIPPED_VAL_LOSS: chosen.val_loss}
+    shipped = {VAL_ACCURACY: chosen.val_accuracy, VAL_LOSS: chosen.val_loss}
     run.metrics({"ensemble_size": size, **shipped})
     if size > 1:
         inputs = keras.Input(features.val.shape[1:], name="features")
@@ -246,7 +246,7 @@ def select_ensemble(run: RunLogger, config: Config, features: Features, members:
         echo(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
     echo(f"Shipping {len(picked.members)} head(s) chosen by forward selection: val_accuracy {picked.val_accuracy:.4f}")
     run.json(rows, "ensemble.json")
-    shipped = {SHIPPED_VAL_ACCURACY: picked.val_accuracy, SHIPPED_VAL_LOSS: picked.val_loss}
+    shipped = {VAL_ACCURACY: picked.val_accuracy, VAL_LOSS: picked.val_loss}
     run.metrics({"ensemble_size": len(picked.members), **shipped})
     run.params({"ensemble_heads": ",".join(f"{who[i][0]}:{who[i][1]}x{picked.counts[i]}" for i in picked.members)})
     weights = [picked.weights[i] for i in picked.members]
@@ -257,16 +257,9 @@ def select_ensemble(run: RunLogger, config: Config, features: Features, members:
 
 def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
     """The kept restart's curves, seed and best epoch, and the plots of it and of every restart."""
-    run.curves(chosen.history)
+    run.curves({f"{EPOCH}{name}": values for name, values in chosen.history.items()})
     run.params({"seed": chosen.seed})
-    run.metrics(
-        {
-            "best_epoch": chosen.best_epoch,
-            "best_val_accuracy": chosen.val_accuracy,
-            "best_val_loss": chosen.val_loss,
-            "chosen_restart": [r.seed for r in restarts].index(chosen.seed),
-        }
-    )
+    run.metrics({"best_epoch": chosen.best_epoch, "chosen_restart": [r.seed for r in restarts].index(chosen.seed)})
     title = f"final {size}px, seed {chosen.seed}: {params.as_dict()}"
     run.figure(plots.learning_curves(chosen.history, title), "plots/learning_curves.png")
     curves = {f"seed {r.seed}": r.history["val_accuracy"] for r in restarts}
@@ -321,14 +314,16 @@ def train_final(config: Config, echo=print) -> FinalResult:
         config.tracking.uri,
         config.final.experiment,
         run_name=f"final-{config.final.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={KIND: "final", "tune_parent_run_id": search_run},
+        tags={KIND: "final", "tune_parent_run_id": search_run, NOTE: final_note(config, search_run)},
+        started=started,  # the features' extraction is the command's and the run's (train_final_seconds)
     )
     with run.recording():
         log_inputs(run, config, features, params, search_run)
         heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, echo)
         model = assemble(features, heads, weights)
         check = check_assembled(model, reference, features, config.model.batch_size)
-        version = register(run, config, features, model, check, search_run, len(heads))
+        card = model_card(config, features, members, search_run, len(heads), shipped)
+        version = register(run, config, features, model, check, search_run, card)
         run.metrics({"train_final_seconds": time.time() - started})
     best = ranked[0]
     return FinalResult(
@@ -345,8 +340,34 @@ def train_final(config: Config, echo=print) -> FinalResult:
     )
 
 
+def final_note(config: Config, search_run: str) -> str:
+    final = config.final
+    return (
+        f"train-final at {final.image_size}px from search run {search_run} ({final.members} member(s) x "
+        f"{final.restarts} restart(s), final.ensemble={final.ensemble}). `val_accuracy` / `val_loss`: the shipped "
+        "model's validation scores (promote ranks by them); `epoch_*`: the kept restart's curves; `restart_*`: each "
+        "restart's best; the model is this run's logged model."
+    )
+
+
+def model_card(config: Config, features: Features, members: list[HeadParams], search_run: str, heads: int, shipped):
+    """What the model is and how it was chosen, for its LoggedModel and registry version."""
+    final = config.final
+    params = {**{f"hp.{k}": v for k, v in members[0].as_dict().items()}, "image_size": final.image_size}
+    params.update({"heads": heads, "members": len(members), "restarts": final.restarts, "ensemble": final.ensemble})
+    params.update({"epochs": final.epochs, "tune_parent_run_id": search_run, "features_runtime": features.runtime})
+    tried = "; ".join(label(member.as_dict()) for member in members)
+    description = (
+        f"Xception + head ({tried}) at {final.image_size}px, {heads} head(s) (final.ensemble={final.ensemble}), "
+        f"trained by train-final from search run {search_run}. Validation accuracy {shipped.val_accuracy:.4f}: "
+        "what promote ranks versions by (the test split only scores a model, it never chooses one)."
+    )
+    validation = features.dataset.describe(VALIDATION)
+    return registry.ModelCard(params, shipped.val_accuracy, shipped.val_loss, description, validation)
+
+
 def register(
-    run: RunLogger, config: Config, features: Features, model, check: AssemblyCheck, search_run: str, heads: int
+    run: RunLogger, config: Config, features: Features, model, check: AssemblyCheck, search_run: str, card
 ) -> str:
     """Log the assembly check and the model (with what predict and serve need to call it); returns
     its registered version."""
@@ -356,8 +377,8 @@ def register(
         "image_size": config.final.image_size,
         "interpolation": config.data.interpolation,
         "tune_parent_run_id": search_run,
-        "ensemble_size": heads,
+        "ensemble_size": int(card.params["heads"]),
     }
     return registry.log_model(
-        config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model
+        config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model, card
     )

@@ -78,6 +78,6 @@ class TrialRecorder(TrialObserver):
         if trial.status != "COMPLETED" or best_model is None:
             self.tracker.end_trial(trial.trial_id, "", None, error=trial.message or "")
             return
-        best = {f"best_{self.objective}": trial.score, "best_epoch": trial.best_step}
+        best = {self.objective: trial.score, "best_epoch": trial.best_step}  # the score, by the objective's name
         title = f"trial {trial.trial_id}: {trial.hyperparameters.values}"
         self.tracker.end_trial(trial.trial_id, title, best, best_model)

@@ -16,7 +16,7 @@ from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
-from fashion_exp.hyperparameters import NAMES, candidates, describe
+from fashion_exp.hyperparameters import NAMES, HeadParams, candidates, describe
 from fashion_exp.search import keras_tuner_fixes
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
@@ -135,14 +135,16 @@ def search_lock(config: Config, sid: str):
     )
 
 
-def open_search_run(config: Config, sid: str, echo) -> tuple[SearchTracker, bool]:
-    """The search's MLflow parent run (new, or reopened to resume) and whether the tuner resumes."""
+def open_search_run(config: Config, sid: str, echo, started: float | None = None) -> tuple[SearchTracker, bool]:
+    """The search's MLflow parent run (new, or reopened to resume) and whether the tuner resumes.
+    started: when the command started (the run's start, so that its duration is total_seconds)."""
     resume = (Path(config.work_dir) / "tuner" / sid / "oracle.json").is_file() and not config.fresh
     if resume:  # refuse an unreadable saved search before its MLflow run is touched
         check_readable(Path(config.work_dir) / "tuner" / sid)
         remove_stale_partials(Path(config.work_dir) / "tuner" / sid)  # left by a kill mid-save
-    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
-    reopened = tracker.open_search(sid, resume, run_name=f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}")
+    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment, config.tuner.objective, config.tuner.folds)
+    name = f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    reopened = tracker.open_search(sid, resume, name, started)
     echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
     return tracker, resume
 
@@ -162,11 +164,30 @@ class SearchInputs:
         return cls(features.dataset, features.scanned.report, features.fingerprint, features.runtime)
 
 
+# The settings a user compares between searches, as the parent run's params (the whole config is
+# its config.yaml): with all ~110 keys MLflow's column picker offered nine "droprate"s.
+COMPARED = (
+    *("preset", "seed", "data.image_size", "data.interpolation", "model.backbone", "model.runtime"),
+    *("tuner.type", "tuner.objective", "tuner.max_trials", "tuner.epochs", "tuner.folds", "tuner.patience"),
+    "tuner.max_minutes",
+)
+
+
+def compared_params(config: Config) -> dict[str, object]:
+    """COMPARED, and the search space: one param per hyperparameter (space.droprate = [0.0, 0.2, ...])."""
+    flat = flatten(config)
+    space = {
+        f"space.{name}": row["values"] if row["type"] == "choice" else {k: v for k, v in row.items() if k != "type"}
+        for name, row in describe(config.search).items()
+    }
+    return {**{key: flat[key] for key in COMPARED}, **space}
+
+
 def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInputs, stage: dict[str, str]) -> None:
     dataset = inputs.dataset
     tracker.datasets = [dataset.describe(TRAIN), dataset.describe(VALIDATION)]
     tracker.log_setup(
-        params=flatten(config),
+        params=compared_params(config),
         tags={
             "dataset_fingerprint": dataset.fingerprint(),
             "weights_fingerprint": inputs.fingerprint,
@@ -224,12 +245,18 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
             "run_id": tracker.children.get(best.trial_id),
         }
     clock.laps["total_seconds"] = clock.total()
+    tried = [
+        {"hyperparameters": HeadParams.from_values(trial.hyperparameters.values).active(), objective: trial.score}
+        for trial in trials
+    ]
     tracker.finish_search(
         best_info,
         objective,
         trials_csv(trials, tracker.children, objective),
         clock.laps,
         f"{objective} per epoch, {len(trials)} trials ({config.tuner.type}, {config.data.image_size}px)",
+        tried,
+        config.tuner.direction == "max",
     )
     return SearchResult(
         parent_run_id=tracker.parent_id,
@@ -290,7 +317,7 @@ def _search_here(
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
-    tracker, resume = open_search_run(config, sid, echo)
+    tracker, resume = open_search_run(config, sid, echo, clock.start)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
         tuner = run_trials(until(config, deadline), cuts, tracker, sid, resume)
@@ -301,7 +328,7 @@ def _search_here(
 
 
 def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo, stage):
-    tracker, resume = open_search_run(config, sid, echo)
+    tracker, resume = open_search_run(config, sid, echo, clock.start)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
         tuner = run_chief_trials(config, sid, resume, overrides, echo)

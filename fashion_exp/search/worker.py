@@ -64,7 +64,7 @@ def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
 def _run(config, first, sid, chief, worker_id, directory, echo) -> int:
     echo(f"Connecting to the chief at {chief} (waiting up to tuner.chief_timeout={config.tuner.chief_timeout} s)")
     keras_tuner_fixes.wait_for_chief()
-    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment)
+    tracker = SearchTracker(config.tracking.uri, config.tracking.experiment, config.tuner.objective, config.tuner.folds)
     tracker.attach(sid, chief)
     tracker.datasets = [first.dataset.describe(TRAIN), first.dataset.describe(VALIDATION)]
     echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")

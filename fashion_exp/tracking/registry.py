@@ -25,13 +25,30 @@ from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
 from fashion_exp.redact import redact
 from fashion_exp.tracking.store import alias_lock, open_client
-from fashion_exp.tracking.tags import MODEL_ID, SHIPPED_VAL_ACCURACY, SHIPPED_VAL_LOSS
+from fashion_exp.tracking.tags import MODEL_ID, NOTE, OLD_VAL_ACCURACY, OLD_VAL_LOSS, VAL_ACCURACY, VAL_LOSS
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 TEST_ACCURACY = "test_accuracy"
 TEST_LOSS = "test_loss"
 MODEL_ARTIFACT = "model"  # where train-final logged the model in its run before LoggedModels
+REGISTERED_NOTE = (
+    "The Fashion Classification Service's model: a photo (uint8 RGB) -> probabilities of 10 clothing "
+    "categories. Versions come from train-final or combine; `promote` points @champion at the best "
+    "on validation (never test); predict and serve use @champion."
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a logged model says about itself, on its LoggedModel (params, validation metrics linked
+    to the validation split, description) and its registry version (description, validation tags)."""
+
+    params: dict[str, Any]
+    val_accuracy: float
+    val_loss: float
+    description: str
+    validation: dict[str, Any] | None = None  # the validation split's record (Dataset.describe)
 
 
 @dataclass
@@ -57,20 +74,49 @@ class LoadedModel:
         return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: np.ndarray, registered_name: str) -> str:
+def log_model(
+    uri: str, run_id: str, model, metadata: dict[str, Any], example: np.ndarray, registered_name: str, card: ModelCard
+) -> str:
     """Save `model` with MLflow's Keras flavour (signature, input example, metadata) as a
-    LoggedModel of run_id, then register it. Returns the new registered model version.
+    LoggedModel of run_id (the run's output: its page lists it), then register it. Returns the new
+    registered model version.
 
     metadata (class_names, image_size, interpolation) is stored in the MLmodel file.
     """
+    client = open_client(uri)
+    model_id = _save(client, run_id, model, metadata, example, registered_name, card)
+    client.set_tag(run_id, MODEL_ID, model_id)
+    _link(client, run_id, model_id, card)
+    try:
+        client.create_registered_model(registered_name, description=REGISTERED_NOTE)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):  # made by an earlier run
+            raise
+    version = _register(client, registered_name, model_id, run_id)
+    client.set_logged_model_tags(  # the model's page lists its registered version, as mlflow.register_model does
+        model_id, {"mlflow.modelVersions": json.dumps([{"name": registered_name, "version": version.version}])}
+    )
+    client.update_model_version(registered_name, version.version, description=card.description)
+    for key, value in ((VAL_ACCURACY, card.val_accuracy), (VAL_LOSS, card.val_loss)):  # what promote ranks by
+        client.set_model_version_tag(registered_name, version.version, key, f"{value:.4f}")
+    return str(version.version)
+
+
+def _save(client: MlflowClient, run_id: str, model, metadata: dict, example: np.ndarray, name: str, card) -> str:
+    """The model's files as a READY LoggedModel of run_id (its params and description from card); its id."""
+    import getpass
+
     import mlflow
     from mlflow.models import infer_signature
 
-    client = open_client(uri)
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    run = client.get_run(run_id)
     logged = client.create_logged_model(
-        run.info.experiment_id, name=registered_name, source_run_id=run_id, model_type="keras"
+        client.get_run(run_id).info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        model_type="keras",
+        params={key: redact(str(value))[:500] for key, value in card.params.items()},
+        tags={"mlflow.user": getpass.getuser(), NOTE: card.description},
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -85,17 +131,20 @@ def log_model(uri: str, run_id: str, model, metadata: dict[str, Any], example: n
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
-    client.set_tag(run_id, MODEL_ID, logged.model_id)
-    try:
-        client.create_registered_model(registered_name)
-    except MlflowException as err:
-        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):  # made by an earlier run
-            raise
-    version = _register(client, registered_name, logged.model_id, run_id)
-    client.set_logged_model_tags(  # the model's page lists its registered version, as mlflow.register_model does
-        logged.model_id, {"mlflow.modelVersions": json.dumps([{"name": registered_name, "version": version.version}])}
-    )
-    return str(version.version)
+    return logged.model_id
+
+
+def _link(client: MlflowClient, run_id: str, model_id: str, card: ModelCard) -> None:
+    """The model as its run's output (the run page's Logged models table) and its validation
+    metrics on it, linked to the validation split's record when there is one."""
+    from mlflow.entities import LoggedModelOutput
+
+    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+    split = card.validation or {}
+    for key, value in ((VAL_ACCURACY, card.val_accuracy), (VAL_LOSS, card.val_loss)):
+        client.log_metric(
+            run_id, key, value, model_id=model_id, dataset_name=split.get("name"), dataset_digest=split.get("digest")
+        )
 
 
 def _register(client: MlflowClient, name: str, model_id: str, run_id: str):
@@ -280,10 +329,12 @@ class _Validation:
             metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
         except MlflowException:
             return None
-        accuracy = metrics.get(SHIPPED_VAL_ACCURACY, metrics.get("best_val_accuracy"))  # runs before ensembles
+        # a run from before 2026-12-01 kept its score under an old name (its val_accuracy was a curve's last epoch)
+        accuracy = next((metrics[name] for name in (*OLD_VAL_ACCURACY, VAL_ACCURACY) if name in metrics), None)
         if accuracy is None:
             return None
-        return _Validation(accuracy, metrics.get(SHIPPED_VAL_LOSS, metrics.get("best_val_loss", float("inf"))))
+        loss = next((metrics[name] for name in (*OLD_VAL_LOSS, VAL_LOSS) if name in metrics), float("inf"))
+        return _Validation(accuracy, loss)
 
     def rank(self, version) -> tuple[float, float, int]:
         """Best validation accuracy first; equal accuracies (1/341 apart on the real validation split)

@@ -7,6 +7,7 @@ a config value with a password in it is recorded as user:***@host (the config lo
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +26,12 @@ from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
 from fashion_exp.tracking.system_metrics import system_metrics
 from fashion_exp.tracking.tags import MODEL_ID
+
+FINAL_EXPERIMENT_NOTE = (
+    "fashion_exp's final models: one run per train-final or combine, its model a LoggedModel registered as a "
+    "version; evaluate logs test scores to it. val_accuracy is the shipped model's validation score, which "
+    "promote ranks versions by."
+)
 
 
 def status_for(error: BaseException) -> str:
@@ -47,21 +54,41 @@ def recorded_tags(tags: dict[str, Any]) -> dict[str, str]:
     return {key: recorded(value, 5000) for key, value in tags.items()}
 
 
+def command_line() -> str:
+    """This process's command as a user would type it (python -m fashion_exp tune ...), passwords hidden."""
+    args = sys.argv[1:]
+    program = "python -m fashion_exp" if sys.argv and sys.argv[0].endswith("__main__.py") else Path(sys.argv[0]).name
+    return redact(" ".join([program, *args]))
+
+
+def source_tags() -> dict[str, str]:
+    """Where a run comes from, as MLflow's own run context says it (user, git commit of the code,
+    source type), with the command line as its source name."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return {**resolve_tags(), "mlflow.source.name": recorded(command_line(), 5000)}
+
+
 def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:
     """Log dataset records (Dataset.describe) as the run's inputs, each tagged with its split
     (MLflow's `mlflow.data.context`): the Datasets column of mlflow ui."""
     from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import ColSpec, Schema
 
+    # what a record is: a photo file (the folders under the source are the classes) and its class
+    schema = json.dumps({"mlflow_colspec": Schema([ColSpec("binary", "image"), ColSpec("string", "label")]).to_dict()})
     inputs = []
     for split in splits:
         source = LocalArtifactDatasetSource(split["source"])
+        profile = {key: split[key] for key in ("images", "classes", "per_class") if key in split}
         dataset = Dataset(
             name=split["name"],
             digest=split["digest"],
             source_type=source._get_source_type(),
             source=source.to_json(),
-            profile=json.dumps({"images": split["images"]}),
+            schema=schema,
+            profile=json.dumps(profile),
         )
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split["split"])]))
     client.log_inputs(run_id, inputs)
@@ -75,9 +102,15 @@ class RunLogger:
         self.run_id = run_id
 
     @classmethod
-    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> RunLogger:
-        client, experiment_id = connect(uri, experiment)
-        run = client.create_run(experiment_id, run_name=run_name, tags=recorded_tags(tags))
+    def start(
+        cls, uri: str, experiment: str, run_name: str, tags: dict[str, str], started: float | None = None
+    ) -> RunLogger:
+        """A new run; started (time.time() of the command's start, when work came before the run)
+        makes MLflow's duration the command's, as the run's own *_seconds metrics count it."""
+        client, experiment_id = connect(uri, experiment, FINAL_EXPERIMENT_NOTE)
+        at = None if started is None else int(started * 1000)
+        tags = {**source_tags(), **recorded_tags(tags)}
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags, start_time=at)
         return cls(client, run.info.run_id)
 
     @classmethod

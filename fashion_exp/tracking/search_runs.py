@@ -10,12 +10,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from fashion_exp.errors import ConfigError, last_line
+from fashion_exp.hyperparameters import label
 from fashion_exp.redact import redact
 from fashion_exp.tracking import plots
 from fashion_exp.tracking.experiments import connect
-from fashion_exp.tracking.run_logger import RunLogger, recorded_tags, status_for
+from fashion_exp.tracking.importance import importances
+from fashion_exp.tracking.run_logger import RunLogger, recorded_tags, source_tags, status_for
 from fashion_exp.tracking.system_metrics import rss_mb, system_metrics
-from fashion_exp.tracking.tags import KIND, PARENT, SEARCH_ID, TRIAL_ID
+from fashion_exp.tracking.tags import EPOCH, KIND, NOTE, PARENT, SEARCH_ID, TRIAL_ID
+
+EXPERIMENT_NOTE = (
+    "fashion_exp searches: one parent run per search (a staged tune: one per stage, tagged fashion_exp.stage), "
+    "a nested run per trial. Sort trials by val_accuracy (their score). Open with "
+    "#/experiments/<id>/runs?workflowType=machine_learning, or `python -m fashion_exp ui`."
+)
 
 
 class SearchTracker:
@@ -25,9 +33,10 @@ class SearchTracker:
     MLflow, not keras-tuner.
     """
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, objective: str = "val_accuracy", folds: int = 0):
         self.uri = uri
-        self.client, self.experiment_id = connect(uri, experiment)
+        self.client, self.experiment_id = connect(uri, experiment, EXPERIMENT_NOTE)
+        self.objective, self.folds = objective, folds  # what a trial's score is, for the runs' descriptions
         self.parent_id: str | None = None
         self.owns_parent = True  # False on a search worker: the chief starts and ends the parent run
         self.search_id: str | None = None
@@ -36,10 +45,31 @@ class SearchTracker:
         self._started: dict[str, float] = {}
         self._history: dict[str, dict[str, list[float]]] = {}
 
+    # ---- what the runs are (their descriptions in mlflow ui) ------------------------------
+
+    def _score(self) -> str:
+        how = (
+            f"the mean over {self.folds} cross-validation folds"
+            if self.folds
+            else "its best epoch's (as ModelCheckpoint keeps)"
+        )
+        return f"`{self.objective}` is the trial's score: {how}; `epoch_*` are its per-epoch curves"
+
+    def describe_search(self, search_id: str) -> str:
+        return (
+            f"Search {search_id}: one nested run per trial (its name says what it tried). {self._score()}. "
+            f"This run's `{self.objective}` is its best trial's (tag best_trial_id), which train-final trains; "
+            "params: the settings to compare and the space (space.*); the whole config is config.yaml."
+        )
+
+    def describe_trial(self, trial_id: str) -> str:
+        return f"Trial {trial_id} of this search's parent run. {self._score()}; checkpoint/head.keras holds that head."
+
     # ---- the parent run -----------------------------------------------------------------
 
-    def open_search(self, search_id: str, resume: bool, run_name: str) -> bool:
-        """Start (or with resume, reopen) the parent run of search_id. Returns True if reopened."""
+    def open_search(self, search_id: str, resume: bool, run_name: str, started: float | None = None) -> bool:
+        """Start (or with resume, reopen) the parent run of search_id. Returns True if reopened.
+        started: time.time() of the command's start (the scan and extraction come before the run)."""
         self.search_id = search_id
         if resume:
             found = self.client.search_runs(
@@ -53,7 +83,9 @@ class SearchTracker:
                 self.client.update_run(self.parent_id, status="RUNNING")
                 self.load_children()
                 return True
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={SEARCH_ID: search_id, KIND: "search"})
+        at = None if started is None else int(started * 1000)
+        tags = {**source_tags(), SEARCH_ID: search_id, KIND: "search", NOTE: self.describe_search(search_id)}
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=at)
         self.parent_id = run.info.run_id
         return False
 
@@ -120,26 +152,43 @@ class SearchTracker:
         summary_csv: str,
         timings: dict[str, float],
         curves_title: str,
+        trials: list[dict[str, Any]] | None = None,
+        higher_is_better: bool = True,
     ) -> None:
-        """Best hyperparameters, timings, the trials table and the comparison plot; then end the
-        parent run: FINISHED if a trial completed, else FAILED.
+        """Best hyperparameters, timings, the trials table, the comparison plot and which
+        hyperparameters mattered; then end the parent run: FINISHED if a trial completed, else FAILED.
 
         best: {trial_id, score, hyperparameters, run_id} of the best trial, or None.
+        trials: every finished trial, {"hyperparameters": {name: value}, objective: score}.
         """
         run = RunLogger(self.client, self.parent_id)
         run.metrics(timings)
         if best is not None:
             run.params({f"best.{k}": v for k, v in best["hyperparameters"].items()})
             run.tags({"best_trial_id": best["trial_id"], "best_run_id": best.get("run_id") or ""})
-            run.tags({f"best.{k}": v for k, v in best["hyperparameters"].items()})
-            run.metrics({f"best_{objective}": best["score"]})
+            run.metrics({objective: best["score"]})  # the best trial's score, under the trials' name for it
         run.text(summary_csv, "trials.csv")
         curves = self.curves(objective)
         if curves:
             best_label = f"trial {best['trial_id']}" if best else None
             figure = plots.compare_trials(curves, best_label, curves_title, objective)
             run.figure(figure, f"plots/{objective}_by_trial.png")
+        if trials:
+            self._what_mattered(run, trials, objective, higher_is_better)
         run.end("FINISHED" if best is not None else "FAILED")
+
+    @staticmethod
+    def _what_mattered(run: RunLogger, trials: list[dict[str, Any]], objective: str, higher_is_better: bool) -> None:
+        """The trials in parallel coordinates (log learning-rate axis, coloured by score), and
+        Optuna's fANOVA importance of each hyperparameter as metrics (importance.<name>) and a plot."""
+        title = f"{len(trials)} trials, coloured by {objective}"
+        figure = plots.parallel_coordinates(trials, objective, title, higher_is_better=higher_is_better)
+        run.figure(figure, "plots/parallel_coordinates.png")
+        found = importances(trials, objective)
+        if found:
+            run.metrics({f"importance.{name}": value for name, value in found.items()})
+            figure = plots.importance_bars(found, f"What mattered for {objective} (fANOVA, {len(trials)} trials)")
+            run.figure(figure, "plots/hyperparameter_importance.png")
 
     def curves(self, metric: str) -> dict[str, list[float]]:
         """`metric` per epoch of every finished child run, read back from MLflow."""
@@ -147,7 +196,7 @@ class SearchTracker:
         for child in sorted(self._child_runs(), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
             if child.info.status != "FINISHED":
                 continue
-            history = self.client.get_metric_history(child.info.run_id, metric)
+            history = self.client.get_metric_history(child.info.run_id, f"{EPOCH}{metric}")
             out[f"trial {child.data.tags[TRIAL_ID]}"] = [m.value for m in sorted(history, key=lambda m: m.step)]
         return out
 
@@ -173,8 +222,12 @@ class SearchTracker:
             self.client.delete_run(run.info.run_id)
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial_id}",
-            tags={PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", **recorded_tags(tags or {})},
+            run_name=f"t{trial_id} {label(params)}",  # what it tried, readable in the runs table
+            tags={
+                **source_tags(),
+                **{PARENT: self.parent_id, TRIAL_ID: trial_id, KIND: "trial", NOTE: self.describe_trial(trial_id)},
+                **recorded_tags(tags or {}),
+            },
         )
         self.children[trial_id] = run.info.run_id
         self._started[trial_id] = time.time()
@@ -183,14 +236,16 @@ class SearchTracker:
         RunLogger(self.client, run.info.run_id).datasets(self.datasets)
 
     def log_epoch(self, trial_id: str, epoch: int, logs: dict[str, float]) -> None:
-        RunLogger(self.client, self.children[trial_id]).metrics(logs, step=epoch)
+        """One epoch's metrics, as curves (epoch_val_accuracy, ...): the run's own val_accuracy is its score."""
+        RunLogger(self.client, self.children[trial_id]).metrics({f"{EPOCH}{k}": v for k, v in logs.items()}, step=epoch)
         history = self._history[trial_id]
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
 
     def end_trial(self, trial_id: str, title: str, best: dict[str, float] | None, model=None, error: str = "") -> None:
-        """Close the trial's run: with its best-epoch metrics, curves and checkpoint (best: metric
-        name -> value), or, when best is None, FAILED with the error message."""
+        """Close the trial's run: with its score, curves and checkpoint (best: metric name -> value:
+        the objective's score and best_epoch; the other validation metrics of that epoch are added),
+        or, when best is None, FAILED with the error message."""
         run = RunLogger(self.client, self.children[trial_id])
         seconds = time.time() - self._started.pop(trial_id, time.time())
         run.metrics({"trial_seconds": seconds, "rss_mb": rss_mb()})
@@ -201,7 +256,9 @@ class SearchTracker:
             run.text(message, "error.txt")
             run.end("FAILED")
             return
-        run.metrics(best)
+        epoch = int(best.get("best_epoch", -1))
+        that_epoch = {k: v[epoch] for k, v in history.items() if k.startswith("val_") and 0 <= epoch < len(v)}
+        run.metrics({**that_epoch, **best})
         if history:
             run.figure(plots.learning_curves(history, title), "plots/learning_curves.png")
         run.keras(model, "checkpoint/head.keras")  # the best epoch's weights, as ModelCheckpoint keeps
