@@ -353,23 +353,7 @@ def mlflow_server(postgres, tmp_path, monkeypatch):
             server.wait(timeout=30)
 
 
-def test_the_tracking_servers_refusals_are_one_line_each(overrides, mlflow_server, tmp_path, monkeypatch):
-    """A wrong password (401), and a host name the server was not started to accept (403)."""
-    at = [o for o in overrides if not o.startswith("tracking.uri=")]
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-    tune = [sys.executable, "-m", "fashion_exp", "tune", *at]
-    wrong = run_tune([*tune, f"tracking.uri={mlflow_server}"], tmp_path, 120)
-    assert wrong.returncode == 2 and "MLFLOW_TRACKING_PASSWORD" in wrong.stderr, wrong.stderr[-2000:]
-    port = mlflow_server.rsplit(":", 1)[1]
-    elsewhere = run_tune([*tune, f"tracking.uri=http://127.0.0.1:{port}"], tmp_path, 120)
-    assert elsewhere.returncode == 2 and "--allowed-hosts" in elsewhere.stderr, elsewhere.stderr[-2000:]
-    for refused in (wrong, elsewhere):
-        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
-        assert "Response body" not in errors[0]  # what to do, not MLflow's HTTP exchange
-
-
-def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlflow_server, tmp_path):
+def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlflow_server, tmp_path, monkeypatch):
     """The several-machines recipe on one machine: a tracking server on PostgreSQL with basic-auth,
     dialled by host name, a chief (tuner.role=chief, no local workers) and two tune-worker processes
     started on their own."""
@@ -400,3 +384,20 @@ def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlf
         chief.kill()
     assert "Workers log through" not in (tmp_path / "chief.log").read_text()  # a server URI is used as it is
     assert_one_distributed_search(mlflow_server, trials=4)
+    assert_refusals_are_one_line_each(at, mlflow_server, tmp_path, monkeypatch)
+
+
+def assert_refusals_are_one_line_each(at: list[str], server: str, cwd: Path, monkeypatch) -> None:
+    """The recipe's server refuses a wrong password (401) and a host name it was not started to
+    accept (403): each is one line from the product saying what to do."""
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    tune = [sys.executable, "-m", "fashion_exp", "tune", *at[:-1]]  # (at ends with tracking.uri=)
+    wrong = run_tune([*tune, f"tracking.uri={server}"], cwd, 120)
+    assert wrong.returncode == 2 and "MLFLOW_TRACKING_PASSWORD" in wrong.stderr, wrong.stderr[-2000:]
+    port = server.rsplit(":", 1)[1]
+    elsewhere = run_tune([*tune, f"tracking.uri=http://127.0.0.1:{port}"], cwd, 120)
+    assert elsewhere.returncode == 2 and "--allowed-hosts" in elsewhere.stderr, elsewhere.stderr[-2000:]
+    for refused in (wrong, elsewhere):
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert "Response body" not in errors[0]  # what to do, not MLflow's HTTP exchange
