@@ -46,7 +46,7 @@ def test_tune_end_to_end_through_python_m(overrides, tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Best trial 0" in done.stdout and "mlflow ui" in done.stdout
+    assert "Best trial 0" in done.stdout and "python -m fashion_exp ui" in done.stdout
 
 
 def test_an_error_from_the_tracking_store_is_one_line(monkeypatch, capsys):
