@@ -128,7 +128,7 @@ SHORT = {"learning_rate": "lr", "size_inner": "inner", "droprate": "drop", "augm
 
 def label(values: Mapping[str, Any]) -> str:
     """What a head tried, short, for a run's name: "lr=0.001 inner=100 drop=0.2 none blocks=1 blr=0.1"
-    (the rows that mean something for it; a row without a value is left out)."""
+    (the rows that mean something for it; a row without a value, and blocks=0, are left out)."""
     known = {name: values[name] for name in NAMES if name in values}
     try:
         known = HeadParams.from_values(known).active()
@@ -136,6 +136,8 @@ def label(values: Mapping[str, Any]) -> str:
         pass  # some rows missing: name what there is
     words = []
     for name, value in known.items():
+        if name == "blocks" and value == 0:
+            continue  # a frozen backbone, the default: said by saying nothing
         short = SHORT.get(name, name)
         words.append(f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}" if short else str(value))
     return " ".join(words)

@@ -144,3 +144,12 @@ def test_a_conditional_space_crosses_grpc_without_printing(tmp_path, capsys, mon
     again = kt.HyperParameters.from_proto(proto)
     block_lr = next(p for p in again.space if p.name == "block_lr")
     assert [c.get_config() for c in block_lr.conditions] == [{"name": "blocks", "values": [1]}]
+
+
+def test_a_trials_label_says_what_it_tried():
+    from fashion_exp.hyperparameters import label
+
+    frozen = {"learning_rate": 0.001, "size_inner": 100, "droprate": 0.2, "augmentation": "none", "blocks": 0}
+    assert label({**frozen, "block_lr": 0.1}) == "lr=0.001 inner=100 drop=0.2 none"  # no block_lr: nothing trains
+    assert label({**frozen, "blocks": 1, "block_lr": 0.1}) == "lr=0.001 inner=100 drop=0.2 none blocks=1 blr=0.1"
+    assert label({"learning_rate": 0.0001, "tuner/epochs": 3}) == "lr=0.0001"  # keras-tuner's own keys left out
