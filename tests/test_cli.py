@@ -47,6 +47,14 @@ def test_tune_end_to_end_through_python_m(overrides, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Best trial 0" in done.stdout and "python -m fashion_exp ui" in done.stdout
+    from mlflow.tracking import MlflowClient
+
+    uri = next(o for o in overrides if o.startswith("tracking.uri="))[len("tracking.uri=") :]
+    for run in MlflowClient(uri).search_runs(["1"]):  # the parent and its trial: where each came from
+        tags = run.data.tags
+        assert tags["mlflow.source.name"] == "python -m fashion_exp tune" and tags["mlflow.user"]
+        assert tags["fashion_exp.command_line"].startswith("python -m fashion_exp tune data.root=")
+        assert len(tags["mlflow.source.git.commit"]) == 40  # this checkout's commit
 
 
 def test_an_error_from_the_tracking_store_is_one_line(monkeypatch, capsys):

@@ -25,7 +25,7 @@ from fashion_exp.tracking import plots
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
 from fashion_exp.tracking.system_metrics import system_metrics
-from fashion_exp.tracking.tags import MODEL_ID
+from fashion_exp.tracking.tags import COMMAND_LINE, MODEL_ID
 
 FINAL_EXPERIMENT_NOTE = (
     "fashion_exp's final models: one run per train-final or combine, its model a LoggedModel registered as a "
@@ -54,19 +54,21 @@ def recorded_tags(tags: dict[str, Any]) -> dict[str, str]:
     return {key: recorded(value, 5000) for key, value in tags.items()}
 
 
-def command_line() -> str:
+def command_line() -> list[str]:
     """This process's command as a user would type it (python -m fashion_exp tune ...), passwords hidden."""
-    args = sys.argv[1:]
     program = "python -m fashion_exp" if sys.argv and sys.argv[0].endswith("__main__.py") else Path(sys.argv[0]).name
-    return redact(" ".join([program, *args]))
+    return [program, *(redact(word) for word in sys.argv[1:])]
 
 
 def source_tags() -> dict[str, str]:
     """Where a run comes from, as MLflow's own run context says it (user, git commit of the code,
-    source type), with the command line as its source name."""
+    source type): its source name is the command (`python -m fashion_exp tune`: mlflow ui shows a
+    source's last path part, so no overrides there), COMMAND_LINE the whole line."""
     from mlflow.tracking.context.registry import resolve_tags
 
-    return {**resolve_tags(), "mlflow.source.name": recorded(command_line(), 5000)}
+    words = command_line()
+    command = " ".join(w for w in words[:2] if "/" not in w) if words[0].startswith("python -m") else words[0]
+    return {**resolve_tags(), "mlflow.source.name": command, COMMAND_LINE: recorded(" ".join(words), 5000)}
 
 
 def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:

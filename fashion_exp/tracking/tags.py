@@ -9,6 +9,7 @@ KIND = "fashion_exp.kind"  # what a run is: search, trial or final
 WORKER = "fashion_exp.worker"  # on a trial's run: the tuner id that ran it (worker-0, ..., or tuner0)
 HOST = "fashion_exp.host"  # on a trial's run: the machine that ran it
 PARENT = "mlflow.parentRunId"  # MLflow's own tag: a nested run's parent
+COMMAND_LINE = "fashion_exp.command_line"  # on every run: the command line that made it (passwords hidden)
 NOTE = "mlflow.note.content"  # MLflow's own tag: the description of a run, an experiment or a LoggedModel
 MODEL_ID = "fashion_exp.model_id"  # on a train-final run: the id of the LoggedModel it made (registry.log_model)
 VAL_ACCURACY = "val_accuracy"  # a run's validation score, one name for all: a trial's (its best epoch, or its
