@@ -1,13 +1,21 @@
 """`python -m fashion_exp ui`'s mistakes, each one line: a store that is a server already, a store
-that does not exist, a port another program holds."""
+that does not exist, a port another program holds; and the store's URI kept off command lines."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from fashion_exp.children import free_port
 from fashion_exp.cli import main
+from fashion_exp.config import load_config
+from fashion_exp.tracking.server import healthy
 
 
 def one_error(capsys) -> str:
@@ -37,3 +45,46 @@ def test_a_taken_port_is_said_in_one_line(overrides, tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main(["ui", "--port", str(port), *overrides]) == 2
     assert "is the port taken? --port N" in one_error(capsys)
+
+
+def command_lines_below(pid: int) -> list[str]:
+    """The command lines of every process descended from pid."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    below, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in below} - below
+        below |= more
+        grew = bool(more)
+    lines = []
+    for child in below - {pid}:
+        try:
+            lines.append(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return lines
+
+
+@pytest.mark.slow
+def test_the_store_uri_is_on_no_command_line_of_the_server(overrides, tmp_path):
+    """A store URI may hold a database password, and ps shows every command line to every user of
+    the machine: the server gets it through its environment."""
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "fashion_exp", "ui", "--port", str(port), *overrides], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(f"http://127.0.0.1:{port}"):
+            assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+            time.sleep(0.5)
+        lines = command_lines_below(ui.pid)
+        assert any("mlflow server" in line or "mlflow.server" in line for line in lines), lines
+        store = load_config(overrides).tracking.uri.removeprefix("sqlite:///")
+        assert not [line for line in lines if store in line]
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(30) == 0

@@ -53,13 +53,26 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
     if not needs_server(uri):
         yield uri
         return
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    with mlflow_server(uri, "127.0.0.1", free_port(), log, "the MLflow server for the workers") as url:
+        echo(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
+        yield url
+
+
+@contextmanager
+def mlflow_server(
+    uri: str, host: str, port: int, log: Path, what: str, app: str | None = None, hint: str = ""
+) -> Iterator[str]:
+    """`mlflow server` on the store `uri` at host:port (app: an mlflow.app entry point), under the
+    guard (module doc), for the length of the block; yields its http:// URL, or raises UserError
+    (`what` did not start, the log's last line, `hint`). The store's URI, which may hold a database
+    password, reaches the server through its environment (MLFLOW_BACKEND_STORE_URI), never its
+    command line, which every user of the machine can read (ps)."""
     command = [
-        *("mlflow", "server", "--backend-store-uri", uri),
+        *("mlflow", "server", *(("--app-name", app) if app else ())),
         *("--default-artifact-root", Path("mlruns").resolve().as_uri()),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        *("--host", host, "--port", str(port), "--workers", "1"),
     ]
+    url = f"http://{host}:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         guard = subprocess.Popen(
@@ -69,17 +82,15 @@ def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
             # no preexec_fn: this process may run gRPC threads (the chief's oracle), and a
             # preexec_fn makes Popen fork() them, running gRPC's fork handlers in the child (seen
             # here: the guard died at once after an epoll error); the guard asks the kernel itself
-            env=parented(dict(os.environ)),
+            env=parented({**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}),
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not healthy(url):
             if guard.poll() is not None or time.monotonic() > deadline:
-                raise UserError(
-                    f"the MLflow server for the workers did not start ({last_log_line(log) or 'no output'}); see {log}"
-                )
+                said = last_log_line(log) or "no output"
+                raise UserError(f"{what} did not start at {url} ({said}{'; ' + hint if hint else ''}); see {log}")
             time.sleep(0.25)
-        echo(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
         yield url
     finally:
         stop(guard)
