@@ -148,6 +148,8 @@ def cmd_tune(config, args, overrides: list[str]) -> int:
     if tuned.spent:
         spent = ", ".join(f"{stage} {minutes:.1f} min" for stage, minutes in tuned.spent.items())
         print(f"Time spent (every run of this command): {spent}, of tuner.max_minutes={config.tuner.max_minutes:g}")
+    if tuned.tune_run_id:
+        print(f"The tune's MLflow parent run: {tuned.tune_run_id} (its stages' searches are nested in it)")
     result = tuned.last
     if result.best_trial_id is None:
         return 1

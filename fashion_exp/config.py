@@ -219,6 +219,7 @@ class FinalConfig:
     patience: int | None
     ensemble: Any  # "auto" or a number of heads (the mean of the k best restarts), or "select" (forward selection)
     members: int  # the search's best configurations train-final trains (final.restarts each), for ensemble=select
+    reuse: bool  # a member's first restart is its search trial when that trial trained what train-final would
     int8_tolerance: float  # export-onnx: validation accuracy the int8 file may lose against Keras and still be served
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.search.costs import Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_config, stage2_plan, stage2_trials
 from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
-from fashion_exp.tracking.tags import KIND, PRESET, STAGE, STAGE1_RUN
+from fashion_exp.tracking.tags import KIND, PARENT, PRESET, STAGE, STAGE1_RUN
 from tests.processes import kill_hard
 
 # one second a photo through the backbone at 299px, one second a photo per fine-tuning epoch
@@ -56,6 +57,11 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     plan = make_plan(roomy, COUNTS, SLOW)
     assert plan.stage2.image_size == 299
     assert plan.stage1_minutes == pytest.approx(roomy.tuner.max_minutes * 0.25)
+    # stage 2 trains at the shipped size what train-final would: its trials are train-final's heads
+    assert "then train-final (2 of stage 2's trials reused): 0 head(s) to train at 299px" in "\n".join(plan.lines())
+    assert plan.final.trials_s == pytest.approx(SLOW.extraction_seconds(COUNTS["validation"], 299))  # its check alone
+    again = make_plan(replace(roomy, final=replace(roomy.final, reuse=False)), COUNTS, SLOW)
+    assert "then train-final: 2 head(s) to train at 299px" in "\n".join(again.lines())
     tight = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={at_299:.0f}"])
     plan = make_plan(tight, COUNTS, SLOW)
     assert plan.stage2.image_size == 48  # 299 does not fit what stage 1 leaves
@@ -63,7 +69,7 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     assert "stage 1: frozen heads: 20 trials at 48px" in lines and "stage 2: fine-tuning: 4 trials at 48px" in lines
     assert "GB of cached features" in lines and "test host" in lines
     assert "stage 2 at 299px would take about" in lines and "it fine-tunes at 48px" in lines
-    assert "then train-final: 2 head(s) at 299px" in lines  # final.members 2 x final.restarts 1
+    assert "then train-final: 2 head(s) to train at 299px" in lines  # final.members 2 x final.restarts 1
 
 
 def test_stage_2_tries_stage_1s_learning_rate_and_the_ones_fine_tuning_needs():
@@ -154,6 +160,7 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     runs = search_runs(uri)
     first, second = runs["1"], runs["2"]
     assert second.data.tags[STAGE1_RUN] == first.info.run_id
+    assert_one_tune_run_holds_the_stages(uri, first, second)
     assert first.data.tags[PRESET] == second.data.tags[PRESET] == "best"
     client = MlflowClient(uri)
     children = client.search_runs(
@@ -171,6 +178,7 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     out = capsys.readouterr().out
     assert "preset=best: the preset of the search this model is trained from" in out
     assert "chosen by forward selection" in out
+    assert "Member 1 trains: the search trained it otherwise: epochs 3 (train-final: 2)" in out
     final = client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])[0]
     assert final.data.params["members"] == "2" and final.data.params["hp.blocks"] == "1"
     assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the selected weighted mean
@@ -178,6 +186,47 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     assert len(rows) == 2 and {r["member"] for r in rows} == {0, 1}  # stage 2's two configurations
     assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
     assert rows[1]["hyperparameters"]["augmentation"] != rows[0]["hyperparameters"]["augmentation"]
+    assert_train_final_reuses_stage_2s_trials(overrides, client, children, capsys)
+
+
+def tune_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{KIND}` = 'tune'"
+    )
+
+
+def assert_one_tune_run_holds_the_stages(uri: str, *stages) -> None:
+    """One parent run for the tune: both stages' searches nested in it, the plan, each stage's
+    minutes and best, and the tune's score (stage 2's best)."""
+    (tune,) = tune_runs(uri)
+    assert tune.info.status == "FINISHED"
+    assert all(stage.data.tags[PARENT] == tune.info.run_id for stage in stages)
+    metrics = tune.data.metrics
+    assert metrics["stage1_minutes"] > 0 and metrics["stage2_minutes"] > 0
+    assert metrics["stage1_val_accuracy"] == stages[0].data.metrics["val_accuracy"]
+    assert metrics["val_accuracy"] == metrics["stage2_val_accuracy"] == stages[1].data.metrics["val_accuracy"]
+    assert tune.data.params["stage2.image_size"] == "48" and tune.data.params["preset"] == "best"
+    plan = Path(MlflowClient(uri).download_artifacts(tune.info.run_id, "plan.txt")).read_text()
+    assert plan.startswith("Plan (10 min in all")
+
+
+def assert_train_final_reuses_stage_2s_trials(overrides, client, children, capsys):
+    """final.epochs as stage 2's: each member is its stage-2 trial (final.reuse), nothing trains."""
+    assert main(["train-final", *overrides, "final.image_size=48", "final.epochs=3", "final.views=1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not trained again (final.reuse)") == 2 and "Training the head" not in out
+    final = client.search_runs(
+        [client.get_experiment_by_name("fashion-classifier").experiment_id], order_by=["attributes.start_time DESC"]
+    )[0]
+    trials = {child.info.run_id: child for child in children}
+    reused = dict(pair.split(":") for pair in final.data.params["reused_trials"].split(","))
+    assert set(reused.values()) == set(trials)
+    rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
+    for row in rows:  # each head scores on validation what its trial logged: it is the trial's checkpoint
+        trial = trials[row["trial_run_id"]]
+        assert row["val_accuracy"] == pytest.approx(trial.data.metrics["val_accuracy"], abs=1e-6)
+        assert row["hyperparameters"]["augmentation"] == trial.data.params["augmentation"]
 
 
 def test_a_stages_deadline_counts_its_extraction(overrides, monkeypatch):
@@ -229,6 +278,8 @@ def test_kill_9_in_either_stage_then_the_rerun_resumes_it(overrides, tmp_path, s
         assert "Resuming search" in resumed[0] and "Resuming search" in resumed[1]  # stage 1 done, stage 2 resumed
     runs = search_runs(load_config(overrides).tracking.uri)
     assert {r.info.status for r in runs.values()} == {"FINISHED"} and set(runs) == {"1", "2"}
+    (tune,) = tune_runs(load_config(overrides).tracking.uri)  # the killed command's, reopened and finished
+    assert tune.info.status == "FINISHED" and {r.data.tags[PARENT] for r in runs.values()} == {tune.info.run_id}
 
 
 @pytest.mark.slow

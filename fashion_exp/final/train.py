@@ -24,7 +24,7 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.features.extract import jobs_for_policy
 from fashion_exp.features.features import Features, check_disk, jobs_for, scan
 from fashion_exp.features.layers import plain_copy
-from fashion_exp.final import selection
+from fashion_exp.final import reuse, selection
 from fashion_exp.final.ensemble import (
     EnsembleScore,
     choose_size,
@@ -120,20 +120,37 @@ def warn_cost(config: Config, params: HeadParams, echo) -> None:
 
 
 def open_features(config: Config, members: list[HeadParams], echo) -> Features:
-    """The final size's features, cut where the members' blocks say, all extracted (after a disk
-    check): validation and each member's policy's training views (final.views of them)."""
-    params = members[0]
+    """The final size's features, cut where the members' blocks say (nothing extracted yet)."""
     decoder = Decoder.for_data(config.data, config.final.image_size)
-    checked = scan(config.data, config.work_dir, echo)
-    features = Features.open(
-        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=params.blocks, exact=True, echo=echo
+    checked, blocks = scan(config.data, config.work_dir, echo), members[0].blocks
+    return Features.open(
+        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True, echo=echo
     )
-    jobs = jobs_for({name: p for member in members for name, p in policies_for(config, member).items()})
-    remedy = "lower final.views" + (" or final.hp.blocks" if params.blocks else "")
-    check_disk(config.work_dir, {params.blocks: features}, jobs, echo, what="the final model's", remedy=remedy)
-    warn_cost(config, params, echo)
+
+
+def extract_features(config: Config, features: Features, training: list[HeadParams], echo) -> None:
+    """Validation, and the training views (final.views of each policy) of the members that train,
+    all extracted after a disk check."""
+    jobs = jobs_for({name: p for member in training for name, p in policies_for(config, member).items()})
+    remedy = "lower final.views" + (" or final.hp.blocks" if features.blocks else "")
+    check_disk(config.work_dir, {features.blocks: features}, jobs, echo, what="the final model's", remedy=remedy)
+    if training:
+        warn_cost(config, training[0], echo)
     features.get(jobs)
-    return features
+
+
+def prepare(config: Config, search_run: str, members: list[HeadParams], features: Features, echo) -> dict:
+    """Extract what training needs and find the members whose first restart the search already
+    trained (final/reuse.py); returns member index -> Reused."""
+    policies = [policies_for(config, member)[member.augmentation] for member in members]
+    found = reuse.candidates(config, search_run, members, features, policies, echo)
+    fully = set(found) if config.final.restarts == 1 else set()  # members with no restart left to train
+    extract_features(config, features, [m for i, m in enumerate(members) if i not in fully], echo)
+    reused = reuse.confirm(config, found, features, echo)
+    refused = [members[i] for i in sorted(fully - set(reused))]
+    if refused:  # (a checkpoint that did not score its trial's val_accuracy: its member trains after all)
+        extract_features(config, features, refused, echo)
+    return reused
 
 
 def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadParams, search_run: str):
@@ -159,10 +176,13 @@ def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadP
     run.json(features.dataset.classes, "class_names.json")
 
 
-def train_head(run: RunLogger, config: Config, features: Features, params: HeadParams, echo, member: int = 0) -> tuple:
+def train_head(
+    run: RunLogger, config: Config, features: Features, params: HeadParams, echo, member: int = 0, reused=None
+) -> tuple:
     """Train the head from final.restarts seeds, log every restart; returns (the heads of every
     restart, best first; their Restarts). Member i > 0 (final.members) logs its restarts after
-    the earlier members' (restart steps i * restarts, ...) and leaves the run's seed and plots alone."""
+    the earlier members' (restart steps i * restarts, ...) and leaves the run's seed and plots alone.
+    reused (final/reuse.py Reused): the search's trial of it stands for the first seed's restart."""
     seeds = [config.seed + i for i in range(config.final.restarts)]
     objective = config.tuner.objective
     first = member * len(seeds)
@@ -175,15 +195,25 @@ def train_head(run: RunLogger, config: Config, features: Features, params: HeadP
         echo(
             f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): {ran} epochs, best epoch {restart.best_epoch}, "
             f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
+            + (" (the search's trial, not trained again)" if reused and index == 0 else "")
         )
 
     whose = f" of member {member + 1} ({params.as_dict()})" if config.final.members > 1 else ""
-    echo(f"Training the head{whose} {len(seeds)} time(s) for {config.final.epochs} epochs on cached features ...")
+    trained = seeds[1:] if reused else seeds
+    if trained:
+        echo(f"Training the head{whose} {len(trained)} time(s) for {config.final.epochs} epochs on cached features ...")
     policy = policies_for(config, params)[params.augmentation]
-    training = HeadTraining.of(features, policy, config.final.epochs, config.tuner, config.final.patience)
-    with tqdm(total=len(seeds) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
-        train = partial(train_once, training, params, callbacks=[EpochBar(bar)])
-        heads, ranked, every = train_restarts(train, seeds, objective, logged, keep=len(seeds))
+    training = []  # made when a restart first trains: a reused member may need no training views at all
+
+    def restart(seed: int, bar) -> tuple:
+        if reused and seed == seeds[0]:
+            return reused.head, reused.restart
+        if not training:
+            training.append(HeadTraining.of(features, policy, config.final.epochs, config.tuner, config.final.patience))
+        return train_once(training[0], params, seed, callbacks=[EpochBar(bar)])
+
+    with tqdm(total=len(trained) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
+        heads, ranked, every = train_restarts(partial(restart, bar=bar), seeds, objective, logged, keep=len(seeds))
     if member == 0:
         log_chosen(run, config.final.image_size, params, ranked[0], every)
         run.keras(heads[0], "checkpoint/head.keras")
@@ -211,21 +241,30 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
     return heads[:size], chosen, members[:size].mean(axis=0)
 
 
-def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], echo):
-    """Every member's restarts, then the ensemble final.ensemble says; returns (its heads, their
-    weights or None for a plain mean, its score, its validation probabilities, member 1's Restarts)."""
-    trained = [train_head(run, config, features, p, echo, member=i) for i, p in enumerate(members)]
+def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], echo, reused=None):
+    """Every member's restarts (reused: member index -> its search trial, final/reuse.py), then the
+    ensemble final.ensemble says; returns (its heads, their weights or None for a plain mean, its
+    score, its validation probabilities, member 1's Restarts)."""
+    reused = reused or {}
+    if reused:
+        run.params({"reused_trials": ",".join(f"{i + 1}:{r.trial_run_id}" for i, r in sorted(reused.items()))})
+    trained = [
+        train_head(run, config, features, p, echo, member=i, reused=reused.get(i)) for i, p in enumerate(members)
+    ]
     heads, ranked = trained[0]
     if config.final.ensemble == "select":
-        return (*select_ensemble(run, config, features, members, trained, echo), ranked)
+        return (*select_ensemble(run, config, features, members, trained, echo, reused), ranked)
     chosen, shipped, reference = choose_ensemble(run, config, features, heads, ranked, echo)
     return chosen, None, shipped, reference, ranked
 
 
-def select_ensemble(run: RunLogger, config: Config, features: Features, members: list, trained: list, echo):
+def select_ensemble(
+    run: RunLogger, config: Config, features: Features, members: list, trained: list, echo, reused: dict
+):
     """Forward selection (final/selection.py) over every head of every member on the validation
-    photos; log each head's held-out score, its weight and the ensemble's; returns (the selected
-    heads, their weights, the ensemble's score, its probabilities on the validation photos)."""
+    photos; log each head's held-out score, its weight (and the search trial it is, if reused) and
+    the ensemble's; returns (the selected heads, their weights, the ensemble's score, its
+    probabilities on the validation photos)."""
     heads = [head for member_heads, _ in trained for head in member_heads]
     who = [(i, r.seed) for i, (_, ranked) in enumerate(trained) for r in ranked]
     held_out = member_probabilities(heads, features.val)
@@ -241,6 +280,7 @@ def select_ensemble(run: RunLogger, config: Config, features: Features, members:
                 "val_accuracy": accuracy,
                 "val_loss": loss,
                 "weight": counts / sum(picked.counts),
+                "trial_run_id": reused[member].trial_run_id if member in reused and seed == config.seed else None,
             }
         )
         echo(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
@@ -310,6 +350,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
             f"{member.as_dict()}"
         )
     features = open_features(config, members, echo)
+    reused = prepare(config, search_run, members, features, echo)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,
@@ -319,7 +360,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
     )
     with run.recording():
         log_inputs(run, config, features, params, search_run)
-        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, echo)
+        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, echo, reused)
         model = assemble(features, heads, weights)
         check = check_assembled(model, reference, features, config.model.batch_size)
         card = model_card(config, features, members, search_run, len(heads), shipped)

@@ -29,6 +29,7 @@ from fashion_exp.hyperparameters import ParamSpace
 from fashion_exp.search.costs import RATES, Rates, host_kind
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
+from fashion_exp.tracking.tune_runs import TuneRun
 
 FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best (and more rates)
 MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
@@ -122,7 +123,8 @@ class Plan:
             rows.append(f"  ({self.why})")
         final = self.final
         rows.append(
-            f"  then train-final: {final.trials} head(s) at {final.image_size}px, about {final.minutes:.0f} min "
+            f"  then {final.name}: {final.trials} head(s) to train at {final.image_size}px, "
+            f"about {final.minutes:.0f} min "
             f"({final.extraction_s / 60:.0f} of extraction), not counted in the budget"
         )
         return rows
@@ -155,14 +157,24 @@ def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
 
 def final_plan(config: Config, rates: Rates, counts: dict[str, int], second: StagePlan) -> StagePlan:
     """train-final after a staged search: final.members x final.restarts fine-tuned heads at
-    final.image_size (its features are stage 2's when stage 2 ran at that size)."""
+    final.image_size (its features are stage 2's when stage 2 ran at that size, and with
+    final.reuse each member's first restart is its stage-2 trial), then its check on validation."""
     size, final = config.final.image_size, config.final
-    heads = final.members * final.restarts
+    reused = final.members if final.reuse and second.image_size == size and reusable(config) else 0
+    heads = final.members * final.restarts - reused
     blocks = min(config.finetune_stage.blocks)
     seconds = heads * rates.finetune_seconds(counts[TRAIN], final.epochs, blocks, size)
     images = counts[VALIDATION] + counts[TRAIN] * (1 + (final.views or 1) * (final.members - 1))
     extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size)
-    return StagePlan("train-final", size, heads, extraction, seconds, 0.0)
+    check = rates.extraction_seconds(counts[VALIDATION], size)  # the assembled model on every validation photo
+    name = f"train-final ({reused} of stage 2's trials reused)" if reused else "train-final"
+    return StagePlan(name, size, heads, extraction, seconds + check, 0.0)
+
+
+def reusable(config: Config) -> bool:
+    """Whether stage 2's trials train what train-final would (final/reuse.py checks each for real)."""
+    stage, final = config.finetune_stage, config.final
+    return stage.epochs == final.epochs and stage.patience == final.patience and stage.views == final.views
 
 
 def stage2_config(config: Config, best: dict, image_size: int, minutes: float) -> Config:
@@ -198,8 +210,8 @@ class Ledger:
 
     def __init__(self, config: Config):
         identity = json.dumps({"budget_of": config.tuner.max_minutes, "seed": config.seed, "preset": config.preset})
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-        self.path = Path(config.work_dir) / "tuner" / f"tune-{digest}.json"
+        self.tune_id = hashlib.sha256(identity.encode()).hexdigest()[:12]  # (the tune's MLflow run is found by it)
+        self.path = Path(config.work_dir) / "tuner" / f"tune-{self.tune_id}.json"
         self.spent: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self._lock = threading.Lock()
 
@@ -242,6 +254,7 @@ class TuneResult:
     searches: list[SearchResult]  # one per stage that ran
     skipped: list[str]  # what the budget left out, one line each
     spent: dict[str, float] = field(default_factory=dict)  # stage -> minutes (every run of the command)
+    tune_run_id: str | None = None  # a staged tune's parent run (its stages' searches nested in it)
 
     @property
     def last(self) -> SearchResult:
@@ -257,9 +270,11 @@ def run_tune(config: Config, echo=print, overrides: list[str] | None = None) -> 
 
 
 def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: list[str] | None = None) -> TuneResult:
-    """Plan, then stage 1, then stage 2 in what the budget leaves (ledger: across reruns)."""
+    """Plan, then stage 1, then stage 2 in what the budget leaves (ledger: across reruns), under
+    one MLflow parent run for the tune (its stages' search runs nested in it)."""
     import tensorflow as tf
 
+    started = time.time()
     rates = RATES[host_kind(config.model.backbone, len(tf.config.list_physical_devices("GPU")))]
     plan = make_plan(config, counts, rates)
     for line in plan.lines():
@@ -267,29 +282,49 @@ def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: li
     ledger = Ledger(config)
     if ledger.spent:
         echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {plan.budget_minutes:g} min spent")
+    tune = TuneRun(config.tracking.uri, config.tracking.experiment, ledger.tune_id, config.tuner.objective, started)
+    echo(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
+    with tune.recording():
+        tune.log_plan(plan_params(config, plan), plan.lines())
+        result = _stages(config, plan, ledger, tune.stage_tags(), echo, overrides)
+        best = {f"stage{number}": search.best_score for number, search in enumerate(result.searches, 1)}
+        tune.log_stages(result.spent, best, result.skipped)
+    return replace(result, tune_run_id=tune.run_id)
+
+
+def plan_params(config: Config, plan: Plan) -> dict[str, object]:
+    """The tune run's params: the budget and what the plan gives each stage."""
+    params: dict[str, object] = {"preset": config.preset, "tuner.max_minutes": plan.budget_minutes}
+    for key, stage in (("stage1", plan.stage1), ("stage2", plan.stage2)):
+        params.update({f"{key}.image_size": stage.image_size, f"{key}.trials": stage.trials})
+    params.update({"stage1.max_minutes": round(plan.stage1_minutes, 2), "final.image_size": plan.final.image_size})
+    return params
+
+
+def _stages(config: Config, plan: Plan, ledger: Ledger, nest: dict[str, str], echo, overrides) -> TuneResult:
     left1 = plan.stage1_minutes - ledger.minutes("stage1")
     first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))  # (workers: no deadline)
     ends = time.monotonic() + 60 * left1  # the stage's start-up and extraction count too
-    tags = {STAGE: "1"}
+    tags = {STAGE: "1", **nest}
     first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage=tags, deadline=ends))
     if first.best_trial_id is None:
         return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
     left2 = plan.budget_minutes - ledger.minutes("stage1") - ledger.minutes("stage2")
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
-    second = _stage2(config, plan, first, ledger, left2, echo, overrides)
+    second = _stage2(config, plan, first, ledger, left2, echo, overrides, nest)
     skipped, grid = [], stage2_trials(config, first.best_hyperparameters["learning_rate"])
     if second.trials < grid:
         skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
     return TuneResult([first, second], skipped, ledger.spent)
 
 
-def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, echo, overrides):
+def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, echo, overrides, nest):
     second_config = stage2_config(config, first.best_hyperparameters, plan.stage2.image_size, minutes)
     trials, size = second_config.tuner.max_trials, plan.stage2.image_size
     echo(
         f"Stage 2: {trials} fine-tuning trials at {size}px under stage 1's best head "
         f"(trial {first.best_trial_id}), {minutes:.1f} min left"
     )
-    tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id}, time.monotonic() + 60 * minutes
+    tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **nest}, time.monotonic() + 60 * minutes
     return ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends))

@@ -4,6 +4,7 @@ hyperparameters, the newest train-final run, a run's artifact file, what a run h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -12,7 +13,7 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.redact import redact
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
-from fashion_exp.tracking.tags import KIND, PRESET
+from fashion_exp.tracking.tags import EPOCH, KIND, OLD_VAL_ACCURACY, PRESET, VAL_ACCURACY
 
 
 def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, dict[str, str]]:
@@ -112,3 +113,55 @@ def run_contents(uri: str, run_id: str, folder: str) -> RunContents:
     run = client.get_run(run_id)
     files = {artifact.path for artifact in client.list_artifacts(run_id, folder)}
     return RunContents(dict(run.data.tags), dict(run.data.metrics), files)
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """What a tune search recorded about how its trials trained: its config.yaml and its tags."""
+
+    run_id: str
+    config: dict  # the search's resolved config (config.yaml), {} when the run has none
+    tags: dict[str, str]
+
+
+def search_record(uri: str, run_id: str) -> SearchRecord:
+    """The config and tags of the search run run_id."""
+    import yaml
+
+    client = open_client(uri, create=False)
+    run = client.get_run(run_id)
+    path = download_artifact(uri, run_id, "config.yaml")
+    config = yaml.safe_load(Path(path).read_text()) if path else {}
+    return SearchRecord(run_id, config if isinstance(config, dict) else {}, dict(run.data.tags))
+
+
+@dataclass(frozen=True)
+class TrialCheckpoint:
+    """A finished trial's head at its best epoch, and the curves it was chosen on."""
+
+    run_id: str
+    path: str  # the local copy of its checkpoint/head.keras
+    history: dict[str, list[float]]  # epoch_* curves without the prefix: val_accuracy -> one value an epoch
+    val_accuracy: float  # its score: the best epoch's
+
+
+def trial_checkpoint(uri: str, run_id: str) -> TrialCheckpoint | None:
+    """The checkpoint and curves of the trial run run_id, or None when it did not finish with both.
+    A trial from before 2026-12-01 kept its curves without the epoch_ prefix and its score as
+    best_val_accuracy: read as such."""
+    client = open_client(uri, create=False)
+    run = client.get_run(run_id)
+    path = download_artifact(uri, run_id, "checkpoint/head.keras") if run.info.status == "FINISHED" else None
+    metrics = run.data.metrics
+    curves = {key: key[len(EPOCH) :] for key in metrics if key.startswith(EPOCH)}
+    score = metrics.get(VAL_ACCURACY)
+    if not curves:  # (the old layout)
+        curves = {key: key for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in metrics}
+        score = next((metrics[key] for key in OLD_VAL_ACCURACY if key in metrics), score)
+    if path is None or score is None or "val_accuracy" not in curves.values():
+        return None
+    history = {}
+    for key, name in curves.items():
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        history[name] = [m.value for m in points]
+    return TrialCheckpoint(run_id, path, history, score)

@@ -20,7 +20,7 @@ from fashion_exp.tracking.system_metrics import rss_mb, system_metrics
 from fashion_exp.tracking.tags import EPOCH, KIND, NOTE, PARENT, SEARCH_ID, TRIAL_ID
 
 EXPERIMENT_NOTE = (
-    "fashion_exp searches: one parent run per search (a staged tune: one per stage, tagged fashion_exp.stage), "
+    "fashion_exp searches: one parent run per search (a staged tune: a tune run, its stages' searches nested in it), "
     "a nested run per trial. Sort trials by val_accuracy (their score). Open with "
     "#/experiments/<id>/runs?workflowType=machine_learning, or `python -m fashion_exp ui`."
 )

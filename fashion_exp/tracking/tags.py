@@ -19,4 +19,5 @@ OLD_VAL_ACCURACY = ("shipped_val_accuracy", "best_val_accuracy")  # where runs m
 OLD_VAL_LOSS = ("shipped_val_loss", "best_val_loss")
 PRESET = "fashion_exp.preset"  # on a tune parent run: the conf/preset it ran under (train-final takes it)
 STAGE = "fashion_exp.stage"  # on a staged search's parent runs: 1 (frozen heads) or 2 (fine-tuning)
+TUNE_ID = "fashion_exp.tune_id"  # on a staged tune's parent run (kind tune): its ledger's id (search/stages.py Ledger)
 STAGE1_RUN = "fashion_exp.stage1_run"  # on a stage-2 parent run: the stage-1 run whose best head it fine-tunes

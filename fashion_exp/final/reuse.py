@@ -1,0 +1,176 @@
+"""final.reuse: a member's first restart is the search's trial of it, when that trial already
+trained what train-final would.
+
+preset=best's stage 2 fine-tunes at the shipped size (299px when the budget allows) on the
+training photos and keeps each trial's best epoch on validation. train-final training the same
+configuration from the same seed repeats that trial to the digit (docs/results.md: about 25
+minutes of a 2-core CPU for two members). So when the trial's recipe (size, interpolation, seed,
+epochs, patience, batch size, objective, views of its policy, training on the training split
+alone) and its photos and weights are train-final's, the trial's checkpoint is that restart.
+Its validation accuracy is computed again on train-final's features: a checkpoint that does not
+score what its trial logged is not used. Anything that differs is said, in one line, and the
+member trains as before.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from fashion_exp.config import Config
+from fashion_exp.final.ensemble import member_probabilities
+from fashion_exp.final.restarts import Restart
+from fashion_exp.final.selection import score
+from fashion_exp.hyperparameters import NAMES, HeadParams
+from fashion_exp.tracking.queries import (
+    SearchRecord,
+    TrialCheckpoint,
+    ranked_trials,
+    search_record,
+    trial_checkpoint,
+)
+
+SAME_SCORE = 1e-6  # a reused head must score its trial's val_accuracy on train-final's features (same photos: exact)
+
+
+@dataclass
+class Reused:
+    """A trial's head, standing for restart 0 (seed config.seed) of a member."""
+
+    trial_run_id: str
+    head: keras.Model
+    restart: Restart
+
+
+def final_recipe(config: Config, policy) -> dict:
+    """How train-final trains a member's restart (policy: its augmentation policy, final.views applied)."""
+    return {
+        "image_size": config.final.image_size,
+        "interpolation": config.data.interpolation,
+        "seed": config.seed,
+        "epochs": config.final.epochs,
+        "patience": config.final.patience,
+        "batch_size": config.tuner.batch_size,
+        "objective": config.tuner.objective,
+        "folds": 0,  # (a cross-validated trial's checkpoint is one fold's head, trained on part of train)
+        "policy": trained_views(vars(policy)),
+    }
+
+
+def search_recipe(search: dict, policy_name: str) -> dict:
+    """How a search's trials of `policy_name` trained, from its config.yaml."""
+    data, tuner = search.get("data") or {}, search.get("tuner") or {}
+    return {
+        "image_size": data.get("image_size"),
+        "interpolation": data.get("interpolation"),
+        "seed": search.get("seed"),
+        "epochs": tuner.get("epochs"),
+        "patience": tuner.get("patience"),
+        "batch_size": tuner.get("batch_size"),
+        "objective": tuner.get("objective"),
+        "folds": tuner.get("folds"),
+        "policy": trained_views((search.get("augmentation") or {}).get(policy_name)),
+    }
+
+
+def trained_views(policy: dict | None) -> dict | None:
+    """A policy's settings as a head trains on them: an identity policy's views are one photo (its
+    K views are the same features), whatever its views say."""
+    if policy is None:
+        return None
+    plain = json.loads(json.dumps(policy))  # (tuples -> lists, as config.yaml holds them)
+    identity = not any(plain.get(name) for name in ("rotation", "shift", "shear", "zoom", "horizontal_flip"))
+    return {**plain, "views": 1} if identity else plain
+
+
+def differences(search: dict, final: dict) -> list[str]:
+    """'name: the search's value, not train-final's' for every recipe entry that differs."""
+    return [
+        f"{name} {search.get(name)!r} (train-final: {value!r})"
+        for name, value in final.items()
+        if search.get(name) != value
+    ]
+
+
+def trial_run(params: HeadParams, rows: list[dict[str, str]]) -> str | None:
+    """The run id of the trial (a trials.csv row) that tried exactly `params`, or None."""
+    for row in rows:
+        values = {name: row[name] for name in NAMES if row.get(name, "") != ""}
+        try:
+            if HeadParams.from_values(values) == params and row.get("run_id"):
+                return row["run_id"]
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def why_not(config: Config, record: SearchRecord, features, policy, params: HeadParams) -> str:
+    """Why the search's trial of `params` is not a restart of train-final's ('' when it is)."""
+    if not config.final.reuse:
+        return "final.reuse=false"
+    if record.tags.get("dataset_fingerprint") != features.dataset.fingerprint():
+        return "the search trained on other photos"
+    if record.tags.get("weights_fingerprint") != features.fingerprint:
+        return "the search's backbone weights or cut differ"
+    differ = differences(search_recipe(record.config, params.augmentation), final_recipe(config, policy))
+    return f"the search trained it otherwise: {'; '.join(differ)}" if differ else ""
+
+
+def load_checkpoint(path: str) -> keras.Model:
+    """A trial's head.keras, in Keras' safe mode (no code from the file runs)."""
+    from fashion_exp.head.model import BlockAdam
+
+    return keras.saving.load_model(path, custom_objects={"fashion_exp>BlockAdam": BlockAdam}, safe_mode=True)
+
+
+def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restart:
+    """The trial's curves as a Restart (its best epoch: the first best by the objective, as ModelCheckpoint keeps)."""
+    history = checkpoint.history
+    pick = np.argmin if objective == "val_loss" else np.argmax
+    best = int(pick(history[objective]))
+    return Restart(seed, best, history["val_accuracy"][best], history["val_loss"][best], history)
+
+
+def candidates(config: Config, search_run: str, members: list[HeadParams], features, policies, echo):
+    """member index -> its search trial's checkpoint, for every member whose trial trained what
+    train-final would (read from the store: no features are extracted); each other member's
+    reason is said. policies[i]: member i's augmentation policy, final.views applied."""
+    if not config.final.reuse:
+        return {}
+    uri = config.tracking.uri
+    record = search_record(uri, search_run)
+    _, rows = ranked_trials(uri, config.tracking.experiment, search_run)
+    found = {}
+    for index, params in enumerate(members):
+        reason = why_not(config, record, features, policies[index], params)
+        run_id = trial_run(params, rows) if not reason else None
+        checkpoint = trial_checkpoint(uri, run_id) if run_id else None
+        if checkpoint is not None:
+            found[index] = checkpoint
+        elif search_recipe(record.config, "")["image_size"] == config.final.image_size:  # (else nothing to say)
+            echo(f"Member {index + 1} trains: {reason or 'its trial left no checkpoint'}")
+    return found
+
+
+def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -> dict[int, Reused]:
+    """member index -> Reused, for every candidate whose head scores its trial's val_accuracy on
+    train-final's validation features (a checkpoint that does not is said, and its member trains)."""
+    reused = {}
+    for index, checkpoint in found.items():
+        head = load_checkpoint(checkpoint.path)
+        accuracy, _ = score(member_probabilities([head], features.val)[0], features.val_labels)
+        if abs(accuracy - checkpoint.val_accuracy) > SAME_SCORE:
+            echo(
+                f"Member {index + 1} trains: its trial's checkpoint scores {accuracy:.4f} on these features, "
+                f"not the {checkpoint.val_accuracy:.4f} its trial logged"
+            )
+            continue
+        reused[index] = Reused(checkpoint.run_id, head, as_restart(checkpoint, config.seed, config.tuner.objective))
+        echo(
+            f"Member {index + 1}: restart 1 is the search's trial run {checkpoint.run_id} (val_accuracy "
+            f"{accuracy:.4f} on these features), not trained again (final.reuse)"
+        )
+    return reused
