@@ -93,6 +93,17 @@ class HeadParams:
         default=0.1,
         active_if="blocks",  # a frozen backbone has no block learning rate: one blocks=0 trial, not one per value
     )
+    ema: float = hyperparameter(
+        "a momentum in [0, 1) (0 = off): validation, checkpoints and the shipped head use an exponential moving "
+        "average of the weights",
+        lambda v: _number(v) and 0 <= v < 1,
+        default=0.0,
+    )
+    label_smoothing: float = hyperparameter(
+        "a number in [0, 1) (0 = off): the share of each label spread evenly over the classes in the training loss",
+        lambda v: _number(v) and 0 <= v < 1,
+        default=0.0,
+    )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "HeadParams":
@@ -123,12 +134,16 @@ class HeadParams:
 
 ROWS = fields(HeadParams)
 NAMES = tuple(row.name for row in ROWS)
-SHORT = {"learning_rate": "lr", "size_inner": "inner", "droprate": "drop", "augmentation": "", "block_lr": "blr"}
+SHORT = {
+    **{"learning_rate": "lr", "size_inner": "inner", "droprate": "drop", "augmentation": "", "block_lr": "blr"},
+    "label_smoothing": "smooth",
+}
 
 
 def label(values: Mapping[str, Any]) -> str:
     """What a head tried, short, for a run's name: "lr=0.001 inner=100 drop=0.2 none blocks=1 blr=0.1"
-    (the rows that mean something for it; a row without a value, and blocks=0, are left out)."""
+    (the rows that mean something for it; a row without a value, and a row at the default every head
+    had before it existed, blocks=0 or ema=0, are left out)."""
     known = {name: values[name] for name in NAMES if name in values}
     try:
         known = HeadParams.from_values(known).active()
@@ -136,8 +151,9 @@ def label(values: Mapping[str, Any]) -> str:
         pass  # some rows missing: name what there is
     words = []
     for name, value in known.items():
-        if name == "blocks" and value == 0:
-            continue  # a frozen backbone, the default: said by saying nothing
+        row = row_named(name)
+        if has_default(row) and not rule(row).active_if and value == row.default:
+            continue  # a frozen backbone, no averaging, ...: said by saying nothing
         short = SHORT.get(name, name)
         words.append(f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}" if short else str(value))
     return " ".join(words)

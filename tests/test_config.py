@@ -167,7 +167,10 @@ def test_every_head_hyperparameter_has_a_final_override_key_and_a_space():
 
     config = load_config([])
     assert list(config.final.hp) == list(NAMES) and all(v is None for v in config.final.hp.values())
-    assert list(load_config(["search=finetune"]).search) == list(NAMES)
+    off = ["ema", "label_smoothing"]  # (levers no search file names: off unless a space or final.hp gives them)
+    assert list(load_config(["search=finetune"]).search) == [name for name in NAMES if name not in off]
+    levers = load_config([f"+search.{name}={{type:choice,values:[0.0,0.1]}}" for name in off]).search
+    assert [levers[name].values for name in off] == [[0.0, 0.1], [0.0, 0.1]]
     assert load_config(["final.hp.size_inner=10"]).final.hp["size_inner"] == 10
 
 

@@ -37,11 +37,12 @@ def test_keras_tuner_space_is_declared_in_table_order_with_the_tables_types():
     config = load_config(["search=finetune"])
     hp = kt.HyperParameters()
     params = define_all(hp, config.search)
-    assert [p.name for p in hp.space] == list(NAMES)
+    named = [name for name in NAMES if name in config.search]  # (ema, label_smoothing: at their defaults)
+    assert [p.name for p in hp.space] == named and len(named) == 6
     assert isinstance(params, HeadParams) and params.augmentation in config.augmentation
     ordered = {p.name: p.ordered for p in hp.space}
     assert ordered["augmentation"] is False and ordered["learning_rate"] is True
-    assert list(describe(config.search)) == list(NAMES)
+    assert list(describe(config.search)) == named
 
 
 def test_rows_with_a_default_may_be_left_out_and_keep_todays_behaviour():
@@ -122,6 +123,8 @@ def test_a_conditional_row_is_declared_only_where_it_can_differ():
         "droprate": 0.2,
         "augmentation": "none",
         "blocks": 0,
+        "ema": 0.0,
+        "label_smoothing": 0.0,
     }
     assert HeadParams(0.1, 10, 0.2, "none", blocks=2, block_lr=0.01).active()["block_lr"] == 0.01
 
@@ -153,3 +156,4 @@ def test_a_trials_label_says_what_it_tried():
     assert label({**frozen, "block_lr": 0.1}) == "lr=0.001 inner=100 drop=0.2 none"  # no block_lr: nothing trains
     assert label({**frozen, "blocks": 1, "block_lr": 0.1}) == "lr=0.001 inner=100 drop=0.2 none blocks=1 blr=0.1"
     assert label({"learning_rate": 0.0001, "tuner/epochs": 3}) == "lr=0.0001"  # keras-tuner's own keys left out
+    assert label({**frozen, "ema": 0.0, "label_smoothing": 0.1}) == "lr=0.001 inner=100 drop=0.2 none smooth=0.1"

@@ -111,3 +111,29 @@ def test_patience_stops_a_restart_that_no_longer_improves_and_keeps_its_best_epo
     assert restart.val_accuracy == max(restart.history["val_accuracy"])
     predicted = head.predict(val[0], verbose=0).argmax(1)  # the head holds the best epoch, not the last
     assert np.mean(predicted == val[1]) == pytest.approx(restart.val_accuracy)
+
+
+def test_an_averaging_head_is_validated_and_kept_with_its_averaged_weights():
+    """ema: each epoch's validation and the head kept are the moving average's. With a momentum
+    that barely moves the average after its first step, every epoch scores the same; the head
+    kept scores what its best epoch did."""
+    views, labels, (val, val_y) = _data()
+    still = HeadParams(learning_rate=0.05, size_inner=8, droprate=0.0, augmentation="none", ema=0.999999)
+    for params, averaged in ((still, True), (HeadParams(**{**still.as_dict(), "ema": 0.0}), False)):
+        head, restart = train_once(_training(views, labels, (val, val_y), 4), params, 7)
+        logits = head.predict(val, verbose=0)
+        assert np.mean(logits.argmax(1) == val_y) == pytest.approx(restart.val_accuracy, abs=1e-6)
+        moved = np.ptp(restart.history["val_loss"])
+        assert (moved < 1e-3) if averaged else (moved > 0.01), (averaged, moved)
+
+
+def test_label_smoothing_is_kerases_on_one_hot_labels():
+    import keras
+
+    from fashion_exp.head.model import SmoothedSparseCrossentropy
+
+    logits = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1, 0])
+    ours = SmoothedSparseCrossentropy(0.1)(labels, logits)
+    kerases = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(np.eye(4)[labels], logits)
+    assert float(ours) == pytest.approx(float(kerases), rel=1e-5)

@@ -270,3 +270,18 @@ def test_a_cross_validated_search_scores_trials_on_train_and_validation(override
     from fashion_exp.search.run import search_id
 
     assert search_id(config, "d", "w") != search_id(plain, "d", "w")  # a cross-validated search is another search
+
+
+def test_the_comparison_plot_reads_trials_from_before_the_epoch_prefix(tmp_path):
+    """A search resumed across the 2026-12-01 rename holds trials whose curves are val_accuracy,
+    and trials whose curves are epoch_val_accuracy: the parent's comparison plot shows both."""
+    from fashion_exp.tracking.search_runs import SearchTracker
+
+    tracker = SearchTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "e")
+    tracker.open_search("s", resume=False, run_name="search")
+    for trial, name in (("00", "val_accuracy"), ("01", "epoch_val_accuracy")):
+        tracker.start_trial(trial, {"learning_rate": 0.1})
+        for step, value in enumerate([0.5, 0.6]):
+            tracker.client.log_metric(tracker.children[trial], name, value, step=step)
+        tracker.client.set_terminated(tracker.children[trial])
+    assert tracker.curves("val_accuracy") == {"trial 00": [0.5, 0.6], "trial 01": [0.5, 0.6]}

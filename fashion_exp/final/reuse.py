@@ -121,9 +121,10 @@ def why_not(config: Config, record: SearchRecord, features, policy, params: Head
 
 def load_checkpoint(path: str) -> keras.Model:
     """A trial's head.keras, in Keras' safe mode (no code from the file runs)."""
-    from fashion_exp.head.model import BlockAdam
+    from fashion_exp.head.model import BlockAdam, SmoothedSparseCrossentropy
 
-    return keras.saving.load_model(path, custom_objects={"fashion_exp>BlockAdam": BlockAdam}, safe_mode=True)
+    objects = {"fashion_exp>BlockAdam": BlockAdam, "fashion_exp>SmoothedSparseCrossentropy": SmoothedSparseCrossentropy}
+    return keras.saving.load_model(path, custom_objects=objects, safe_mode=True)
 
 
 def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restart:

@@ -81,7 +81,10 @@ def fit_on_views(
     callbacks: list | None = None,
 ):
     """Fit `head` on K cached views (epoch e on view e mod K; see training_views), validating on
-    `val`; returns History."""
+    `val`; returns History. A head whose optimizer averages its weights (ema) is validated, and
+    seen by every callback at an epoch's end (checkpoints), with the averaged weights."""
+    if getattr(head.optimizer, "use_ema", False):
+        callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *(callbacks or [])]
     if isinstance(views, tf.Tensor):
         batches = view_dataset(views, tf.constant(labels), batch_size, initial_epoch, epochs, seed)
     else:

@@ -58,6 +58,27 @@ class BlockAdam(keras.optimizers.Adam):
         return {**super().get_config(), "block_layers": self.block_layers, "block_lr": self.block_lr}
 
 
+@keras.saving.register_keras_serializable(package="fashion_exp")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy from logits against integer labels smoothed by `smoothing`: Keras'
+    CategoricalCrossentropy(label_smoothing=...) on one-hot labels, (1 - s) * the true class's
+    log loss + s * the mean log loss over the classes, without one-hot labels in the pipeline.
+    (The heads' val_loss is this smoothed loss too.)"""
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        log_p = keras.ops.log_softmax(y_pred, axis=-1)
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1, 1)), "int32")
+        true_class = -keras.ops.take_along_axis(log_p, labels, axis=-1)[:, 0]
+        return (1 - self.smoothing) * true_class - self.smoothing * keras.ops.mean(log_p, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
 def build_head(
     feature_shape: int | Sequence[int],
     n_classes: int,
@@ -84,13 +105,15 @@ def build_head(
         x = keras.layers.Dropout(params.droprate, name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name="head")
-    optimizer = keras.optimizers.Adam(params.learning_rate)
+    averaging = {"use_ema": True, "ema_momentum": params.ema} if params.ema else {}  # (head.fit swaps it in)
+    optimizer = keras.optimizers.Adam(params.learning_rate, **averaging)
     if params.blocks:
         blocks = [layer.name for layer in top.layers if layer.weights]
-        optimizer = BlockAdam(blocks, params.block_lr, learning_rate=params.learning_rate)
+        optimizer = BlockAdam(blocks, params.block_lr, learning_rate=params.learning_rate, **averaging)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=SmoothedSparseCrossentropy(params.label_smoothing) if params.label_smoothing else loss,
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(steps_per_epoch),
     )

@@ -197,6 +197,8 @@ class SearchTracker:
             if child.info.status != "FINISHED":
                 continue
             history = self.client.get_metric_history(child.info.run_id, f"{EPOCH}{metric}")
+            if not history and f"{EPOCH}{metric}" not in child.data.metrics:  # a trial from before 2026-12-01
+                history = self.client.get_metric_history(child.info.run_id, metric)  # (curves had no prefix)
             out[f"trial {child.data.tags[TRIAL_ID]}"] = [m.value for m in sorted(history, key=lambda m: m.step)]
         return out
 
