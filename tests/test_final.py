@@ -354,3 +354,13 @@ def test_promote_without_a_validation_score_asks_for_a_version(tmp_path):
     with pytest.raises(UserError, match="no evaluated version of 'm' has a validation score.*--version"):
         registry.promote(uri, "m")
     assert registry.promote(uri, "m", version="1") == ["'m@champion' -> version 1 (test accuracy 0.9000)"]
+
+
+def test_a_trials_csv_row_with_rows_its_space_did_not_name_reads_as_their_defaults():
+    """trials.csv leaves a hyperparameter the search did not vary empty (ema, label_smoothing,
+    blocks in a frozen search): train-final's members read it as the default, not as a number."""
+    from fashion_exp.final.train import with_overrides
+
+    row = {"learning_rate": "0.001", "size_inner": "100", "droprate": "0.2", "augmentation": "none"}
+    params = with_overrides(load_config(["model=tiny"]), {**row, "blocks": "", "ema": "", "label_smoothing": ""})
+    assert (params.blocks, params.ema, params.label_smoothing, params.learning_rate) == (0, 0.0, 0.0, 0.001)

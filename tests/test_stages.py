@@ -202,6 +202,7 @@ def assert_one_tune_run_holds_the_stages(uri: str, *stages) -> None:
     (tune,) = tune_runs(uri)
     assert tune.info.status == "FINISHED"
     assert all(stage.data.tags[PARENT] == tune.info.run_id for stage in stages)
+    assert [stage.info.run_name.split("-")[0] for stage in stages] == ["stage1", "stage2"]  # (mlflow ui's names)
     metrics = tune.data.metrics
     assert metrics["stage1_minutes"] > 0 and metrics["stage2_minutes"] > 0
     assert metrics["stage1_val_accuracy"] == stages[0].data.metrics["val_accuracy"]

@@ -89,7 +89,7 @@ def with_overrides(config: Config, tuned: dict) -> HeadParams:
     for row in ROWS:
         override = config.final.hp.get(row.name)
         value = override if override is not None else tuned.get(row.name)
-        if value is not None:
+        if value is not None and value != "":  # (trials.csv leaves a row the space did not name empty)
             values[row.name] = value
         elif not has_default(row):  # (a row with a default the search did not vary keeps it: blocks 0)
             raise ConfigError(f"final.hp.{row.name}: the search logged no value; set final.hp.{row.name}=...")

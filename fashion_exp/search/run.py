@@ -25,7 +25,7 @@ from fashion_exp.search.state_files import check_readable, remove_stale_partials
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
 from fashion_exp.tracking.search_runs import SearchTracker
-from fashion_exp.tracking.tags import HOST, PRESET, WORKER
+from fashion_exp.tracking.tags import HOST, PRESET, STAGE, WORKER
 
 
 @dataclass
@@ -135,15 +135,19 @@ def search_lock(config: Config, sid: str):
     )
 
 
-def open_search_run(config: Config, sid: str, echo, started: float | None = None) -> tuple[SearchTracker, bool]:
+def open_search_run(
+    config: Config, sid: str, echo, started: float | None = None, stage: dict[str, str] | None = None
+) -> tuple[SearchTracker, bool]:
     """The search's MLflow parent run (new, or reopened to resume) and whether the tuner resumes.
-    started: when the command started (the run's start, so that its duration is total_seconds)."""
+    started: when the command started (the run's start, so that its duration is total_seconds);
+    stage: a staged tune's stage tags (its number begins the run's name: stage2-search-...)."""
     resume = (Path(config.work_dir) / "tuner" / sid / "oracle.json").is_file() and not config.fresh
     if resume:  # refuse an unreadable saved search before its MLflow run is touched
         check_readable(Path(config.work_dir) / "tuner" / sid)
         remove_stale_partials(Path(config.work_dir) / "tuner" / sid)  # left by a kill mid-save
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment, config.tuner.objective, config.tuner.folds)
-    name = f"search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    number = (stage or {}).get(STAGE)
+    name = f"{f'stage{number}-' if number else ''}search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}"
     reopened = tracker.open_search(sid, resume, name, started)
     echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
     return tracker, resume
@@ -317,7 +321,7 @@ def _search_here(
     cuts = search_features(config, first, echo)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
-    tracker, resume = open_search_run(config, sid, echo, clock.start)
+    tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
         tuner = run_trials(until(config, deadline), cuts, tracker, sid, resume)
@@ -328,7 +332,7 @@ def _search_here(
 
 
 def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo, stage):
-    tracker, resume = open_search_run(config, sid, echo, clock.start)
+    tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
         tuner = run_chief_trials(config, sid, resume, overrides, echo)
