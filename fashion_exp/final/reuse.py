@@ -108,9 +108,7 @@ def trial_run(params: HeadParams, rows: list[dict[str, str]]) -> str | None:
 
 
 def why_not(config: Config, record: SearchRecord, features, policy, params: HeadParams) -> str:
-    """Why the search's trial of `params` is not a restart of train-final's ('' when it is)."""
-    if not config.final.reuse:
-        return "final.reuse=false"
+    """Why the search's trial of `params` is not a restart of train-final's ('' when it may be)."""
     if record.tags.get("dataset_fingerprint") != features.dataset.fingerprint():
         return "the search trained on other photos"
     if record.tags.get("weights_fingerprint") != features.fingerprint:
@@ -151,8 +149,11 @@ def candidates(config: Config, search_run: str, members: list[HeadParams], featu
         checkpoint = trial_checkpoint(uri, run_id) if run_id else None
         if checkpoint is not None:
             found[index] = checkpoint
-        elif search_recipe(record.config, "")["image_size"] == config.final.image_size:  # (else nothing to say)
-            echo(f"Member {index + 1} trains: {reason or 'its trial left no checkpoint'}")
+            continue
+        if not reason:  # (final.hp.* overrides make a configuration no trial tried)
+            reason = "its trial left no checkpoint" if run_id else "no trial of the search tried exactly these values"
+        if search_recipe(record.config, "")["image_size"] == config.final.image_size:  # (else nothing to say)
+            echo(f"Member {index + 1} trains: {reason}")
     return found
 
 
