@@ -6,11 +6,12 @@ from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
 from tests.synthetic import REAL_DATA, REAL_WEIGHTS
 
-pytestmark = [
+REAL = [
     pytest.mark.real,
     pytest.mark.slow,
     pytest.mark.skipif(not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()), reason="../shared data or weights missing"),
 ]
+pytestmark = REAL  # (test_real_final.py and test_real_workers.py too)
 
 
 def test_real_xception_features_learn_the_real_classes(tmp_path):

@@ -1,18 +1,12 @@
 """The real path, train-final, evaluate, promote, predict: clothing-dataset-small and the real Xception ImageNet
 weights from ../shared. (A file of its own: pytest-xdist's loadfile runs it beside test_real.py.)"""
 
-import pytest
-
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
-from tests.synthetic import REAL_DATA, REAL_WEIGHTS
-from tests.test_real import subset
+from tests.synthetic import REAL_DATA
+from tests.test_real import REAL, subset
 
-pytestmark = [
-    pytest.mark.real,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()), reason="../shared data or weights missing"),
-]
+pytestmark = REAL
 
 
 def test_real_final_model_evaluate_promote_predict(tmp_path):

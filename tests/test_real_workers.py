@@ -1,15 +1,10 @@
 """The real path, a search on two workers: clothing-dataset-small and the real Xception ImageNet
 weights from ../shared. (A file of its own: pytest-xdist's loadfile runs it beside test_real.py.)"""
 
-import pytest
-
 from tests.synthetic import REAL_DATA, REAL_WEIGHTS
+from tests.test_real import REAL
 
-pytestmark = [
-    pytest.mark.real,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()), reason="../shared data or weights missing"),
-]
+pytestmark = REAL
 
 
 def test_real_search_on_two_workers(tmp_path):
