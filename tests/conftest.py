@@ -55,11 +55,3 @@ def search_overrides(folder: Path, dataset_root: Path) -> list[str]:
 def _artifacts_in_tmp(tmp_path, monkeypatch):
     """MLflow's default artifact root is ./mlruns: run every test from its own tmp_path."""
     monkeypatch.chdir(tmp_path)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first: pytest-xdist (--dist loadfile) hands out whole files in
-    collection order, so the long files start first and the quick ones fill the gaps at the end
-    (alphabetical order left test_real*, test_signals and test_stages to the last minutes)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # (stable: the order within is kept)
