@@ -278,12 +278,14 @@ def check_predict(args) -> None:
 
 
 def cmd_predict(config, args, overrides: list[str]) -> int:
+    from fashion_exp.serving.backends import open_predictor
     from fashion_exp.serving.predict import expand, format_json, format_table, predict_files
-    from fashion_exp.tracking import registry
 
     k = args.top_k or config.predict.top_k
     files = expand(args.paths)
-    loaded = registry.load(args.model or _champion(config), config.tracking.uri)
+    reference, settings = args.model or _champion(config), config.predict
+    loaded, backend, why = open_predictor(reference, config.tracking.uri, settings.backend, config.model.cpu_features)
+    print(f"Predicting with {reference} (version {loaded.version}) on {backend} [{why}]", file=sys.stderr)
     predictions = predict_files(
         loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels, config.model.batch_size
     )
@@ -319,7 +321,9 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
     check_serve_port(config)
     settings = config.serve
     reference = args.model or _champion(config)
-    predictor, backend, why = open_predictor(reference, config.tracking.uri, settings.backend)
+    predictor, backend, why = open_predictor(
+        reference, config.tracking.uri, settings.backend, config.model.cpu_features
+    )
     print(
         f"Serving {reference} (version {predictor.version}) on {backend} [{why}] at "
         f"http://{settings.host}:{settings.port}/",
@@ -350,6 +354,20 @@ def cmd_export_onnx(config, args, overrides: list[str]) -> int:
         f"ONNX int8 vs Keras: top-1 agreement {result.int8_agreement:.1%}, validation accuracy "
         f"{result.int8_accuracy:.4f} vs {result.keras_accuracy:.4f} ({verdict})"
     )
+    if result.bf16:
+        bf16 = result.bf16
+        if bf16.precision != "bf16":
+            verdict = f"OpenVINO ran {bf16.precision} on this CPU (no BF16 units): auto will not serve it"
+        else:
+            verdict = (
+                "exact: serve.backend=auto may serve it" if result.bf16_exact else "not exact: auto will not serve it"
+            )
+        print(
+            f"OpenVINO bf16 vs Keras: top-1 agreement {bf16.agreement:.1%}, largest probability difference "
+            f"{bf16.max_prob_diff:.2e} ({verdict})"
+        )
+    speeds = ", ".join(f"{name} {row.images_per_s:.1f}" for name, row in result.compared.items())
+    print(f"Images a second on the validation photos: keras {result.keras_images_per_s:.1f}, {speeds}")
     where = f" in run {result.run_id}" if result.run_id else ""
     print(f"ONNX files: {result.path}, {result.int8_path}{where}")
     return 0 if result.top1_agreement == 1.0 else 1

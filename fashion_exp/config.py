@@ -17,13 +17,16 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fashion_exp import hardware
 from fashion_exp.errors import ConfigError
 from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, candidates, check_value, has_default, max_blocks
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 BACKBONES = ("xception", "tiny")
-RUNTIMES = ("auto", "tensorflow", "onnx", "onnx-int8")  # features.runtime: where the backbone runs
+# model.runtime: where the backbone runs
+RUNTIMES = ("auto", "tensorflow", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # model.train_precision: fine-tuned blocks' compute dtype
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # name -> keras-tuner direction
 ROLES = ("single", "chief")
@@ -42,7 +45,7 @@ PLACEMENT_KEYS = (
     "tls_ca",
 )
 PRESETS = ("fast", "best")  # conf/preset: one switch sets a whole search strategy
-SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8")
+SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8", "openvino-bf16")
 XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
 
 
@@ -97,14 +100,23 @@ class ModelConfig:
     weights: str
     batch_size: int
     runtime: str
-    auto_int8_min_cosine: float  # runtime=auto extracts in int8 only where int8 features stay this close to fp32's
+    auto_min_cosine: float  # runtime=auto extracts in lower precision only where features stay this close to fp32's
+    auto_min_agreement: float  # ... and a head's top-1 on the check photos agrees with fp32's this often
+    auto_check_photos: int  # training photos (and as many validation photos) auto's check runs each candidate on
+    cpu_features: Any  # "auto", or the CPU flags to act as: a list, or one string (hardware.parse_setting)
+    train_precision: str  # compute dtype of fine-tuned blocks (PRECISIONS)
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backbone", self.backbone, BACKBONES, "backbone")
         _one_of(f"{key}.runtime", self.runtime, RUNTIMES, "runtime")
+        _one_of(f"{key}.train_precision", self.train_precision, PRECISIONS, "precision")
         _at_least(f"{key}.batch_size", self.batch_size)
-        if not self.auto_int8_min_cosine >= 0:  # (above 1: auto never extracts in int8)
-            raise ConfigError(f"{key}.auto_int8_min_cosine: a cosine of at least 0, got {self.auto_int8_min_cosine}")
+        _at_least(f"{key}.auto_check_photos", self.auto_check_photos, 2)
+        if not self.auto_min_cosine >= 0:  # (above 1: auto never extracts in lower precision)
+            raise ConfigError(f"{key}.auto_min_cosine: a cosine of at least 0, got {self.auto_min_cosine}")
+        if not 0 <= self.auto_min_agreement <= 1:
+            raise ConfigError(f"{key}.auto_min_agreement: a fraction from 0 to 1, got {self.auto_min_agreement}")
+        hardware.parse_setting(self.cpu_features)
 
     def check_size(self, key: str, size: int) -> None:
         """A backbone's smallest input: Xception needs 71 pixels."""
@@ -285,9 +297,11 @@ class FinetuneStageConfig:
 @dataclass
 class PredictConfig:
     top_k: int
+    backend: str  # SERVE_BACKENDS: what runs the model
 
     def check(self, key: str) -> None:
         _at_least(f"{key}.top_k", self.top_k)
+        _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
 
 
 @dataclass

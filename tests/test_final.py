@@ -284,13 +284,24 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     int8_graph = onnx_lib.load(MlflowClient(uri).download_artifacts(run.info.run_id, INT8_ARTIFACT)).graph
     assert "QuantizeLinear" in {node.op_type for node in int8_graph.node}  # quantized, not a copy of fp32
     assert {"onnx_int8_val_accuracy", "keras_val_accuracy", "onnx_int8_top1_agreement"} <= set(run.data.metrics)
-    # auto follows export-onnx's verdict: int8 only when it held validation accuracy
-    for holds, expected in (("true", "onnx-int8"), ("false", "onnx")):
+    # auto follows export-onnx's verdict: int8 only when it held validation accuracy (and is the faster)
+    speeds = run.data.metrics
+    faster = "onnx-int8" if speeds["onnx_int8_images_per_s"] > speeds["onnx_images_per_s"] else "onnx"
+    for holds, expected in (("true", faster), ("false", "onnx")):
         MlflowClient(uri).set_tag(keras_model.run_id, INT8_HOLDS, holds)
         predictor, backend, why = open_predictor(model, uri, "auto")
         assert backend == expected and why.startswith("auto:")
         assert predictor.session.get_modelmeta() is not None
     assert open_predictor(model, uri, "onnx-int8")[0].predict(images).shape == (5, 3)
+    # a CPU told it has BF16 units: export-onnx measures OpenVINO bf16 too, and says what it ran
+    assert main(["export-onnx", "--model", model, *final_overrides, "model.cpu_features=[avx2,avx512_bf16]"]) == 0
+    out = capsys.readouterr().out
+    assert "OpenVINO bf16 vs Keras: top-1 agreement" in out and "Images a second on the validation photos: keras" in out
+    metrics = MlflowClient(uri).get_run(keras_model.run_id).data.metrics
+    assert {"onnx_bf16_top1_agreement", "onnx_bf16_max_prob_diff", "onnx_bf16_images_per_s"} <= set(metrics)
+    bf16, backend, _ = open_predictor(model, uri, "openvino-bf16")
+    np.testing.assert_allclose(bf16.predict(images), keras_model.predict(images, 32), atol=0.05)
+    assert ("no BF16 units" in out) == (bf16.precision == "f32")
     client = TestClient(
         create_app(onnx, ServeSettings.from_config(load_config([*final_overrides, "serve.backend=onnx"])))
     )
@@ -303,10 +314,11 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
 
 
 def test_int8_holds_within_half_a_point():
-    from fashion_exp.final.onnx_export import ExportResult
+    from fashion_exp.final.onnx_export import Compared, ExportResult
 
     def result(keras: float, int8: float) -> ExportResult:
-        return ExportResult("a", "b", None, 1000, 0.0, 1.0, keras, int8, 0.99, load_config([]).final.int8_tolerance)
+        compared = {"onnx-int8": Compared("onnx-int8", "int8", 0.99, 0.1, int8, 30.0)}
+        return ExportResult("a", "b", None, 1000, keras, load_config([]).final.int8_tolerance, compared)
 
     assert result(0.900, 0.895).int8_holds and result(0.900, 0.910).int8_holds
     assert not result(0.900, 0.894).int8_holds

@@ -162,6 +162,49 @@ def test_activation_map_batches_read_view_e_mod_k_as_float32():
         assert np.all(x == (epoch + 1) % 2) and sorted(y) == [0, 1, 2, 3, 4]
 
 
+def test_mixed_bfloat16_trains_the_blocks_in_bf16_and_ships_them_in_float32():
+    """model.train_precision=bfloat16: the fresh top computes in bf16 with float32 weights (Keras'
+    mixed_bfloat16; TensorFlow emulates bf16 on a CPU without BF16 units), the head's logits stay
+    float32, and plain_copy ships every layer back in float32 with the trained weights."""
+    pretrained = separable_top()
+    top = fresh_top(pretrained, "mixed_bfloat16")
+    sep1 = top.get_layer("sep1")
+    assert sep1.dtype_policy.name == "mixed_bfloat16" and sep1.compute_dtype == "bfloat16"
+    assert all(weight.dtype == "float32" for weight in top.weights)
+    x = np.random.default_rng(0).normal(size=(8, 5, 5, 8)).astype(np.float32)
+    low, exact = np.asarray(top(x), np.float32), np.asarray(pretrained(x))
+    assert top(x).dtype == "bfloat16" and not np.array_equal(low, exact)  # bf16 arithmetic ran
+    np.testing.assert_allclose(low, exact, rtol=0.05, atol=0.05)
+    params = HeadParams(0.01, 4, 0.0, "none", blocks=1, block_lr=1.0)
+    head = build_head((5, 5, 8), 3, params, seed=0, steps_per_epoch=1, top=top)
+    assert head.output.dtype == "float32"
+    history = head.fit(x, np.arange(8) % 3, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    assert not np.array_equal(top.get_layer("sep1").get_weights()[0], pretrained.get_layer("sep1").get_weights()[0])
+    shipped = plain_copy(head)
+    nested = [layer for model in (shipped, shipped.layers[1]) for layer in model.layers]
+    assert {layer.dtype_policy.name for layer in nested} == {"float32"}
+    np.testing.assert_allclose(np.asarray(shipped(x)), np.asarray(head(x)), rtol=0.05, atol=0.05)
+
+
+def test_a_fine_tuning_search_trains_under_the_precision_the_cpu_offers(overrides):
+    """train_precision=auto: mixed_bfloat16 on a CPU with BF16 units (forced here through
+    model.cpu_features: TensorFlow emulates it where the CPU lacks them), float32 without."""
+    flags = "model.cpu_features=[avx2,avx512f,avx512_bf16]"
+    config = load_config([*overrides, *FINETUNE, "model.train_precision=auto", flags, "tuner.max_trials=1"])
+    said = []
+    result = run_search(config, echo=said.append)
+    assert "Fine-tuned blocks train under mixed_bfloat16 (model.train_precision=auto)" in said
+    client = MlflowClient(config.tracking.uri)
+    assert client.get_run(result.parent_run_id).data.tags["train_precision"] == "mixed_bfloat16"
+    (child,) = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert 0 <= child.data.metrics["val_accuracy"] <= 1
+    said.clear()
+    plain = load_config([*overrides, *FINETUNE, "model.train_precision=auto", "model.cpu_features=avx2"])
+    run_search(plain, echo=said.append)
+    assert "Fine-tuned blocks train under float32 (model.train_precision=auto)" in said
+
+
 def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
     """A search whose trials train the tiny backbone's top block on cached maps, then train-final
     carries the trained block into the one shipped model, checked on every validation photo, and

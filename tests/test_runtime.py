@@ -1,17 +1,21 @@
-"""model.runtime: the backbone on TensorFlow, ONNX fp32 and ONNX int8 (tiny backbone, synthetic photos)."""
+"""model.runtime: the backbone on TensorFlow, ONNX fp32 and int8, OpenVINO f32 and bf16 (tiny backbone)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fashion_exp import hardware
 from fashion_exp.config import load_config
 from fashion_exp.features import onnx_files, runtime
 from fashion_exp.features.backbone import build_backbone
 from fashion_exp.features.onnx_files import Calibration
 from fashion_exp.features.runtime import open_runner, resolve
+from fashion_exp.hardware import Cpu
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
 
@@ -25,31 +29,74 @@ def calibration(identity="photos-a"):
     return Calibration(identity, lambda: np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
 
 
-def test_auto_is_int8_for_the_search_and_fp32_where_the_shipped_model_must_match(monkeypatch):
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
-    assert resolve("auto", exact=False) == "onnx-int8"
-    assert resolve("auto", exact=True) == "onnx"
-    assert resolve("onnx-int8", exact=True) == "onnx"  # train-final never trains on int8 features
-    assert resolve("tensorflow", exact=True) == "tensorflow"
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: True)
-    assert resolve("auto", exact=False) == "tensorflow"
+AVX2 = Cpu(frozenset({"avx2"}))
+BF16_VNNI = Cpu(frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), forced=True)
 
 
-@pytest.mark.parametrize(
-    "gpu, exact, expected", [(False, False, "onnx-int8"), (False, True, "onnx"), (True, False, "tensorflow")]
-)
-def test_every_runtime_auto_can_pick_extracts_features(backbone, tmp_path, monkeypatch, gpu, exact, expected):
-    """Each path of model.runtime=auto run end to end: ONNX export, int8 quantization with ONNX
-    Runtime's preprocessing (which needs sympy), fp32 ONNX, TensorFlow. A dependency the lock lacks
-    fails here, in CI's new environment, instead of in a user's first `tune`."""
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: gpu)
-    chosen = resolve("auto", exact=exact)
-    assert chosen == expected
-    features = open_runner(backbone, chosen, 8, tmp_path, calibration()).features(IMAGES)
+def test_lower_precision_candidates_follow_the_cpu():
+    assert runtime.lower_precision(AVX2) == ["onnx-int8"]  # no BF16 units: OpenVINO would run f32
+    assert runtime.lower_precision(BF16_VNNI) == ["onnx-int8", "openvino-bf16"]
+    assert resolve("onnx-int8", exact=True) == "onnx"  # train-final never trains on lower-precision features
+    assert resolve("openvino-bf16", exact=True) == "onnx"
+    assert resolve("openvino", exact=True) == "openvino" and resolve("tensorflow", exact=True) == "tensorflow"
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "onnx", "onnx-int8", "openvino", "openvino-bf16"])
+def test_every_runtime_extracts_features(backbone, tmp_path, name):
+    """Each model.runtime run end to end on this CPU: ONNX export, int8 quantization with ONNX
+    Runtime's preprocessing (which needs sympy), OpenVINO's CPU plugin at a pinned precision. A
+    dependency the lock lacks fails here, in CI's new environment, instead of in a user's first `tune`."""
+    features = open_runner(backbone, name, 8, tmp_path, calibration()).features(IMAGES)
     reference = open_runner(backbone, "tensorflow", 8, tmp_path).features(IMAGES)
-    assert features.shape == reference.shape and np.isfinite(features).all()
+    assert features.shape == reference.shape and features.dtype == np.float32 and np.isfinite(features).all()
     cosines = (features * reference).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(reference, axis=1)
-    assert cosines.min() > 0.9  # int8 is close, fp32 equal
+    assert cosines.min() > (0.99 if name in runtime.EXACT else 0.9)  # lower precision is close, fp32 equal
+
+
+def test_openvino_runs_the_precision_it_is_pinned_to_and_says_when_the_cpu_cannot(backbone, tmp_path):
+    """f32 is pinned (OpenVINO's CPU default is bf16 where the CPU has it); bf16 asked of a CPU
+    without BF16 units runs f32, and the runner says so instead of claiming bf16."""
+    said = []
+    fp32 = open_runner(backbone, "openvino", 8, tmp_path, echo=said.append)
+    np.testing.assert_allclose(
+        fp32.features(IMAGES), open_runner(backbone, "onnx", 8, tmp_path).features(IMAGES), atol=1e-4
+    )
+    assert fp32.precision == "f32" and not said
+    bf16 = open_runner(backbone, "openvino-bf16", 8, tmp_path, cpu=BF16_VNNI, echo=said.append)
+    bf16.features(IMAGES)
+    if hardware.cpu_of().bf16:  # the real path on whatever CPU runs this
+        assert bf16.precision == "bf16" and not said
+    else:
+        assert bf16.precision == "f32"
+        assert said == [
+            "openvino-bf16: OpenVINO's CPU plugin runs f32 on this CPU, not bf16 (it has no BF16 units): "
+            "the features are fp32's, at fp32's speed"
+        ]
+    assert bf16.fingerprint.endswith("+openvino-bf16-avx2+avx512_bf16+avx512_vnni+avx512f")
+
+
+def test_the_int8_recipe_uses_full_range_weights_on_a_cpu_with_vnni(backbone, tmp_path, monkeypatch):
+    """Without VNNI, int8 weights keep reduce_range (and the key existing work folders hold); with
+    it, full-range weights, another file and another cache key."""
+    ranges = []
+    real = onnx_files.quantize
+    monkeypatch.setattr(onnx_files, "quantize", lambda *a, **k: ranges.append(k["reduce_range"]) or real(*a, **k))
+    plain = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration(), cpu=AVX2)
+    vnni = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration(), cpu=BF16_VNNI)
+    assert plain.features(IMAGES).shape == vnni.features(IMAGES).shape
+    assert ranges == [True, False]
+    assert plain.fingerprint != vnni.fingerprint
+    assert len(list((tmp_path / "backbones").glob("*-int8-*.onnx"))) == 2
+    import onnxruntime
+
+    old_recipe = {  # the recipe's key before CPUs were told apart: AVX2 work folders keep their int8 files
+        "calibration": "photos-a",
+        "photos": onnx_files.CALIBRATION_PHOTOS,
+        "keep_float": onnx_files.KEEP_FLOAT,
+        "method": "minmax-qdq-per-channel-reduce-range",
+        "onnxruntime": onnxruntime.__version__,
+    }
+    assert plain.fingerprint.endswith(hashlib.sha256(json.dumps(old_recipe, sort_keys=True).encode()).hexdigest()[:12])
 
 
 def test_onnx_fp32_features_equal_tensorflow(backbone, tmp_path):
@@ -84,11 +131,11 @@ def test_an_int8_file_without_its_cosine_record_is_measured_again_not_refused(ba
     """A work_dir from a version that kept no record beside the int8 file: auto must not read that
     as 'int8 does not hold' (nan) but measure, keep the record, and not quantize again."""
     runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
-    cosine = runner.files.int8_cosine(backbone, runner.calibration)
+    cosine = runner.files.int8_cosine(backbone, runner.calibration, runner.cpu)
     record = next((tmp_path / "backbones").glob("*int8*.json"))
     record.unlink()
     monkeypatch.setattr(onnx_files, "quantize", lambda *_: pytest.fail("quantized again"))
-    assert runner.files.int8_cosine(backbone, runner.calibration) == pytest.approx(cosine, abs=1e-6)
+    assert runner.files.int8_cosine(backbone, runner.calibration, runner.cpu) == pytest.approx(cosine, abs=1e-6)
     assert record.is_file() and np.isfinite(cosine)
 
 
@@ -152,24 +199,3 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
     assert any("using onnx, whose features equal the shipped Keras model's" in line for line in said)
     assert client.get_run(result.run_id).data.params["features_runtime"] == "onnx"
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
-
-
-def test_auto_extracts_in_fp32_where_int8_features_are_not_close_enough(overrides, monkeypatch, capsys):
-    from fashion_exp.features.features import scan
-    from fashion_exp.search.run import open_cut
-
-    def open_sources(config, echo):
-        return open_cut(config, scan(config.data, config.work_dir, echo), 0, echo).extractor
-
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
-    config = load_config([*overrides, "model.runtime=auto"])
-    said = []
-    assert open_sources(config, echo=said.append).runner.runtime == "onnx-int8"  # tiny: cosine ~1
-    config = load_config([*overrides, "model.runtime=auto", "model.auto_int8_min_cosine=1.01"])
-    said.clear()
-    sources = open_sources(config, echo=said.append)
-    assert sources.runner.runtime == "onnx"
-    assert any("(< 1.01): model.runtime=auto extracts with onnx (fp32) here" in line for line in said)
-    assert "Backbone runtime: onnx (model.runtime=auto)" in said
-    explicit = open_sources(load_config([*overrides, "model.runtime=onnx-int8"]), echo=said.append)
-    assert explicit.runner.runtime == "onnx-int8"  # asked for by name: kept

@@ -40,15 +40,17 @@ class Backbone:
         return tuple(int(d) for d in self.model.output_shape[1:])
 
 
-def fresh_top(pretrained):
+def fresh_top(pretrained, precision: str = "float32"):
     """A trainable copy of a backbone's top blocks (Backbone.top) with their pretrained weights
     (each trial and restart trains its own); BatchNormalization layers stay frozen. Its separable
-    convolutions are layers.MatmulSeparableConv2D (the same numbers, trained 2x faster on a CPU)."""
+    convolutions are layers.MatmulSeparableConv2D (the same numbers, trained 2x faster on a CPU);
+    its layers compute in `precision`, a Keras dtype policy (mixed_bfloat16: bf16 compute, float32
+    weights)."""
     import keras
 
     from fashion_exp.features.layers import fast_copy
 
-    top = fast_copy(pretrained)
+    top = fast_copy(pretrained, precision)
     top.trainable = True
     for layer in top.layers:  # (the model's flag does not reach layers cloned frozen)
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)

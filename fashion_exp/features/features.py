@@ -28,9 +28,11 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone, build_backbone
 from fashion_exp.features.cache import GB, FeatureCache, bytes_per_image
+from fashion_exp.features.choice import check_photos
 from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
 from fashion_exp.features.onnx_files import calibration
 from fashion_exp.features.runtime import choose_runner
+from fashion_exp.hardware import gpu_visible, train_policy
 
 VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
 CLEAN_JOB = jobs_for_policy(TRAIN, IDENTITY)[0]
@@ -62,9 +64,10 @@ def jobs_for(policies: dict[str, AugmentationPolicy], clean_train: bool = False)
 class Features:
     """The features of one image size and cut, from the cache or extracted when first asked for."""
 
-    def __init__(self, scanned: Scan, extractor: Extractor):
+    def __init__(self, scanned: Scan, extractor: Extractor, precision: str = "float32"):
         self.scanned = scanned
         self.extractor = extractor
+        self.precision = precision  # the Keras dtype policy heads train the top blocks under (blocks > 0)
         self.seconds = 0.0  # time spent in get(): loading or extracting
         self._got: dict[Job, np.ndarray] = {}
 
@@ -85,10 +88,14 @@ class Features:
         model.runtime; exact=True (train-final: the shipped Keras model must compute the
         features its head was trained on) never runs it in int8, nor does blocks > 0."""
         backbone = build_backbone(model, decoder.size, seed, blocks)
-        photos = lambda: calibration(scanned.dataset, decoder)  # noqa: E731 - decoded only for int8
-        runner = choose_runner(model, backbone, work_dir, exact or blocks > 0, photos, echo)
+        photos = lambda: calibration(scanned.dataset, decoder)  # noqa: E731 - made only for int8
+        check = lambda: check_photos(scanned.dataset, decoder, model.auto_check_photos)  # noqa: E731 - only for auto
+        runner = choose_runner(model, backbone, work_dir, exact or blocks > 0, photos, check, echo)
         cache = FeatureCache(Path(work_dir) / "features")
-        return cls(scanned, Extractor(runner, scanned.dataset, decoder, cache, model.batch_size, seed))
+        precision = train_policy(model.train_precision, runner.cpu, gpu_visible()) if blocks else "float32"
+        if blocks:
+            echo(f"Fine-tuned blocks train under {precision} (model.train_precision={model.train_precision})")
+        return cls(scanned, Extractor(runner, scanned.dataset, decoder, cache, model.batch_size, seed), precision)
 
     # What the features are computed from.
     @property
@@ -106,6 +113,11 @@ class Features:
     @property
     def runtime(self) -> str:
         return self.extractor.runner.runtime
+
+    @property
+    def runtime_why(self) -> str:
+        """Why the backbone runs on `runtime`, in words (logged with the run)."""
+        return self.extractor.runner.why
 
     @property
     def fingerprint(self) -> str:

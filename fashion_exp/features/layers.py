@@ -40,27 +40,33 @@ class MatmulSeparableConv2D(keras.layers.SeparableConv2D):
         return outputs
 
 
-def _swap(model: keras.Model, to: type, source: type) -> keras.Model:
+def _swap(model: keras.Model, to: type, source: type, dtype: str) -> keras.Model:
     """A copy of `model` (nested models included) whose `source` layers are `to` layers with the same
-    config; every weight copied."""
+    config, every layer computing under the dtype policy `dtype`; every weight copied (mixed
+    policies keep float32 weights)."""
 
     def clone(layer):
         kind = to if type(layer) is source else type(layer)
-        return kind.from_config(layer.get_config())
+        config = layer.get_config()
+        if not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = dtype
+        return kind.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
 
 
-def fast_copy(model: keras.Model) -> keras.Model:
-    """`model` with MatmulSeparableConv2D for every SeparableConv2D, weights copied (for training)."""
-    return _swap(model, MatmulSeparableConv2D, keras.layers.SeparableConv2D)
+def fast_copy(model: keras.Model, dtype: str = "float32") -> keras.Model:
+    """`model` with MatmulSeparableConv2D for every SeparableConv2D, weights copied, computing under
+    the dtype policy `dtype` (for training)."""
+    return _swap(model, MatmulSeparableConv2D, keras.layers.SeparableConv2D, dtype)
 
 
 def plain_copy(model: keras.Model) -> keras.Model:
     """`model` with Keras' SeparableConv2D back in place of MatmulSeparableConv2D, uncompiled (for
     shipping: clone_model compiles its copy like the source, and a nested model's optimizer, the
-    fine-tuning BlockAdam, would be saved with the shipped model)."""
-    copy = _swap(model, keras.layers.SeparableConv2D, MatmulSeparableConv2D)
+    fine-tuning BlockAdam, would be saved with the shipped model); every layer back in float32, however
+    it was trained."""
+    copy = _swap(model, keras.layers.SeparableConv2D, MatmulSeparableConv2D, "float32")
     return keras.Model(copy.input, copy.output, name=copy.name)

@@ -1,9 +1,10 @@
 """The backbone's ONNX files in work_dir/backbones: exported once, quantized to int8 once, each
 made by one process while the others wait for it (claimed like feature cache entries), and
-written under a temporary name, then renamed into place.
+written under a temporary name, then renamed into place; and the sessions that run them (ONNX
+Runtime, or OpenVINO's CPU plugin at a pinned precision).
 
-int8 is ONNX Runtime's static QDQ quantization: int8 per-channel weights (7-bit range, see
-quantize), uint8 activations with MinMax ranges from CALIBRATION_PHOTOS training photos, the first
+int8 is ONNX Runtime's static QDQ quantization: int8 per-channel weights (7-bit range on a CPU
+without VNNI, see quantize), uint8 activations with MinMax ranges from CALIBRATION_PHOTOS training photos, the first
 KEEP_FLOAT convolutions left in fp32; a quantized backbone whose features are not fp32's is refused.
 Measured on clothing-dataset-small at 150px (benchmarks/bench_runtime.py): quantizing those
 two convolutions, which see the raw [-1, 1] pixels, costs most of the error (mean feature cosine to
@@ -28,6 +29,7 @@ from fashion_exp.data.dataset import TRAIN, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone
+from fashion_exp.hardware import Cpu
 
 CALIBRATION_PHOTOS = 32
 KEEP_FLOAT = 2
@@ -65,40 +67,44 @@ class OnnxFiles:
 
     def fp32(self, backbone: Backbone) -> Path:
         path = self.directory / f"{backbone.fingerprint}-{backbone.image_size}px.onnx"
-        return self._make(path, "Exporting the backbone to ONNX", lambda tmp: _export(backbone, tmp))
+        return self.make(path, "Exporting the backbone to ONNX", lambda tmp: _export(backbone, tmp))
 
-    def int8_key(self, backbone: Backbone, calibration: Calibration) -> str:
+    def int8_key(self, backbone: Backbone, calibration: Calibration, cpu: Cpu) -> str:
+        """The int8 recipe's name: calibration, ONNX Runtime's version and the CPU flags that change
+        its kernels' numbers (VNNI: full-range weights, else 7-bit: int8_reduce_range)."""
         import onnxruntime
 
         recipe = {
             "calibration": calibration.identity,
             "photos": CALIBRATION_PHOTOS,
             "keep_float": KEEP_FLOAT,
-            "method": "minmax-qdq-per-channel-reduce-range",
+            "method": "minmax-qdq-per-channel" + ("-reduce-range" if int8_reduce_range(cpu) else ""),
             "onnxruntime": onnxruntime.__version__,
         }
+        if not int8_reduce_range(cpu):  # (AVX2 machines keep their old key: the recipe there is unchanged)
+            recipe["cpu"] = cpu.key
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
-    def int8(self, backbone: Backbone, calibration: Calibration) -> Path:
+    def int8(self, backbone: Backbone, calibration: Calibration, cpu: Cpu) -> Path:
         fp32 = self.fp32(backbone)
-        key = self.int8_key(backbone, calibration)
+        key = self.int8_key(backbone, calibration, cpu)
         path = self.directory / f"{backbone.fingerprint}-{backbone.image_size}px-int8-{key}.onnx"
         what = f"Quantizing the backbone to int8 on {CALIBRATION_PHOTOS} training photos"
 
         def write(tmp: Path) -> None:
             images = calibration.load()
-            quantize(fp32, tmp, images)
+            quantize(fp32, tmp, images, reduce_range=int8_reduce_range(cpu))
             measured = cosine(fp32, tmp, images)
             _checked(measured)
             _write_atomically(path.with_suffix(".json"), json.dumps({"cosine": measured}))  # before the file itself
 
-        return self._make(path, what, write)
+        return self.make(path, what, write)
 
-    def int8_cosine(self, backbone: Backbone, calibration: Calibration) -> float:
+    def int8_cosine(self, backbone: Backbone, calibration: Calibration, cpu: Cpu) -> float:
         """Mean cosine of the int8 backbone's features to fp32's on the calibration photos
         (quantizing first if needed). An int8 file without that record (made by a version that
         kept none, or whose record was lost) is measured again and the record written."""
-        path = self.int8(backbone, calibration)
+        path = self.int8(backbone, calibration, cpu)
         record = path.with_suffix(".json")
         try:
             return float(json.loads(record.read_text())["cosine"])
@@ -108,7 +114,7 @@ class OnnxFiles:
             _write_atomically(record, json.dumps({"cosine": measured}))
             return measured
 
-    def _make(self, path: Path, what: str, write: Callable[[Path], None]) -> Path:
+    def make(self, path: Path, what: str, write: Callable[[Path], None]) -> Path:
         if path.is_file():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,14 +169,23 @@ class _Batches:
         return next(self._feeds, None)
 
 
-def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str, ...] = ()) -> None:
+def int8_reduce_range(cpu: Cpu) -> bool:
+    """Whether int8 weights use 7 of their 8 bits here: yes without VNNI, where ONNX Runtime's u8s8
+    kernels saturate on full-range weights (see quantize); no where VNNI's dot products do not."""
+    return not cpu.vnni
+
+
+def quantize(
+    fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str, ...] = (), reduce_range: bool = True
+) -> None:
     """Write the int8 (static QDQ) version of the ONNX file fp32 to target, ranges measured on
     `images`. The first KEEP_FLOAT convolutions stay fp32, and so does every node from the first
     one whose op type is in float_from to the end (a classifier's head, softmax included: int8
-    probabilities come in steps of 1/255 and tie). Weights use 7 of their 8 bits (reduce_range):
-    with full-range int8 weights, ONNX Runtime's u8s8 convolutions saturate on this CPU's kernels
-    and Xception's 299px features came out unrelated to fp32's (mean cosine 0.18; 0.954 with
-    reduce_range, and 0.963 -> 0.988 at 150px). `cosine` measures what the file lost."""
+    probabilities come in steps of 1/255 and tie). With reduce_range (int8_reduce_range: a CPU
+    without VNNI) weights use 7 of their 8 bits: with full-range int8 weights, ONNX Runtime's u8s8
+    convolutions saturate on AVX2 kernels and Xception's 299px features came out unrelated to
+    fp32's (mean cosine 0.18; 0.954 with reduce_range, and 0.963 -> 0.988 at 150px); with VNNI,
+    full range measured 0.995 against 0.992 (issue 28's table). `cosine` measures what the file lost."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -189,7 +204,7 @@ def quantize(fp32: Path, target: Path, images: np.ndarray, float_from: tuple[str
             _Batches(images, input_name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
@@ -226,3 +241,29 @@ def open_session(path: Path | str):
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+
+
+class OpenVinoSession:
+    """An ONNX file compiled by OpenVINO's CPU plugin at a pinned inference precision ("f32" or
+    "bf16": pinned both ways, since the plugin's default is bf16 where the CPU has it). `precision`
+    is what the plugin runs: "f32" where bf16 was asked of a CPU without BF16 units."""
+
+    def __init__(self, path: Path | str, precision: str):
+        import threading
+
+        import openvino as ov
+
+        core = ov.Core()
+        settings = {"INFERENCE_PRECISION_HINT": precision}
+        threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+        if threads:
+            settings["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", settings)
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one request: the serving batcher and a caller may both ask
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._request.infer({0: images})
+            return np.array(self._request.get_output_tensor(0).data, np.float32)

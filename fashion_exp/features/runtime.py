@@ -1,15 +1,16 @@
-"""Where the frozen backbone runs (model.runtime): TensorFlow, or ONNX Runtime in fp32 or int8.
+"""Where the frozen backbone runs (model.runtime): TensorFlow, ONNX Runtime in fp32 or int8, or
+OpenVINO in f32 or bf16.
 
-`auto` picks the fastest runtime whose features keep the search's accuracy (benchmarks/
-bench_runtime.py): ONNX int8 for the search where its features stay close to fp32's (int8_holds,
-model.auto_int8_min_cosine), else ONNX fp32; ONNX fp32 where features must equal what the shipped
-Keras model computes (train-final); TensorFlow when it sees a GPU.
+`auto` runs TensorFlow when it sees a GPU. On a CPU it runs ONNX fp32 where features must equal
+what the shipped Keras model computes (train-final, fine-tuning cuts), and for the search the
+fastest runtime whose features pass a check on this machine (features/choice.py): ONNX int8
+always, OpenVINO bf16 where the CPU has BF16 units, against ONNX fp32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +18,22 @@ import numpy as np
 from fashion_exp.batching import pad_batch
 from fashion_exp.config import ModelConfig
 from fashion_exp.features.backbone import Backbone
-from fashion_exp.features.onnx_files import Calibration, OnnxFiles, open_session
+from fashion_exp.features.onnx_files import Calibration, OnnxFiles, OpenVinoSession, open_session
+from fashion_exp.hardware import Cpu, cpu_of, gpu_visible
 
-EXACT = ("tensorflow", "onnx")  # features equal to the Keras model's (ONNX fp32: max abs diff ~1e-5)
+EXACT = ("tensorflow", "onnx", "openvino")  # features equal to the Keras model's (fp32: max abs diff ~1e-5)
+OPENVINO = {"openvino": "f32", "openvino-bf16": "bf16"}  # runtime -> the precision OpenVINO is pinned to
 
 
-def gpu_visible() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+def lower_precision(cpu: Cpu) -> list[str]:
+    """The faster, inexact runtimes auto tries on this CPU: int8 everywhere (its check decides),
+    bf16 only where the CPU has BF16 units (elsewhere OpenVINO would run f32: nothing to gain)."""
+    return ["onnx-int8", *(["openvino-bf16"] if cpu.bf16 else [])]
 
 
 def resolve(runtime: str, exact: bool) -> str:
-    """The runtime `runtime` means here; exact=True (features the shipped model must reproduce)
-    never gives int8."""
-    if runtime == "auto":
-        if gpu_visible():
-            return "tensorflow"
-        return "onnx" if exact else "onnx-int8"
+    """The runtime a named (not auto) model.runtime means here: exact=True (features the shipped
+    model must reproduce) never gives a lower-precision one."""
     if exact and runtime not in EXACT:
         return "onnx"
     return runtime
@@ -45,7 +44,8 @@ class Runner:
     """The backbone on one runtime: uint8 images (n, s, s, 3) -> float32 features (n, dim).
 
     `fingerprint` names the features it computes (feature cache keys, search ids): the weights'
-    fingerprint, plus the runtime for ONNX, plus the calibration for int8. An ONNX file is made
+    fingerprint, plus the runtime where it is not TensorFlow, plus for lower precision what changes
+    its numbers (int8: the recipe and calibration; bf16: the CPU's flags). An ONNX file is made
     (or taken from work_dir) at the first batch, so a run whose features are all cached never
     exports or quantizes anything.
     """
@@ -55,74 +55,118 @@ class Runner:
     batch_size: int
     files: OnnxFiles | None = None
     calibration: Calibration | None = None  # int8 only
+    cpu: Cpu = field(default_factory=cpu_of)
+    echo: Callable[[str], None] = print
+    why: str = ""  # why choose_runner took this runtime, in words
     _session: object = None
 
     @property
     def fingerprint(self) -> str:
         if self.runtime == "tensorflow":
             return self.backbone.fingerprint  # TensorFlow computes the weights' own features: no suffix
-        if self.runtime == "onnx":
-            return f"{self.backbone.fingerprint}+onnx"
-        return f"{self.backbone.fingerprint}+onnx-int8-{self.files.int8_key(self.backbone, self.calibration)}"
+        if self.runtime == "onnx-int8":
+            key = self.files.int8_key(self.backbone, self.calibration, self.cpu)
+            return f"{self.backbone.fingerprint}+onnx-int8-{key}"
+        if self.runtime == "openvino-bf16":
+            return f"{self.backbone.fingerprint}+openvino-bf16-{self.cpu.key}"
+        return f"{self.backbone.fingerprint}+{self.runtime}"
+
+    @property
+    def precision(self) -> str:
+        """What the backbone computes in: f32, int8, or what OpenVINO runs (bf16, or f32 on a CPU
+        without BF16 units: opens the session)."""
+        if self.runtime in OPENVINO:
+            return self._open().precision
+        return "int8" if self.runtime == "onnx-int8" else "f32"
 
     def features(self, images: np.ndarray) -> np.ndarray:
         if self.runtime == "tensorflow":  # padded to a fixed shape: one compiled graph for every batch
             padded = pad_batch(images, self.batch_size)
             return np.asarray(self.backbone.model.predict_on_batch(padded), np.float32)[: len(images)]
         session = self._open()
+        if self.runtime in OPENVINO:
+            return session.run(images)
         return np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0], np.float32)
 
     def _open(self):
         if self._session is None:
             path = self._file()
             try:
-                self._session = open_session(path)
+                self._session = self._start(path)
             except Exception:  # noqa: BLE001 - a damaged file (ONNX Runtime raises several types): make it again
                 path.unlink(missing_ok=True)
-                self._session = open_session(self._file())
+                self._session = self._start(self._file())
         return self._session
 
+    def _start(self, path: Path):
+        if self.runtime not in OPENVINO:
+            return open_session(path)
+        session = OpenVinoSession(path, OPENVINO[self.runtime])
+        if session.precision != OPENVINO[self.runtime]:
+            self.echo(
+                f"{self.runtime}: OpenVINO's CPU plugin runs {session.precision} on this CPU, not "
+                f"{OPENVINO[self.runtime]} (it has no BF16 units): the features are fp32's, at fp32's speed"
+            )
+        return session
+
     def _file(self) -> Path:
-        if self.runtime == "onnx":
-            return self.files.fp32(self.backbone)
-        return self.files.int8(self.backbone, self.calibration)
-
-
-def int8_holds(runner: Runner, min_cosine: float, echo=print) -> bool:
-    """Whether auto may extract with this int8 runner: its features' mean cosine to fp32 on the
-    calibration photos reaches min_cosine (quantizes now if needed; says why when not)."""
-    cosine = runner.files.int8_cosine(runner.backbone, runner.calibration)
-    if cosine >= min_cosine:
-        return True
-    echo(
-        f"int8 features at {runner.backbone.image_size}px: mean cosine {cosine:.3f} to fp32 on the calibration "
-        f"photos (< {min_cosine}): model.runtime=auto extracts with onnx (fp32) here"
-    )
-    return False
+        if self.runtime == "onnx-int8":
+            return self.files.int8(self.backbone, self.calibration, self.cpu)
+        return self.files.fp32(self.backbone)
 
 
 def choose_runner(
-    model: ModelConfig, backbone: Backbone, work_dir: Path | str, exact: bool, photos: Callable[[], Calibration], echo
+    model: ModelConfig,
+    backbone: Backbone,
+    work_dir: Path | str,
+    exact: bool,
+    photos: Callable[[], Calibration],
+    check: Callable[[], object],
+    echo,
 ) -> Runner:
-    """The backbone on the runtime model.runtime means here (resolve; exact=True: features the
-    shipped Keras model must reproduce), falling back from int8 to fp32 under auto when int8_holds
-    says no; `photos` makes the int8 calibration. Says which runtime it took."""
-    runtime = resolve(model.runtime, exact)
-    if model.runtime not in ("auto", runtime):
-        echo(f"model.runtime={model.runtime}: using {runtime}, whose features equal the shipped Keras model's")
-    runner = open_runner(backbone, runtime, model.batch_size, work_dir, photos() if runtime == "onnx-int8" else None)
-    if model.runtime == "auto" and runtime == "onnx-int8" and not int8_holds(runner, model.auto_int8_min_cosine, echo):
-        runner = open_runner(backbone, "onnx", model.batch_size, work_dir)
+    """The backbone on the runtime model.runtime means here, and says which and why.
+
+    exact=True: features the shipped Keras model must reproduce (never lower precision). `photos`
+    makes the int8 calibration; `check` the photos auto's check runs on (choice.CheckPhotos).
+    """
+    from fashion_exp.features.choice import choose
+
+    cpu = cpu_of(model.cpu_features)
+
+    def runner(runtime: str) -> Runner:
+        return open_runner(backbone, runtime, model.batch_size, work_dir, photos, cpu, echo)
+
+    if model.runtime != "auto":
+        chosen = resolve(model.runtime, exact)
+        why = f"model.runtime={model.runtime}"
+        if chosen != model.runtime:
+            why += f": using {chosen}, whose features equal the shipped Keras model's"
+        picked = runner(chosen)
+    elif gpu_visible():
+        picked, why = runner("tensorflow"), "auto: TensorFlow sees a GPU"
+    elif exact:
+        picked, why = runner("onnx"), "auto: fp32 ONNX, the shipped Keras model's features"
+    else:
+        picked, why = choose(runner("onnx"), [runner(name) for name in lower_precision(cpu)], check, model, echo)
     cut = f", cut below the top {backbone.blocks} block(s)" if backbone.blocks else ""
-    echo(f"Backbone runtime: {runner.runtime} (model.runtime={model.runtime}){cut}")
-    return runner
+    echo(f"Backbone runtime: {picked.runtime} ({why}){cut}")
+    picked.why = why
+    return picked
 
 
 def open_runner(
-    backbone: Backbone, runtime: str, batch_size: int, work_dir: Path | str, calibration: Calibration | None = None
+    backbone: Backbone,
+    runtime: str,
+    batch_size: int,
+    work_dir: Path | str,
+    calibration: Calibration | Callable[[], Calibration] | None = None,
+    cpu: Cpu | None = None,
+    echo=print,
 ) -> Runner:
-    """A Runner for a resolved runtime (resolve()); onnx-int8 needs the calibration photos."""
+    """A Runner for a resolved runtime (resolve()); onnx-int8 needs the calibration photos (or a
+    function that makes them)."""
     if runtime == "onnx-int8" and calibration is None:
         raise ValueError("onnx-int8 needs calibration photos")
+    made = calibration() if runtime == "onnx-int8" and callable(calibration) else calibration
     files = None if runtime == "tensorflow" else OnnxFiles(Path(work_dir) / "backbones")
-    return Runner(runtime, backbone, batch_size, files, calibration)
+    return Runner(runtime, backbone, batch_size, files, made, cpu or cpu_of(), echo)

@@ -61,6 +61,7 @@ class HeadTraining:
     objective: str  # val_accuracy | val_loss: which epoch is the best
     top: keras.Model | None = None  # the backbone's pretrained top blocks, for heads with blocks > 0
     patience: int | None = None  # stop after this many epochs without a better objective (None: every epoch)
+    precision: str = "float32"  # the top blocks' Keras dtype policy (Features.precision)
 
     @classmethod
     def of(
@@ -83,11 +84,12 @@ class HeadTraining:
             objective=tuner.objective,
             top=features.top,
             patience=patience,
+            precision=features.precision,
         )
 
     @property
     def inputs(self) -> HeadInputs:
-        return HeadInputs(self.val[0].shape[1:], self.n_classes, self.batch_size, self.top)
+        return HeadInputs(self.val[0].shape[1:], self.n_classes, self.batch_size, self.top, self.precision)
 
 
 class EpochBar(keras.callbacks.Callback):

@@ -167,6 +167,8 @@ def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadP
             "objective": config.tuner.objective,
             "tune_parent_run_id": search_run,
             "features_runtime": features.runtime,
+            "features_runtime_why": features.runtime_why,
+            "train_precision": features.precision,
         }
     )
     run.datasets([features.dataset.describe(TRAIN), features.dataset.describe(VALIDATION)])

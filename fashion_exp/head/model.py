@@ -20,12 +20,13 @@ class HeadInputs:
     n_classes: int
     batch_size: int  # training batch size: sets the steps per epoch
     top: keras.Model | None = None  # the backbone's pretrained top blocks (features cut below them)
+    precision: str = "float32"  # the top blocks' Keras dtype policy: float32, mixed_bfloat16 or mixed_float16
 
 
 def new_head(inputs: HeadInputs, params: HeadParams, seed: int, train_rows: int) -> keras.Model:
     """A compiled head for `params`, initialised with `seed`, that will train on `train_rows` rows;
     with params.blocks > 0 it begins with its own fresh copy of the pretrained top blocks."""
-    top = fresh_top(inputs.top) if params.blocks and inputs.top is not None else None  # (build_head checks)
+    top = fresh_top(inputs.top, inputs.precision) if params.blocks and inputs.top is not None else None
     steps = steps_for(train_rows, inputs.batch_size)
     return build_head(inputs.feature_shape, inputs.n_classes, params, seed, steps, top)
 

@@ -91,7 +91,8 @@ class HeadHyperModel(kt.HyperModel):
         features = self.cuts[params.blocks]
         if self.folds:
             return self.plan(features).head(0, params, features.val.shape[1])  # the trial's model is fold 0's head
-        inputs = HeadInputs(features.val.shape[1:], features.n_classes, self.batch_size, features.top)
+        shape = features.val.shape[1:]
+        inputs = HeadInputs(shape, features.n_classes, self.batch_size, features.top, features.precision)
         return new_head(inputs, params, self.seed, len(features.train_labels))
 
     def _training_views(self, blocks: int, policy: str):

@@ -162,10 +162,13 @@ class SearchInputs:
     report: str  # the dataset check's table
     fingerprint: str  # the features' (Features.fingerprint)
     runtime: str
+    runtime_why: str  # why the backbone runs there (model.runtime=auto measures: features/choice.py)
+    precision: str  # what fine-tuned blocks compute in (model.train_precision)
 
     @classmethod
     def of(cls, features: Features) -> SearchInputs:
-        return cls(features.dataset, features.scanned.report, features.fingerprint, features.runtime)
+        runtime = (features.runtime, features.runtime_why, features.precision)
+        return cls(features.dataset, features.scanned.report, features.fingerprint, *runtime)
 
 
 # The settings a user compares between searches, as the parent run's params (the whole config is
@@ -196,6 +199,8 @@ def log_search_setup(tracker: SearchTracker, config: Config, inputs: SearchInput
             "dataset_fingerprint": dataset.fingerprint(),
             "weights_fingerprint": inputs.fingerprint,
             "features_runtime": inputs.runtime,
+            "features_runtime_why": inputs.runtime_why,
+            "train_precision": inputs.precision,
             "tuner": config.tuner.type,
             PRESET: config.preset,
             **stage,

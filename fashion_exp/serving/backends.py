@@ -1,46 +1,79 @@
-"""Which runtime serves a model (serve.backend): keras, onnx (fp32), onnx-int8, or auto.
+"""Which runtime serves a model (serve.backend, predict.backend): keras, onnx (fp32), onnx-int8,
+openvino-bf16 (the fp32 ONNX file on OpenVINO's CPU plugin in bf16), or auto.
 
-auto serves the fastest backend that keeps the model's accuracy: on a CPU the int8 ONNX file when
-export-onnx measured that it held validation accuracy (final/onnx_export.py), else the fp32 ONNX
-file when there is one, else Keras; Keras when TensorFlow sees a GPU.
+auto is the model's own choice, from what export-onnx measured on every validation photo: the
+fastest backend that holds (fp32 ONNX; int8 when it kept validation accuracy; bf16 when it was
+exact, top-1 agreeing with Keras on every photo, and this CPU has BF16 units); Keras when TensorFlow
+sees a GPU or there is no ONNX file.
 """
 
 from __future__ import annotations
 
-from fashion_exp.final.onnx_export import INT8_ARTIFACT, INT8_HOLDS, ONNX_ARTIFACT, onnx_predictor
+from fashion_exp.final.onnx_export import BF16_EXACT, INT8_ARTIFACT, INT8_HOLDS, ONNX_ARTIFACT, onnx_predictor
+from fashion_exp.hardware import Cpu, cpu_of
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.queries import run_contents
 
+SPEED = {"onnx": "onnx_images_per_s", "onnx-int8": "onnx_int8_images_per_s", "openvino-bf16": "onnx_bf16_images_per_s"}
+UNTIMED = {"onnx-int8": 2.0, "onnx": 1.0}  # exports before speeds were logged: int8 was the faster
 
-def open_predictor(reference: str, tracking_uri: str, backend: str) -> tuple[object, str, str]:
+
+def open_predictor(reference: str, tracking_uri: str, backend: str, cpu_features="auto") -> tuple[object, str, str]:
     """(predictor, the backend it runs on, why that one) for the model `reference`."""
     loaded = registry.load(reference, tracking_uri)
+    if backend == "auto":
+        backend, why = choose(loaded, tracking_uri, cpu_of(cpu_features))
+    else:
+        why = f"backend={backend}"
     if backend == "keras":
-        return loaded, "keras", "serve.backend=keras"
-    if backend in ("onnx", "onnx-int8"):
-        return onnx_predictor(loaded, tracking_uri, int8=backend == "onnx-int8"), backend, f"serve.backend={backend}"
-    chosen, why = choose(loaded, tracking_uri)
-    if chosen == "keras":
-        return loaded, chosen, why
-    return onnx_predictor(loaded, tracking_uri, int8=chosen == "onnx-int8"), chosen, why
+        return loaded, backend, why
+    predictor = onnx_predictor(
+        loaded, tracking_uri, int8=backend == "onnx-int8", openvino="bf16" if backend == "openvino-bf16" else None
+    )
+    return predictor, backend, why
 
 
-def choose(loaded: registry.LoadedModel, tracking_uri: str) -> tuple[str, str]:
+def holding(files: list[str], tags: dict[str, str], metrics: dict[str, float], cpu: Cpu) -> dict[str, float]:
+    """The ONNX backends that hold for this model on this CPU -> their measured images a second."""
+    held = []
+    if ONNX_ARTIFACT in files:
+        held.append("onnx")
+        if cpu.bf16 and tags.get(BF16_EXACT) == "true":
+            held.append("openvino-bf16")
+    if INT8_ARTIFACT in files and tags.get(INT8_HOLDS) == "true":
+        held.append("onnx-int8")
+    return {name: metrics.get(SPEED[name], UNTIMED.get(name, 0.0)) for name in held}
+
+
+def choose(loaded: registry.LoadedModel, tracking_uri: str, cpu: Cpu) -> tuple[str, str]:
     """auto's pick for a loaded model, and the reason, in words."""
-    from fashion_exp.features.runtime import gpu_visible
+    from fashion_exp.hardware import gpu_visible
 
     if gpu_visible():
         return "keras", "auto: TensorFlow sees a GPU"
     if not loaded.run_id:
         return "keras", "auto: a model folder has no run to hold ONNX files"
     run = run_contents(tracking_uri, loaded.run_id, "onnx")
-    files, metrics = run.files, run.metrics
-    if INT8_ARTIFACT in files and run.tags.get(INT8_HOLDS) == "true":
-        return "onnx-int8", (
-            f"auto: int8 kept validation accuracy ({metrics.get('onnx_int8_val_accuracy', float('nan')):.4f} "
+    return pick_backend(run.files, run.tags, run.metrics, cpu)
+
+
+def pick_backend(files: list[str], tags: dict[str, str], metrics: dict[str, float], cpu: Cpu) -> tuple[str, str]:
+    """(backend, why): the fastest ONNX backend that holds (holding), else keras."""
+    speeds = holding(files, tags, metrics, cpu)
+    if not speeds:
+        return "keras", "auto: no ONNX file (python -m fashion_exp export-onnx makes them)"
+    best = max(speeds, key=speeds.get)
+    detail = {
+        "onnx": "fp32 ONNX",
+        "onnx-int8": (
+            f"int8 kept validation accuracy ({metrics.get('onnx_int8_val_accuracy', float('nan')):.4f} "
             f"vs Keras {metrics.get('keras_val_accuracy', float('nan')):.4f})"
-        )
-    if ONNX_ARTIFACT in files:
-        reason = "int8 lost validation accuracy" if INT8_ARTIFACT in files else "no int8 file"
-        return "onnx", f"auto: fp32 ONNX ({reason})"
-    return "keras", "auto: no ONNX file (python -m fashion_exp export-onnx makes them)"
+        ),
+        "openvino-bf16": (
+            f"bf16 agreed with Keras on every validation photo (largest probability difference "
+            f"{metrics.get('onnx_bf16_max_prob_diff', float('nan')):.2e})"
+        ),
+    }[best]
+    others = ", ".join(f"{name} {speed:.1f}" for name, speed in sorted(speeds.items(), key=lambda kv: -kv[1]))
+    timed = SPEED[best] in metrics
+    return best, f"auto: {detail}; " + (f"images/s at export: {others}" if timed else "the fastest that holds")
