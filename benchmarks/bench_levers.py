@@ -6,6 +6,8 @@ the real data with the product's own training (final/restarts.train_once on cach
   ema       the same with an exponential moving average of the weights (hyperparameter ema)
   smooth    the same with label smoothing (hyperparameter label_smoothing)
   blocks=2  block13 as well
+  bf16      base with the blocks under Keras' mixed_bfloat16 (model.train_precision=bfloat16; on a CPU
+            without BF16 units TensorFlow emulates it: the numbers are bf16's, the speed is not)
 
 Each from --seeds, every epoch run (no patience), validated on the 341 validation photos (the test
 split is never read). The table gives each run's curve, its best epoch and score, its last epoch,
@@ -17,6 +19,7 @@ epoch matter less would shrink.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,7 +33,9 @@ LEVERS = {
     "ema": {"blocks": 1, "ema": 0.99},
     "smooth": {"blocks": 1, "label_smoothing": 0.1},
     "blocks=2": {"blocks": 2},
+    "bf16": {"blocks": 1},
 }
+PRECISION = {"bf16": "mixed_bfloat16"}  # levers that change the blocks' dtype policy, not a hyperparameter
 
 
 def parse_args():
@@ -69,6 +74,7 @@ def main() -> None:
             opened = {params.blocks: open_features(args, params.blocks)}  # (one cut in memory at a time)
         config, features = opened[params.blocks]
         training = HeadTraining.of(features, config.augmentation["none"], args.epochs, config.tuner)
+        training = dataclasses.replace(training, precision=PRECISION.get(name, "float32"))
         for seed in args.seeds:
             started = time.perf_counter()
             _, restart = train_once(training, params, seed)

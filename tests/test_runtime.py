@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,37 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
     assert any("using onnx, whose features equal the shipped Keras model's" in line for line in said)
     assert client.get_run(result.run_id).data.params["features_runtime"] == "onnx"
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
+
+
+def test_a_stop_signal_after_openvino_was_used_still_stops_cleanly(tmp_path):
+    """OpenVINO's CPU plugin points the main thread's signal stack (sigaltstack) into its own
+    memory: with two compiled backbones alive at once and released, it was left pointing at freed
+    memory and the next SIGTERM crashed the process (segmentation fault, exit -11) instead of
+    raising Terminated. A real signal, in a process of its own."""
+    script = f"""
+import faulthandler, gc, os, signal, time
+faulthandler.enable()  # as pytest does: a signal stack of its own, which the plugin replaces
+import numpy as np
+from fashion_exp import signals
+from fashion_exp.config import load_config
+from fashion_exp.features.backbone import build_backbone
+from fashion_exp.features.runtime import open_runner
+
+backbone = build_backbone(load_config(["model=tiny"]).model, 32, seed=1)
+
+def extract():
+    runners = [open_runner(backbone, name, 8, {str(tmp_path)!r}) for name in ("openvino", "openvino-bf16")]
+    for runner in runners:
+        runner.features(np.zeros((2, 32, 32, 3), np.uint8))
+
+extract()
+gc.collect()
+with signals.as_interrupts():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    except signals.Terminated:
+        print("stopped cleanly")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "stopped cleanly" in done.stdout, (done.returncode, done.stderr[-1500:])

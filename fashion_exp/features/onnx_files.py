@@ -251,9 +251,7 @@ class OpenVinoSession:
     def __init__(self, path: Path | str, precision: str):
         import threading
 
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino_core()
         settings = {"INFERENCE_PRECISION_HINT": precision}
         threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
         if threads:
@@ -267,3 +265,18 @@ class OpenVinoSession:
         with self._lock:
             self._request.infer({0: images})
             return np.array(self._request.get_output_tensor(0).data, np.float32)
+
+
+_CORE = []
+
+
+def _openvino_core():
+    """One OpenVINO Core for the process, never released: the CPU plugin points the main thread's
+    signal stack (sigaltstack) into its own memory, and unloading the plugin with the last Core
+    left it pointing at unmapped memory, so the next SIGTERM or Ctrl-C crashed the process
+    (segmentation fault) instead of stopping it cleanly."""
+    if not _CORE:
+        import openvino as ov
+
+        _CORE.append(ov.Core())
+    return _CORE[0]
