@@ -103,6 +103,7 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("data.max_image_pixels=0", "data.max_image_pixels"),
         ("predict.top_k=0", "predict.top_k"),
         ("serve.backend=tflite", "serve.backend"),
+        ("predict.backend=tflite", "predict.backend"),
         ("serve.port=70000", "serve.port"),
         ("serve.max_batch=0", "serve.max_batch"),
         ("serve.max_wait_ms=-1", "serve.max_wait_ms"),
