@@ -52,7 +52,7 @@ def stage_rows(uri: str) -> list[list[str]]:
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     rows = []
-    for parent in sorted((r for r in runs if r.data.tags.get(STAGE)), key=lambda r: r.data.tags[STAGE]):
+    for parent in sorted((r for r in runs if r.data.tags.get(STAGE)), key=lambda r: int(r.data.tags[STAGE])):
         metrics, params = parent.data.metrics, parent.data.params
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         best = next((m for m in ("val_accuracy", "val_loss") if m in metrics), None)  # the best trial's score
@@ -66,6 +66,19 @@ def stage_rows(uri: str) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def shipped(uri: str) -> float:
+    """The validation accuracy of the model train-final shipped (the newest final run's)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`{KIND}` = 'final'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].data.metrics["val_accuracy"]
 
 
 def main() -> None:
@@ -82,10 +95,11 @@ def main() -> None:
     wall, out = run([*tune, *common], folder, env)
     print(f"Device: {device()}\n")
     print("\n".join(line for line in out.splitlines() if line.startswith(("Plan", "  stage", "  then", "  ("))))
+    print("\n".join(line for line in out.splitlines() if line.startswith(("Ladder:", "Time spent", "Skipped"))))
     rows = stage_rows(uri)
     if args.final:
         seconds, _ = run([sys.executable, "-m", "fashion_exp", "train-final", *common], folder, env)
-        rows.append(["train-final", "final.image_size", "-", "-", "-", f"{seconds:.0f}", "-"])
+        rows.append(["train-final", "final.image_size", "-", "-", "-", f"{seconds:.0f}", f"{shipped(uri):.4f}"])
     print(f"\ntune wall time: {wall / 60:.1f} min for a budget of {args.minutes:g} min (+ start-up)\n")
     header = ["what", "size", "trials", "extraction s", "trials s", "total s", "best score"]
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))

@@ -359,9 +359,8 @@ def cmd_export_onnx(config, args, overrides: list[str]) -> int:
         if bf16.precision != "bf16":
             verdict = f"OpenVINO ran {bf16.precision} on this CPU (no BF16 units): auto will not serve it"
         else:
-            verdict = (
-                "exact: serve.backend=auto may serve it" if result.bf16_exact else "not exact: auto will not serve it"
-            )
+            gate = result.bf16_gate.describe(result.rule)
+            verdict = f"holds: serve.backend=auto may serve it; {gate}" if result.bf16_holds else f"fails: {gate}"
         print(
             f"OpenVINO bf16 vs Keras: top-1 agreement {bf16.agreement:.1%}, largest probability difference "
             f"{bf16.max_prob_diff:.2e} ({verdict})"

@@ -45,6 +45,7 @@ PLACEMENT_KEYS = (
     "tls_ca",
 )
 PRESETS = ("fast", "best")  # conf/preset: one switch sets a whole search strategy
+LADDER_STEPS = ("blocks", "block_lr", "learning_rate")  # what a ladder rung may change (search/ladder.py)
 SERVE_BACKENDS = ("auto", "keras", "onnx", "onnx-int8", "openvino-bf16")
 XCEPTION_MIN_SIZE = 71  # Keras' Xception refuses smaller inputs
 
@@ -101,8 +102,10 @@ class ModelConfig:
     batch_size: int
     runtime: str
     auto_min_cosine: float  # runtime=auto extracts in lower precision only where features stay this close to fp32's
-    auto_min_agreement: float  # ... and a head's top-1 on the check photos agrees with fp32's this often
-    auto_check_photos: int  # training photos (and as many validation photos) auto's check runs each candidate on
+    auto_accuracy_margin: float  # ... and heads on its features lose less validation accuracy than this (upper bound)
+    auto_max_changed: float  # ... and fewer photos than this share change class (upper bound)
+    auto_confidence: float  # the one-sided confidence of both bounds (fashion_exp/gate.py)
+    auto_check_photos: int  # training photos auto's check fits its heads on (it scores every validation photo)
     cpu_features: Any  # "auto", or the CPU flags to act as: a list, or one string (hardware.parse_setting)
     train_precision: str  # compute dtype of fine-tuned blocks (PRECISIONS)
 
@@ -114,8 +117,11 @@ class ModelConfig:
         _at_least(f"{key}.auto_check_photos", self.auto_check_photos, 2)
         if not self.auto_min_cosine >= 0:  # (above 1: auto never extracts in lower precision)
             raise ConfigError(f"{key}.auto_min_cosine: a cosine of at least 0, got {self.auto_min_cosine}")
-        if not 0 <= self.auto_min_agreement <= 1:
-            raise ConfigError(f"{key}.auto_min_agreement: a fraction from 0 to 1, got {self.auto_min_agreement}")
+        for name in ("auto_accuracy_margin", "auto_max_changed"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{key}.{name}: a fraction above 0 and at most 1, got {getattr(self, name)}")
+        if not 0.5 <= self.auto_confidence < 1:
+            raise ConfigError(f"{key}.auto_confidence: a confidence from 0.5 to below 1, got {self.auto_confidence}")
         hardware.parse_setting(self.cpu_features)
 
     def check_size(self, key: str, size: int) -> None:
@@ -272,6 +278,11 @@ class FinetuneStageConfig:
     epochs: int  # epochs per stage-2 trial (its best epoch is kept)
     patience: int | None  # stop a stage-2 trial after this many epochs without a better objective
     stage1_share: float  # the most of tuner.max_minutes stage 1 may use (the rest is stage 2's)
+    ladder: bool  # after stage 2's grid, keep fine-tuning neighbours of the best while time is left (search/ladder.py)
+    ladder_gain: dict[str, float]  # what a rung may change -> its expected gain in points (rungs go by gain a minute)
+    ladder_reserve: float  # the ladder stops when less than this share of tuner.max_minutes is left
+    ladder_bounds: dict[str, list[float]]  # block_lr, learning_rate -> [lowest, highest] a rung may try
+    max_blocks: int  # the most blocks a ladder rung trains (at most what the backbone has)
 
     def check(self, key: str, choices: Collection[str], most_blocks: int) -> None:
         _at_least(f"{key}.image_size", self.image_size)
@@ -292,6 +303,20 @@ class FinetuneStageConfig:
         _at_least(f"{key}.patience", self.patience, nullable=True)
         if not 0 < self.stage1_share < 1:
             raise ConfigError(f"{key}.stage1_share: {self.stage1_share} must lie between 0 and 1")
+        for name, gain in self.ladder_gain.items():
+            _one_of(f"{key}.ladder_gain", name, LADDER_STEPS, "ladder step")
+            if not isinstance(gain, int | float) or gain < 0:
+                raise ConfigError(f"{key}.ladder_gain.{name}: {gain!r} must be a number of points >= 0 (0: off)")
+        for name, bounds in self.ladder_bounds.items():
+            _one_of(f"{key}.ladder_bounds", name, LADDER_STEPS[1:], "rate")
+            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+                raise ConfigError(
+                    f"{key}.ladder_bounds.{name}: {list(bounds)} must be [lowest, highest] with 0 < lowest <= highest"
+                )
+        if not 0 <= self.ladder_reserve < 1:
+            raise ConfigError(f"{key}.ladder_reserve: {self.ladder_reserve} must lie from 0 to below 1")
+        if self.max_blocks < max(self.blocks):  # (above what the backbone has: its most, search/ladder.py)
+            raise ConfigError(f"{key}.max_blocks: {self.max_blocks} is below max(blocks) = {max(self.blocks)}")
 
 
 @dataclass

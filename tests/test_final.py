@@ -302,6 +302,13 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     bf16, backend, _ = open_predictor(model, uri, "openvino-bf16")
     np.testing.assert_allclose(bf16.predict(images), keras_model.predict(images, 32), atol=0.05)
     assert ("no BF16 units" in out) == (bf16.precision == "f32")
+    from fashion_exp.final.onnx_export import BF16_HOLDS
+
+    held = MlflowClient(uri).get_run(keras_model.run_id).data.tags[BF16_HOLDS]
+    if bf16.precision == "bf16":  # (the synthetic split's few photos cannot show a 1-point margin: the gate says so)
+        assert held == "false" and "photos are too few for a 1.5-pt margin" in out
+    else:
+        assert held == "false"
     client = TestClient(
         create_app(onnx, ServeSettings.from_config(load_config([*final_overrides, "serve.backend=onnx"])))
     )

@@ -40,13 +40,17 @@ def test_real_xception_features_learn_the_real_classes(tmp_path):
         import json
         from pathlib import Path
 
-        from fashion_exp.features.choice import Measured, pick
+        from fashion_exp.features.choice import Measured, Record, pick
+        from fashion_exp.hardware import cpu_of
 
         (record,) = Path(config.work_dir, "backbones").glob("auto-*.json")
-        measured = [Measured(**row) for row in json.loads(record.read_text())["measured"]]
-        assert [row.runtime for row in measured][:2] == ["onnx", "onnx-int8"]
+        saved = json.loads(record.read_text())
+        measured = [Measured(**row) for row in saved["measured"]]
+        expected = ["onnx-int8", *(["openvino-bf16"] if cpu_of().bf16 else [])]
+        assert measured[0].runtime in ("onnx", "openvino") and [row.runtime for row in measured[1:]] == expected
         assert all(row.cosine > 0.9 and row.images_per_s > 0 for row in measured)
-        chosen, _ = pick(measured, config.model)
+        assert len(saved["labels"]) > 150 and all(len(row.predicted) == len(saved["labels"]) for row in measured)
+        chosen, _ = pick(Record(saved["labels"], measured), config.model)
         assert any(line.startswith(f"Backbone runtime: {chosen} (auto: ") for line in said), said
     assert result.best_score >= 0.5, result
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.cli import main
 from fashion_exp.config import load_config
 from fashion_exp.errors import ConfigError
-from fashion_exp.search.costs import Rates
+from fashion_exp.search.costs import MEASURED, RateBook, Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_config, stage2_plan, stage2_trials
 from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
 from fashion_exp.tracking.tags import KIND, PARENT, PRESET, STAGE, STAGE1_RUN
@@ -43,6 +43,7 @@ def best_overrides(overrides, *more):
         "final.image_size=48",
         "final.epochs=2",
         "final.views=1",
+        "finetune_stage.ladder=false",  # (the ladder's own tests turn it on)
         *more,
     ]
 
@@ -58,10 +59,10 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     assert plan.stage2.image_size == 299
     assert plan.stage1_minutes == pytest.approx(roomy.tuner.max_minutes * 0.25)
     # stage 2 trains at the shipped size what train-final would: its trials are train-final's heads
-    assert "then train-final (2 of stage 2's trials reused): 0 head(s) to train at 299px" in "\n".join(plan.lines())
+    assert "then train-final (4 of stage 2's trials reused): 0 head(s) to train at 299px" in "\n".join(plan.lines())
     assert plan.final.trials_s == pytest.approx(SLOW.extraction_seconds(COUNTS["validation"], 299))  # its check alone
     again = make_plan(replace(roomy, final=replace(roomy.final, reuse=False)), COUNTS, SLOW)
-    assert "then train-final: 2 head(s) to train at 299px" in "\n".join(again.lines())
+    assert "then train-final: 4 head(s) to train at 299px" in "\n".join(again.lines())
     tight = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={at_299:.0f}"])
     plan = make_plan(tight, COUNTS, SLOW)
     assert plan.stage2.image_size == 48  # 299 does not fit what stage 1 leaves
@@ -69,7 +70,26 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     assert "stage 1: frozen heads: 20 trials at 48px" in lines and "stage 2: fine-tuning: 4 trials at 48px" in lines
     assert "GB of cached features" in lines and "test host" in lines
     assert "stage 2 at 299px would take about" in lines and "it fine-tunes at 48px" in lines
-    assert "then train-final: 2 head(s) to train at 299px" in lines  # final.members 2 x final.restarts 1
+    assert "then train-final: 4 head(s) to train at 299px" in lines  # final.members 4 x final.restarts 1
+
+
+def test_the_plan_takes_the_rates_this_machine_measured(tmp_path):
+    """A rate measured here replaces the table's; the plan's first line says which; a damaged or
+    foreign record leaves the table's rates."""
+    config = load_config(["model=tiny", "preset=best", "data.image_size=48", "tuner.max_minutes=600"])
+    book = RateBook(tmp_path, "xception-avx2")
+    assert book.rates(SLOW) == SLOW
+    book.note(exact_extract_per_s=4.0, finetune_ms_per_image=250.0, head_ms_per_row=0.0, unknown=3.0)
+    rates = book.rates(SLOW)
+    assert (rates.exact_extract_per_s, rates.finetune_ms_per_image, rates.head_ms_per_row) == (4.0, 250.0, 1.0)
+    plan = make_plan(config, COUNTS, rates)
+    assert plan.stage2.extraction_s == pytest.approx(stage2_plan(config, SLOW, COUNTS, 299).extraction_s / 4)
+    assert plan.stage2.trials_s == pytest.approx(stage2_plan(config, SLOW, COUNTS, 299).trials_s / 4)
+    assert plan.lines()[0].endswith(
+        "costs measured on this machine (exact extract per s, finetune ms per image), the rest for a test host):"
+    )
+    book.path.write_text("[1, 2")
+    assert book.rates(SLOW) == SLOW
 
 
 def test_stage_2_tries_stage_1s_learning_rate_and_the_ones_fine_tuning_needs():
@@ -156,6 +176,12 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     out = capsys.readouterr().out
     assert "Plan (10 min in all" in out and "Stage 2: 2 fine-tuning trials at 48px" in out
     assert "Stage 1: best trial" in out and "Stage 2: best trial" in out and "Time spent" in out
+    assert "Plan (10 min in all, tuner.max_minutes; costs for a tiny test backbone)" in out  # nothing measured yet
+    # each stage measured its rates on this machine and kept them for the next plan
+    (book,) = Path(load_config(overrides).work_dir, "rates").glob("tiny-*.json")
+    assert set(json.loads(book.read_text())) == set(MEASURED)
+    stage2_line = next(line for line in out.splitlines() if line.startswith("Stage 2: "))
+    assert "costs measured on this machine (extract per s, head ms per row)" in stage2_line  # stage 1's, for stage 2
     uri = load_config(overrides).tracking.uri
     runs = search_runs(uri)
     first, second = runs["1"], runs["2"]
@@ -180,7 +206,7 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     assert "chosen by forward selection" in out
     assert "Member 1 trains: the search trained it otherwise: epochs 3 (train-final: 2)" in out
     final = client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])[0]
-    assert final.data.params["members"] == "2" and final.data.params["hp.blocks"] == "1"
+    assert final.data.params["members"] == "4" and final.data.params["hp.blocks"] == "1"  # (stage 2 tried 2)
     assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the selected weighted mean
     rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
     assert len(rows) == 2 and {r["member"] for r in rows} == {0, 1}  # stage 2's two configurations
@@ -212,14 +238,20 @@ def assert_one_tune_run_holds_the_stages(uri: str, *stages) -> None:
     assert plan.startswith("Plan (10 min in all")
 
 
-def assert_train_final_reuses_stage_2s_trials(overrides, client, children, capsys):
-    """final.epochs as stage 2's: each member is its stage-2 trial (final.reuse), nothing trains."""
+def train_final_reusing(overrides, client, capsys, members: int):
+    """train-final with final.epochs as stage 2's: each member is a trial (final.reuse), nothing
+    trains; returns its run."""
     assert main(["train-final", *overrides, "final.image_size=48", "final.epochs=3", "final.views=1"]) == 0
     out = capsys.readouterr().out
-    assert out.count("not trained again (final.reuse)") == 2 and "Training the head" not in out
-    final = client.search_runs(
+    assert out.count("not trained again (final.reuse)") == members and "Training the head" not in out
+    return client.search_runs(
         [client.get_experiment_by_name("fashion-classifier").experiment_id], order_by=["attributes.start_time DESC"]
     )[0]
+
+
+def assert_train_final_reuses_stage_2s_trials(overrides, client, children, capsys):
+    """final.epochs as stage 2's: each member is its stage-2 trial (final.reuse), nothing trains."""
+    final = train_final_reusing(overrides, client, capsys, members=2)
     trials = {child.info.run_id: child for child in children}
     reused = dict(pair.split(":") for pair in final.data.params["reused_trials"].split(","))
     assert set(reused.values()) == set(trials)
@@ -299,3 +331,76 @@ def test_a_staged_search_holds_its_budget(overrides, tmp_path, capsys):
     assert 0.95 <= spent["stage1"] + spent["stage2"] <= 1 + 1.0, spent  # (CI's other worker loads the machine)
     assert took < 60 * 2 + 60  # plus start-up: imports, the store
     assert "Skipped stage 2: 1 of 2 trials (time budget)" in out  # the first stage-2 trial ran into the end
+
+
+# ---- the ladder -------------------------------------------------------------------------------
+
+
+def test_the_ladder_picks_the_most_gain_a_minute_that_fits_and_says_why_it_stops():
+    from fashion_exp.hyperparameters import HeadParams
+    from fashion_exp.search import ladder
+
+    config = load_config(["preset=best"])  # xception: two blocks can train
+    plain, augmented = HeadParams(0.001, 100, 0.2, "none", 1, 0.1), HeadParams(0.001, 100, 0.2, "shear_zoom_flip", 1)
+    tried = [(augmented, 0.86), (plain, 0.88), (replace(plain, block_lr=0.2), 0.87)]
+    assert ladder.bases(tried) == [(plain, 1.0), (augmented, ladder.RUNNER_UP)]
+    found = ladder.rungs(config, tried, lambda configs, extracted: 2.0 * len(configs), set())
+    named = {(rung.changes, rung.base.augmentation): rung for rung in found}
+    assert [c.block_lr for c in named["block_lr", "none"].configs] == [0.05]  # 0.2 is tried
+    assert named["blocks", "none"].configs == (replace(plain, blocks=2),) and named["blocks", "none"].gain == 0.9
+    assert named["blocks", "shear_zoom_flip"].gain == 0.9 * ladder.RUNNER_UP
+    assert ladder.pick(found, 60.0, 3.0)[0] == named["blocks", "none"]  # 0.45 pts/min: the most
+    assert ladder.pick(found, 1.0, 0.5)[0].minutes == 2.0  # nothing fits: the cheapest runs to the deadline
+    assert ladder.pick(found, 2.9, 3.0) == (None, "the budget: 2.9 min left")
+    assert ladder.pick([], 60.0, 3.0)[1].startswith("the ladder ran out")
+    top = replace(plain, blocks=2, block_lr=1.0, learning_rate=0.008)  # at every bound: nothing above it
+    assert ladder.neighbours(top, "blocks", 2, config.finetune_stage.ladder_bounds) == []
+    assert [c.block_lr for c in ladder.neighbours(top, "block_lr", 2, config.finetune_stage.ladder_bounds)] == [0.5]
+
+
+def test_the_ladder_climbs_while_time_is_left_and_train_final_chooses_among_all_its_trials(overrides, capsys):
+    """After stage 2's grid the ladder tries block_lr's neighbours of the best configuration and
+    of the other policy's best (bounded to [0.05, 0.2]) until nothing is left: two rung searches
+    nested in the tune. A rerun climbs the same rungs (nothing trains again). train-final ranks
+    every fine-tuning trial together and reuses each member's trial, wherever it ran."""
+    ladder_args = [
+        "finetune_stage.ladder=true",
+        "finetune_stage.ladder_gain.learning_rate=0",  # (0: that rung is off)
+        "finetune_stage.ladder_gain.blocks=0",
+        "finetune_stage.ladder_bounds.block_lr=[0.05,0.2]",
+    ]
+    args = best_overrides(overrides, "tuner.max_minutes=10", *ladder_args)
+    assert main(["tune", *args]) == 0
+    out = capsys.readouterr().out
+    assert "then, while time is left, the ladder at 48px by expected gain per minute: block_lr (+0.3 pts" in out
+    assert "Stage 3 (ladder): block_lr 0.2, 0.05 on [" in out and "Stage 4 (ladder): block_lr 0.2, 0.05 on [" in out
+    assert "Ladder: stopped by the ladder ran out" in out and "Stage 5" not in out
+    uri = load_config(overrides).tracking.uri
+    runs = search_runs(uri)
+    assert set(runs) == {"1", "2", "3", "4"}
+    (tune,) = tune_runs(uri)
+    assert {run.data.tags[PARENT] for run in runs.values()} == {tune.info.run_id}
+    best = max(run.data.metrics["val_accuracy"] for number, run in runs.items() if number != "1")
+    assert tune.data.metrics["val_accuracy"] == best  # the tune's score: its best fine-tuned trial
+    rungs = json.loads(next(Path(load_config(overrides).work_dir, "tuner").glob("tune-*-ladder.json")).read_text())
+    assert [rung["changes"] for rung in rungs] == ["block_lr", "block_lr"]
+
+    assert main(["tune", *args]) == 0  # the same command again: the same rungs, resumed with nothing left to try
+    again = capsys.readouterr().out
+    assert "Resuming the staged search" in again and "Stage 4 (ladder): block_lr 0.2, 0.05" in again
+    assert set(search_runs(uri)) == {"1", "2", "3", "4"} and "Trial " not in again.split("Stage 3")[1]
+
+    client = MlflowClient(uri)
+    trials = {
+        child.info.run_id: child
+        for run in search_runs(uri).values()
+        if run.data.tags[STAGE] != "1"
+        for child in client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        )
+    }
+    assert len(trials) == 6  # stage 2's 2 and the ladder's 4
+    final = train_final_reusing(overrides, client, capsys, members=4)
+    reused = [pair.split(":")[1] for pair in final.data.params["reused_trials"].split(",")]
+    scores = sorted((trial.data.metrics["val_accuracy"] for trial in trials.values()), reverse=True)
+    assert sorted(trials[run].data.metrics["val_accuracy"] for run in reused)[::-1] == scores[:4]  # the 4 best

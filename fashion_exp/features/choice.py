@@ -1,14 +1,16 @@
 """model.runtime=auto on a CPU, for the search: the fastest runtime whose features pass a check on
-this machine, against fp32 ONNX.
+this machine, against the fastest fp32 runtime (fastest_fp32: ONNX Runtime or OpenVINO f32).
 
-The check runs every candidate and fp32 on the same photos, spread over the training and
-validation splits (model.auto_check_photos of each): its speed (images a second, after one
-warm-up batch), the mean cosine of its features to fp32's on all of them, and the top-1 agreement
-with fp32 on the validation photos of a ridge-regression head fitted on fp32's features of the
-training photos. A candidate passes with cosine >= model.auto_min_cosine and agreement >=
-model.auto_min_agreement. What was measured is kept in work_dir/backbones, one record per
-backbone, image size, CPU flags and photo set, so each machine kind measures once; the thresholds
-are applied to the record at every start.
+The check runs every candidate and fp32 on the same photos: model.auto_check_photos training
+photos spread over the split and every validation photo. It measures each one's speed (images a
+second, after one warm-up batch) and the mean cosine of its features to fp32's, then fits a
+ridge-regression head on each runtime's own training features, as the search's heads train on
+them, and compares the two heads on the validation photos, paired (fashion_exp/gate.py): the
+candidate passes when the accuracy it may lose stays under model.auto_accuracy_margin and the
+share of photos that change class under model.auto_max_changed, both at model.auto_confidence,
+with cosine >= model.auto_min_cosine. What was measured (per-photo predictions included) is kept
+in work_dir/backbones, one record per backbone, image size, CPU flags and photo set, so each
+machine kind measures once; the rule is applied to the record at every start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.onnx_files import mean_cosine, spread
+from fashion_exp.gate import GateResult, GateRule, judge
 
 RIDGE = 0.1  # the check head's ridge penalty, relative to the mean squared norm of a standardized row
 
@@ -34,44 +37,58 @@ RIDGE = 0.1  # the check head's ridge penalty, relative to the mean squared norm
 @dataclass(frozen=True)
 class CheckPhotos:
     """The photos auto's check runs on: `identity` names them without decoding anything; `load`
-    gives (training images, their labels, validation images)."""
+    gives (training images, their labels, validation images, their labels)."""
 
     identity: str
-    load: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    load: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    sample: Callable[[int], np.ndarray]  # the first n training photos of `load`'s spread, for a speed race
 
 
 def check_photos(dataset: Dataset, decoder: Decoder, count: int) -> CheckPhotos:
-    """`count` training photos and `count` validation photos, each spread over its class-sorted split."""
+    """`count` training photos spread over the class-sorted split, and every validation photo
+    (the paired test needs as many as there are: gate.GateRule.photos_needed)."""
     train, val = dataset.paths(TRAIN), dataset.paths(VALIDATION)
-    train_ids, val_ids = spread(len(train), count), spread(len(val), count)
+    train_ids = spread(len(train), count)
 
     def load():
         labels = np.asarray(dataset.labels(TRAIN))[train_ids]
         train_images = np.stack([decoder.load(train[i]) for i in train_ids])
-        return train_images, labels, np.stack([decoder.load(val[i]) for i in val_ids])
+        val_images = np.stack([decoder.load(path) for path in val])
+        return train_images, labels, val_images, np.asarray(dataset.labels(VALIDATION))
 
-    return CheckPhotos(f"{dataset.fingerprint([TRAIN, VALIDATION])}-{decoder.key}-{count}", load)
+    def sample(n: int) -> np.ndarray:
+        return np.stack([decoder.load(train[i]) for i in spread(len(train), n)])
+
+    return CheckPhotos(f"{dataset.fingerprint([TRAIN, VALIDATION])}-{decoder.key}-{count}-allval", load, sample)
 
 
 @dataclass(frozen=True)
 class Measured:
-    """One runtime on the check photos; `error` says why it could not run (then it never passes)."""
+    """One runtime on the check photos: its speed, its features' cosine to fp32's, and the classes
+    a ridge head fitted on its own training features predicts for the validation photos;
+    `error` says why it could not run (then it never passes)."""
 
     runtime: str
     precision: str  # what it computed in (OpenVINO runs f32 where asked for bf16 on a CPU without BF16)
     images_per_s: float
     cosine: float
-    agreement: float
+    predicted: list[int] = field(default_factory=list)  # one class per validation photo
     error: str = ""
 
-    def passes(self, model: ModelConfig) -> bool:
-        return not self.error and self.cosine >= model.auto_min_cosine and self.agreement >= model.auto_min_agreement
+    def judged(self, labels, reference: Measured, model: ModelConfig) -> GateResult:
+        return judge(labels, reference.predicted, self.predicted, GateRule.of(model))
 
-    def verdict(self, model: ModelConfig, reference: Measured) -> str:
+    def passes(self, labels, reference: Measured, model: ModelConfig) -> bool:
+        if self.error or len(self.predicted) != len(labels):
+            return False
+        return self.cosine >= model.auto_min_cosine and self.judged(labels, reference, model).holds
+
+    def verdict(self, labels, reference: Measured, model: ModelConfig) -> str:
         if self.error:
             return f"{self.runtime} could not run ({self.error})"
-        numbers = f"{self.speedup(reference):.2f}x fp32, cosine {self.cosine:.4f}, agreement {self.agreement:.3f}"
-        if not self.passes(model):
+        gate = self.judged(labels, reference, model)
+        numbers = f"{self.speedup(reference):.2f}x fp32, cosine {self.cosine:.4f}, {gate.describe(GateRule.of(model))}"
+        if not self.passes(labels, reference, model):
             return f"{self.runtime} fails the check ({numbers})"
         return f"{self.runtime} passes ({numbers})"
 
@@ -91,10 +108,10 @@ def ridge_head(features: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray
     return lambda new: ((new - mean) / scale) @ coef
 
 
-def agreement(reference_train, labels, reference_val, candidate_val) -> float:
-    """Top-1 agreement on the validation rows of a ridge head fitted on the reference's training rows."""
-    head = ridge_head(_pooled(reference_train), labels)
-    return float(np.mean(head(_pooled(reference_val)).argmax(1) == head(_pooled(candidate_val)).argmax(1)))
+def head_predictions(train_features, labels, val_features) -> list[int]:
+    """The classes a ridge head fitted on these training features predicts for these validation features."""
+    head = ridge_head(_pooled(train_features), labels)
+    return [int(c) for c in head(_pooled(val_features)).argmax(1)]
 
 
 def _pooled(features: np.ndarray) -> np.ndarray:
@@ -112,71 +129,116 @@ def run_on(runner, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, flo
     return features, len(images) / max(time.perf_counter() - started, 1e-9)
 
 
-def measure(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> list[Measured]:
-    """fp32 (`reference`) then each candidate on the check photos."""
-    train, labels, val = photos.load()
+def measure(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> tuple[list, list[Measured]]:
+    """(validation labels, fp32 (`reference`) then each candidate measured on the check photos)."""
+    train, labels, val, val_labels = photos.load()
     images = np.concatenate([train, val])
     echo(f"Measuring {len(candidates) + 1} backbone runtimes on {len(train)} + {len(val)} photos (once per CPU) ...")
     truth, speed = run_on(reference, images, batch_size)
-    results = [Measured(reference.runtime, "f32", speed, 1.0, 1.0)]
+    own = head_predictions(truth[: len(train)], labels, truth[len(train) :])
+    results = [Measured(reference.runtime, "f32", speed, 1.0, own)]
     for runner in candidates:
         try:
             got, speed = run_on(runner, images, batch_size)
         except (UserError, RuntimeError) as err:  # an int8 file far from fp32 is refused; OpenVINO may fail to compile
-            results.append(Measured(runner.runtime, "", 0.0, 0.0, 0.0, str(err)))
+            results.append(Measured(runner.runtime, "", 0.0, 0.0, [], str(err)))
             continue
-        ref_train, ref_val = truth[: len(train)], truth[len(train) :]
-        agree = agreement(ref_train, labels, ref_val, got[len(train) :])
-        results.append(Measured(runner.runtime, runner.precision, speed, mean_cosine(got, truth), agree))
-    return results
+        predicted = head_predictions(got[: len(train)], labels, got[len(train) :])
+        results.append(Measured(runner.runtime, runner.precision, speed, mean_cosine(got, truth), predicted))
+    return [int(c) for c in val_labels], results
 
 
 def record_path(reference, candidates: list, photos: CheckPhotos) -> Path:
     """Where the measurement of these runtimes on these photos and this CPU is kept."""
-    names = json.dumps([photos.identity, reference.cpu.key, *(runner.fingerprint for runner in candidates)])
+    runners = (reference, *candidates)
+    names = json.dumps([photos.identity, reference.cpu.key, *(runner.fingerprint for runner in runners)])
     digest = hashlib.sha256(names.encode()).hexdigest()[:12]
     backbone = reference.backbone
     return reference.files.directory / f"auto-{backbone.fingerprint}-{backbone.image_size}px-{digest}.json"
 
 
-def measured_once(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> list[Measured]:
+def measured_once(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> Record:
     """The record of this check, measured now if there is none (one process measures, others wait)."""
     path = record_path(reference, candidates, photos)
 
     def write(tmp: Path) -> None:
-        results = measure(reference, candidates, photos, batch_size, echo)
+        labels, results = measure(reference, candidates, photos, batch_size, echo)
         rows = [asdict(result) for result in results]
-        tmp.write_text(json.dumps({"cpu": reference.cpu.key, "photos": photos.identity, "measured": rows}))
+        record = {"cpu": reference.cpu.key, "photos": photos.identity, "labels": labels, "measured": rows}
+        tmp.write_text(json.dumps(record))
 
     try:
-        reference.files.make(path, "Checking which backbone runtime keeps fp32's features here", write)
-        return [Measured(**row) for row in json.loads(path.read_text())["measured"]]
+        reference.files.make(path, "Checking which backbone runtime keeps fp32's accuracy here", write)
+        saved = json.loads(path.read_text())
+        return Record([int(c) for c in saved["labels"]], [Measured(**row) for row in saved["measured"]])
     except (ValueError, KeyError, TypeError):  # a damaged record: measure again
         path.unlink(missing_ok=True)
         return measured_once(reference, candidates, photos, batch_size, echo)
 
 
-def pick(results: list[Measured], model: ModelConfig) -> tuple[str, str]:
-    """(runtime, why): the fastest of results[1:] that passes the check and beats results[0] (fp32),
-    else results[0]'s runtime, with why "" (nothing faster keeps fp32's features)."""
-    base, rows = results[0], results[1:]
-    passing = [row for row in rows if row.passes(model) and row.images_per_s > base.images_per_s]
+@dataclass(frozen=True)
+class Record:
+    """A check as kept: the validation photos' labels, fp32 first, then each candidate."""
+
+    labels: list[int]
+    measured: list[Measured]
+
+
+def pick(record: Record, model: ModelConfig) -> tuple[str, str]:
+    """(runtime, why): the fastest candidate that passes the check and beats fp32 (measured[0]),
+    else fp32's runtime, with why "" (nothing faster keeps fp32's accuracy)."""
+    base, rows = record.measured[0], record.measured[1:]
+    passing = [r for r in rows if r.passes(record.labels, base, model) and r.images_per_s > base.images_per_s]
     if not passing:
         return base.runtime, ""
     best = max(passing, key=lambda row: row.images_per_s)
-    return best.runtime, best.verdict(model, base)
+    return best.runtime, best.verdict(record.labels, base, model)
 
 
 def choose(reference, candidates: list, check: Callable[[], CheckPhotos], model: ModelConfig, echo) -> tuple:
     """(the runner auto extracts with, why in words): pick() on the check's record, measured now
     if this CPU has none."""
     if not candidates:
-        return reference, "auto: fp32 ONNX"
-    results = measured_once(reference, candidates, check(), model.batch_size, echo)
-    for row in results[1:]:
-        echo(f"  {row.verdict(model, results[0])}")
-    chosen, why = pick(results, model)
+        return reference, f"auto: fp32 {reference.runtime}"
+    record = measured_once(reference, candidates, check(), model.batch_size, echo)
+    for row in record.measured[1:]:
+        echo(f"  {row.verdict(record.labels, record.measured[0], model)}")
+    chosen, why = pick(record, model)
     where = f"on this {reference.cpu.describe()}"
     if not why:
-        return reference, f"auto: fp32 ONNX, no faster runtime keeps its features {where}"
+        return reference, f"auto: fp32 {reference.runtime}, no faster runtime keeps its accuracy {where}"
     return next(runner for runner in candidates if runner.runtime == chosen), f"auto: {why} {where}"
+
+
+RACE_BATCHES = 3  # batches each fp32 runtime is timed on (after a warm-up batch) to find the fastest
+
+
+def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], batch_size: int, echo) -> tuple:
+    """(the fastest of `runners`, why in words): runtimes that compute fp32's features (ONNX
+    Runtime, OpenVINO f32), timed on a few training photos at this size on this CPU, the record
+    kept in work_dir/backbones (measured once per backbone, size and CPU)."""
+    first = runners[0]
+    backbone = first.backbone
+    name = f"fp32-{backbone.fingerprint}-{backbone.image_size}px-{first.cpu.key}-{'+'.join(r.runtime for r in runners)}"
+    path = first.files.directory / f"{name}.json"
+
+    def write(tmp: Path) -> None:
+        images = check().sample(batch_size * (RACE_BATCHES + 1))
+        speeds = {}
+        for runner in runners:
+            try:
+                speeds[runner.runtime] = run_on(runner, images, batch_size)[1]
+            except RuntimeError as err:  # (OpenVINO may fail to compile a graph: the others still race)
+                echo(f"  {runner.runtime} could not run ({err})")
+        tmp.write_text(json.dumps(speeds))
+
+    try:
+        first.files.make(path, f"Timing the fp32 runtimes at {backbone.image_size}px", write)
+        speeds = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError):  # a damaged record: time again
+        path.unlink(missing_ok=True)
+        return fastest_fp32(runners, check, batch_size, echo)
+    timed = [runner for runner in runners if runner.runtime in speeds] or runners[:1]
+    best = max(timed, key=lambda runner: speeds.get(runner.runtime, 0.0))
+    table = ", ".join(f"{runtime} {speed:.1f}" for runtime, speed in sorted(speeds.items(), key=lambda kv: -kv[1]))
+    return best, f"the fastest fp32 here (images/s: {table})"

@@ -1,10 +1,11 @@
 """Where the frozen backbone runs (model.runtime): TensorFlow, ONNX Runtime in fp32 or int8, or
 OpenVINO in f32 or bf16.
 
-`auto` runs TensorFlow when it sees a GPU. On a CPU it runs ONNX fp32 where features must equal
-what the shipped Keras model computes (train-final, fine-tuning cuts), and for the search the
-fastest runtime whose features pass a check on this machine (features/choice.py): ONNX int8
-always, OpenVINO bf16 where the CPU has BF16 units, against ONNX fp32.
+`auto` runs TensorFlow when it sees a GPU. On a CPU it first times the fp32 runtimes (ONNX
+Runtime, OpenVINO f32) at the size and keeps the faster: that runs where features must equal what
+the shipped Keras model computes (train-final, fine-tuning cuts), and is the reference of the
+search's check (features/choice.py), which takes the fastest lower-precision runtime that keeps
+fp32's accuracy on this machine: ONNX int8 always, OpenVINO bf16 where the CPU has BF16 units.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fashion_exp.hardware import Cpu, cpu_of, gpu_visible
 
 EXACT = ("tensorflow", "onnx", "openvino")  # features equal to the Keras model's (fp32: max abs diff ~1e-5)
 OPENVINO = {"openvino": "f32", "openvino-bf16": "bf16"}  # runtime -> the precision OpenVINO is pinned to
+FP32 = ("onnx", "openvino")  # auto's candidates for the fp32 reference: the faster here (measured) wins
 
 
 def lower_precision(cpu: Cpu) -> list[str]:
@@ -129,7 +131,7 @@ def choose_runner(
     exact=True: features the shipped Keras model must reproduce (never lower precision). `photos`
     makes the int8 calibration; `check` the photos auto's check runs on (choice.CheckPhotos).
     """
-    from fashion_exp.features.choice import choose
+    from fashion_exp.features.choice import choose, fastest_fp32
 
     cpu = cpu_of(model.cpu_features)
 
@@ -144,10 +146,12 @@ def choose_runner(
         picked = runner(chosen)
     elif gpu_visible():
         picked, why = runner("tensorflow"), "auto: TensorFlow sees a GPU"
-    elif exact:
-        picked, why = runner("onnx"), "auto: fp32 ONNX, the shipped Keras model's features"
     else:
-        picked, why = choose(runner("onnx"), [runner(name) for name in lower_precision(cpu)], check, model, echo)
+        reference, fastest = fastest_fp32([runner(name) for name in FP32], check, model.batch_size, echo)
+        if exact:
+            picked, why = reference, f"auto: {fastest}, the shipped Keras model's features"
+        else:
+            picked, why = choose(reference, [runner(name) for name in lower_precision(cpu)], check, model, echo)
     cut = f", cut below the top {backbone.blocks} block(s)" if backbone.blocks else ""
     echo(f"Backbone runtime: {picked.runtime} ({why}){cut}")
     picked.why = why

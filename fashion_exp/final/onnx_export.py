@@ -6,9 +6,12 @@ fp32 must agree with Keras (top-1 on every photo). int8 is the backbone's search
 (features/onnx_files.quantize: static QDQ, ranges from training photos spread over the split, the
 first convolutions and the head in fp32); it is faster, not equal, so what it costs is measured:
 its validation accuracy against Keras'. It `holds` when it loses at most final.int8_tolerance of
-accuracy (conf/final). bf16 is `exact` when its top-1 agrees with Keras fp32 on every validation
-photo (its largest probability difference is logged). Each backend's speed on those photos is
-logged too: `serve.backend=auto` serves the fastest that holds (serving/backends.py)."""
+accuracy (conf/final). bf16 `holds` when, on the validation photos paired with Keras fp32, the
+accuracy it may lose and the share of photos that change class stay under model.auto_accuracy_margin
+and model.auto_max_changed (fashion_exp/gate.py, the rule auto's extraction check applies); it is
+`exact` when its top-1 agrees on every photo (logged too, with its largest probability
+difference). Each backend's speed on those photos is logged too: `serve.backend=auto` serves the
+fastest that holds (serving/backends.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION, scan_configured
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.onnx_files import OpenVinoSession, calibration, open_session, quantize, spread
+from fashion_exp.gate import GateResult, GateRule, judge
 from fashion_exp.hardware import cpu_of
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.queries import download_artifact
@@ -33,6 +37,7 @@ ONNX_ARTIFACT = "onnx/model.onnx"
 INT8_ARTIFACT = "onnx/model.int8.onnx"
 INT8_HOLDS = "fashion_exp.onnx_int8_holds"  # run tag: "true" when the int8 file kept validation accuracy
 BF16_EXACT = "fashion_exp.onnx_bf16_exact"  # run tag: "true" when OpenVINO bf16 agreed with Keras on every photo
+BF16_HOLDS = "fashion_exp.onnx_bf16_holds"  # run tag: "true" when OpenVINO bf16 passed the gate (gate.py) against Keras
 HEAD_OPS = ("GlobalAveragePool", "ReduceMean", "MatMul", "Gemm")  # from the pooling on: the head, in fp32
 
 
@@ -70,6 +75,7 @@ class Compared:
     max_prob_diff: float  # largest probability difference from Keras
     accuracy: float
     images_per_s: float  # after the first batch
+    predicted: list[int] = field(default_factory=list)  # its class for each validation photo
 
 
 @dataclass
@@ -82,6 +88,9 @@ class ExportResult:
     int8_tolerance: float  # final.int8_tolerance: the accuracy int8 may lose and still hold
     compared: dict[str, Compared] = field(default_factory=dict)
     keras_images_per_s: float = 0.0
+    labels: list[int] = field(default_factory=list)  # the validation photos' classes
+    keras_predicted: list[int] = field(default_factory=list)
+    rule: GateRule | None = None  # what a lower precision must show against Keras (model.auto_*)
 
     @property
     def max_abs_diff(self) -> float:
@@ -111,6 +120,18 @@ class ExportResult:
     @property
     def bf16_exact(self) -> bool:
         return self.bf16 is not None and self.bf16.precision == "bf16" and self.bf16.agreement == 1.0
+
+    @property
+    def bf16_gate(self) -> GateResult | None:
+        """bf16 against Keras on the validation photos (None without a bf16 run or a rule)."""
+        if self.bf16 is None or self.rule is None:
+            return None
+        return judge(self.labels, self.keras_predicted, self.bf16.predicted, self.rule)
+
+    @property
+    def bf16_holds(self) -> bool:
+        gate = self.bf16_gate
+        return gate is not None and self.bf16.precision == "bf16" and gate.holds
 
     def metrics(self) -> dict[str, float]:
         """What the model's run logs: each backend's agreement, difference, accuracy and speed."""
@@ -148,12 +169,14 @@ def export(config: Config, model_ref: str, echo=print) -> ExportResult:
         if cpu_of(config.model.cpu_features).bf16:
             backends["openvino-bf16"] = OnnxPredictor(path, loaded, openvino="bf16")
         result = _compare(loaded, backends, dataset, decoder, config.model.batch_size, config.final.int8_tolerance)
+        result.rule = GateRule.of(config.model)
         if loaded.run_id:
             run = RunLogger.reopen(config.tracking.uri, loaded.run_id)
             run.file(path, "onnx")
             run.file(int8_path, "onnx")
             run.metrics(result.metrics())
-            run.tags({INT8_HOLDS: str(result.int8_holds).lower(), BF16_EXACT: str(result.bf16_exact).lower()})
+            holds = {INT8_HOLDS: result.int8_holds, BF16_EXACT: result.bf16_exact, BF16_HOLDS: result.bf16_holds}
+            run.tags({tag: str(value).lower() for tag, value in holds.items()})
         else:
             target = Path(config.work_dir)
             target.mkdir(parents=True, exist_ok=True)
@@ -192,6 +215,7 @@ def _compare(loaded, backends: dict[str, OnnxPredictor], dataset, decoder, batch
             float(np.max(np.abs(probs[name] - probs["keras"]))),
             float(np.mean(probs[name].argmax(1) == labels)),
             speed(name),
+            [int(c) for c in probs[name].argmax(1)],
         )
         for name, predictor in backends.items()
     }
@@ -204,6 +228,8 @@ def _compare(loaded, backends: dict[str, OnnxPredictor], dataset, decoder, batch
         tolerance,
         compared,
         speed("keras"),
+        [int(c) for c in labels],
+        [int(c) for c in keras_top],
     )
 
 

@@ -133,17 +133,19 @@ def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restar
     return Restart(seed, best, history["val_accuracy"][best], history["val_loss"][best], history)
 
 
-def candidates(config: Config, search_run: str, members: list[HeadParams], features, policies, echo):
+def candidates(config: Config, sources: list[str], members: list[HeadParams], features, policies, echo):
     """member index -> its search trial's checkpoint, for every member whose trial trained what
     train-final would (read from the store: no features are extracted); each other member's
-    reason is said. policies[i]: member i's augmentation policy, final.views applied."""
+    reason is said. sources[i]: the search run member i came from; policies[i]: its augmentation
+    policy, final.views applied."""
     if not config.final.reuse:
         return {}
     uri = config.tracking.uri
-    record = search_record(uri, search_run)
-    _, rows = ranked_trials(uri, config.tracking.experiment, search_run)
+    records = {run: search_record(uri, run) for run in dict.fromkeys(sources)}
+    trials = {run: ranked_trials(uri, config.tracking.experiment, run)[1] for run in records}
     found = {}
     for index, params in enumerate(members):
+        record, rows = records[sources[index]], trials[sources[index]]
         reason = why_not(config, record, features, policies[index], params)
         run_id = trial_run(params, rows) if not reason else None
         checkpoint = trial_checkpoint(uri, run_id) if run_id else None

@@ -35,7 +35,7 @@ from fashion_exp.final.ensemble import (
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default, label
 from fashion_exp.tracking import plots, registry
-from fashion_exp.tracking.queries import best_from_search, ranked_trials
+from fashion_exp.tracking.queries import best_from_search, ranked_rows, tune_searches
 from fashion_exp.tracking.run_logger import RunLogger
 from fashion_exp.tracking.tags import EPOCH, KIND, NOTE, VAL_ACCURACY, VAL_LOSS
 
@@ -69,18 +69,32 @@ def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
     return search_run, with_overrides(config, tuned)
 
 
-def chosen_members(config: Config) -> tuple[str, list[HeadParams]]:
-    """(tune parent run id, the configurations to train): the search's best, then (final.members > 1)
-    the next best distinct ones that train as many blocks (their heads share one frozen part)."""
+@dataclass(frozen=True)
+class Members:
+    """What train-final trains: the configurations, best first, and the search run each came from."""
+
+    search_run: str  # the best configuration's search
+    params: list[HeadParams]
+    sources: list[str]  # params[i]'s search run (a staged tune's fine-tuning searches: stage 2, the ladder's rungs)
+
+
+def chosen_members(config: Config) -> Members:
+    """The search's best, then (final.members > 1) the next best distinct ones that train as many
+    blocks (their heads share one frozen part). After a staged tune, every trial of its fine-tuning
+    searches (stage 2 and the ladder's rungs) is a candidate, ranked together."""
+    uri, experiment = config.tracking.uri, config.tracking.experiment
     search_run, best = chosen_hyperparameters(config)
-    members = [best]
-    if config.final.members > 1:
-        _, rows = ranked_trials(config.tracking.uri, config.tracking.experiment, search_run)
-        for row in rows:
-            params = with_overrides(config, row)
-            if params.blocks == best.blocks and params not in members and len(members) < config.final.members:
-                members.append(params)
-    return search_run, members
+    runs = tune_searches(uri, experiment, search_run)
+    rows = ranked_rows(uri, experiment, runs) if len(runs) > 1 or config.final.members > 1 else []
+    if len(runs) > 1 and rows:
+        search_run, best = rows[0]["search_run"], with_overrides(config, rows[0])
+    members, sources = [best], [search_run]
+    for row in rows if config.final.members > 1 else []:
+        params = with_overrides(config, row)
+        if params.blocks == best.blocks and params not in members and len(members) < config.final.members:
+            members.append(params)
+            sources.append(row["search_run"])
+    return Members(search_run, members, sources)
 
 
 def with_overrides(config: Config, tuned: dict) -> HeadParams:
@@ -139,11 +153,12 @@ def extract_features(config: Config, features: Features, training: list[HeadPara
     features.get(jobs)
 
 
-def prepare(config: Config, search_run: str, members: list[HeadParams], features: Features, echo) -> dict:
+def prepare(config: Config, chosen: Members, features: Features, echo) -> dict:
     """Extract what training needs and find the members whose first restart the search already
     trained (final/reuse.py); returns member index -> Reused."""
+    members = chosen.params
     policies = [policies_for(config, member)[member.augmentation] for member in members]
-    found = reuse.candidates(config, search_run, members, features, policies, echo)
+    found = reuse.candidates(config, chosen.sources, members, features, policies, echo)
     fully = set(found) if config.final.restarts == 1 else set()  # members with no restart left to train
     extract_features(config, features, [m for i, m in enumerate(members) if i not in fully], echo)
     reused = reuse.confirm(config, found, features, echo)
@@ -253,6 +268,8 @@ def train_heads(run: RunLogger, config: Config, features: Features, members: lis
     trained = [
         train_head(run, config, features, p, echo, member=i, reused=reused.get(i)) for i, p in enumerate(members)
     ]
+    if features.blocks:  # blocks trained under mixed precision ship in float32: choose and check what ships
+        trained = [([plain_copy(head) for head in heads], ranked) for heads, ranked in trained]
     heads, ranked = trained[0]
     if config.final.ensemble == "select":
         return (*select_ensemble(run, config, features, members, trained, echo, reused), ranked)
@@ -344,15 +361,16 @@ def check_assembled(model: keras.Model, reference: np.ndarray, features: Feature
 def train_final(config: Config, echo=print) -> FinalResult:
     """Train, assemble, check, log and register the final model. Returns the run id and registered version."""
     started = time.time()
-    search_run, members = chosen_members(config)
+    chosen = chosen_members(config)
+    search_run, members = chosen.search_run, chosen.params
     params = members[0]
-    for number, member in enumerate(members, 1):
+    for number, (member, source) in enumerate(zip(members, chosen.sources, strict=True), 1):
         echo(
-            f"Hyperparameters from tune run {search_run}{f' (member {number})' if len(members) > 1 else ''}: "
+            f"Hyperparameters from tune run {source}{f' (member {number})' if len(members) > 1 else ''}: "
             f"{member.as_dict()}"
         )
     features = open_features(config, members, echo)
-    reused = prepare(config, search_run, members, features, echo)
+    reused = prepare(config, chosen, features, echo)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,

@@ -1,33 +1,55 @@
 """What tune's work costs on this machine, for the plan it prints before it starts.
 
-Measured rates by kind of host (Xception, fp32, 2 CPU cores; the benchmarks/ scripts measure them
-again on any machine): a plan is an estimate, and the time budget, not the plan, stops the work.
+The plan starts from a table by kind of host (Xception, 2 CPU cores; benchmarks/bench_hardware.py
+and bench_finetune.py measure the same rates on any machine) and replaces each rate by what this
+machine measured the last time it did that kind of work: extraction on the search's runtime and on
+the fp32 runtime of fine-tuning cuts, a frozen-head trial, a fine-tuning trial. The measurements
+are kept in work_dir/rates/<CPU flags>.json, so a later plan starts from them. A plan is an
+estimate: the time budget, not the plan, stops the work.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from fashion_exp import writers
+
 REFERENCE_SIZE = 299
+MEASURED = ("extract_per_s", "exact_extract_per_s", "head_ms_per_row", "finetune_ms_per_image")
 
 
 @dataclass(frozen=True)
 class Rates:
     host: str  # what kind of machine these were measured on
-    extract_per_s: float  # images per second through the frozen backbone at 299px
-    head_ms_per_row: float  # one frozen-head epoch, per cached training row (dense layers only)
+    extract_per_s: float  # images per second through the frozen backbone at 299px, on the search's runtime
+    head_ms_per_row: float  # one frozen-head epoch, per cached training row (dense layers and a trial's overhead)
     finetune_ms_per_image: float  # one epoch of training block14 at 299px, per training photo
+    exact_extract_per_s: float = 0.0  # ... on the fp32 runtime (fine-tuning cuts, train-final); 0: as extract_per_s
+    measured: tuple[str, ...] = ()  # which of MEASURED this machine measured (the rest are the table's)
 
-    def extraction_seconds(self, images: int, size: int) -> float:
-        return images / self.extract_per_s * _pixels(size)
+    def extraction_seconds(self, images: int, size: int, exact: bool = False) -> float:
+        rate = self.exact_extract_per_s if exact and self.exact_extract_per_s else self.extract_per_s
+        return images / rate * _pixels(size)
 
     def head_seconds(self, rows: int, epochs: int) -> float:
         return rows * epochs * self.head_ms_per_row / 1000
 
     def finetune_seconds(self, images: int, epochs: int, blocks: int, size: int) -> float:
-        more_blocks = 1 + 0.5 * (blocks - 1)  # block13 adds about half of block14's cost (bench_finetune.py)
-        return images * epochs * self.finetune_ms_per_image / 1000 * _pixels(size) * more_blocks
+        return images * epochs * self.finetune_ms_per_image / 1000 * _pixels(size) * more_blocks(blocks)
+
+    def source(self) -> str:
+        """Where the rates come from, in words, for the plan's first line."""
+        if not self.measured:
+            return f"costs for a {self.host}"
+        names = ", ".join(name.replace("_", " ") for name in self.measured)
+        return f"costs measured on this machine ({names}), the rest for a {self.host}"
+
+
+def more_blocks(blocks: int) -> float:
+    """A fine-tuning epoch's cost relative to block14's alone: block13 adds about half (bench_finetune.py)."""
+    return 1 + 0.5 * (max(blocks, 1) - 1)
 
 
 def _pixels(size: int) -> float:
@@ -35,7 +57,7 @@ def _pixels(size: int) -> float:
 
 
 RATES = {
-    # benchmarks/bench_extraction.py and bench_finetune.py on the project's hosts:
+    # benchmarks/bench_hardware.py and bench_finetune.py on the project's hosts, before any measurement here:
     # Xception at 299: 5-9 img/s; a block14 epoch over 3,068 photos at 299: 48 s (Zen 4) and 90-120 s (AVX2)
     "avx512": Rates("CPU with AVX-512 (2 cores)", 8.0, 0.25, 48_000 / 3068),
     "avx2": Rates("CPU with AVX2 only (2 cores)", 6.0, 0.35, 100_000 / 3068),
@@ -55,3 +77,39 @@ def host_kind(backbone: str, gpus: int) -> str:
         return "gpu"
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     return "avx512" if " avx512f" in flags else "avx2"
+
+
+class RateBook:
+    """This machine's measured rates, kept in work_dir/rates/<machine>.json (machine: the backbone,
+    and the CPU's flags or the GPU: rates measured on another kind of machine do not apply)."""
+
+    def __init__(self, work_dir: Path | str, machine: str):
+        self.path = Path(work_dir) / "rates" / f"{machine}.json"
+
+    def read(self) -> dict[str, float]:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # none yet, or damaged: the table's rates until measured again
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        return {k: float(v) for k, v in saved.items() if k in MEASURED and isinstance(v, int | float) and v > 0}
+
+    def note(self, **rates: float) -> None:
+        """Keep these measured rates (positive ones), replacing what was measured before."""
+        kept = {**self.read(), **{k: float(v) for k, v in rates.items() if k in MEASURED and v and v > 0}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = writers.temporary(self.path)
+        partial.write_text(json.dumps(kept, indent=1))
+        partial.replace(self.path)
+
+    def rates(self, table: Rates) -> Rates:
+        """The table's rates with every one this machine measured in their place."""
+        measured = self.read()
+        known = {field.name for field in fields(Rates)}
+        return replace(table, **{k: v for k, v in measured.items() if k in known}, measured=tuple(measured))
+
+
+def extraction_rate(images: int, seconds: float, size: int) -> float:
+    """Images a second at 299px from `images` extracted in `seconds` at `size` (0: too few to tell)."""
+    return images / seconds / _pixels(size) if images >= 32 and seconds > 0 else 0.0

@@ -8,7 +8,7 @@ import io
 import json
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fashion_exp import locks
@@ -28,6 +28,18 @@ from fashion_exp.tracking.search_runs import SearchTracker
 from fashion_exp.tracking.tags import HOST, PRESET, STAGE, WORKER
 
 
+@dataclass(frozen=True)
+class SearchWork:
+    """What this process computed for a search, for the plan's measured rates (search/costs.py)."""
+
+    runtime: str  # the backbone's
+    extracted_images: int  # photos passed through the backbone (not loaded from the cache)
+    extraction_seconds: float  # ... and the time they took, decoding included
+    trials_run: int  # trials this process ran to their end
+    epochs_run: int  # ... and the epochs they trained (early stopping counted)
+    trial_seconds: float  # ... and the time they took, less feature extraction
+
+
 @dataclass
 class SearchResult:
     parent_run_id: str
@@ -40,6 +52,8 @@ class SearchResult:
     tracking_uri: str
     timings: dict[str, float]
     experiment_id: str | None = None
+    work: SearchWork | None = None  # what this process computed (None on workers: they measure there)
+    tried: list[tuple[dict, float]] = field(default_factory=list)  # every completed trial: (its values, its score)
 
 
 def search_policies(config: Config) -> dict:
@@ -229,15 +243,31 @@ def head_hypermodel(config: Config, cuts: dict[int, Features]) -> HeadHyperModel
 
 
 def run_trials(config: Config, cuts: dict[int, Features], tracker: SearchTracker, sid: str, resume: bool):
-    """Build the head HyperModel and the tuner, run the search in this process; returns the tuner."""
+    """Build the head HyperModel and the tuner, run the search in this process; returns (the
+    tuner, the trials that ended in this run)."""
     hypermodel = head_hypermodel(config, cuts)
     tuning = config.tuner
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     recorder = TrialRecorder(tracker, tuning.objective, {WORKER: "tuner0", HOST: socket.gethostname()})
     observers = [recorder, TrialProgress(total, tuning.objective, tuning.direction)]
     tuner = make_tuner(tuning, hypermodel, Path(config.work_dir) / "tuner", sid, config.seed, not resume, observers)
+    before = {trial.trial_id for trial in finished_trials(tuner)}
     tuner.search(epochs=tuning.epochs, verbose=0)
-    return tuner
+    return tuner, [trial for trial in finished_trials(tuner) if trial.trial_id not in before]
+
+
+def work_done(cuts: dict[int, Features], trials: list, trial_seconds: float, objective: str) -> SearchWork:
+    """What this process extracted and trained for the search (trials: those that ended in this run)."""
+    stages = [features.extractor.stages for features in cuts.values()]
+    epochs = sum(len(trial.metrics.get_history(objective)) for trial in trials if trial.status == "COMPLETED")
+    return SearchWork(
+        next(iter(cuts.values())).runtime,
+        sum(stage.images for stage in stages),
+        sum(stage.backbone + stage.waiting_for_images for stage in stages),
+        sum(trial.status == "COMPLETED" for trial in trials),
+        epochs,
+        trial_seconds,
+    )
 
 
 def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -> SearchResult:
@@ -278,6 +308,7 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
         tracking_uri=config.tracking.uri,
         timings=clock.laps,
         experiment_id=tracker.experiment_id,
+        tried=[(dict(t.hyperparameters.values), t.score) for t in trials if t.score is not None],
     )
 
 
@@ -329,11 +360,12 @@ def _search_here(
     tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
-        tuner = run_trials(until(config, deadline), cuts, tracker, sid, resume)
+        tuner, ran = run_trials(until(config, deadline), cuts, tracker, sid, resume)
         clock.lap("trials_seconds")
         views = sum(features.seconds for features in cuts.values()) - warm
         clock.laps["of_which_views_seconds"] = views  # the trials' time spent extracting or loading features
-        return summarize(tuner, tracker, config, clock)
+        work = work_done(cuts, ran, clock.laps["trials_seconds"] - views, config.tuner.objective)
+        return replace(summarize(tuner, tracker, config, clock), work=work)
 
 
 def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo, stage):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,12 +22,14 @@ from fashion_exp import writers
 from fashion_exp.config import Config
 from fashion_exp.data.augment import is_identity
 from fashion_exp.data.dataset import TRAIN, VALIDATION, scan_configured
-from fashion_exp.errors import ConfigError
+from fashion_exp.errors import ConfigError, UserError
 from fashion_exp.features.backbone import feature_shape_at
 from fashion_exp.features.cache import GB, bytes_per_image
 from fashion_exp.features.features import jobs_for
-from fashion_exp.hyperparameters import ParamSpace
-from fashion_exp.search.costs import RATES, Rates, host_kind
+from fashion_exp.hardware import cpu_of
+from fashion_exp.hyperparameters import HeadParams, ParamSpace
+from fashion_exp.search import ladder
+from fashion_exp.search.costs import RATES, RateBook, Rates, extraction_rate, host_kind, more_blocks
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
 from fashion_exp.tracking.tune_runs import TuneRun
@@ -85,7 +88,7 @@ def stage2_plan(config: Config, rates: Rates, counts: dict[str, int], size: int)
     disk = images * sum(bytes_per_image(shape[blocks]) for blocks in cuts)
     per_trial = [rates.finetune_seconds(counts[TRAIN], stage.epochs, blocks, size) for blocks in stage.blocks]
     seconds = sum(per_trial) / len(per_trial) * stage2_trials(config)
-    extraction = rates.extraction_seconds(images, size) * len(cuts)
+    extraction = rates.extraction_seconds(images, size, exact=True) * len(cuts)
     return StagePlan("stage 2: fine-tuning", size, stage2_trials(config), extraction, seconds, disk)
 
 
@@ -108,10 +111,11 @@ class Plan:
     stage1_minutes: float  # stage 1's share of the budget
     final: StagePlan  # train-final afterwards (not in the budget)
     why: str = ""  # why stage 2 is not at the shipped size, if it is not
+    ladder: tuple[str, ...] = ()  # the ladder's lines (finetune_stage.ladder): what each kind of rung should cost
 
     def lines(self) -> list[str]:
         rows = [
-            f"Plan ({self.budget_minutes:g} min in all, tuner.max_minutes; costs for a {self.rates.host}):",
+            f"Plan ({self.budget_minutes:g} min in all, tuner.max_minutes; {self.rates.source()}):",
         ]
         for stage, limit in ((self.stage1, f"at most {self.stage1_minutes:.1f} min"), (self.stage2, "the rest")):
             rows.append(
@@ -121,6 +125,7 @@ class Plan:
             )
         if self.why:
             rows.append(f"  ({self.why})")
+        rows.extend(self.ladder)
         final = self.final
         rows.append(
             f"  then {final.name}: {final.trials} head(s) to train at {final.image_size}px, "
@@ -144,15 +149,25 @@ def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
             f"{MIN_STAGE1_TRIALS} trials on a {rates.host}); give more minutes"
         )
     stage1_minutes = max(budget * config.finetune_stage.stage1_share, least)  # what it leaves unused is stage 2's
-    left = budget - stage1_minutes
-    second, why = stage2_plan(config, rates, counts, config.finetune_stage.image_size), ""
-    if second.minutes > left and config.finetune_stage.image_size != config.data.image_size:
-        why = (
-            f"stage 2 at {second.image_size}px would take about {second.minutes:.0f} min, more than the "
-            f"{left:.0f} min stage 1 leaves: it fine-tunes at {config.data.image_size}px"
-        )
-        second = stage2_plan(config, rates, counts, config.data.image_size)
-    return Plan(rates, budget, first, second, stage1_minutes, final_plan(config, rates, counts, second), why)
+    second, why = stage2_at_size(config, rates, counts, budget - stage1_minutes)
+    final = final_plan(config, rates, counts, second)
+    climbs = ladder.plan_lines(config, rates, counts, second.image_size, min(config.finetune_stage.blocks))
+    return Plan(
+        rates, budget, first, second, stage1_minutes, final, why, tuple(climbs if config.finetune_stage.ladder else ())
+    )
+
+
+def stage2_at_size(config: Config, rates: Rates, counts: dict[str, int], left: float) -> tuple[StagePlan, str]:
+    """(stage 2's plan at the shipped size if it fits `left` minutes, else at data.image_size; why
+    it is not at the shipped size, or "")."""
+    second = stage2_plan(config, rates, counts, config.finetune_stage.image_size)
+    if second.minutes <= left or config.finetune_stage.image_size == config.data.image_size:
+        return second, ""
+    why = (
+        f"stage 2 at {second.image_size}px would take about {second.minutes:.0f} min, more than the "
+        f"{left:.0f} min stage 1 leaves: it fine-tunes at {config.data.image_size}px"
+    )
+    return stage2_plan(config, rates, counts, config.data.image_size), why
 
 
 def final_plan(config: Config, rates: Rates, counts: dict[str, int], second: StagePlan) -> StagePlan:
@@ -160,13 +175,15 @@ def final_plan(config: Config, rates: Rates, counts: dict[str, int], second: Sta
     final.image_size (its features are stage 2's when stage 2 ran at that size, and with
     final.reuse each member's first restart is its stage-2 trial), then its check on validation."""
     size, final = config.final.image_size, config.final
-    reused = final.members if final.reuse and second.image_size == size and reusable(config) else 0
+    reused = min(final.members, second.trials) if final.reuse and second.image_size == size and reusable(config) else 0
     heads = final.members * final.restarts - reused
     blocks = min(config.finetune_stage.blocks)
     seconds = heads * rates.finetune_seconds(counts[TRAIN], final.epochs, blocks, size)
     images = counts[VALIDATION] + counts[TRAIN] * (1 + (final.views or 1) * (final.members - 1))
-    extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size)
-    check = rates.extraction_seconds(counts[VALIDATION], size)  # the assembled model on every validation photo
+    extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size, exact=True)
+    check = rates.extraction_seconds(
+        counts[VALIDATION], size, exact=True
+    )  # the assembled model on every validation photo
     name = f"train-final ({reused} of stage 2's trials reused)" if reused else "train-final"
     return StagePlan(name, size, heads, extraction, seconds + check, 0.0)
 
@@ -217,6 +234,27 @@ class Ledger:
 
     def minutes(self, stage: str) -> float:
         return self.spent.get(stage, 0.0)
+
+    @property
+    def rungs_path(self) -> Path:
+        return self.path.with_name(f"tune-{self.tune_id}-ladder.json")
+
+    def rungs(self) -> list[ladder.Rung]:
+        """The ladder's rungs picked so far, in order (a rerun climbs them again before picking)."""
+        try:
+            return [ladder.Rung.from_dict(row) for row in json.loads(self.rungs_path.read_text())]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(
+                f"{self.rungs_path}: the ladder's record is damaged ({err}); delete it to pick the rungs again"
+            ) from None
+
+    def add_rung(self, rung: ladder.Rung) -> None:
+        rows = [r.as_dict() for r in self.rungs()] + [rung.as_dict()]
+        partial = writers.temporary(self.rungs_path)
+        partial.write_text(json.dumps(rows, indent=1))
+        partial.replace(self.rungs_path)
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
@@ -275,7 +313,9 @@ def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: li
     import tensorflow as tf
 
     started = time.time()
-    rates = RATES[host_kind(config.model.backbone, len(tf.config.list_physical_devices("GPU")))]
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    book = rate_book(config, gpus)
+    rates = book.rates(RATES[host_kind(config.model.backbone, gpus)])
     plan = make_plan(config, counts, rates)
     for line in plan.lines():
         echo(line)
@@ -286,7 +326,7 @@ def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: li
     echo(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
     with tune.recording():
         tune.log_plan(plan_params(config, plan), plan.lines())
-        result = _stages(config, plan, ledger, tune.stage_tags(), echo, overrides)
+        result = _stages(config, plan, ledger, Measuring(book, counts), tune.stage_tags(), echo, overrides)
         best = {f"stage{number}": search.best_score for number, search in enumerate(result.searches, 1)}
         tune.log_stages(result.spent, best, result.skipped)
     return replace(result, tune_run_id=tune.run_id)
@@ -301,30 +341,150 @@ def plan_params(config: Config, plan: Plan) -> dict[str, object]:
     return params
 
 
-def _stages(config: Config, plan: Plan, ledger: Ledger, nest: dict[str, str], echo, overrides) -> TuneResult:
+def rate_book(config: Config, gpus: int) -> RateBook:
+    """Where this machine's measured rates are kept: per backbone and CPU flags (or GPU)."""
+    machine = "gpu" if gpus else cpu_of(config.model.cpu_features).key
+    return RateBook(config.work_dir, f"{config.model.backbone}-{machine}")
+
+
+@dataclass(frozen=True)
+class Measuring:
+    """Turns what a stage computed into measured rates for the next plan (search/costs.py)."""
+
+    book: RateBook
+    counts: dict[str, int]
+
+    def stage1(self, config: Config, result: SearchResult) -> None:
+        work = result.work
+        if work is None:
+            return
+        heads = max(config.tuner.folds, 1)
+        rows = self.counts[TRAIN] + (self.counts[VALIDATION] if heads > 1 else 0)
+        size = config.data.image_size
+        head = 1000 * work.trial_seconds / (work.epochs_run * rows * heads) if work.epochs_run else 0.0
+        self.book.note(
+            extract_per_s=extraction_rate(work.extracted_images, work.extraction_seconds, size), head_ms_per_row=head
+        )
+
+    def finetuning(self, config: Config, result: SearchResult) -> None:
+        """Stage 2's or a ladder rung's rates: the cut's extraction (fp32) and a fine-tuning epoch."""
+        work = result.work
+        if work is None:
+            return
+        size, blocks = config.data.image_size, min(config.search["blocks"].values)
+        per_image = 1000 * work.trial_seconds / (work.epochs_run * self.counts[TRAIN]) if work.epochs_run else 0.0
+        self.book.note(
+            exact_extract_per_s=extraction_rate(work.extracted_images, work.extraction_seconds, size),
+            finetune_ms_per_image=per_image / (size / 299) ** 2 / more_blocks(blocks),
+        )
+
+
+def _stages(
+    config: Config, plan: Plan, ledger: Ledger, measuring: Measuring, nest: dict[str, str], echo, overrides
+) -> TuneResult:
     left1 = plan.stage1_minutes - ledger.minutes("stage1")
     first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))  # (workers: no deadline)
     ends = time.monotonic() + 60 * left1  # the stage's start-up and extraction count too
     tags = {STAGE: "1", **nest}
     first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage=tags, deadline=ends))
+    measuring.stage1(first_config, first)
     if first.best_trial_id is None:
         return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
     left2 = plan.budget_minutes - ledger.minutes("stage1") - ledger.minutes("stage2")
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
-    second = _stage2(config, plan, first, ledger, left2, echo, overrides, nest)
+    second, second_config = _stage2(config, plan, first, ledger, left2, measuring, echo, overrides, nest)
     skipped, grid = [], stage2_trials(config, first.best_hyperparameters["learning_rate"])
     if second.trials < grid:
         skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
-    return TuneResult([first, second], skipped, ledger.spent)
+    searches = [first, second]
+    if config.finetune_stage.ladder and config.tuner.distributed:
+        skipped.append("ladder: not on workers yet (tuner.workers, tuner.role): train-final takes stage 2's trials")
+    elif config.finetune_stage.ladder and second.best_trial_id is not None and second.trials >= grid:
+        climbed, stopped = climb(Climb(config, plan, second_config, ledger, measuring, echo, overrides), searches, nest)
+        searches += climbed
+        skipped.append(f"ladder: stopped by {stopped}")
+    return TuneResult(searches, skipped, ledger.spent)
 
 
-def _stage2(config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, echo, overrides, nest):
-    second_config = stage2_config(config, first.best_hyperparameters, plan.stage2.image_size, minutes)
-    trials, size = second_config.tuner.max_trials, plan.stage2.image_size
+def _stage2(
+    config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, measuring, echo, overrides, nest
+):
+    rates = measuring.book.rates(plan.rates)  # with what stage 1 measured
+    planned, why = stage2_at_size(config, rates, measuring.counts, minutes)
+    size = planned.image_size
+    second_config = stage2_config(config, first.best_hyperparameters, size, minutes)
     echo(
-        f"Stage 2: {trials} fine-tuning trials at {size}px under stage 1's best head "
-        f"(trial {first.best_trial_id}), {minutes:.1f} min left"
+        f"Stage 2: {second_config.tuner.max_trials} fine-tuning trials at {size}px under stage 1's best head "
+        f"(trial {first.best_trial_id}), {minutes:.1f} min left, about {planned.minutes:.1f} min by "
+        f"{rates.source()}" + (f" ({why})" if why else "")
     )
     tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **nest}, time.monotonic() + 60 * minutes
-    return ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends))
+    second = ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends))
+    measuring.finetuning(second_config, second)
+    return second, second_config
+
+
+@dataclass(frozen=True)
+class Climb:
+    """What the ladder's rungs share: the tune's config, its plan and ledger, stage 2's search config."""
+
+    config: Config
+    plan: Plan
+    second: Config  # stage 2's search config: each rung's recipe (size, seed, epochs, patience, views)
+    ledger: Ledger
+    measuring: Measuring
+    echo: Callable[[str], None]
+    overrides: list[str] | None
+
+    def left(self) -> float:
+        return self.plan.budget_minutes - sum(self.ledger.spent.values())
+
+
+def climb(climb: Climb, searches: list[SearchResult], nest: dict[str, str]) -> tuple[list[SearchResult], str]:
+    """The ladder's rungs after stage 2 (search/ladder.py), each a search of its own; returns
+    (their results, what stopped the ladder)."""
+    size, stage = climb.second.data.image_size, climb.config.finetune_stage
+    tried = [(HeadParams.from_values(values), score) for values, score in searches[-1].tried]
+    extracted, climbed = {(blocks, policy) for blocks in stage.blocks for policy in stage.augmentation}, []
+    picked = climb.ledger.rungs()  # a rerun climbs the rungs an earlier run picked first, in order
+    while True:
+        replayed = len(climbed) < len(picked)
+        if replayed:
+            rung = picked[len(climbed)]
+        else:
+            rates = climb.measuring.book.rates(climb.plan.rates)
+            found = ladder.rungs(
+                climb.config, tried, ladder.price(climb.config, rates, climb.measuring.counts, size), extracted
+            )
+            rung, stopped = ladder.pick(found, climb.left(), stage.ladder_reserve * climb.plan.budget_minutes)
+            if rung is None:
+                climb.echo(f"Ladder: stopped by {stopped}")
+                return climbed, stopped
+            climb.ledger.add_rung(rung)
+        number = 3 + len(climbed)
+        result = _rung(climb, rung, number, {STAGE: str(number), STAGE1_RUN: searches[0].parent_run_id, **nest})
+        climbed.append(result)
+        tried += [(HeadParams.from_values(values), score) for values, score in result.tried]
+        extracted |= {(params.blocks, params.augmentation) for params in rung.configs}
+        if not replayed and result.work is not None and not result.work.trials_run:  # (the deadline came first)
+            climb.echo("Ladder: stopped by the budget (the rung's deadline came before a trial ended)")
+            return climbed, "the budget"
+
+
+def _rung(climb: Climb, rung, number: int, tags: dict[str, str]) -> SearchResult:
+    left = climb.left()
+    config = replace(
+        climb.second,
+        search=ladder.rung_space(rung),
+        tuner=replace(climb.second.tuner, max_trials=len(rung.configs), max_minutes=max(left, 1e-3)),
+    )
+    climb.echo(
+        f"Stage {number} (ladder): {rung.name}, {len(rung.configs)} trial(s), about {rung.minutes:.1f} min for "
+        f"+{rung.gain:g} pts expected ({rung.value:.2f} pts/min), {left:.1f} min left"
+    )
+    ends = time.monotonic() + 60 * left
+    run = lambda: run_search(config, climb.echo, climb.overrides, stage=tags, deadline=ends)  # noqa: E731
+    result = climb.ledger.timing("ladder", run)
+    climb.measuring.finetuning(config, result)
+    return result

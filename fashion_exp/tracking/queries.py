@@ -13,7 +13,7 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.redact import redact
 from fashion_exp.tracking.experiments import connect
 from fashion_exp.tracking.store import open_client
-from fashion_exp.tracking.tags import EPOCH, KIND, OLD_VAL_ACCURACY, PRESET, VAL_ACCURACY
+from fashion_exp.tracking.tags import EPOCH, KIND, OLD_VAL_ACCURACY, PARENT, PRESET, STAGE, VAL_ACCURACY
 
 
 def best_from_search(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, dict[str, str]]:
@@ -41,6 +41,37 @@ def ranked_trials(uri: str, experiment: str, run_id: str | None = None) -> tuple
     rows = [row for row in reader if row["status"] == "COMPLETED" and row[objective]]
     rows.sort(key=lambda row: float(row[objective]), reverse=objective != "val_loss")  # stable: ties keep trial order
     return run.info.run_id, rows
+
+
+def tune_searches(uri: str, experiment: str, run_id: str) -> list[str]:
+    """The search runs whose trials train-final may choose from: with a staged tune's fine-tuning
+    search (stage 2, or a ladder rung), every fine-tuning search of that tune that ended, oldest
+    first; else run_id alone."""
+    client, experiment_id = connect(uri, experiment)
+    run = client.get_run(run_id)
+    tune, stage = run.data.tags.get(PARENT), run.data.tags.get(STAGE, "")
+    if not tune or not stage.isdigit() or int(stage) < 2:
+        return [run_id]
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT}` = '{tune}' and tags.`{KIND}` = 'search' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    siblings = [r.info.run_id for r in found if r.data.tags.get(STAGE, "0").isdigit() and int(r.data.tags[STAGE]) >= 2]
+    return siblings if run_id in siblings else [*siblings, run_id]
+
+
+def ranked_rows(uri: str, experiment: str, run_ids: list[str]) -> list[dict[str, str]]:
+    """The completed trials of several searches, best first (ties: in search order), each row with
+    its search's run id under "search_run"."""
+    rows, objective = [], None
+    for run_id in run_ids:
+        _, found = ranked_trials(uri, experiment, run_id)
+        rows += [{**row, "search_run": run_id} for row in found]
+        objective = objective or next((key for key in ("val_accuracy", "val_loss") if found and key in found[0]), None)
+    if objective:
+        rows.sort(key=lambda row: float(row[objective]), reverse=objective != "val_loss")
+    return rows
 
 
 def search_preset(uri: str, experiment: str, run_id: str | None = None) -> str | None:

@@ -61,11 +61,13 @@ class TuneRun:
 
     def log_stages(self, spent: dict[str, float], best: dict[str, float | None], skipped: list[str]) -> None:
         """Each stage's minutes (every run of the command) and best score, what was skipped; the
-        tune's score is the last stage's best."""
+        tune's score is the best of the fine-tuning stages (stage 2 and the ladder's), or stage 1's."""
         self.run.metrics({f"{stage}_minutes": minutes for stage, minutes in spent.items()})
         scores = {f"{stage}_{self.objective}": score for stage, score in best.items() if score is not None}
-        last = [score for score in best.values() if score is not None][-1:]
-        self.run.metrics({**scores, **({self.objective: last[0]} if last else {})})
+        tuned = [score for stage, score in best.items() if score is not None and stage != "stage1"]
+        tuned = tuned or [score for score in best.values() if score is not None]
+        pick = min if self.objective == "val_loss" else max
+        self.run.metrics({**scores, **({self.objective: pick(tuned)} if tuned else {})})
         self.run.text("\n".join(skipped) + "\n" if skipped else "nothing: every stage ran to its end\n", "skipped.txt")
 
     @contextmanager
