@@ -91,6 +91,12 @@ def _add_setup_commands(command: AddCommand) -> None:
     ui = command("ui", "mlflow ui on tracking.uri's store, experiments opening on their runs table (Ctrl-C stops it)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    ui.add_argument(
+        "--expose",
+        action="store_true",
+        help="listen on a host other machines reach although the UI has no login (anyone who reaches the port "
+        "reads and changes the whole store)",
+    )
 
 
 def _add_final_commands(command: AddCommand) -> None:
@@ -317,6 +323,7 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
 
     from fashion_exp.serving.app import ServeSettings, create_app
     from fashion_exp.serving.backends import open_predictor
+    from fashion_exp.serving.connections import uvicorn_options
 
     check_serve_port(config)
     settings = config.serve
@@ -330,14 +337,7 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
         flush=True,
     )
     app = create_app(predictor, ServeSettings.from_config(config, backend))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        limit_concurrency=settings.max_connections,  # more open connections get 503
-        timeout_keep_alive=5,  # idle keep-alive connections are closed
-    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", **uvicorn_options(settings))
     return 0
 
 
@@ -376,7 +376,7 @@ def cmd_ui(config, args, overrides: list[str]) -> int:
     from fashion_exp.tracking.ui import run_ui
 
     try:
-        return run_ui(config.tracking.uri, args.host, args.port, Path(config.work_dir) / "ui.log")
+        return run_ui(config.tracking.uri, args.host, args.port, Path(config.work_dir) / "ui.log", expose=args.expose)
     except KeyboardInterrupt:  # Ctrl-C is how it ends
         print("\nMLflow UI stopped")
         return 0

@@ -283,6 +283,7 @@ class FinetuneStageConfig:
     ladder_reserve: float  # the ladder stops when less than this share of tuner.max_minutes is left
     ladder_bounds: dict[str, list[float]]  # block_lr, learning_rate -> [lowest, highest] a rung may try
     max_blocks: int  # the most blocks a ladder rung trains (at most what the backbone has)
+    probe_photos: int  # training photos the first timing of fine-tuning runs on (search/probe.py)
 
     def check(self, key: str, choices: Collection[str], most_blocks: int) -> None:
         _at_least(f"{key}.image_size", self.image_size)
@@ -315,6 +316,7 @@ class FinetuneStageConfig:
                 )
         if not 0 <= self.ladder_reserve < 1:
             raise ConfigError(f"{key}.ladder_reserve: {self.ladder_reserve} must lie from 0 to below 1")
+        _at_least(f"{key}.probe_photos", self.probe_photos, 2)
         if self.max_blocks < max(self.blocks):  # (above what the backbone has: its most, search/ladder.py)
             raise ConfigError(f"{key}.max_blocks: {self.max_blocks} is below max(blocks) = {max(self.blocks)}")
 
@@ -342,19 +344,28 @@ class ServeConfig:
     max_image_pixels: (
         int  # an upload with more pixels is refused (the model sees 299x299; data.max_image_pixels is for datasets)
     )
-    decoders: int | None  # uploads decoded at once (null: one per CPU core)
+    decoders: int | None  # uploads decoded at once (null: one per CPU core, at most 4)
+    decode_budget_mb: float  # memory decoding uploads may hold at once (serving/memory.py)
+    decode_bytes_per_value: float  # a decode's bytes per pixel and band (its cost against the budget)
     max_waiting: int  # uploads waiting for a decoder; one more gets 503 with Retry-After
-    max_connections: int  # open connections uvicorn accepts (limit_concurrency); more get 503
+    max_connections: int  # open connections uvicorn accepts (limit_concurrency), idle ones included; more get 503
+    max_requests: int  # requests handled at once (GET /health never counts); more get 503 with Retry-After
+    header_timeout_s: float  # a connection whose request line and headers have not arrived by then is closed (408)
     read_timeout_s: float  # an upload whose body has not arrived by then gets 408 (slow clients hold no connection)
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
         _at_least(f"{key}.max_image_pixels", self.max_image_pixels)
         _at_least(f"{key}.decoders", self.decoders, nullable=True)
+        for name in ("decode_budget_mb", "decode_bytes_per_value"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{key}.{name}: {getattr(self, name)} must be > 0")
         _at_least(f"{key}.max_waiting", self.max_waiting, least=0)
         _at_least(f"{key}.max_connections", self.max_connections)
-        if self.read_timeout_s <= 0:
-            raise ConfigError(f"{key}.read_timeout_s: {self.read_timeout_s} must be > 0")
+        _at_least(f"{key}.max_requests", self.max_requests)
+        for name in ("read_timeout_s", "header_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{key}.{name}: {getattr(self, name)} must be > 0")
         _at_least(f"{key}.max_batch", self.max_batch)
         _at_least(f"{key}.max_wait_ms", self.max_wait_ms, least=0)
         if self.request_timeout_s <= 0:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import stat
 import sys
 import time
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fashion_exp import writers
 from fashion_exp.errors import UserError
 from fashion_exp.redact import redact, redact_words
 
@@ -41,7 +41,7 @@ class Holder:
 
     @classmethod
     def me(cls) -> Holder:
-        return cls(os.getpid(), socket.gethostname(), " ".join(redact_words(sys.argv[1:])), time.time())
+        return cls(os.getpid(), writers.HOST, " ".join(redact_words(sys.argv[1:])), time.time())
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -155,11 +155,18 @@ def _check_lock_file(fd: int, path: Path, what: str) -> None:
         os.fchmod(fd, LOCK_FILE_MODE)  # made by an older fashion_exp (0644) or another tool
 
 
-def _write_holder(fd: int) -> Holder:
-    """Write this process's Holder record into the lock file it now holds."""
+def _write_holder(fd: int, path: Path) -> Holder:
+    """Write this process's Holder record into the lock file (at `path`) it now holds; a full disk
+    is a one-line UserError."""
     me = Holder.me()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(vars(me)).encode(), 0)
+    try:
+        os.pwrite(fd, json.dumps(vars(me)).encode(), 0)
+    except OSError as err:
+        if err.errno not in writers.FULL:
+            raise
+        os.ftruncate(fd, 0)  # no half record: an empty one reads as "holder unknown"
+        raise writers.disk_full(path, "a lock's holder record") from None
     return me
 
 
@@ -185,7 +192,7 @@ def exclusive(
     try:
         if not _try_lock(fd):
             _Waiting(what, wait, hint, on_wait, quiet_for).until_locked(fd, path)
-        me = _write_holder(fd)
+        me = _write_holder(fd, path)
         try:
             yield me
         finally:

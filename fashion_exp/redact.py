@@ -1,6 +1,7 @@
 """Credentials out of what the product records or prints: the password in a URI's user info
-(`postgresql://user:password@host/db` -> `postgresql://user:***@host/db`) and password-like query
-parameters (`?password=...`), in one URI or in a whole command line.
+(`postgresql://user:password@host/db` -> `postgresql://user:***@host/db`), a token before an HTTP
+host (`https://TOKEN@host`) and password-like query parameters (`?password=...`, `?sslpassword=`),
+in one URI or in a whole command line.
 
 Only what is written down (lock files, MLflow params and tags, messages) passes through here; the
 URI a command connects with is never changed. A shared piece: it imports nothing of the package.
@@ -17,18 +18,31 @@ HIDDEN = "***"
 # '@' unencoded (SQLAlchemy and requests take such URIs), so it runs to the last '@' before the host:
 # the '@' after which no other '@' comes before the path, query, fragment or the word's end.
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?P<password>\S*?)@(?=[^\s@/?#]*(?:[\s/?#]|$))")
-# ?password=... and the like in a query string (psycopg, MySQL and HTTP URIs take them)
+# A value that is one URI (a config value, a command-line word, `key=` before it allowed): its password
+# may also hold spaces, up to the '@' before a host that ends the value or starts its path (not a
+# port and a sentence: `http://host:8000 is up; write to ops@example.com`).
+_WHOLE = re.compile(
+    r"^(?P<head>(?:[\w.+\-]+=)?[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?!\d+\s)(?P<password>[^\n/]*? [^\n/]*?)@"
+    r"(?=[^\s@/?#]*(?:[/?#]|$))"
+)
+# https://TOKEN@host: a bare user info on HTTP(S) and WebSocket URIs is a credential (a token)
+_TOKEN = re.compile(r"(?P<head>\b(?:https?|wss?)://)(?P<token>[^\s:/@]+)@(?=[^\s@/?#]*(?:[\s/?#]|$))")
+# ?password=..., ?sslpassword=..., ?access_token=... and the like in a query string (psycopg, MySQL, HTTP)
 _QUERY_SECRET = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey)=)(?P<value>[^&;#\s]*)",
+    r"(?P<key>[?&;][A-Za-z_]*?(?:password|passwd|pwd|secret|token|apikey|api_key)[A-Za-z_]*=)(?P<value>[^&;#\s]*)",
     re.IGNORECASE,
 )
 
 
 def redact(text: str) -> str:
-    """`text` with the password of every URI in it replaced by ***; the user, host and the rest stay."""
+    """`text` with every credential of a URI in it replaced by ***: the password of its user info
+    (with spaces where the text is that one URI), a bare token before the host of an HTTP(S) URI,
+    and password-, secret-, token- and key-named query parameters; the user, host and the rest stay."""
     if "://" not in text and "=" not in text:
         return text
+    text = _WHOLE.sub(lambda m: f"{m['head']}:{HIDDEN}@", text)
     text = _USERINFO.sub(lambda m: f"{m['head']}:{HIDDEN}@", text)
+    text = _TOKEN.sub(lambda m: f"{m['head']}{HIDDEN}@", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{HIDDEN}" if m["value"] else m[0], text)
 
 

@@ -98,7 +98,21 @@ def test_sixteen_clients_at_once_get_their_own_answers_in_shared_batches():
             return super().predict(images, batch_size)
 
     predictor = Counting()
-    settings = ServeSettings(50_000, 200_000, 3, "keras", 16, 10, 30, decoders=2, max_waiting=32, read_timeout_s=15)
+    settings = ServeSettings(
+        50_000,
+        200_000,
+        3,
+        "keras",
+        16,
+        10,
+        30,
+        decoders=2,
+        max_waiting=32,
+        read_timeout_s=15,
+        max_requests=64,
+        decode_budget_bytes=600e6,
+        decode_bytes_per_value=2.0,
+    )
     colours = ["hat", "pants", "shoes"] * 6
     with TestClient(create_app(predictor, settings)) as client, ThreadPoolExecutor(16) as pool:
         answers = list(

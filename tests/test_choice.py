@@ -143,13 +143,13 @@ def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeyp
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     speeds = {"onnx": 10.0, "openvino": 13.0}
-    monkeypatch.setattr(choice, "run_on", lambda runner, images, batch: (None, speeds[runner.runtime]))
+    monkeypatch.setattr(choice, "batch_rate", lambda runner, images, batch: speeds[runner.runtime])
     config = load_config([*overrides, "model.runtime=auto"])
     said = []
     cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
     assert cut.runtime == "openvino"
     assert any("(auto: the fastest fp32 here (images/s: openvino 13.0, onnx 10.0)" in line for line in said)
-    monkeypatch.setattr(choice, "run_on", lambda *_: pytest.fail("timed again"))
+    monkeypatch.setattr(choice, "batch_rate", lambda *_: pytest.fail("timed again"))
     assert open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append).runtime == "openvino"
 
 

@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -153,3 +154,45 @@ def test_decode_bytes_names_the_upload():
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         load_image(tmp_path / "nope.jpg", 32)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+
+
+@pytest.fixture
+def ghostscript_spy(tmp_path, monkeypatch):
+    """A stand-in `gs` first on PATH that leaves a mark when anything runs it."""
+    folder, mark = tmp_path / "bin", tmp_path / "gs-ran"
+    folder.mkdir()
+    (folder / "gs").write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    (folder / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return mark
+
+
+def test_no_decoder_runs_an_outside_program_and_other_formats_are_one_line(dataset_root, tmp_path, ghostscript_spy):
+    """An EPS named photo1.jpg (Pillow would hand it to Ghostscript), a TIFF and a PDF: the dataset
+    check skips and lists them, predict reports each on its line and classifies the real photo."""
+    from fashion_exp.serving.predict import predict_files
+
+    hats = dataset_root / "train" / "hat"
+    (hats / "photo1.jpg").write_bytes(EPS)
+    Image.new("RGB", (8, 8), COLORS["hat"]).save(hats / "photo2.jpg", format="TIFF")
+    Image.new("RGB", (8, 8), COLORS["hat"]).save(hats / "photo3.jpg", format="PDF")
+    dataset = scan_dataset(dataset_root, ["train", "validation"], cache_dir=tmp_path / "scan")
+    skipped = dict(dataset.skipped)
+    for name in ("photo1.jpg", "photo2.jpg", "photo3.jpg"):
+        assert "not an image in a photo format (JPEG, PNG, WEBP, GIF, BMP)" in skipped[f"train/hat/{name}"]
+
+    class Model:
+        image_size, interpolation, class_names = 32, "nearest", ["hat", "pants", "shoes"]
+
+        def predict(self, images, batch_size):
+            return np.tile([0.7, 0.2, 0.1], (len(images), 1))
+
+    good = next(p for p in hats.iterdir() if p.name not in ("photo1.jpg", "photo2.jpg", "photo3.jpg"))
+    files = [hats / "photo1.jpg", good, hats / "photo2.jpg"]
+    results = predict_files(Model(), files, 1, 10**6, 8)
+    assert [bool(r.error) for r in results] == [True, False, True] and results[1].top[0][0] == "hat"
+    assert results[0].error == "not an image in a photo format (JPEG, PNG, WEBP, GIF, BMP)"
+    assert not ghostscript_spy.exists()  # nothing ran Ghostscript

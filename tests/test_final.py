@@ -360,6 +360,8 @@ def test_promote_chooses_on_validation_never_on_test(tmp_path):
         registry.promote(uri, "m", version="3")  # its best test score does not make it better
     with pytest.raises(UserError, match="version 4 has no test accuracy: run evaluate on it first"):
         registry.promote(uri, "m", version="4")
+    with pytest.raises(UserError, match=r"'m' has no version 99 \(versions: 1, 2, 3, 4\)"):
+        registry.promote(uri, "m", version=99)  # (a number, as --version gives it)
     assert str(client.get_model_version_by_alias("m", "champion").version) == "2"  # refusals moved nothing
 
 

@@ -1,6 +1,7 @@
 """A full disk is a one-line error naming the folder and the bytes, not SIGBUS; a dead writer's
 temporary file is swept (issue 26, item 7). On a real 2 MB tmpfs, in a separate process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -60,3 +61,42 @@ def test_a_dead_writers_temporary_file_is_swept_and_a_live_ones_kept(tmp_path):
     FeatureCache(tmp_path)
     left = {path.name for path in Path(tmp_path).iterdir()}
     assert left == {names["alive"], names["elsewhere"]}
+
+
+def test_a_full_disk_while_writing_a_lock_or_a_state_file_is_one_line_and_the_rerun_goes_on(small_disk):
+    """Out of space while writing a lock's holder record or a keras-tuner state file: one line
+    (exit 2 at the command line), nothing half-written, and once space is freed both work."""
+    from fashion_exp import locks
+    from fashion_exp.errors import UserError
+    from fashion_exp.search.state_files import save_json_atomically
+
+    state = small_disk / "oracle.json"
+    save_json_atomically(state, {"trials": 1})
+    lock = small_disk / "search.lock"
+    lock.touch()
+    filler = small_disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # every block of the 2 MB disk
+        while os.write(descriptor, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+    with pytest.raises(UserError) as err, locks.exclusive(lock, "search x"):
+        pass
+    assert "the disk is full" in str(err.value) and "a lock's holder record" in str(err.value)
+    assert "\n" not in str(err.value) and lock.read_text() == ""  # no half record
+    with pytest.raises(UserError) as err:
+        save_json_atomically(state, {"trials": 2, "more": "x" * 8192})
+    assert "state file oracle.json" in str(err.value) and "\n" not in str(err.value)
+    assert json.loads(state.read_text()) == {"trials": 1}  # the old state, whole
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "oracle.json", "search.lock"]
+    filler.unlink()  # space again: the same calls go on
+    with locks.exclusive(lock, "search x"):
+        save_json_atomically(state, {"trials": 2})
+    assert json.loads(state.read_text()) == {"trials": 2}
+    from fashion_exp.writers import size_text  # (sizes in the unit that shows them: "0.00 GB free" before)
+
+    shown = [size_text(n) for n in (87, 312_000, 4_000_000, 1_950_000_000)]
+    assert shown == ["87 bytes", "312 KB", "4.0 MB", "1.95 GB"]

@@ -2,6 +2,7 @@
 lock files cannot be turned against their user (symlinks, other users' folders) and hold no password."""
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -258,3 +259,43 @@ def test_the_holder_line_hides_the_password_of_a_store_uri(tmp_path):
         assert "s3cret" not in str(refused.value) and "tracking.uri=postgresql://mlflow:***@" in str(refused.value)
     finally:
         kill_hard(holder)
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+90 22 0:50 / /shared rw,relatime shared:40 - nfs4 fs:/export rw,vers=4.2,hard,local_lock=none,addr=10.0.0.2
+91 22 0:51 / /shared/fast rw,relatime shared:41 - nfs fs:/fast rw,vers=3,nolock,hard,addr=10.0.0.2
+92 22 0:52 / /mnt/with\\040space rw - nfs4 fs:/x rw,vers=4.1,local_lock=flock
+"""
+
+
+@pytest.mark.parametrize(
+    ("work_dir", "says"),
+    [
+        ("/shared/fast/work", "NFS mount (/shared/fast) with nolock"),  # the deepest mount above it
+        ("/mnt/with space/w", "with local_lock=flock"),
+        ("/shared/work", None),  # NFS with the server's locks: fine
+        ("/home/me/work", None),  # a local disk
+    ],
+)
+def test_a_work_dir_on_nfs_whose_locks_stay_local_is_said_in_one_line(work_dir, says):
+    from fashion_exp.mounts import local_locks_warning
+
+    line = local_locks_warning(work_dir, MOUNTINFO)
+    if says is None:
+        assert line is None
+    else:
+        assert says in line and line.startswith(f"warning: work_dir {work_dir} is on an NFS mount") and "\n" not in line
+
+
+def test_writers_are_named_by_host_and_pid_namespace():
+    """Containers sharing a network namespace share a host name: a pid is judged only where its
+    pid namespace is (the sweep of dead writers' files, the locks' holder records)."""
+    import socket
+
+    from fashion_exp import locks, writers
+
+    hostname, namespace = writers.HOST.rsplit(".", 1)
+    assert hostname == re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+    assert len(namespace) == 8 and int(namespace, 16) >= 0  # (a hash of the boot id and the pid namespace)
+    assert locks.Holder.me().host == writers.HOST

@@ -106,3 +106,22 @@ def test_a_model_the_project_builds_still_loads(tmp_path, capsys):
     store = f"tracking.uri=sqlite:///{tmp_path}/m.db"
     assert main(["predict", "--model", str(folder), str(photo(tmp_path)), store]) == 0
     assert "photo.jpg" in capsys.readouterr().out
+
+
+def test_a_tampered_keras_file_is_one_line(tmp_path, capsys):
+    """A .keras file whose config was edited (a layer's units set to null, its layers to a number):
+    Keras' deserializer raises TypeError, which is a one-line refusal, not a traceback."""
+    import json
+    import zipfile
+
+    folder = keras_model(tmp_path / "model", plain())
+    path = folder / "data" / "model.keras"
+    original = zipfile.ZipFile(path)
+    parts = {item.filename: original.read(item.filename) for item in original.infolist()}
+    config = json.loads(parts["config.json"])
+    next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")["config"]["units"] = None
+    with zipfile.ZipFile(path, "w") as tampered:
+        for name, data in parts.items():
+            tampered.writestr(name, json.dumps(config) if name == "config.json" else data)
+    err = predict(tmp_path, folder, capsys)
+    assert "cannot load model" in err and "could not be deserialized" in err

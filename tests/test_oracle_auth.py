@@ -1,11 +1,13 @@
 """The chief's oracle answers only calls that carry its token (issue 26, item 2): over real gRPC,
 and with a real chief and real tune-worker processes."""
 
+import contextlib
 import inspect
 import os
 import stat
 import subprocess
 import sys
+import threading
 
 import grpc
 import keras_tuner as kt
@@ -43,6 +45,43 @@ def test_calls_without_the_token_are_refused_and_with_it_answered(tmp_path):
             assert "no valid oracle token" in refused.value.details()
         answer = stub(port, "the-secret").GetSpace(protos.get_service().GetSpaceRequest(), timeout=10)
         assert "units" in kt.HyperParameters.from_proto(answer.hyperparameters).values
+
+
+@contextlib.contextmanager
+def strangers_holding_calls(port: int, count: int = 3, seconds: float = 600):
+    """`count` clients without the token that open stream calls to CreateTrial and never send a
+    request (until the block ends); yields their calls' futures."""
+    never = threading.Event()
+
+    def silent():
+        never.wait(seconds)
+        return
+        yield
+
+    stranger = grpc.insecure_channel(f"127.0.0.1:{port}")
+    create = stranger.stream_unary("/keras_tuner.Oracle/CreateTrial")
+    try:
+        yield [create.future(silent(), timeout=seconds) for _ in range(count)]
+    finally:
+        never.set()
+        stranger.close()
+
+
+def test_strangers_holding_calls_open_cannot_freeze_the_oracle(tmp_path):
+    """Three clients without the token open stream calls to CreateTrial and never send a request:
+    the token holder's calls are still answered, and each stranger is refused without being read."""
+    oracle = small_oracle(tmp_path)
+    port = free_port()
+    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret"), strangers_holding_calls(port, seconds=30) as held:
+        for _ in range(3):  # the holder keeps being answered
+            answer = stub(port, "the-secret").GetSpace(protos.get_service().GetSpaceRequest(), timeout=5)
+            assert "units" in kt.HyperParameters.from_proto(answer.hyperparameters).values
+            trial = stub(port, "the-secret").CreateTrial(
+                protos.get_service().CreateTrialRequest(tuner_id="w0"), timeout=5
+            )
+            assert trial.trial.trial_id
+        for call in held:  # refused at once, their requests unread
+            assert call.exception(timeout=5).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_the_chiefs_token_file_is_its_users_only_and_kept(tmp_path, monkeypatch):
@@ -85,9 +124,10 @@ def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_f
         assert wrong.returncode == 2, wrong.stderr[-2000:]
         last = wrong.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: the chief at 127.0.0.1:{port} refused this worker: this call carries no valid")
-        right = subprocess.run(
-            [*worker, "--worker-id", "worker-0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
-        )
+        with strangers_holding_calls(port):  # the search goes on while strangers hold calls open on its oracle
+            right = subprocess.run(
+                [*worker, "--worker-id", "worker-0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+            )
         assert right.returncode == 0, right.stderr[-2000:]
         assert chief.wait(timeout=60) == 0
     finally:

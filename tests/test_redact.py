@@ -32,6 +32,15 @@ TEXT_FILES = {".txt", ".yaml", ".json", ".csv"}  # the artifacts a run logs as t
             " data.url=https://a:***@files.example/x.zip seed=7",
         ),
         ('{"a":"postgresql://u:s3cret@h/db","b":"x@y"}', '{"a":"postgresql://u:***@h/db","b":"x@y"}'),
+        # the forms a second review found visible
+        (
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=s3cret",
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=***",
+        ),
+        ("https://ghp_s3cret@github.example/org/repo.git", "https://***@github.example/org/repo.git"),
+        ("postgresql://u:s3 cret@h:5432/db", "postgresql://u:***@h:5432/db"),  # a password with a space: one value
+        ("tracking.uri=postgresql://u:s3 cr et@h/db", "tracking.uri=postgresql://u:***@h/db"),
+        ("http://h/api?access_token=s3cret&x=1", "http://h/api?access_token=***&x=1"),
     ],
 )
 def test_the_password_of_a_uri_is_hidden_and_the_rest_kept(text, shown):
@@ -46,6 +55,7 @@ def test_the_password_of_a_uri_is_hidden_and_the_rest_kept(text, shown):
         "http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning",
         "models:/fashion@champion",
         "https://example.com/people/a@b",
+        "http://127.0.0.1:8000 is up; write to ops@example.com",  # (a port, then a sentence)
         "data.root=/data seed=7 tuner.max_trials=2",
         "",
     ],

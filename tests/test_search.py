@@ -47,6 +47,9 @@ def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
     config = load_config(overrides)
     result = run_search(config, echo=lambda *_: None)
     assert result.trials == 2 and len(fit_calls) == 2
+    # what the plan's measured rates are made of: 2 trials of tuner.epochs=3 (no patience), the photos extracted
+    assert (result.work.trials_run, result.work.epochs_run) == (2, 2 * config.tuner.epochs)
+    assert result.work.extracted_images > 0 and result.work.extraction_seconds > 0
     client, parents, children = runs(config.tracking.uri)
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]

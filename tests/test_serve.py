@@ -1,6 +1,7 @@
 """The HTTP service: good and bad requests, and the upload page in a real headless browser."""
 
 import io
+import json
 import shutil
 import socket
 import threading
@@ -44,7 +45,8 @@ def jpeg_bytes(color, size=(40, 40)) -> bytes:
 def serve_settings(**changes) -> ServeSettings:
     """Settings for the stand-in model: one photo at a time, small limits; `changes` replace some."""
     given = dict(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1)
-    limits = {"decoders": 2, "max_waiting": 8, "read_timeout_s": 15.0}
+    limits = {"decoders": 2, "max_waiting": 8, "read_timeout_s": 15.0, "max_requests": 64}
+    limits.update(decode_budget_bytes=600e6, decode_bytes_per_value=2.0)
     return ServeSettings(**{**given, "max_wait_ms": 0.0, "request_timeout_s": 30.0, **limits, **changes})
 
 
@@ -76,7 +78,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(client):
         (dict(content=b"", headers={"content-type": "image/jpeg"}), 400, "empty"),
         (dict(content=good[: len(good) // 2], headers={"content-type": "image/jpeg"}), 400, "truncated"),
         (dict(content=noisy.getvalue(), headers={"content-type": "image/png"}), 413, "limit"),
-        (dict(content=big.getvalue(), headers={"content-type": "image/png"}), 400, "decompression-bomb"),
+        (dict(content=big.getvalue(), headers={"content-type": "image/png"}), 413, "decompression-bomb"),
         (dict(files={"other": ("x.jpg", good, "image/jpeg")}), 400, "field 'file'"),
         (dict(files={"file": ("x.txt", b"text", "text/plain")}), 415, "not an image"),
     ]
@@ -150,11 +152,90 @@ def test_a_stuck_model_answers_503_after_request_timeout_s_and_serving_resumes()
         slow = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
         assert slow.status_code == 503 and time.monotonic() - started < 5, slow.text
         assert "no answer from the model within 0.3 s" in slow.json()["error"]
+        health = client.get("/health")  # the batch still hangs in the model: not a healthy service
+        assert health.status_code == 503 and "the model has run one batch for" in health.json()["error"], health.text
+        assert "past 0.3 s (serve.request_timeout_s)" in health.json()["error"]
         predictor.stuck = False
         release.set()
         again = client.post("/predict", content=jpeg_bytes(COLORS["pants"]), headers={"content-type": "image/jpeg"})
         assert again.status_code == 200 and again.json()["category"] == "pants"
         assert client.get("/health").status_code == 200
+
+
+def test_every_failure_of_the_model_is_a_one_line_503_and_the_service_goes_on():
+    class Failing(ColourPredictor):
+        failure: BaseException | None = None
+
+        def predict(self, images, batch_size):
+            if self.failure is not None:
+                raise self.failure
+            return super().predict(images, batch_size)
+
+    predictor = Failing()
+    with TestClient(create_app(predictor, serve_settings())) as client:
+        for failure in (MemoryError(), RuntimeError("onnxruntime: bad allocation\nmore lines")):
+            predictor.failure = failure
+            failed = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
+            assert failed.status_code == 503 and failed.headers["retry-after"] == "5", failed.text
+            error = failed.json()["error"]
+            assert (
+                error.startswith(f"the model failed on this photo's batch ({type(failure).__name__}")
+                and "\n" not in error
+            )
+            assert client.get("/health").status_code == 200
+        predictor.failure = None
+        again = client.post("/predict", content=jpeg_bytes(COLORS["pants"]), headers={"content-type": "image/jpeg"})
+        assert again.status_code == 200 and again.json()["category"] == "pants"
+
+
+@pytest.mark.slow  # a real server and 200 real sockets
+def test_slow_clients_cannot_shut_the_service_out():
+    """200 sockets that never finish their headers and one that trickles its body: /health and a
+    real photo are answered at once all the while; the slow sockets get 408 and are closed."""
+    import socket
+    import urllib.request
+
+    import uvicorn
+
+    from fashion_exp.serving.connections import uvicorn_options
+
+    port = free_port()
+    app = create_app(ColourPredictor(), serve_settings(read_timeout_s=3.0))
+    options = uvicorn_options(load_config(["serve.header_timeout_s=3"]).serve)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    slow = []
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            slow.append(sock)
+        trickle = socket.create_connection(("127.0.0.1", port))
+        trickle.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: image/jpeg\r\ncontent-length: 5000\r\n\r\nx"
+        )
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as health:
+            assert health.status == 200
+        photo = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict", data=jpeg_bytes(COLORS["pants"]), headers={"content-type": "image/jpeg"}
+        )
+        with urllib.request.urlopen(photo, timeout=2) as answer:
+            assert json.loads(answer.read())["category"] == "pants"
+        assert time.monotonic() - started < 2
+        for sock in slow:  # after serve.header_timeout_s: 408, closed
+            sock.settimeout(10)
+            assert sock.recv(100).startswith(b"HTTP/1.1 408") and sock.recv(100) == b""
+        trickle.settimeout(10)
+        assert trickle.recv(200).startswith(b"HTTP/1.1 408")  # serve.read_timeout_s
+    finally:
+        for sock in slow:
+            sock.close()
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -234,22 +315,22 @@ def test_only_the_formats_browsers_upload_are_decoded_and_servings_own_pixel_lim
     for fmt in ("TIFF", "ICO", "PPM"):  # Pillow reads these (and EPS, through Ghostscript): serving does not
         answer = client.post("/predict", content=image_bytes(fmt), headers={"content-type": "image/x"})
         assert answer.status_code == 415, (fmt, answer.text)
-        assert "not an image in a served format (JPEG, PNG, WEBP, GIF, BMP)" in answer.json()["error"]
+        assert "not an image in a photo format (JPEG, PNG, WEBP, GIF, BMP)" in answer.json()["error"]
     for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP"):
         assert client.post("/predict", content=image_bytes(fmt)).status_code == 200, fmt
     big = client.post("/predict", content=image_bytes("JPEG", (500, 500)))  # 250,000 pixels: over 200,000
-    assert big.status_code == 400 and "(serve.max_image_pixels)" in big.json()["error"]
+    assert big.status_code == 413 and "(serve.max_image_pixels)" in big.json()["error"]
 
 
 def test_a_large_jpeg_is_decoded_in_draft_mode_close_to_the_full_decode():
-    from fashion_exp.data.images import SERVED_FORMATS, decode_image
+    from fashion_exp.data.images import decode_image
 
     rng = np.random.default_rng(0)
     smooth = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((100, 100, 1), np.uint8))
     buffer = io.BytesIO()
     Image.fromarray(smooth).save(buffer, format="JPEG", quality=95)  # 4000 x 3000
     full = decode_image(buffer.getvalue(), 299, 50_000_000, "bilinear")
-    draft = decode_image(buffer.getvalue(), 299, 50_000_000, "bilinear", formats=SERVED_FORMATS)
+    draft = decode_image(buffer.getvalue(), 299, 50_000_000, "bilinear", draft=True)
     assert draft.shape == full.shape == (299, 299, 3)
     assert np.abs(draft.astype(int) - full.astype(int)).mean() < 3  # out of 255
 
@@ -263,7 +344,8 @@ def test_uploads_beyond_the_decoders_and_the_queue_get_503_with_retry_after(monk
 
     monkeypatch.setattr(images.Decoder, "decode", slow_decode)
     answers = []
-    with TestClient(create_app(ColourPredictor(), serve_settings(decoders=1, max_waiting=1))) as client:
+    settings = serve_settings(decoders=1, max_waiting=1, decode_budget_bytes=9600)  # one 40x40 photo: all of it
+    with TestClient(create_app(ColourPredictor(), settings)) as client:
 
         def post():
             answers.append(client.post("/predict", content=jpeg_bytes(COLORS["hat"])))
@@ -332,3 +414,106 @@ def test_auto_serves_the_fastest_backend_that_holds_on_this_cpu():
     assert pick_backend(files, holds, {**speeds, "onnx_int8_images_per_s": 8.0}, avx2)[0] == "onnx"  # int8 slower
     assert pick_backend(files, {INT8_HOLDS: "true"}, {}, avx2)[0] == "onnx-int8"  # an export without speeds
     assert pick_backend([], holds, speeds, bf16_cpu)[0] == "keras"
+
+
+def test_decoding_is_bounded_by_memory_not_by_cores_and_small_photos_pass_large_ones():
+    """serve.decode_budget_mb: uploads decode while their cost (header pixels x bands x
+    decode_bytes_per_value) fits; a tenth is kept for small photos; one over the budget alone."""
+    import asyncio
+
+    from fashion_exp.serving.memory import DecodeBudget
+
+    async def scenario():
+        budget, log, active = DecodeBudget(100), [], []
+
+        async def upload(name: str, cost: float, seconds: float):
+            async with budget.holding(cost):
+                active.append(name)
+                log.append(sorted(active))
+                await asyncio.sleep(seconds)
+                active.remove(name)
+
+        big = [upload(f"big{i}", 40, 0.2) for i in range(3)]  # 40 > a tenth: two fit in 90, the third waits
+        await asyncio.gather(*big, upload("small", 5, 0.01), upload("huge", 500, 0.01))
+        return log
+
+    log = asyncio.run(scenario())
+    assert max(sum(n.startswith("big") for n in names) for names in log) == 2
+    assert ["big0", "big1", "small"] in log  # the small photo did not wait behind the large ones
+    assert ["huge"] in log and not any("huge" in names and len(names) > 1 for names in log)  # alone
+
+
+SERVER = """
+import sys, numpy as np, uvicorn
+from fashion_exp.config import load_config
+from fashion_exp.serving.app import ServeSettings, create_app
+from fashion_exp.serving.connections import uvicorn_options
+class StandIn:
+    class_names, image_size, interpolation = ["a", "b", "c"], 299, "nearest"
+    name, version, run_id = "stand-in", "1", None
+    def predict(self, images, batch_size):
+        return np.full((len(images), 3), 1 / 3, np.float32)
+config = load_config(sys.argv[2:])
+uvicorn.run(create_app(StandIn(), ServeSettings.from_config(config)), host="127.0.0.1", port=int(sys.argv[1]),
+            log_level="error", **uvicorn_options(config.serve))
+"""
+
+
+@pytest.mark.slow  # a real server process, 40 uploads of 25 MP and 200 slow sockets
+def test_forty_25_mp_uploads_and_200_slow_sockets_keep_memory_bounded_and_health_answering(tmp_path):
+    """As if the container saw 8 cores (serve.decoders=8: before the budget, 8 decodes of 600 MB at
+    once): the server's peak memory stays under 1.5 GB, /health and a small photo are answered
+    within 2 s all the while."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    rgba = io.BytesIO()
+    Image.new("RGBA", (5000, 5000), (200, 40, 40, 128)).save(rgba, format="PNG")  # ~100 KB, 100 MB decoded
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), "serve.decoders=8"])
+    url, slow = f"http://127.0.0.1:{port}", []
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        for _ in range(200):
+            slow.append(socket.create_connection(("127.0.0.1", port)))
+            slow[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        answers = []
+
+        def upload():
+            with httpx.Client(timeout=120) as session:
+                answers.append(session.post(f"{url}/predict", content=rgba.getvalue()).status_code)
+
+        uploads = [threading.Thread(target=upload) for _ in range(40)]
+        for thread in uploads:
+            thread.start()
+        slowest = 0.0
+        while any(thread.is_alive() for thread in uploads):
+            started = time.monotonic()
+            assert httpx.get(f"{url}/health", timeout=2).status_code == 200
+            photo = httpx.post(f"{url}/predict", content=jpeg_bytes(COLORS["hat"], (400, 400)), timeout=2)
+            assert photo.status_code == 200, photo.text
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.2)
+        for thread in uploads:
+            thread.join()
+        assert set(answers) <= {200, 503} and answers.count(200) >= 8, answers  # (503: more than max_waiting wait)
+        peak = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+        assert peak < 1.5 * 2**20, f"peak RSS {peak / 2**20:.2f} GB"
+        print(f"peak RSS {peak / 2**20:.2f} GB, slowest /health + photo {slowest:.2f} s, answers {answers}")
+    finally:
+        for sock in slow:
+            sock.close()
+        server.terminate()
+        server.wait(timeout=30)

@@ -63,13 +63,15 @@ def test_the_plan_fine_tunes_at_the_shipped_size_when_the_budget_allows_and_else
     assert plan.final.trials_s == pytest.approx(SLOW.extraction_seconds(COUNTS["validation"], 299))  # its check alone
     again = make_plan(replace(roomy, final=replace(roomy.final, reuse=False)), COUNTS, SLOW)
     assert "then train-final: 4 head(s) to train at 299px" in "\n".join(again.lines())
-    tight = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={at_299:.0f}"])
+    least = stage2_plan(config, SLOW, COUNTS, 299).least_minutes  # its features and half its trials
+    assert least < at_299
+    tight = load_config(["model=tiny", "preset=best", "data.image_size=48", f"tuner.max_minutes={least:.0f}"])
     plan = make_plan(tight, COUNTS, SLOW)
     assert plan.stage2.image_size == 48  # 299 does not fit what stage 1 leaves
     lines = "\n".join(plan.lines())
     assert "stage 1: frozen heads: 20 trials at 48px" in lines and "stage 2: fine-tuning: 4 trials at 48px" in lines
     assert "GB of cached features" in lines and "test host" in lines
-    assert "stage 2 at 299px would take about" in lines and "it fine-tunes at 48px" in lines
+    assert "stage 2 at 299px needs about" in lines and "it fine-tunes at 48px" in lines
     assert "then train-final: 4 head(s) to train at 299px" in lines  # final.members 4 x final.restarts 1
 
 
@@ -176,12 +178,15 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     out = capsys.readouterr().out
     assert "Plan (10 min in all" in out and "Stage 2: 2 fine-tuning trials at 48px" in out
     assert "Stage 1: best trial" in out and "Stage 2: best trial" in out and "Time spent" in out
-    assert "Plan (10 min in all, tuner.max_minutes; costs for a tiny test backbone)" in out  # nothing measured yet
+    # a new machine times its first fine-tuning batches before it plans; each stage then measures its rates
+    assert "Timing the first batches of fine-tuning at 48px on 24 photos (once on this machine)" in out
+    measured = "costs measured on this machine (exact extract per s, finetune ms per image), the rest for a tiny"
+    assert f"Plan (10 min in all, tuner.max_minutes; {measured}" in out
     # each stage measured its rates on this machine and kept them for the next plan
     (book,) = Path(load_config(overrides).work_dir, "rates").glob("tiny-*.json")
     assert set(json.loads(book.read_text())) == set(MEASURED)
     stage2_line = next(line for line in out.splitlines() if line.startswith("Stage 2: "))
-    assert "costs measured on this machine (extract per s, head ms per row)" in stage2_line  # stage 1's, for stage 2
+    assert "finetune ms per image, extract per s, head ms per row)" in stage2_line  # with stage 1's, for stage 2
     uri = load_config(overrides).tracking.uri
     runs = search_runs(uri)
     first, second = runs["1"], runs["2"]
@@ -388,6 +393,7 @@ def test_the_ladder_climbs_while_time_is_left_and_train_final_chooses_among_all_
     assert main(["tune", *args]) == 0  # the same command again: the same rungs, resumed with nothing left to try
     again = capsys.readouterr().out
     assert "Resuming the staged search" in again and "Stage 4 (ladder): block_lr 0.2, 0.05" in again
+    assert "Timing the first batches" not in again  # this machine's rates are kept: no probe twice
     assert set(search_runs(uri)) == {"1", "2", "3", "4"} and "Trial " not in again.split("Stage 3")[1]
 
     client = MlflowClient(uri)

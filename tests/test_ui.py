@@ -31,6 +31,21 @@ def test_a_tracking_server_needs_no_ui(capsys):
     assert "is a tracking server already" in line and "s3cret" not in line
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.7", "::", "myhost.example"])
+def test_a_host_other_machines_reach_is_refused_unless_exposed_explicitly(host, overrides, capsys):
+    """The UI has no login: another machine reaching it could read and change the whole store."""
+    from fashion_exp.tracking.ui import check_exposure, loopback
+
+    assert main(["ui", "--host", host, *overrides]) == 2
+    line = one_error(capsys)
+    assert f"ui --host {host}: other machines would reach the whole store with no login" in line
+    assert "add --expose" in line
+    said = []
+    check_exposure(host, 5000, True, said.append)  # said explicitly: allowed, and what is exposed is printed
+    assert said[0].startswith(f"EXPOSED (--expose): anyone who reaches {host}:5000 reads and changes the whole store")
+    assert all(loopback(h) for h in ("127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"))
+
+
 def test_a_store_that_does_not_exist_is_named(tmp_path, capsys):
     assert main(["ui", f"tracking.uri=sqlite:///{tmp_path / 'none.db'}", f"work_dir={tmp_path}"]) == 2
     assert f"no MLflow store at {tmp_path / 'none.db'}" in one_error(capsys)

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fashion_exp.config import DataConfig
-from fashion_exp.data.images import decode_image, read_file
+from fashion_exp.data.images import PHOTO_FORMATS, decode_image, read_file
 from fashion_exp.errors import DataError, ImageError
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -127,7 +127,8 @@ class VerdictCache:
     (null = readable), written to a temporary name and renamed into place."""
 
     def __init__(self, directory: Path | str | None, max_pixels: int):
-        self.path = Path(directory) / f"verdicts-{max_pixels}px.json" if directory is not None else None
+        name = f"verdicts-{max_pixels}px-{'-'.join(PHOTO_FORMATS).lower()}.json"  # (verdicts of other formats: new)
+        self.path = Path(directory) / name if directory is not None else None
         self.max_pixels = max_pixels
         self.verdicts: dict[str, str | None] = {}
         self.changed = False  # a verdict was added since the file was read

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _reduced(img: Image.Image, size: int) -> Image.Image:
+    """`img` shrunk by the largest whole factor that keeps both sides at least 2 x size (box
+    averages, as JPEG's draft mode): the alpha composite and RGB copy then cost little."""
+    factor = min(img.size) // (2 * size)
+    return img.reduce(factor) if factor >= 2 and img.mode in ("RGB", "RGBA", "L", "LA") else img
+
+
 def read_file(path: Path | str) -> bytes:
     """A file's bytes; ImageError (kind missing) with a one-line reason if it cannot be read."""
     path = Path(path)
@@ -38,13 +46,42 @@ def read_file(path: Path | str) -> bytes:
         raise ImageError(f"{path}: cannot read file ({err.strerror})", "missing") from None
 
 
-SERVED_FORMATS = (
-    "JPEG",
-    "PNG",
-    "WEBP",
-    "GIF",
-    "BMP",
-)  # what the upload page's browsers send; not EPS (Ghostscript) & co
+# The formats a photo comes in, and the only ones any decoder of the project opens (training, the
+# dataset check, predict, serve): Pillow decodes these itself. Not EPS (it runs Ghostscript), PDF,
+# nor the many rarer formats whose decoders see little use (TIFF, ICO, PPM, ...).
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+@contextmanager
+def _opened(data: bytes, max_pixels: int, formats: tuple[str, ...], name: str, limit_key: str):
+    """The image `data` holds, opened lazily (its header read), with every failure of the block
+    turned into a one-line ImageError prefixed by `name`."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)", "empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            with Image.open(io.BytesIO(data), formats=list(formats)) as img:
+                yield img
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image in a photo format ({', '.join(formats)})", "not_image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{name}: more pixels than the decompression-bomb limit of {max_pixels} ({limit_key})", "too_large"
+        ) from None
+    except ImageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged file makes a decoder raise many kinds: one line, never a crash
+        raise ImageError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
+
+
+def header_pixels(data: bytes, max_pixels: int, formats: tuple[str, ...] = PHOTO_FORMATS, name: str = "upload") -> int:
+    """The values a decode of `data` holds (width x height x bands), from its header alone;
+    ImageError as decode_image's for what it would refuse by its header (format, too many pixels)."""
+    with _opened(data, max_pixels, formats, name, "serve.max_image_pixels") as img:
+        width, height = img.size
+        return width * height * len(img.getbands())
 
 
 def decode_image(
@@ -53,40 +90,28 @@ def decode_image(
     max_pixels: int,
     interpolation: str,
     name: str = "image",
-    formats: tuple[str, ...] | None = None,
+    formats: tuple[str, ...] = PHOTO_FORMATS,
+    draft: bool = False,
 ) -> np.ndarray:
     """Decode image bytes the way training, prediction and serving all do.
 
     EXIF orientation applied, converted to RGB (alpha over white), resized to size x size with
     `interpolation` (nearest: keras' load_img and the course). Returns a uint8 array
-    (size, size, 3); raises ImageError with a one-line reason prefixed by `name`.
-    formats (serving): only these Pillow formats are tried, and a large JPEG is decoded in draft
-    mode, at the smallest of 1/2, 1/4, 1/8 of its size that still covers size x size (memory and
-    time a fraction of a full decode; the pixels differ slightly from the full decode's).
+    (size, size, 3); raises ImageError with a one-line reason prefixed by `name`. Only `formats`
+    are tried. draft (serving): a large JPEG is decoded in draft mode, at the smallest of 1/2, 1/4,
+    1/8 of its size that still covers size x size, and a large photo of another format is reduced
+    by a whole factor right after its decode (memory and time a fraction of a full decode's; the
+    pixels differ slightly from it).
     """
-    if not data:
-        raise ImageError(f"{name}: empty file (0 bytes)", "empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            with Image.open(io.BytesIO(data), formats=formats) as img:
-                if formats is not None and img.format == "JPEG":
-                    img.draft("RGB", (size, size))
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img).resize((size, size), FILTERS[interpolation])
-                return np.asarray(img, dtype=np.uint8)
-    except UnidentifiedImageError:
-        what = f"in a served format ({', '.join(formats)})" if formats else "Pillow can read"
-        raise ImageError(f"{name}: not an image {what}", "not_image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
-            f"{name}: more pixels than the decompression-bomb limit of {max_pixels} "
-            f"({'serve' if formats else 'data'}.max_image_pixels)",
-            "too_large",
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"{name}: corrupt or truncated image ({err})") from None
+    limit_key = f"{'serve' if draft else 'data'}.max_image_pixels"
+    with _opened(data, max_pixels, formats, name, limit_key) as img:
+        if draft and img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img = ImageOps.exif_transpose(img)
+        if draft:  # a large photo of another format: shrunk by a whole factor before any copy is made
+            img = _reduced(img, size)
+        img = _to_rgb(img).resize((size, size), FILTERS[interpolation])
+        return np.asarray(img, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -96,7 +121,8 @@ class Decoder:
     size: int
     interpolation: str
     max_pixels: int
-    formats: tuple[str, ...] | None = None  # serving's allow-list (SERVED_FORMATS); None: every format Pillow reads
+    formats: tuple[str, ...] = PHOTO_FORMATS  # the only formats opened
+    draft: bool = False  # serving: a large JPEG decoded at a fraction of its size (decode_image)
 
     @classmethod
     def for_data(cls, data: DataConfig, size: int | None = None, interpolation: str | None = None) -> Decoder:
@@ -108,7 +134,9 @@ class Decoder:
         return self.decode(read_file(path), name=str(path))
 
     def decode(self, data: bytes, name: str = "upload") -> np.ndarray:
-        return decode_image(data, self.size, self.max_pixels, self.interpolation, name=name, formats=self.formats)
+        return decode_image(
+            data, self.size, self.max_pixels, self.interpolation, name=name, formats=self.formats, draft=self.draft
+        )
 
     def load_batches(self, paths: Sequence[Path], batch_size: int, desc: str) -> Iterator[np.ndarray]:
         """Decoded uint8 batches of `paths`, in order, with a progress bar over the images."""

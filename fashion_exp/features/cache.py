@@ -52,10 +52,6 @@ def bytes_per_image(feature_shape: tuple[int, ...]) -> int:
 GB = 1e9
 
 
-def _amount(size: int) -> str:
-    return f"{size / GB:.2f} GB" if size >= GB / 10 else f"{size / 1e6:.1f} MB"
-
-
 def reserve(path: Path) -> None:
     """Allocate the disk blocks of `path` (a sparse file open_memmap made) before rows are written
     through the map: a full disk is then a one-line UserError here, not SIGBUS on a later write.
@@ -65,11 +61,11 @@ def reserve(path: Path) -> None:
     try:
         os.posix_fallocate(descriptor, 0, size)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in writers.FULL:
             free = shutil.disk_usage(path.parent).free
             raise UserError(
-                f"work_dir {path.parent}: the disk is full: a feature cache entry needs {_amount(size)} and "
-                f"{_amount(free)} are free; free some space, or set work_dir= on a larger disk"
+                f"work_dir {path.parent}: the disk is full: a feature cache entry needs {writers.size_text(size)} and "
+                f"{writers.size_text(free)} are free; free some space, or set work_dir= on a larger disk"
             ) from None
         if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
             raise

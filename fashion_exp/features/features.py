@@ -27,12 +27,13 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset, report, scan_co
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone, build_backbone
-from fashion_exp.features.cache import GB, FeatureCache, bytes_per_image
+from fashion_exp.features.cache import FeatureCache, bytes_per_image
 from fashion_exp.features.choice import check_photos
 from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
 from fashion_exp.features.onnx_files import calibration
 from fashion_exp.features.runtime import choose_runner
 from fashion_exp.hardware import gpu_visible, train_policy
+from fashion_exp.writers import size_text
 
 VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
 CLEAN_JOB = jobs_for_policy(TRAIN, IDENTITY)[0]
@@ -201,7 +202,7 @@ def check_disk(
             size = bytes_per_image(features.backbone.feature_shape)
             echo(
                 f"blocks={count}: activations {shape} cached in float16, {size:,} bytes a photo, "
-                f"{needed[count] / GB:.2f} GB still to extract"
+                f"{size_text(needed[count])} still to extract"
             )
     directory = Path(work_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -209,6 +210,6 @@ def check_disk(
     total = sum(needed.values())
     if total > free:
         raise UserError(
-            f"work_dir {directory}: {what} cached features need {total / GB:.2f} GB more and the disk has "
-            f"{free / GB:.2f} GB free; free some space, set work_dir= on a larger disk, or {remedy}"
+            f"work_dir {directory}: {what} cached features need {size_text(total)} more and the disk has "
+            f"{size_text(free)} free; free some space, set work_dir= on a larger disk, or {remedy}"
         )

@@ -14,6 +14,7 @@ from fashion_exp.search import oracle_auth
 from fashion_exp.search.cluster import OracleServer, WorkerPool
 from fashion_exp.search.hypermodel import SpaceModel
 from fashion_exp.search.observers import TrialProgress
+from fashion_exp.search.oracles import share_deadline
 from fashion_exp.search.tuner import best_trial, make_tuner
 from fashion_exp.tracking.server import needs_server, shared_store
 
@@ -37,6 +38,7 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
     tuning = config.tuner
     directory = Path(config.work_dir) / "tuner"
     tuner = _chief_tuner(config, directory, sid, resume)
+    share_deadline(tuner.oracle, directory / sid)  # the workers' trials stop at it too
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     progress = TrialProgress(total, tuning.objective, tuning.direction)
     logs = directory / sid / "logs"

@@ -8,11 +8,13 @@ the oracle decides who runs what. This module only starts and watches processes.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,18 @@ from fashion_exp.errors import UserError  # noqa: E402
 from fashion_exp.search import oracle_auth  # noqa: E402
 
 WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
+SERVER_THREADS = 8  # the oracle server's threads: a worker whose request is slow to arrive holds one
+
+
+def _serial(method):
+    """`method` of the servicer, run under its lock (one oracle call at a time)."""
+
+    @functools.wraps(method)
+    def serial(self, request, context):
+        with self.one_at_a_time:
+            return method(self, request, context)
+
+    return serial
 
 
 class SavingServicer(oracle_chief.OracleServicer):
@@ -37,13 +51,26 @@ class SavingServicer(oracle_chief.OracleServicer):
     Oracle.end_trial saves its state before it drops the trial from the running ones, and in a
     distributed search nothing saves it after that (a single-process Tuner does, in on_trial_end),
     so a chief that stops would come back believing its last ended trial is still running, and run
-    it again. Saving here, in the servicer's one thread, keeps oracle.json true after every trial.
+    it again. Saving here, under the servicer's lock, keeps oracle.json true after every trial.
     """
 
-    def EndTrial(self, request, context):  # noqa: N802 - gRPC method name
-        response = super().EndTrial(request, context)
+    def __init__(self, oracle):
+        super().__init__(oracle)
+        self.one_at_a_time = threading.Lock()  # the server has several threads; the oracle answers one call at a time
+
+    def _end_and_save(self, request, context):
+        response = oracle_chief.OracleServicer.EndTrial(self, request, context)
         self.oracle.save()
         return response
+
+    # each gRPC method (keras-tuner's names) under the lock
+    GetSpace = _serial(oracle_chief.OracleServicer.GetSpace)
+    UpdateSpace = _serial(oracle_chief.OracleServicer.UpdateSpace)
+    CreateTrial = _serial(oracle_chief.OracleServicer.CreateTrial)
+    UpdateTrial = _serial(oracle_chief.OracleServicer.UpdateTrial)
+    EndTrial = _serial(_end_and_save)
+    GetTrial = _serial(oracle_chief.OracleServicer.GetTrial)
+    GetBestTrials = _serial(oracle_chief.OracleServicer.GetBestTrials)
 
 
 class OracleServer:
@@ -54,8 +81,9 @@ class OracleServer:
         self.oracle = oracle
         host, port = split_address(address)
         self.servicer = SavingServicer(oracle)
-        self.server = grpc.server(  # one request at a time, as keras-tuner
-            futures.ThreadPoolExecutor(max_workers=1), interceptors=[oracle_auth.TokenCheck(token)]
+        self.server = grpc.server(  # threads enough that a slow caller never blocks the others (one call at a time
+            futures.ThreadPoolExecutor(max_workers=SERVER_THREADS),  # reaches the oracle: SavingServicer)
+            interceptors=[oracle_auth.TokenCheck(token)],
         )
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:

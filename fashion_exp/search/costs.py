@@ -110,6 +110,7 @@ class RateBook:
         return replace(table, **{k: v for k, v in measured.items() if k in known}, measured=tuple(measured))
 
 
-def extraction_rate(images: int, seconds: float, size: int) -> float:
-    """Images a second at 299px from `images` extracted in `seconds` at `size` (0: too few to tell)."""
-    return images / seconds / _pixels(size) if images >= 32 and seconds > 0 else 0.0
+def extraction_rate(images: int, seconds: float, size: int, least: int = 32) -> float:
+    """Images a second at 299px from `images` extracted in `seconds` at `size` (0: fewer than `least`,
+    too few to tell from a stage's cached leftovers)."""
+    return images / seconds / _pixels(size) if images >= least and seconds > 0 else 0.0

@@ -59,8 +59,18 @@ REFUSED = (
 )
 
 
+def _refuse(requests, context):
+    """A stranger's call: refused at once, its request never read (nothing on the server waits for it)."""
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
+
+
 class TokenCheck(grpc.ServerInterceptor):
-    """Refuses, UNAUTHENTICATED, every call whose metadata does not carry `token`."""
+    """Refuses, UNAUTHENTICATED, every call whose metadata does not carry `token`.
+
+    The refusal is decided from the call's metadata, which arrives first, and is a stream-request
+    handler: gRPC runs it at once instead of first waiting, on a server thread, for a request
+    message (a unary handler would wait, and a client that never sends its request would hold
+    that thread for as long as it likes)."""
 
     def __init__(self, token: str):
         self.token = token.encode()
@@ -69,9 +79,7 @@ class TokenCheck(grpc.ServerInterceptor):
         given = dict(handler_call_details.invocation_metadata or ()).get(METADATA_KEY, "")
         if hmac.compare_digest(given.encode(), self.token):
             return continuation(handler_call_details)
-        return grpc.unary_unary_rpc_method_handler(
-            lambda request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
-        )
+        return grpc.stream_unary_rpc_method_handler(_refuse)
 
 
 class _Details(

@@ -2,21 +2,25 @@
 
 TimeBudget is a mixin for a keras-tuner Oracle: once the budget has passed, no new point is
 proposed (populate_space answers STOPPED). A trial running in this process stops at the end of its
-current epoch (tuner.TrialHooks reads the deadline) and keeps its best epoch; a worker's runs to its
-end. A trial waiting for a retry is still handed out first, as keras-tuner's create_trial does;
-the tuner that is told STOPPED is dropped from the oracle's tuners, so a chief ends once its
-workers have. A chief's budget holds for every worker, since they all ask its oracle. It is
-counted from the oracle's making: a resumed search gets the budget again (a staged search keeps a
-ledger of what its stages spent: stages.py).
+current epoch (tuner.TrialHooks reads the deadline) and keeps its best epoch; so does a worker's,
+which reads the chief's deadline from the shared work folder (deadline_path: the chief writes it
+as wall-clock time, each worker turns it into its own clock). A trial waiting for a retry is still
+handed out first, as keras-tuner's create_trial does; the tuner that is told STOPPED is dropped
+from the oracle's tuners, so a chief ends once its workers have. A chief's budget holds for every
+worker, since they all ask its oracle. It is counted from the oracle's making: a resumed search
+gets the budget again (a staged search keeps a ledger of what its stages spent: stages.py).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import keras_tuner as kt
 from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
+from fashion_exp import writers
 from fashion_exp.config import TunerConfig
 from fashion_exp.search.keras_tuner_fixes import DistinctBayesianOracle, ResumableGridOracle
 
@@ -65,3 +69,29 @@ def make_oracle(config: TunerConfig, objective: kt.Objective, seed: int) -> kt.O
     if config.type == "grid":
         return GridOracle(max_trials=config.max_trials, **common)
     return RandomOracle(max_trials=config.max_trials, **common)
+
+
+def deadline_path(search_dir) -> Path:
+    """Where a chief keeps its oracle's deadline for the workers (search_dir: work_dir/tuner/<search id>)."""
+    return Path(search_dir) / "deadline.json"
+
+
+def share_deadline(oracle, search_dir) -> None:
+    """Write the chief's deadline (wall-clock seconds) where its workers read it; none: remove it."""
+    path = deadline_path(search_dir)
+    if getattr(oracle, "deadline", None) is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = writers.temporary(path)
+    partial.write_text(json.dumps({"deadline_unix": time.time() + oracle.deadline - time.monotonic()}))
+    partial.replace(path)
+
+
+def shared_deadline(search_dir) -> float | None:
+    """The chief's deadline as this process's time.monotonic(), or None (no budget, or unreadable)."""
+    try:
+        unix = float(json.loads(deadline_path(search_dir).read_text())["deadline_unix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return time.monotonic() + unix - time.time()

@@ -17,6 +17,7 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
 from fashion_exp.hyperparameters import NAMES, HeadParams, candidates, describe
+from fashion_exp.mounts import local_locks_warning
 from fashion_exp.search import keras_tuner_fixes
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
@@ -256,10 +257,10 @@ def run_trials(config: Config, cuts: dict[int, Features], tracker: SearchTracker
     return tuner, [trial for trial in finished_trials(tuner) if trial.trial_id not in before]
 
 
-def work_done(cuts: dict[int, Features], trials: list, trial_seconds: float, objective: str) -> SearchWork:
-    """What this process extracted and trained for the search (trials: those that ended in this run)."""
+def work_done(cuts: dict[int, Features], trials: list, trial_seconds: float, epochs: int) -> SearchWork:
+    """What this process extracted and trained for the search (trials: those that ended in this run;
+    epochs: the epochs its trials trained, SearchTuner.epochs_run)."""
     stages = [features.extractor.stages for features in cuts.values()]
-    epochs = sum(len(trial.metrics.get_history(objective)) for trial in trials if trial.status == "COMPLETED")
     return SearchWork(
         next(iter(cuts.values())).runtime,
         sum(stage.images for stage in stages),
@@ -330,6 +331,9 @@ def run_search(
     Raises locks.Busy, before writing anything, if another process is running the same search.
     """
     keras_tuner_fixes.install()
+    unsafe = local_locks_warning(config.work_dir)  # (NFS whose locks stay on this machine)
+    if unsafe:
+        echo(unsafe)
     clock = Stopwatch()
     first = open_first_cut(config, echo, clock)
     inputs = SearchInputs.of(first)
@@ -337,7 +341,7 @@ def run_search(
     with search_lock(config, sid):
         if config.tuner.distributed:
             del first  # the workers extract the features and train the heads: the chief holds no backbone
-            result = _search_on_workers(config, inputs, sid, overrides or [], clock, echo, stage or {})
+            result = _search_on_workers(until(config, deadline), inputs, sid, overrides or [], clock, echo, stage or {})
         else:
             result = _search_here(config, first, inputs, sid, clock, echo, stage or {}, deadline)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
@@ -364,7 +368,7 @@ def _search_here(
         clock.lap("trials_seconds")
         views = sum(features.seconds for features in cuts.values()) - warm
         clock.laps["of_which_views_seconds"] = views  # the trials' time spent extracting or loading features
-        work = work_done(cuts, ran, clock.laps["trials_seconds"] - views, config.tuner.objective)
+        work = work_done(cuts, ran, clock.laps["trials_seconds"] - views, tuner.epochs_run)
         return replace(summarize(tuner, tracker, config, clock), work=work)
 
 

@@ -15,25 +15,27 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fashion_exp import writers
 from fashion_exp.config import Config
 from fashion_exp.data.augment import is_identity
-from fashion_exp.data.dataset import TRAIN, VALIDATION, scan_configured
+from fashion_exp.data.dataset import TRAIN, VALIDATION, report, scan_configured
 from fashion_exp.errors import ConfigError, UserError
 from fashion_exp.features.backbone import feature_shape_at
 from fashion_exp.features.cache import GB, bytes_per_image
-from fashion_exp.features.features import jobs_for
+from fashion_exp.features.features import Scan, jobs_for
 from fashion_exp.hardware import cpu_of
 from fashion_exp.hyperparameters import HeadParams, ParamSpace
 from fashion_exp.search import ladder
 from fashion_exp.search.costs import RATES, RateBook, Rates, extraction_rate, host_kind, more_blocks
+from fashion_exp.search.probe import probe_finetuning
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
 from fashion_exp.tracking.tune_runs import TuneRun
 
+PROBED = "finetune_ms_per_image"  # the rate probe.py measures (with the cut's extraction) when no stage has yet
 FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best (and more rates)
 MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
 
@@ -50,6 +52,11 @@ class StagePlan:
     @property
     def minutes(self) -> float:
         return (self.extraction_s + self.trials_s) / 60
+
+    @property
+    def least_minutes(self) -> float:
+        """Its features and half its trials (at least one)."""
+        return (self.extraction_s + self.trials_s * max(self.trials // 2, 1) / max(self.trials, 1)) / 60
 
 
 def _images(jobs, counts: dict[str, int]) -> int:
@@ -158,14 +165,16 @@ def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
 
 
 def stage2_at_size(config: Config, rates: Rates, counts: dict[str, int], left: float) -> tuple[StagePlan, str]:
-    """(stage 2's plan at the shipped size if it fits `left` minutes, else at data.image_size; why
-    it is not at the shipped size, or "")."""
+    """(stage 2's plan at the shipped size if its features and half its trials fit `left` minutes
+    (the budget stops the rest, each keeping its best epoch, and train-final reuses them: at the
+    search size train-final would train every member again at the shipped size, outside the
+    budget), else at data.image_size; why it is not at the shipped size, or "")."""
     second = stage2_plan(config, rates, counts, config.finetune_stage.image_size)
-    if second.minutes <= left or config.finetune_stage.image_size == config.data.image_size:
+    if second.least_minutes <= left or config.finetune_stage.image_size == config.data.image_size:
         return second, ""
     why = (
-        f"stage 2 at {second.image_size}px would take about {second.minutes:.0f} min, more than the "
-        f"{left:.0f} min stage 1 leaves: it fine-tunes at {config.data.image_size}px"
+        f"stage 2 at {second.image_size}px needs about {second.least_minutes:.0f} min for its features and half its "
+        f"trials, more than the {left:.0f} min stage 1 leaves: it fine-tunes at {config.data.image_size}px"
     )
     return stage2_plan(config, rates, counts, config.data.image_size), why
 
@@ -304,24 +313,29 @@ def run_tune(config: Config, echo=print, overrides: list[str] | None = None) -> 
     if not config.finetune_stage.enabled:
         return TuneResult([run_search(config, echo, overrides)], [])
     dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
-    return run_staged(config, {split: len(dataset.splits[split]) for split in (TRAIN, VALIDATION)}, echo, overrides)
+    return run_staged(config, Scan(dataset, report(dataset)), echo, overrides)
 
 
-def run_staged(config: Config, counts: dict[str, int], echo=print, overrides: list[str] | None = None) -> TuneResult:
-    """Plan, then stage 1, then stage 2 in what the budget leaves (ledger: across reruns), under
-    one MLflow parent run for the tune (its stages' search runs nested in it)."""
+def run_staged(config: Config, scanned: Scan, echo=print, overrides: list[str] | None = None) -> TuneResult:
+    """Plan (from this machine's measured rates: the first batches of fine-tuning are timed when
+    none are kept yet), then stage 1, then stage 2 and the ladder in what the budget leaves
+    (ledger: across reruns), under one MLflow parent run for the tune (its stages' search runs
+    nested in it)."""
     import tensorflow as tf
 
     started = time.time()
+    counts = {split: len(scanned.dataset.splits[split]) for split in (TRAIN, VALIDATION)}
     gpus = len(tf.config.list_physical_devices("GPU"))
-    book = rate_book(config, gpus)
-    rates = book.rates(RATES[host_kind(config.model.backbone, gpus)])
-    plan = make_plan(config, counts, rates)
-    for line in plan.lines():
-        echo(line)
+    book, table = rate_book(config, gpus), RATES[host_kind(config.model.backbone, gpus)]
+    make_plan(config, counts, book.rates(table))  # a budget too small is refused before any work
     ledger = Ledger(config)
     if ledger.spent:
-        echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {plan.budget_minutes:g} min spent")
+        echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {config.tuner.max_minutes:g} min spent")
+    if PROBED not in book.read():
+        ledger.timing("probe", lambda: book.note(**asdict(probe_finetuning(config, scanned, echo))))
+    plan = make_plan(config, counts, book.rates(table))
+    for line in plan.lines():
+        echo(line)
     tune = TuneRun(config.tracking.uri, config.tracking.experiment, ledger.tune_id, config.tuner.objective, started)
     echo(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
     with tune.recording():
@@ -390,7 +404,7 @@ def _stages(
     measuring.stage1(first_config, first)
     if first.best_trial_id is None:
         return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
-    left2 = plan.budget_minutes - ledger.minutes("stage1") - ledger.minutes("stage2")
+    left2 = plan.budget_minutes - sum(ledger.spent.values())  # (the probe's minute too)
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
     second, second_config = _stage2(config, plan, first, ledger, left2, measuring, echo, overrides, nest)

@@ -24,7 +24,7 @@ from pathlib import Path
 from keras_tuner.src import utils as kt_utils
 
 from fashion_exp.errors import UserError, first_line
-from fashion_exp.writers import HOST, sweep_paths
+from fashion_exp.writers import FULL, HOST, disk_full, sweep_paths
 
 STOCK_SAVE_JSON = kt_utils.save_json
 # .<file>.<pid>-<thread>@<host>.partial; versions before the host was added wrote no @<host>
@@ -50,6 +50,10 @@ def save_json_atomically(path, obj) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, target)
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        raise disk_full(target, f"the search's state file {target.name}") from None  # (the old file stays whole)
     finally:
         partial.unlink(missing_ok=True)
     return text

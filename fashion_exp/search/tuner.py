@@ -17,7 +17,7 @@ import keras_tuner as kt
 import numpy as np
 
 from fashion_exp.config import TunerConfig
-from fashion_exp.search.oracles import make_oracle
+from fashion_exp.search.oracles import make_oracle, shared_deadline
 
 
 class TrialObserver:
@@ -64,6 +64,7 @@ class TrialHooks:
         self.observers = list(observers)
         self.patience = patience
         self._curves: dict[str, list[float]] = {}  # trial id -> objective per epoch
+        self.epochs_run = 0  # epochs trained by this process's trials (search/costs.py measures a trial epoch's cost)
         self._init_tuner(*args, **kwargs)
 
     def _init_tuner(self, *args, **kwargs):
@@ -98,13 +99,16 @@ class TrialHooks:
             observer.trial_started(trial)
 
     def run_trial(self, trial, *args, **kwargs):
-        deadline = getattr(self.oracle, "deadline", None)  # (a worker's oracle is a client: the chief's holds it)
+        deadline = getattr(self.oracle, "deadline", None)
+        if deadline is None and self._is_worker():  # a worker's oracle is a client: the chief shares its deadline
+            deadline = shared_deadline(Path(self.project_dir))
         if deadline is not None:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopAtDeadline(deadline)]
         return super().run_trial(trial, *args, **kwargs)
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
+        self.epochs_run += 1
         values = {k: float(v) for k, v in (logs or {}).items()}
         for observer in self.observers:
             observer.epoch_ended(trial, epoch, values)

@@ -18,6 +18,7 @@ from fashion_exp import locks
 from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
+from fashion_exp.mounts import local_locks_warning
 from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.observers import TrialRecorder
 from fashion_exp.search.run import head_hypermodel, open_first_cut, search_features, search_id
@@ -44,6 +45,9 @@ def _join(config: Config, chief: str, worker_id: str, sid: str) -> None:
 def run_worker(config: Config, chief: str, worker_id: str, echo=print) -> int:
     """Run trials for the chief at host:port until its oracle says stop; returns trials run here."""
     keras_tuner_fixes.install()
+    unsafe = local_locks_warning(config.work_dir)  # (NFS whose locks stay on this machine)
+    if unsafe:
+        echo(unsafe)
     first = open_first_cut(config, echo)
     sid = search_id(config, first.dataset.fingerprint(), first.fingerprint)
     directory = Path(config.work_dir) / "tuner"

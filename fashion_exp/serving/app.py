@@ -21,13 +21,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 
-from fashion_exp.data.images import SERVED_FORMATS, Decoder
-from fashion_exp.errors import ImageError
+from fashion_exp.data.images import Decoder, header_pixels
+from fashion_exp.errors import ImageError, first_line
 from fashion_exp.serving.batcher import BatcherStopped, MicroBatcher
+from fashion_exp.serving.memory import DecodeBudget
 from fashion_exp.serving.page import INDEX_HTML
 from fashion_exp.serving.predict import top_as_json, top_k
 
-STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 400, "not_image": 415, "missing": 400}
+STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 413, "not_image": 415, "missing": 400}
+DEFAULT_DECODERS = 4  # serve.decoders=null: one per core, at most this many (memory is serve.decode_budget_mb's)
 
 
 class Predictor(Protocol):
@@ -55,6 +57,9 @@ class ServeSettings:
     decoders: int  # serve.decoders (resolved): uploads decoded at once
     max_waiting: int  # serve.max_waiting: uploads waiting for a decoder before 503
     read_timeout_s: float  # serve.read_timeout_s: a body not arrived by then gets 408
+    max_requests: int  # serve.max_requests: requests handled at once (GET /health apart)
+    decode_budget_bytes: float  # serve.decode_budget_mb: decoding's memory in flight (serving/memory.py)
+    decode_bytes_per_value: float  # serve.decode_bytes_per_value: a decode's bytes per pixel and band
 
     @classmethod
     def from_config(cls, config, backend: str | None = None) -> ServeSettings:
@@ -67,9 +72,12 @@ class ServeSettings:
             max_batch=config.serve.max_batch,
             max_wait_ms=config.serve.max_wait_ms,
             request_timeout_s=config.serve.request_timeout_s,
-            decoders=config.serve.decoders or os.cpu_count() or 1,
+            decoders=config.serve.decoders or min(os.cpu_count() or 1, DEFAULT_DECODERS),
             max_waiting=config.serve.max_waiting,
             read_timeout_s=config.serve.read_timeout_s,
+            max_requests=config.serve.max_requests,
+            decode_budget_bytes=config.serve.decode_budget_mb * 1e6,
+            decode_bytes_per_value=config.serve.decode_bytes_per_value,
         )
 
 
@@ -79,6 +87,10 @@ class _TooLarge(Exception):
 
 class Busy(Exception):
     """Every decoder is busy and serve.max_waiting uploads already wait for one."""
+
+
+class ModelFailed(Exception):
+    """The model raised on the batch that held this photo (MemoryError, a runtime's error, ...)."""
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -134,22 +146,34 @@ Classify = Callable[[bytes], Awaitable[dict]]  # photo bytes -> {"category", "to
 def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> Classify:
     """Decode a photo in a worker thread, classify it in the batcher's next batch, answer its top k.
     Raises TimeoutError after settings.request_timeout_s, BatcherStopped if the batcher's thread ended."""
-    decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels, SERVED_FORMATS)
+    decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels, draft=True)
     k = min(settings.top_k, len(predictor.class_names))
-    decoding = asyncio.Semaphore(settings.decoders)  # a decode holds a photo's pixels: a few at a time
-    held = [0]  # uploads decoding or waiting to
+    decoding = asyncio.Semaphore(settings.decoders)  # threads decoding at once
+    budget = DecodeBudget(settings.decode_budget_bytes)  # and the memory they hold (serving/memory.py)
+    held = [0]  # large uploads decoding or waiting to (small ones are bounded by serve.max_requests)
 
     async def classify(data: bytes) -> dict:
-        if held[0] >= settings.decoders + settings.max_waiting:
+        values = header_pixels(data, decoder.max_pixels, decoder.formats)  # (ImageError: refused from its header)
+        cost = values * settings.decode_bytes_per_value
+        large = int(not budget.small(cost))
+        if large and held[0] >= settings.decoders + settings.max_waiting:
             raise Busy
-        held[0] += 1
+        held[0] += large
         try:
-            async with decoding:
+            async with budget.holding(cost), decoding:
                 image = await run_in_threadpool(decoder.decode, data, "upload")
         finally:
-            held[0] -= 1
+            held[0] -= large
         # on timeout wait_for cancels the future, and the batcher skips it
-        probabilities = await asyncio.wait_for(asyncio.wrap_future(batcher.submit(image)), settings.request_timeout_s)
+        try:
+            answer = asyncio.wrap_future(batcher.submit(image))
+            probabilities = await asyncio.wait_for(answer, settings.request_timeout_s)
+        except (TimeoutError, BatcherStopped):
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the model raised: the caller gets one line, the service goes on
+            raise ModelFailed(
+                f"the model failed on this photo's batch ({type(err).__name__}: {first_line(err)})"
+            ) from None
         top = top_k(np.asarray(probabilities), predictor.class_names, k)
         return {"category": top[0][0], "top": top_as_json(top)}
 
@@ -181,8 +205,8 @@ def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, cl
             answer = await classify(body)
         except ImageError as err:
             return _error(STATUS_FOR_KIND.get(err.kind, 400), str(err))
-        except BatcherStopped as err:
-            return _error(503, str(err))
+        except (BatcherStopped, ModelFailed) as err:
+            return _error(503, f"{err}; try again later" if isinstance(err, ModelFailed) else str(err), 5)
         except Busy:
             waiting = settings.max_waiting
             return _error(503, f"busy: every decoder is taken and {waiting} uploads wait (serve.max_waiting)", 1)
@@ -196,13 +220,20 @@ def _add_predict(app: FastAPI, predictor: Predictor, settings: ServeSettings, cl
 
 
 def _add_pages(app: FastAPI, predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> None:
-    """GET /health (503 once the inference thread has ended), GET /version (the model being served) and
+    """GET /health (503 once the inference thread has ended, or while one batch has run past
+    serve.request_timeout_s), GET /version (the model being served) and
     GET / (the upload page)."""
 
     @app.get("/health")
     def health():
         if not batcher.alive:
             return _error(503, batcher.why_stopped)
+        stuck = batcher.stuck_for(settings.request_timeout_s)
+        if stuck is not None:  # an orchestrator restarts a model that hangs, not a healthy one that is busy
+            limit = settings.request_timeout_s
+            return _error(
+                503, f"the model has run one batch for {stuck:.0f} s, past {limit:g} s (serve.request_timeout_s)"
+            )
         return {"status": "ok"}
 
     @app.get("/version")
@@ -221,6 +252,24 @@ def _add_pages(app: FastAPI, predictor: Predictor, settings: ServeSettings, batc
         return INDEX_HTML
 
 
+def _limit_requests(app: FastAPI, settings: ServeSettings) -> None:
+    """At most serve.max_requests requests in the app at once; more get 503 with Retry-After: 1.
+    GET /health is never held back: an orchestrator watching it must see a busy service as alive."""
+    in_flight = [0]
+
+    @app.middleware("http")
+    async def limit(request: Request, call_next):
+        if request.url.path == "/health":
+            return await call_next(request)
+        if in_flight[0] >= settings.max_requests:
+            return _error(503, f"busy: {settings.max_requests} requests in progress (serve.max_requests)", 1)
+        in_flight[0] += 1
+        try:
+            return await call_next(request)
+        finally:
+            in_flight[0] -= 1
+
+
 def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     """A FastAPI app that classifies uploaded photos with `predictor`."""
     # one inference thread (the model uses every core already), fed batches of concurrent photos
@@ -231,4 +280,5 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title=title, version=version, lifespan=_lifespan(batcher, predictor.image_size))
     _add_predict(app, predictor, settings, _classifier(predictor, settings, batcher))
     _add_pages(app, predictor, settings, batcher)
+    _limit_requests(app, settings)
     return app

@@ -50,6 +50,7 @@ class MicroBatcher:
         self._stopped = False  # set, under _lock, by the thread as it ends; submit checks it
         self._end = "closed at shutdown"  # why the thread ended, for the one-line error
         self._lock = threading.Lock()
+        self.running_since: float | None = None  # time.monotonic() when the batch in the model began (None: idle)
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -57,6 +58,12 @@ class MicroBatcher:
     def alive(self) -> bool:
         """Whether the inference thread still takes requests."""
         return self._thread.is_alive() and not self._stopped
+
+    def stuck_for(self, limit: float) -> float | None:
+        """Seconds the batch in the model has run, when more than `limit` (a model that may hang), else None."""
+        began = self.running_since
+        running = time.monotonic() - began if began is not None else 0.0
+        return running if running > limit else None
 
     @property
     def why_stopped(self) -> str:
@@ -129,7 +136,11 @@ class MicroBatcher:
                 return
             images = np.stack([image for image, _ in live])
             shape = padded_size(len(images), self.max_batch)
-            probabilities = np.asarray(self._predict(pad_batch(images, shape)))[: len(images)]
+            self.running_since = time.monotonic()
+            try:
+                probabilities = np.asarray(self._predict(pad_batch(images, shape)))[: len(images)]
+            finally:
+                self.running_since = None
             self.batches = [*self.batches[-99:], len(live)]
             for row, (_, future) in zip(probabilities, live, strict=True):
                 future.set_result(row)

@@ -282,7 +282,8 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
             folder = where.folder or _download(client, where.run_id, tmp)
             info = mlflow.models.Model.load(str(folder))
             model = _load_keras_safely(Path(folder), info, reference)
-    except (MlflowException, OSError, ValueError) as err:
+    except (MlflowException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        # (a tampered .keras file makes Keras' deserializer raise any of these: one line, not a traceback)
         raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
     meta = info.metadata or {}
     if "class_names" not in meta:
@@ -404,9 +405,8 @@ def _named(versions: list, name: str, version: str | None, run_id: str | None):
     if version is not None:
         chosen = [v for v in versions if str(v.version) == str(version)]
         if not chosen:
-            raise UserError(
-                f"'{name}' has no version {version} (versions: {', '.join(sorted(v.version for v in versions))})"
-            )
+            numbers = sorted((str(v.version) for v in versions), key=int)  # (some stores give ints)
+            raise UserError(f"'{name}' has no version {version} (versions: {', '.join(numbers)})")
         return chosen[0]
     chosen = [v for v in versions if v.run_id == run_id]
     if not chosen:

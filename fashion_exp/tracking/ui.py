@@ -4,6 +4,7 @@ server (server.py): it dies with this process, however this process ends."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
@@ -15,9 +16,38 @@ from fashion_exp.tracking.store import local_store
 APP = "fashion-exp"  # the mlflow.app entry point of ui_app.create_app
 
 
-def run_ui(uri: str, host: str, port: int, log: Path, echo=print) -> int:
+def loopback(host: str) -> bool:
+    """Whether `host` is this machine alone (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, port: int, expose: bool, echo) -> None:
+    """Refuse a host other machines reach unless `expose`; with it, say what is exposed."""
+    if loopback(host):
+        return
+    if not expose:
+        raise ConfigError(
+            f"ui --host {host}: other machines would reach the whole store with no login (read and change every "
+            "run, create experiments whose artifacts go anywhere, move @champion, which serve loads); keep "
+            "--host 127.0.0.1 and reach it through `ssh -L`, run the recipe's tracking server with basic-auth "
+            "(docs/distributed.md), or add --expose to open it anyway"
+        )
+    echo(
+        f"EXPOSED (--expose): anyone who reaches {host}:{port} reads and changes the whole store, with no login: "
+        "every run and artifact, the registry and its @champion alias"
+    )
+
+
+def run_ui(uri: str, host: str, port: int, log: Path, echo=print, expose: bool = False) -> int:
     """Serve the store's UI at host:port until Ctrl-C (KeyboardInterrupt reaches the caller);
-    UserError if the server does not start, or stops answering."""
+    ConfigError for a host other machines reach without `expose`; UserError if the server does not
+    start, or stops answering."""
+    check_exposure(host, port, expose, echo)
     if uri.startswith(("http://", "https://")):
         raise ConfigError(f"tracking.uri is a tracking server already ({redact(uri)}): open it in a browser")
     where = local_store(uri)
