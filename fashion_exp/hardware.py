@@ -9,6 +9,7 @@ AMX-INT8 (int8 dot products: ONNX Runtime's int8 weights need not lose a bit to 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,15 @@ def train_policy(setting: str, cpu: Cpu, gpu: bool) -> str:
 
 
 def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU. Where no NVIDIA driver is loaded the answer is no without
+    importing TensorFlow (a service on an ONNX backend then needs none: 0.6 GB less memory)."""
+    if "tensorflow" not in sys.modules and not nvidia_driver():
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def nvidia_driver() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (a GPU TensorFlow could use)."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidia0").exists()

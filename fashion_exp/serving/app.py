@@ -24,7 +24,7 @@ from starlette.formparsers import MultiPartParser
 from fashion_exp.data.images import Decoder, header_pixels
 from fashion_exp.errors import ImageError, first_line
 from fashion_exp.serving.batcher import BatcherStopped, MicroBatcher
-from fashion_exp.serving.memory import DecodeBudget
+from fashion_exp.serving.memory import DecodeBudget, give_back_freed_memory
 from fashion_exp.serving.page import INDEX_HTML
 from fashion_exp.serving.predict import top_as_json, top_k
 
@@ -162,6 +162,8 @@ def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBat
         try:
             async with budget.holding(cost), decoding:
                 image = await run_in_threadpool(decoder.decode, data, "upload")
+                if large:
+                    await run_in_threadpool(give_back_freed_memory)
         finally:
             held[0] -= large
         # on timeout wait_for cancels the future, and the batcher skips it

@@ -28,15 +28,18 @@ UNTIMED = {"onnx-int8": 2.0, "onnx": 1.0}  # exports before speeds were logged: 
 
 def open_predictor(reference: str, tracking_uri: str, backend: str, cpu_features="auto") -> tuple[object, str, str]:
     """(predictor, the backend it runs on, why that one) for the model `reference`."""
-    loaded = registry.load(reference, tracking_uri)
+    described = registry.load(reference, tracking_uri, keras_model=False)  # (an ONNX backend needs no Keras copy)
     if backend == "auto":
-        backend, why = choose(loaded, tracking_uri, cpu_of(cpu_features))
+        backend, why = choose(described, tracking_uri, cpu_of(cpu_features))
     else:
         why = f"backend={backend}"
     if backend == "keras":
-        return loaded, backend, why
+        from fashion_exp import quiet
+
+        quiet.import_tensorflow()  # (serve imports it only for this backend: its start-up lines held back)
+        return registry.load(reference, tracking_uri), backend, why
     predictor = onnx_predictor(
-        loaded, tracking_uri, int8=backend == "onnx-int8", openvino="bf16" if backend == "openvino-bf16" else None
+        described, tracking_uri, int8=backend == "onnx-int8", openvino="bf16" if backend == "openvino-bf16" else None
     )
     return predictor, backend, why
 

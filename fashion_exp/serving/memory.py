@@ -12,6 +12,8 @@ so a tenth always stays for the small ones.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 from contextlib import asynccontextmanager
 
 SMALL = 0.1  # an upload costing at most this share of the budget is small: it may use the reserved tenth
@@ -47,3 +49,22 @@ class DecodeBudget:
             async with self._room:
                 self.used -= cost
                 self._room.notify_all()
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def give_back_freed_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim; elsewhere nothing): the decoder
+    threads' malloc arenas otherwise keep a large decode's pages, and the service's memory would
+    grow past the budget by what each thread once held."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -271,8 +271,10 @@ def _check_kind(model, meta: dict, reference: str) -> None:
         )
 
 
-def load(reference: str, tracking_uri: str) -> LoadedModel:
-    """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder."""
+def load(reference: str, tracking_uri: str, keras_model: bool = True) -> LoadedModel:
+    """Load a model from a registry URI, a runs:/ URI or a local MLflow model folder.
+    keras_model=False: its description alone (metadata, run, version; `model` None), for a service
+    that runs the model's ONNX file: neither the Keras file nor its weights are read into memory."""
     import mlflow
 
     client = open_client(tracking_uri, create=False) if _needs_store(reference) else None
@@ -281,14 +283,15 @@ def load(reference: str, tracking_uri: str) -> LoadedModel:
         with tempfile.TemporaryDirectory() as tmp:
             folder = where.folder or _download(client, where.run_id, tmp)
             info = mlflow.models.Model.load(str(folder))
-            model = _load_keras_safely(Path(folder), info, reference)
+            model = _load_keras_safely(Path(folder), info, reference) if keras_model else None
     except (MlflowException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         # (a tampered .keras file makes Keras' deserializer raise any of these: one line, not a traceback)
         raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
     meta = info.metadata or {}
     if "class_names" not in meta:
         raise UserError(f"model {reference} has no class_names metadata: was it logged by train-final?")
-    _check_kind(model, meta, reference)
+    if keras_model:
+        _check_kind(model, meta, reference)
     return LoadedModel(
         model=model,
         uri=reference,
