@@ -124,11 +124,20 @@ def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_f
         assert wrong.returncode == 2, wrong.stderr[-2000:]
         last = wrong.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: the chief at 127.0.0.1:{port} refused this worker: this call carries no valid")
-        with strangers_holding_calls(port):  # the search goes on while strangers hold calls open on its oracle
-            right = subprocess.run(
-                [*worker, "--worker-id", "worker-0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
-            )
-        assert right.returncode == 0, right.stderr[-2000:]
+        with strangers_holding_calls(port):  # the search on two workers goes on while strangers hold calls open
+            logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+            right = [
+                subprocess.Popen(
+                    [*worker, "--worker-id", f"worker-{i}"],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log.open("w"),
+                )
+                for i, log in enumerate(logs)
+            ]
+            codes = [process.wait(timeout=400) for process in right]
+        assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
         assert chief.wait(timeout=60) == 0
     finally:
         chief.kill()
