@@ -422,8 +422,8 @@ class Config:
         self._check_blocks()
         _one_of("preset", self.preset, PRESETS, "preset")
         most = max_blocks(self.model.backbone)
-        self.finetune_stage.check("finetune_stage", self.choices()["augmentation"], most)
-        if self.finetune_stage.enabled:
+        if self.finetune_stage.enabled:  # (a stage that does not run must not block a command)
+            self.finetune_stage.check("finetune_stage", self.choices()["augmentation"], most)
             self.model.check_size("finetune_stage.image_size", self.finetune_stage.image_size)
 
     def _check_blocks(self) -> None:

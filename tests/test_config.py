@@ -130,14 +130,23 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("final.members=0", "final.members"),
         ("final.members=2", "final.members"),
         ("final.ensemble=median", "final.ensemble"),
-        ("finetune_stage.blocks=[0]", "finetune_stage.blocks"),
-        ("finetune_stage.blocks=[]", "finetune_stage.blocks"),
-        ("finetune_stage.block_lr=[0]", "finetune_stage.block_lr"),
-        ("finetune_stage.augmentation=[sepia]", "finetune_stage.augmentation"),
-        ("finetune_stage.views=0", "finetune_stage.views"),
-        ("finetune_stage.stage1_share=1.5", "finetune_stage.stage1_share"),
-        ("finetune_stage.patience=0", "finetune_stage.patience"),
+        ("preset=best finetune_stage.blocks=[0]", "finetune_stage.blocks"),
+        ("preset=best finetune_stage.blocks=[]", "finetune_stage.blocks"),
+        ("preset=best finetune_stage.block_lr=[0]", "finetune_stage.block_lr"),
+        ("preset=best finetune_stage.augmentation=[sepia]", "finetune_stage.augmentation"),
+        ("preset=best finetune_stage.views=0", "finetune_stage.views"),
+        ("preset=best finetune_stage.stage1_share=1.5", "finetune_stage.stage1_share"),
+        ("preset=best finetune_stage.patience=0", "finetune_stage.patience"),
         ("preset=best finetune_stage.image_size=40", "finetune_stage.image_size"),
+        ("preset=best finetune_stage.ladder_gain.depth=1", "finetune_stage.ladder_gain"),
+        ("preset=best finetune_stage.ladder_gain.blocks=-1", "finetune_stage.ladder_gain.blocks"),
+        ("preset=best finetune_stage.ladder_reserve=1", "finetune_stage.ladder_reserve"),
+        ("preset=best finetune_stage.ladder_bounds.block_lr=[1,0.1]", "finetune_stage.ladder_bounds.block_lr"),
+        ("preset=best finetune_stage.probe_photos=1", "finetune_stage.probe_photos"),
+        ("preset=best finetune_stage.max_blocks=0", "finetune_stage.max_blocks"),
+        ("serve.decode_budget_mb=0", "serve.decode_budget_mb"),
+        ("serve.header_timeout_s=0", "serve.header_timeout_s"),
+        ("serve.max_requests=0", "serve.max_requests"),
         ("tuner.patience=0", "tuner.patience"),
     ],
 )
@@ -147,6 +156,16 @@ def test_invalid_values_are_rejected_naming_the_key(override, key):
     message = str(err.value)
     assert key in message
     assert "\n" not in message
+
+
+def test_a_stage_that_does_not_run_does_not_rule_the_config():
+    """A search of plain photos alone (augmentation=[none]): finetune_stage names shear_zoom_flip,
+    but it is off in the default preset, so nothing is refused (issue 37, item 11); with
+    preset=best it runs, and the same setting is a one-line error."""
+    plain = ["augmentation=[none]", "search.augmentation.values=[none]"]
+    assert load_config(plain).search["augmentation"].values == ["none"]
+    with pytest.raises(ConfigError, match="finetune_stage.augmentation: unknown augmentation policy 'shear_zoom_flip'"):
+        load_config([*plain, "preset=best"])
 
 
 @pytest.mark.parametrize(
