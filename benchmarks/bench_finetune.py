@@ -1,7 +1,7 @@
 """What a fine-tuning trial costs on this machine, per number of trained blocks and image size.
 
 For each size and each blocks value (0 = frozen backbone, 1 = block14, 2 = block13 + block14), on
-the product's own parts (build_backbone cut below the blocks, on the runtime train-final uses;
+the product's own parts (build_backbone cut below the blocks, on --runtime as a search runs it;
 build_head with a fresh copy of the blocks; the cached-map batches of map_dataset):
 
   bytes/photo   one photo's cached features (float16 maps, float32 pooled)
@@ -66,7 +66,7 @@ def measure(args, size: int, blocks: int) -> dict:
     labels = dataset.labels(TRAIN)[:: max(1, TRAIN_PHOTOS // args.photos)][: args.photos]
     images = np.stack([decoder.load(p) for p in paths])
     backbone = build_backbone(config.model, size, config.seed, blocks)
-    runner = open_runner(backbone, resolve(args.runtime, exact=True), 32, config.work_dir)
+    runner = open_runner(backbone, resolve(args.runtime, exact=False, cut=blocks > 0), 32, config.work_dir)
     runner.features(images[:32])  # export / compile outside the timing
     started = time.perf_counter()
     features = np.concatenate([runner.features(images[i : i + 32]) for i in range(0, len(images), 32)])

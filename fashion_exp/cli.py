@@ -6,6 +6,7 @@ Heavy imports (TensorFlow, MLflow) happen inside the commands so that --help ans
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -79,6 +80,12 @@ def _add_search_commands(command: AddCommand) -> None:
     )
     worker.add_argument("--chief", required=True, metavar="HOST:PORT", help="where the chief's oracle listens")
     worker.add_argument(
+        "--search",
+        metavar="ID",
+        help="join this search of the chief's, with the settings it published in work_dir (the chief's own workers); "
+        "default: the search the overrides name and, for preset=best, every stage after it",
+    )
+    worker.add_argument(
         "--worker-id",
         help="this worker's id; restart a dead worker with its id to re-run its trial (default: worker-<host name>)",
     )
@@ -89,8 +96,8 @@ def _add_setup_commands(command: AddCommand) -> None:
     fetch.add_argument("--force", action="store_true", help="download again even if the data is there")
     command("show-config", "print the resolved config")
     ui = command("ui", "mlflow ui on tracking.uri's store, experiments opening on their runs table (Ctrl-C stops it)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    ui.add_argument("--host", help="address to listen on (default: tracking.ui_host, 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, help="port (default: tracking.ui_port, 5000)")
     ui.add_argument(
         "--expose",
         action="store_true",
@@ -162,8 +169,16 @@ def cmd_tune(config, args, overrides: list[str]) -> int:
     if result.experiment_id:
         from fashion_exp.tracking.experiments import ui_link
 
-        print(f"Compare the trials: {ui_link(result.tracking_uri, result.experiment_id)}")
+        link = ui_link(config.tracking, result.experiment_id, result.parent_run_id, default_uri())
+        print(f"Compare the trials (best first): {link}")
     return 0
+
+
+def default_uri() -> str:
+    """The tracking URI `ui` opens without a tracking.uri= override (conf's, or MLFLOW_TRACKING_URI)."""
+    from fashion_exp.config import load_config
+
+    return load_config([]).tracking.uri
 
 
 def _print_search(result, title: str) -> None:
@@ -187,12 +202,16 @@ def check_tune_worker(args) -> None:
         args.worker_id = "worker-" + socket.gethostname().replace("chief", "head")
     if not args.worker_id or "chief" in args.worker_id or "/" in args.worker_id:
         raise UserError(f"--worker-id '{args.worker_id}': must be non-empty, without '/' and not contain 'chief'")
+    if args.search is not None and not re.fullmatch(r"[0-9a-f]{12}", args.search):
+        raise UserError(
+            f"--search '{args.search}': a search id is 12 hex digits (tune prints it: 'Started search ...')"
+        )
 
 
 def cmd_tune_worker(config, args, overrides: list[str]) -> int:
     from fashion_exp.search.worker import run_worker
 
-    run_worker(config, args.chief, args.worker_id)
+    run_worker(config, args.chief, args.worker_id, args.search)
     return 0
 
 
@@ -203,32 +222,71 @@ def cmd_fetch_data(config, args, overrides: list[str]) -> int:
     if has_dataset(root) and not args.force:
         print(f"Dataset already at {root.resolve()} (use --force to download again)")
         return 0
-    if fetch_dataset(config.data.url, root, force=args.force):
+    if fetch_dataset(config.data.url, root, args.force, config.data.download_timeout_s):
         print(f"Dataset ready at {root.resolve()}")
     else:
         print(f"Dataset ready at {root.resolve()} (downloaded by the fetch-data this one waited for)")
     return 0
 
 
-def with_search_preset(config, overrides: list[str]):
+def with_search_inputs(config, overrides: list[str]):
     """train-final's config under the preset of the search it trains from (preset=best sets the final
-    model's settings too), unless the command line names a preset."""
-    if any(word.startswith("preset=") for word in overrides):
+    model's settings too) and its data folder, backbone and weights (fashion_exp/inputs.py), unless
+    the command line (or FASHION_DATA / FASHION_WEIGHTS) names them."""
+    from fashion_exp.config import flatten
+    from fashion_exp.inputs import inherited
+    from fashion_exp.tracking.queries import search_config, search_preset
+
+    words = []
+    preset = search_preset(config.tracking.uri, config.tracking.experiment, config.from_run)
+    if not any(word.startswith("preset=") for word in overrides) and preset not in (None, config.preset):
+        print(
+            f"preset={preset}: the preset of the search this model is trained from (give preset=... to choose another)"
+        )
+        words.append(f"preset={preset}")
+    recorded = search_config(config.tracking.uri, config.tracking.experiment, config.from_run)
+    return _reloaded(config, overrides, words, inherited(recorded, flatten(config), overrides), "the search")
+
+
+def with_model_inputs(config, overrides: list[str], reference: str):
+    """The config with the data folder of the model's train-final run, unless the command line (or
+    FASHION_DATA) names one: evaluate, combine and export-onnx score that model's photos."""
+    from fashion_exp.config import flatten
+    from fashion_exp.inputs import DATA_ONLY, inherited
+    from fashion_exp.tracking import registry
+    from fashion_exp.tracking.queries import run_config
+
+    run_id = registry.run_of(reference, config.tracking.uri)
+    if run_id is None:
+        return config
+    found = inherited(run_config(config.tracking.uri, run_id), flatten(config), overrides, DATA_ONLY)
+    return _reloaded(config, overrides, [], found, f"model {reference}")
+
+
+def _reloaded(config, overrides: list[str], words: list[str], found: list[str], source: str):
+    """config composed again with `words` and the inputs `found` in `source` (said in one line)."""
+    if not words and not found:
         return config
     from fashion_exp.config import load_config
-    from fashion_exp.tracking.queries import search_preset
 
-    preset = search_preset(config.tracking.uri, config.tracking.experiment, config.from_run)
-    if preset is None or preset == config.preset:
-        return config
-    print(f"preset={preset}: the preset of the search this model is trained from (give preset=... to choose another)")
-    return load_config([f"preset={preset}", *overrides])
+    if found:
+        print(f"From {source}: {' '.join(found)} (give another value on the command line to change it)")
+    return load_config([*words, *found, *overrides])
+
+
+def require_data(config, splits: list[str]) -> None:
+    """The dataset's folders, checked before any other work (a missing one is one line)."""
+    from fashion_exp.data.dataset import find_samples
+
+    find_samples(Path(config.data.root), splits, None)
 
 
 def cmd_train_final(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.train import train_final
 
-    result = train_final(with_search_preset(config, overrides))
+    config = with_search_inputs(config, overrides)
+    require_data(config, ["train", "validation"])
+    result = train_final(config)
     print(
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
         f"val_accuracy {result.val_accuracy:.4f} with {result.hyperparameters.as_dict()}"
@@ -247,8 +305,11 @@ def cmd_train_final(config, args, overrides: list[str]) -> int:
 
 
 def cmd_combine(config, args, overrides: list[str]) -> int:
-    from fashion_exp.final.combine import combine
+    from fashion_exp.final.combine import check_references, combine
 
+    check_references(args.model or [])
+    config = with_model_inputs(config, overrides, args.model[0])
+    require_data(config, ["validation"])
     result = combine(config, args.model)
     name = config.final.registered_model
     print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
@@ -257,9 +318,12 @@ def cmd_combine(config, args, overrides: list[str]) -> int:
 
 
 def cmd_evaluate(config, args, overrides: list[str]) -> int:
-    from fashion_exp.final.evaluate import evaluate
+    from fashion_exp.final.evaluate import evaluate, latest_model
 
-    evaluate(config, args.model)
+    reference = args.model or latest_model(config)
+    config = with_model_inputs(config, overrides, reference)
+    require_data(config, ["test"])
+    evaluate(config, reference)
     return 0
 
 
@@ -344,7 +408,10 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
 def cmd_export_onnx(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.onnx_export import export
 
-    result = export(config, args.model or _champion(config))
+    reference = args.model or _champion(config)
+    config = with_model_inputs(config, overrides, reference)
+    require_data(config, ["validation"])
+    result = export(config, reference)
     print(
         f"ONNX vs Keras on {result.images} validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"
@@ -376,7 +443,8 @@ def cmd_ui(config, args, overrides: list[str]) -> int:
     from fashion_exp.tracking.ui import run_ui
 
     try:
-        return run_ui(config.tracking.uri, args.host, args.port, Path(config.work_dir) / "ui.log", expose=args.expose)
+        host, port = args.host or config.tracking.ui_host, args.port or config.tracking.ui_port
+        return run_ui(config.tracking.uri, host, port, Path(config.work_dir) / "ui.log", expose=args.expose)
     except KeyboardInterrupt:  # Ctrl-C is how it ends
         print("\nMLflow UI stopped")
         return 0

@@ -40,6 +40,7 @@ PLACEMENT_KEYS = (
     "gpus_per_worker",
     "worker_restarts",
     "chief_timeout",
+    "oracle_threads",
     "tls_cert",
     "tls_key",
     "tls_ca",
@@ -86,9 +87,12 @@ class DataConfig:
     limit_per_class: int | None
     max_image_pixels: int
     scan_size: int
+    download_timeout_s: float  # fetch-data: seconds without an answer before the download gives up
 
     def check(self, key: str) -> None:
         _at_least(f"{key}.image_size", self.image_size)
+        if not self.download_timeout_s > 0:
+            raise ConfigError(f"{key}.download_timeout_s: {self.download_timeout_s} must be > 0")
         _one_of(f"{key}.interpolation", self.interpolation, INTERPOLATIONS)
         _at_least(f"{key}.limit_per_class", self.limit_per_class, nullable=True)
         _at_least(f"{key}.max_image_pixels", self.max_image_pixels)
@@ -106,6 +110,7 @@ class ModelConfig:
     auto_max_changed: float  # ... and fewer photos than this share change class (upper bound)
     auto_confidence: float  # the one-sided confidence of both bounds (fashion_exp/gate.py)
     auto_check_photos: int  # training photos auto's check fits its heads on (it scores every validation photo)
+    race_batches: int  # batches each fp32 runtime is timed on (after a warm-up batch) to find the faster
     cpu_features: Any  # "auto", or the CPU flags to act as: a list, or one string (hardware.parse_setting)
     train_precision: str  # compute dtype of fine-tuned blocks (PRECISIONS)
 
@@ -115,6 +120,7 @@ class ModelConfig:
         _one_of(f"{key}.train_precision", self.train_precision, PRECISIONS, "precision")
         _at_least(f"{key}.batch_size", self.batch_size)
         _at_least(f"{key}.auto_check_photos", self.auto_check_photos, 2)
+        _at_least(f"{key}.race_batches", self.race_batches)
         if not self.auto_min_cosine >= 0:  # (above 1: auto never extracts in lower precision)
             raise ConfigError(f"{key}.auto_min_cosine: a cosine of at least 0, got {self.auto_min_cosine}")
         for name in ("auto_accuracy_margin", "auto_max_changed"):
@@ -163,6 +169,9 @@ class TunerConfig:
     gpus_per_worker: int  # GPUs each local worker sees through CUDA_VISIBLE_DEVICES (0: leave it alone)
     worker_restarts: int  # times a local worker that died is started again before the search stops
     chief_timeout: int  # seconds a worker waits for the chief to answer before it gives up
+    oracle_threads: (
+        int  # the chief's gRPC server threads (the oracle answers one call at a time; a slow caller holds one)
+    )
     tls_cert: str | None  # PEM certificate the chief's oracle serves TLS with (with tls_key); null: plain gRPC
     tls_key: str | None  # its PEM private key
     tls_ca: str | None  # PEM certificate(s) workers trust for the chief (null: tls_cert itself, self-signed)
@@ -194,6 +203,7 @@ class TunerConfig:
         for name in ("workers", "gpus_per_worker", "worker_restarts"):
             _at_least(f"{key}.{name}", getattr(self, name), least=0)
         _at_least(f"{key}.chief_timeout", self.chief_timeout)
+        _at_least(f"{key}.oracle_threads", self.oracle_threads)
         _at_least(f"{key}.folds", self.folds, least=0)
         _at_least(f"{key}.patience", self.patience, nullable=True)
         if self.max_minutes is not None and not (isinstance(self.max_minutes, int | float) and self.max_minutes > 0):
@@ -220,10 +230,16 @@ class TunerConfig:
 class TrackingConfig:
     uri: str
     experiment: str
+    ui_host: str  # where `ui` listens unless --host says
+    ui_port: int  # ... and its port unless --port says
 
     def check(self, key: str) -> None:
         if not self.uri.strip() or not self.experiment.strip():
             raise ConfigError(f"{key}.uri and {key}.experiment must not be empty")
+        if not self.ui_host.strip():
+            raise ConfigError(f"{key}.ui_host must not be empty")
+        if not 0 < self.ui_port < 65536:
+            raise ConfigError(f"{key}.ui_port: {self.ui_port} is not a TCP port")
 
 
 @dataclass
@@ -239,6 +255,7 @@ class FinalConfig:
     members: int  # the search's best configurations train-final trains (final.restarts each), for ensemble=select
     reuse: bool  # a member's first restart is its search trial when that trial trained what train-final would
     int8_tolerance: float  # export-onnx: validation accuracy the int8 file may lose against Keras and still be served
+    selection_rounds: int  # ensemble=select: forward selection's rounds (each adds one head, repeats allowed)
     hp: dict[str, Any]  # head hyperparameter -> value replacing the search's pick (null = the pick)
 
     def check(self, key: str) -> None:
@@ -247,6 +264,7 @@ class FinalConfig:
         _at_least(f"{key}.restarts", self.restarts)
         heads = self.ensemble if isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) else None
         _at_least(f"{key}.members", self.members)
+        _at_least(f"{key}.selection_rounds", self.selection_rounds)
         if self.members > 1 and self.ensemble != "select":
             raise ConfigError(f"{key}.members: {self.members} configurations are ensembled by {key}.ensemble=select")
         if self.ensemble not in ("auto", "select") and not (heads and 1 <= heads <= self.restarts):
@@ -284,6 +302,8 @@ class FinetuneStageConfig:
     ladder_bounds: dict[str, list[float]]  # block_lr, learning_rate -> [lowest, highest] a rung may try
     max_blocks: int  # the most blocks a ladder rung trains (at most what the backbone has)
     probe_photos: int  # training photos the first timing of fine-tuning runs on (search/probe.py)
+    min_stage1_trials: int  # a budget that cannot fit stage 1's features and this many of its trials is refused
+    runner_up_gain: float  # a ladder rung on the best configuration of another policy: this share of the gain
 
     def check(self, key: str, choices: Collection[str], most_blocks: int) -> None:
         _at_least(f"{key}.image_size", self.image_size)
@@ -317,6 +337,9 @@ class FinetuneStageConfig:
         if not 0 <= self.ladder_reserve < 1:
             raise ConfigError(f"{key}.ladder_reserve: {self.ladder_reserve} must lie from 0 to below 1")
         _at_least(f"{key}.probe_photos", self.probe_photos, 2)
+        _at_least(f"{key}.min_stage1_trials", self.min_stage1_trials)
+        if not 0 <= self.runner_up_gain <= 1:
+            raise ConfigError(f"{key}.runner_up_gain: {self.runner_up_gain} must lie from 0 to 1")
         if self.max_blocks < max(self.blocks):  # (above what the backbone has: its most, search/ladder.py)
             raise ConfigError(f"{key}.max_blocks: {self.max_blocks} is below max(blocks) = {max(self.blocks)}")
 
@@ -344,7 +367,11 @@ class ServeConfig:
     max_image_pixels: (
         int  # an upload with more pixels is refused (the model sees 299x299; data.max_image_pixels is for datasets)
     )
-    decoders: int | None  # uploads decoded at once (null: one per CPU core, at most 4)
+    decoders: int | None  # uploads decoded at once (null: one per CPU core, at most max_decoders)
+    max_decoders: int  # decoders=null's ceiling (memory is decode_budget_mb's)
+    small_share: (
+        float  # an upload costing at most this share of decode_budget_mb is small: it may use the reserved share
+    )
     decode_budget_mb: float  # memory decoding uploads may hold at once (serving/memory.py)
     decode_bytes_per_value: float  # a decode's bytes per pixel and band (its cost against the budget)
     max_waiting: int  # uploads waiting for a decoder; one more gets 503 with Retry-After
@@ -352,18 +379,22 @@ class ServeConfig:
     max_requests: int  # requests handled at once (GET /health never counts); more get 503 with Retry-After
     header_timeout_s: float  # a connection whose request line and headers have not arrived by then is closed (408)
     read_timeout_s: float  # an upload whose body has not arrived by then gets 408 (slow clients hold no connection)
+    keep_alive_s: float  # an idle keep-alive connection is closed after this many seconds
 
     def check(self, key: str) -> None:
         _one_of(f"{key}.backend", self.backend, SERVE_BACKENDS, "backend")
         _at_least(f"{key}.max_image_pixels", self.max_image_pixels)
         _at_least(f"{key}.decoders", self.decoders, nullable=True)
+        _at_least(f"{key}.max_decoders", self.max_decoders)
+        if not 0 < self.small_share < 1:
+            raise ConfigError(f"{key}.small_share: {self.small_share} must lie between 0 and 1")
         for name in ("decode_budget_mb", "decode_bytes_per_value"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{key}.{name}: {getattr(self, name)} must be > 0")
         _at_least(f"{key}.max_waiting", self.max_waiting, least=0)
         _at_least(f"{key}.max_connections", self.max_connections)
         _at_least(f"{key}.max_requests", self.max_requests)
-        for name in ("read_timeout_s", "header_timeout_s"):
+        for name in ("read_timeout_s", "header_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{key}.{name}: {getattr(self, name)} must be > 0")
         _at_least(f"{key}.max_batch", self.max_batch)

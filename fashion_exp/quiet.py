@@ -4,7 +4,10 @@ TensorFlow 2.21 writes "oneDNN custom operations are on", "Could not find cuda d
 "failed call to cuInit" from C++ before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL
 cannot silence them: `import_tensorflow` holds the process's stderr (file descriptor 2) while
 TensorFlow loads and looks for GPUs, then writes back every line that is not one of those.
-TensorFlow's Python warnings (a tf.function retracing warning in train-final) go below ERROR too.
+TensorFlow's Python warnings (a tf.function retracing warning in train-final) go below ERROR too,
+and every Python warning a library raises is held back: scikit-learn's ConvergenceWarning from
+keras-tuner's Bayesian oracle between two trials, Keras' "Skipping variable loading for optimizer"
+when train-final loads a trial's checkpoint (its optimizer is not needed), deprecation notes.
 FASHION_VERBOSE=1 (or --verbose), or TF_CPP_MIN_LOG_LEVEL set to 0 or 1, shows everything.
 """
 
@@ -33,7 +36,7 @@ def verbose() -> bool:
     return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() in ("0", "1")
 
 
-LIBRARIES = r"(keras|tensorflow|tf2onnx|onnx|onnxruntime|mlflow|keras_tuner)(\.|$)"
+LIBRARIES = r"(keras|tensorflow|tf2onnx|onnx|onnxruntime|openvino|mlflow|keras_tuner|sklearn|scipy|optuna)(\.|$)"
 _OURS: dict[str, str] = {}  # the variables configure() set, not the user
 
 
@@ -48,9 +51,8 @@ def configure(asked_verbose: bool = False) -> None:
         if name not in os.environ or name in _OURS:
             os.environ[name] = _OURS[name] = value
     logging.getLogger("alembic").setLevel(logging.INFO if loud else logging.WARNING)  # MLflow's schema set-up
-    if not loud:  # libraries' notes to their own developers (keras' tf2onnx bridge: "np.object" FutureWarning)
-        for category in (FutureWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
+    if not loud:  # libraries' notes to their own developers, mid-work (see the module's docstring)
+        warnings.filterwarnings("ignore", category=Warning, module=LIBRARIES)
 
 
 @contextmanager

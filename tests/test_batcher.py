@@ -112,6 +112,7 @@ def test_sixteen_clients_at_once_get_their_own_answers_in_shared_batches():
         max_requests=64,
         decode_budget_bytes=600e6,
         decode_bytes_per_value=2.0,
+        small_share=0.1,
     )
     colours = ["hat", "pants", "shoes"] * 6
     with TestClient(create_app(predictor, settings)) as client, ThreadPoolExecutor(16) as pool:

@@ -136,15 +136,15 @@ def test_a_damaged_record_is_measured_again(overrides, monkeypatch):
 
 
 def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeypatch):
-    """OpenVINO f32 where it runs faster than ONNX Runtime on this CPU: the fine-tuning cut (exact
-    features) runs on it; the race is kept and read on the next start."""
+    """OpenVINO f32 where it runs faster than ONNX Runtime on this CPU: the fine-tuning cut (fp32
+    on a CPU without BF16 units) runs on it; the race is kept and read on the next start."""
     from fashion_exp.features.features import scan
     from fashion_exp.search.run import open_cut
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     speeds = {"onnx": 10.0, "openvino": 13.0}
     monkeypatch.setattr(choice, "batch_rate", lambda runner, images, batch: speeds[runner.runtime])
-    config = load_config([*overrides, "model.runtime=auto"])
+    config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2"])
     said = []
     cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
     assert cut.runtime == "openvino"
@@ -153,7 +153,7 @@ def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeyp
     assert open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append).runtime == "openvino"
 
 
-def test_explicit_runtimes_and_fine_tuning_cuts_are_not_measured(overrides, monkeypatch):
+def test_explicit_runtimes_are_not_measured_and_a_cut_never_runs_int8(overrides, monkeypatch):
     from fashion_exp.features.features import scan
     from fashion_exp.search.run import open_cut
 
@@ -162,8 +162,51 @@ def test_explicit_runtimes_and_fine_tuning_cuts_are_not_measured(overrides, monk
     said = []
     config = load_config([*overrides, "model.runtime=onnx-int8"])
     assert open_extractor(config, said).runner.runtime == "onnx-int8"  # asked for by name: kept
-    config = load_config([*overrides, "model.runtime=auto"])
     cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
-    assert cut.runtime in ("onnx", "openvino")  # fp32: the faster of the two here, timed once
+    assert cut.runtime == "onnx"  # int8 maps are not what a fine-tuned block trains on
+    assert "using onnx, whose features a fine-tuned block trains on), cut below the top 1 block(s)" in said[-2]
+    config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2"])
+    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    assert cut.runtime in ("onnx", "openvino")  # no BF16 units: fp32, the faster of the two here, timed once
     line = next(line for line in said if line.startswith(f"Backbone runtime: {cut.runtime} (auto: the fastest fp32"))
-    assert line.endswith("the shipped Keras model's features), cut below the top 1 block(s)")
+    assert line.endswith("a cut runs bf16 only on a CPU with BF16 units), cut below the top 1 block(s)")
+
+
+def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides, monkeypatch):
+    """On a CPU with BF16 units (forced), auto checks bf16 alone on the cut's activation maps (int8
+    is never a cut's candidate; the check heads pool the maps) and extracts the cut on bf16 when it
+    passes; a verdict that fails keeps fp32. The first check is real, on the tiny backbone."""
+    from fashion_exp.features.features import scan
+    from fashion_exp.search.run import open_cut
+
+    monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
+    config = load_config([*overrides, "model.runtime=auto", BF16_VNNI])
+    said = []
+    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    (record,) = Path(config.work_dir, "backbones").glob("auto-*.json")
+    saved = json.loads(record.read_text())
+    measured = [Measured(**line) for line in saved["measured"]]
+    assert [line.runtime for line in measured[1:]] == ["openvino-bf16"]
+    assert all(len(line.predicted) == len(saved["labels"]) for line in measured)
+    assert cut.runtime == pick(Record(saved["labels"], measured), config.model)[0]
+
+    def measured_as(verdict):
+        def fake(reference, candidates, photos, batch_size, echo):
+            assert [runner.runtime for runner in candidates] == ["openvino-bf16"]
+            assert reference.backbone.blocks == candidates[0].backbone.blocks == 1  # the cut itself
+            return LABELS, [row(reference.runtime, 10.0), Measured("openvino-bf16", "bf16", 30.0, 0.9999, verdict)]
+
+        return fake
+
+    for flags, verdict, expected in (
+        ("avx512_bf16", classes(changed=1), "openvino-bf16"),
+        ("amx_bf16", classes(lost=20), None),
+    ):
+        monkeypatch.setattr(choice, "measure", measured_as(verdict))
+        other = load_config([*overrides, "model.runtime=auto", f"model.cpu_features=[avx2,avx512f,{flags}]"])
+        said.clear()
+        cut = open_cut(other, scan(other.data, other.work_dir, said.append), 1, said.append)
+        assert cut.runtime == (expected or next(r for r in ("onnx", "openvino") if cut.runtime == r))
+        line = next(line for line in said if line.startswith("Backbone runtime: "))
+        assert ("(auto: openvino-bf16 passes (3.00x fp32" in line) == (expected is not None), line
+        assert line.endswith("cut below the top 1 block(s)")

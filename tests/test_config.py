@@ -68,6 +68,15 @@ def test_environment_variables_set_data_and_weights(monkeypatch):
         ("final.restarts=0", "final.restarts"),
         ("final.patience=0", "final.patience"),
         ("final.patience=soon", "final.patience"),
+        ("data.download_timeout_s=0", "data.download_timeout_s"),
+        ("model.race_batches=0", "model.race_batches"),
+        ("tuner.oracle_threads=0", "tuner.oracle_threads"),
+        ("final.selection_rounds=0", "final.selection_rounds"),
+        ("preset=best finetune_stage.min_stage1_trials=0", "finetune_stage.min_stage1_trials"),
+        ("preset=best finetune_stage.runner_up_gain=1.5", "finetune_stage.runner_up_gain"),
+        ("serve.max_decoders=0", "serve.max_decoders"),
+        ("serve.small_share=1", "serve.small_share"),
+        ("serve.keep_alive_s=0", "serve.keep_alive_s"),
         ("final.ensemble=6", "final.ensemble"),
         ("final.ensemble=0", "final.ensemble"),
         ("final.ensemble=most", "final.ensemble"),
@@ -273,3 +282,24 @@ def test_where_trials_run_is_not_part_of_the_search_id():
     spread = load_config(["tuner.workers=3", "tuner.role=chief", "tuner.oracle_address=0.0.0.0:8470"])
     assert search_id(single, "d", "w") == search_id(spread, "d", "w")
     assert search_id(single, "d", "w") != search_id(load_config(["tuner.epochs=5"]), "d", "w")
+
+
+def test_a_command_takes_the_photos_and_backbone_of_the_run_it_starts_from_unless_told(tmp_path):
+    """fashion_exp/inputs.py: the search's (or model's) data folder, backbone and weights, unless the
+    command line or FASHION_DATA / FASHION_WEIGHTS names them, and never a path missing here."""
+    from fashion_exp.inputs import inherited
+
+    data, weights = tmp_path / "photos", tmp_path / "xception.weights.h5"
+    data.mkdir()
+    weights.write_bytes(b"weights")
+    recorded = {"data": {"root": str(data)}, "model": {"backbone": "xception", "weights": str(weights)}}
+    current = {"data.root": "data/clothing-dataset-small", "model.backbone": "xception", "model.weights": "imagenet"}
+    both = [f"data.root={data}", f"model.weights={weights}"]
+    assert inherited(recorded, current, [], environ={}) == both  # (the backbone is already the same)
+    assert inherited(recorded, current, ["data.root=elsewhere"], environ={}) == both[1:]
+    assert inherited(recorded, current, ["model=tiny"], environ={}) == both[:1]
+    assert inherited(recorded, current, [], environ={"FASHION_DATA": "x", "FASHION_WEIGHTS": "y"}) == []
+    assert inherited(recorded, current, [], keys=("data.root",), environ={}) == both[:1]
+    elsewhere = {"data": {"root": str(tmp_path / "another-machine")}, "model": {"weights": "/nowhere/x.h5"}}
+    assert inherited(elsewhere, current, [], environ={}) == []  # the config's defaults apply
+    assert inherited({}, current, [], environ={}) == []  # a run from before config.yaml was logged

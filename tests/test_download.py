@@ -8,7 +8,9 @@ import pytest
 
 from fashion_exp.data.download import fetch_dataset
 from fashion_exp.errors import DataError
-from tests.synthetic import make_dataset
+from tests.synthetic import data_config, make_dataset
+
+TIMEOUT = data_config().download_timeout_s  # conf/data's
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def test_fetch_downloads_and_unpacks(server, tmp_path):
     source = make_dataset(tmp_path / "src", {"train": 2, "validation": 1, "test": 1})
     (www / "data.zip").write_bytes(zip_of(source))
     root = tmp_path / "data" / "clothing"
-    assert fetch_dataset(f"{url}/data.zip", root) is True
+    assert fetch_dataset(f"{url}/data.zip", root, False, TIMEOUT) is True
     assert sorted(p.name for p in root.iterdir()) == ["test", "train", "validation"]
     assert len(list((root / "train").rglob("*.jpg"))) == 6
     # no temporary files left; the lock file stays (deleting lock files races with waiters)
@@ -48,13 +50,13 @@ def test_fetch_downloads_and_unpacks(server, tmp_path):
 
 def test_fetch_is_a_no_op_when_data_is_there(tmp_path):
     root = make_dataset(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
-    assert fetch_dataset("http://127.0.0.1:9/never", root) is False
+    assert fetch_dataset("http://127.0.0.1:9/never", root, False, TIMEOUT) is False
 
 
 def test_http_error_is_one_line(server, tmp_path):
     _, url = server
     with pytest.raises(DataError, match="HTTP 404"):
-        fetch_dataset(f"{url}/missing.zip", tmp_path / "data")
+        fetch_dataset(f"{url}/missing.zip", tmp_path / "data", False, TIMEOUT)
     assert not (tmp_path / "data").exists()
 
 
@@ -62,7 +64,7 @@ def test_not_a_zip(server, tmp_path):
     www, url = server
     (www / "page.zip").write_text("<html>not a zip</html>")
     with pytest.raises(DataError, match="did not return a zip"):
-        fetch_dataset(f"{url}/page.zip", tmp_path / "data")
+        fetch_dataset(f"{url}/page.zip", tmp_path / "data", False, TIMEOUT)
     assert not (tmp_path / "data").exists()
 
 
@@ -72,17 +74,17 @@ def test_zip_without_splits(server, tmp_path):
     (tmp_path / "junk" / "readme.txt").write_text("hi")
     (www / "junk.zip").write_bytes(zip_of(tmp_path / "junk"))
     with pytest.raises(DataError, match="no folder with train/"):
-        fetch_dataset(f"{url}/junk.zip", tmp_path / "data")
+        fetch_dataset(f"{url}/junk.zip", tmp_path / "data", False, TIMEOUT)
 
 
 def test_unreachable_host_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="set FASHION_DATA"):
-        fetch_dataset("http://127.0.0.1:9/data.zip", tmp_path / "data", timeout=5)
+        fetch_dataset("http://127.0.0.1:9/data.zip", tmp_path / "data", False, 5)
 
 
 def test_partial_folder_is_not_overwritten(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mine.txt").write_text("keep me")
     with pytest.raises(DataError, match="--force"):
-        fetch_dataset("http://127.0.0.1:9/data.zip", tmp_path / "data")
+        fetch_dataset("http://127.0.0.1:9/data.zip", tmp_path / "data", False, TIMEOUT)
     assert (tmp_path / "data" / "mine.txt").read_text() == "keep me"

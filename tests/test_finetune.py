@@ -219,6 +219,27 @@ def test_train_final_scores_and_checks_the_float32_model_it_ships_after_bf16_tra
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 5e-5, shipped
 
 
+def test_train_final_reuses_trials_trained_on_bf16_maps_and_ships_what_it_checked_on_fp32(overrides):
+    """A search whose cut ran on OpenVINO bf16 (what auto takes where the check holds): train-final
+    extracts fp32 maps (the shipped model's), confirms each reused trial on its own bf16 validation
+    maps (read back from the cache: nothing extracted again, the score its trial logged), then
+    selects and checks the shipped float32 model on fp32 (on a CPU without BF16 units OpenVINO runs
+    f32 under the same name: the same path)."""
+    recipe = ["search.augmentation.values=[none]", "tuner.patience=null", "final.patience=null"]
+    final = ["final.image_size=32", "final.epochs=3", "final.restarts=1", "final.members=2", "final.ensemble=select"]
+    config = load_config([*overrides, *FINETUNE, *recipe, *final, "model.runtime=openvino-bf16"])
+    result = run_search(config, echo=lambda *_: None)
+    client = MlflowClient(config.tracking.uri)
+    assert client.get_run(result.parent_run_id).data.tags["features_runtime"] == "openvino-bf16"
+    said = []
+    shipped = train_final(config, echo=said.append)
+    assert any(line.startswith("Backbone runtime: onnx (model.runtime=openvino-bf16: using onnx") for line in said)
+    reused = [line for line in said if "not trained again (final.reuse)" in line]
+    assert len(reused) == 2 and all("on its openvino-bf16 features" in line for line in reused), said
+    assert not any("Training the head" in line for line in said)
+    assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 5e-5  # checked against fp32's reference
+
+
 def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
     """A search whose trials train the tiny backbone's top block on cached maps, then train-final
     carries the trained block into the one shipped model, checked on every validation photo, and

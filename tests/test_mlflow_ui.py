@@ -81,6 +81,11 @@ def test_the_pages_a_data_scientist_reads(overrides, tmp_path, monkeypatch):
             page.get_by_role("link", name=config.tracking.experiment, exact=True).first.click(timeout=60_000)
             page.wait_for_url(f"**/experiments/{search.experiment_id}/runs**", timeout=60_000)
             page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+            # the link tune prints: this search's trials, best first, the score and what was searched as columns
+            link = ui_link(config.tracking, search.experiment_id, search.parent_run_id).split(":5000/", 1)[1]
+            page.goto(f"{url}/{link}")
+            assert_trials_best_first(page, client.search_runs([search.experiment_id]), parent.info.run_id)
+            page.screenshot(path=str(tmp_path / "runs-table.png"))
             # a trial's page: its name says what it tried
             assert trial.info.run_name.startswith(f"t{trial.data.tags['fashion_exp.trial_id']} lr=")
             page.goto(f"{url}/#/experiments/{search.experiment_id}/runs/{trial.info.run_id}")
@@ -96,6 +101,32 @@ def test_the_pages_a_data_scientist_reads(overrides, tmp_path, monkeypatch):
         finally:
             page.screenshot(path=str(tmp_path / "mlflow-ui.png"))
             browser.close()
-    assert ui_link(config.tracking.uri, search.experiment_id).endswith(
+    assert ui_link(config.tracking, search.experiment_id).endswith(
         f"#/experiments/{search.experiment_id}/runs?workflowType=machine_learning"
     )
+
+
+SCORE = '[col-id="metrics.`val_accuracy`"][role="gridcell"]'
+# the score column top to bottom (AG Grid places rows by their row-index, not in document order)
+SHOWN = (
+    f"() => [...document.querySelectorAll('{SCORE}')]"
+    ".map(c => [parseInt(c.closest('[role=row]').getAttribute('row-index')), parseFloat(c.innerText)])"
+    ".sort((a, b) => a[0] - b[0]).map(p => p[1])"
+)
+
+
+def assert_trials_best_first(page, runs: list, parent_id: str) -> None:
+    """The runs table holds the search's trials alone (not its parent), sorted by val_accuracy, best
+    first, with val_accuracy and each searched hyperparameter as a column."""
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    page.locator(SCORE).first.wait_for(timeout=60_000)
+    best_first = (  # (the table first shows the runs as fetched, then sorts them)
+        f"() => {{ const v = ({SHOWN})();"
+        f" return v.length === {len(trials)} && v.every((x, i) => !i || v[i - 1] >= x); }}"
+    )
+    page.wait_for_function(best_first, timeout=60_000)
+    shown = page.evaluate(SHOWN)
+    best = max(t.data.metrics["val_accuracy"] for t in trials)
+    assert shown == sorted(shown, reverse=True) and abs(shown[0] - best) < 1e-3, shown
+    for name in ("learning_rate", "size_inner", "droprate"):
+        assert page.locator(f'[col-id="params.`{name}`"]').count() > 0, name

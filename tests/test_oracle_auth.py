@@ -15,9 +15,12 @@ import pytest
 from keras_tuner.src import protos
 
 from fashion_exp.children import free_port
+from fashion_exp.config import load_config
 from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.cluster import OracleServer
 from tests.test_distributed import assert_one_distributed_search, search_runs, start_chief, wait_until
+
+THREADS = load_config([]).tuner.oracle_threads  # conf/tuner's
 
 
 def stub(port: int, token: str | None):
@@ -37,7 +40,7 @@ def small_oracle(folder):
 def test_calls_without_the_token_are_refused_and_with_it_answered(tmp_path):
     oracle = small_oracle(tmp_path)
     port = free_port()
-    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret"):
+    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", THREADS):
         for token in (None, "a-guess", "the-secre"):
             with pytest.raises(grpc.RpcError) as refused:
                 stub(port, token).GetSpace(protos.get_service().GetSpaceRequest(), timeout=10)
@@ -72,7 +75,10 @@ def test_strangers_holding_calls_open_cannot_freeze_the_oracle(tmp_path):
     the token holder's calls are still answered, and each stranger is refused without being read."""
     oracle = small_oracle(tmp_path)
     port = free_port()
-    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret"), strangers_holding_calls(port, seconds=30) as held:
+    with (
+        OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", THREADS),
+        strangers_holding_calls(port, seconds=30) as held,
+    ):
         for _ in range(3):  # the holder keeps being answered
             answer = stub(port, "the-secret").GetSpace(protos.get_service().GetSpaceRequest(), timeout=5)
             assert "units" in kt.HyperParameters.from_proto(answer.hyperparameters).values
@@ -182,7 +188,7 @@ def test_with_certificate_files_the_oracle_speaks_tls_only(tmp_path, monkeypatch
     oracle = small_oracle(tmp_path)
     port = free_port()
     request = protos.get_service().GetSpaceRequest()
-    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", oracle_auth.server_credentials(cert, key)):
+    with OracleServer(oracle, f"127.0.0.1:{port}", "the-secret", THREADS, oracle_auth.server_credentials(cert, key)):
         monkeypatch.setenv(oracle_auth.TOKEN_ENV, "the-secret")
         with pytest.raises(grpc.RpcError) as plain:  # no TLS: the handshake fails
             protos.get_service_grpc().OracleStub(oracle_auth.channel(f"127.0.0.1:{port}")).GetSpace(request, timeout=5)

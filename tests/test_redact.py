@@ -150,13 +150,15 @@ def test_a_real_search_records_no_password_of_a_config_value(overrides):
 
 
 def test_the_mlflow_ui_hint_and_store_errors_print_no_password():
+    from fashion_exp.config import load_config
     from fashion_exp.errors import UserError
     from fashion_exp.tracking import registry
     from fashion_exp.tracking.experiments import ui_link
 
     uri = "postgresql://mlflow:s3cret@db.example:5432/mlflow"
-    assert "s3cret" not in ui_link(uri, "1") and "mlflow:***@db.example" in ui_link(uri, "1")
-    assert "s3cret" not in ui_link("http://me:s3cret@host:5000", "1")
+    local, server = (load_config([f"tracking.uri={u}"]).tracking for u in (uri, "http://me:s3cret@host:5000"))
+    assert "s3cret" not in ui_link(local, "1") and "mlflow:***@db.example" in ui_link(local, "1")
+    assert "s3cret" not in ui_link(server, "1")
 
     class NoVersions:
         def search_model_versions(self, query):

@@ -58,7 +58,7 @@ def small_head(path) -> tuple[keras.Model, np.ndarray, np.ndarray]:
 def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path):
     head, val, labels = small_head(tmp_path / "head.keras")
     accuracy = float(np.mean(head.predict(val, verbose=0).argmax(1) == labels))
-    features = types.SimpleNamespace(val=val, val_labels=labels)
+    features = types.SimpleNamespace(val=val, val_labels=labels, runtime="onnx")
     config = load_config(["model=tiny"])
     history = {"val_accuracy": [accuracy / 2, accuracy], "val_loss": [2.0, 1.0]}
     honest = TrialCheckpoint("run-a", str(tmp_path / "head.keras"), history, accuracy)

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from fashion_exp.config import load_config
 from fashion_exp.final.selection import forward_select, score
+
+ROUNDS = load_config([]).final.selection_rounds  # conf/final's
 
 LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 
@@ -24,7 +27,7 @@ def test_two_members_that_err_on_different_rows_beat_the_best_single_one():
     b = confident([False] * 3 + [True] * 7)
     c = confident([True] * 3 + [False, False] + [True] * 5)
     noise = confident([False] * 6 + [True] * 4)
-    picked = forward_select(np.stack([noise, a, b, c]), LABELS, "val_accuracy")
+    picked = forward_select(np.stack([noise, a, b, c]), LABELS, "val_accuracy", ROUNDS)
     assert picked.counts[0] == 0  # the bad member stays out
     assert picked.val_accuracy == 1.0 and set(picked.members) == {1, 2, 3}
     single = max(score(p, LABELS)[0] for p in (a, b, c))
@@ -34,7 +37,7 @@ def test_two_members_that_err_on_different_rows_beat_the_best_single_one():
 def test_when_averaging_does_not_help_one_member_is_shipped():
     best = confident([True] * 9 + [False])
     worse = confident([True] * 5 + [False] * 5)
-    picked = forward_select(np.stack([worse, best]), LABELS, "val_accuracy")
+    picked = forward_select(np.stack([worse, best]), LABELS, "val_accuracy", ROUNDS)
     assert picked.counts == [0, 1] and picked.weights == [0.0, 1.0]
 
 

@@ -46,7 +46,7 @@ def serve_settings(**changes) -> ServeSettings:
     """Settings for the stand-in model: one photo at a time, small limits; `changes` replace some."""
     given = dict(max_upload_bytes=50_000, max_image_pixels=200_000, top_k=3, backend="keras", max_batch=1)
     limits = {"decoders": 2, "max_waiting": 8, "read_timeout_s": 15.0, "max_requests": 64}
-    limits.update(decode_budget_bytes=600e6, decode_bytes_per_value=2.0)
+    limits.update(decode_budget_bytes=600e6, decode_bytes_per_value=2.0, small_share=0.1)
     return ServeSettings(**{**given, "max_wait_ms": 0.0, "request_timeout_s": 30.0, **limits, **changes})
 
 
@@ -424,7 +424,7 @@ def test_decoding_is_bounded_by_memory_not_by_cores_and_small_photos_pass_large_
     from fashion_exp.serving.memory import DecodeBudget
 
     async def scenario():
-        budget, log, active = DecodeBudget(100), [], []
+        budget, log, active = DecodeBudget(100, 0.1), [], []
 
         async def upload(name: str, cost: float, seconds: float):
             async with budget.holding(cost):

@@ -81,17 +81,45 @@ def test_the_plan_takes_the_rates_this_machine_measured(tmp_path):
     config = load_config(["model=tiny", "preset=best", "data.image_size=48", "tuner.max_minutes=600"])
     book = RateBook(tmp_path, "xception-avx2")
     assert book.rates(SLOW) == SLOW
-    book.note(exact_extract_per_s=4.0, finetune_ms_per_image=250.0, head_ms_per_row=0.0, unknown=3.0)
+    book.note(cut_extract_per_s=4.0, finetune_ms_per_image=250.0, head_ms_per_row=0.0, unknown=3.0)
     rates = book.rates(SLOW)
-    assert (rates.exact_extract_per_s, rates.finetune_ms_per_image, rates.head_ms_per_row) == (4.0, 250.0, 1.0)
+    assert (rates.cut_extract_per_s, rates.finetune_ms_per_image, rates.head_ms_per_row) == (4.0, 250.0, 1.0)
     plan = make_plan(config, COUNTS, rates)
     assert plan.stage2.extraction_s == pytest.approx(stage2_plan(config, SLOW, COUNTS, 299).extraction_s / 4)
     assert plan.stage2.trials_s == pytest.approx(stage2_plan(config, SLOW, COUNTS, 299).trials_s / 4)
     assert plan.lines()[0].endswith(
-        "costs measured on this machine (exact extract per s, finetune ms per image), the rest for a test host):"
+        "costs measured on this machine (cut extract per s, finetune ms per image), the rest for a test host):"
     )
     book.path.write_text("[1, 2")
     assert book.rates(SLOW) == SLOW
+
+
+def test_an_epoch_of_two_blocks_is_priced_as_measured_not_as_block14s_with_a_factor(tmp_path):
+    """A search that trained two blocks notes its own rate (block13's 19x19 maps made such an epoch
+    2.9 times block14's on an AMX host, where the fixed factor said 1.5), and leaves block14's rate
+    alone: before, its epoch was divided by 1.5 and kept as block14's, which doubled the price of
+    every later one-block rung."""
+    from types import SimpleNamespace
+
+    from fashion_exp.search.costs import more_blocks
+    from fashion_exp.search.stages import Measuring
+
+    book = RateBook(tmp_path, "xception-avx2")
+    book.note(finetune_ms_per_image=8.0)
+    config = load_config(["preset=best", "data.image_size=299", "search=finetune", "tuner.folds=0"])
+    two = replace(config, search={**config.search, "blocks": replace(config.search["blocks"], values=[2])})
+    work = SimpleNamespace(
+        trial_seconds=3 * COUNTS["train"] * 0.0225, epochs_run=3, extracted_images=0, extraction_seconds=0.0
+    )
+    Measuring(book, COUNTS).finetuning(two, SimpleNamespace(work=work))
+    rates = book.rates(SLOW)
+    assert rates.finetune_ms_per_image == 8.0  # block14's, as stage 2 measured it
+    assert rates.deeper == ((2, pytest.approx(22.5)),)
+    assert rates.finetune_seconds(3068, 1, 2, 299) == pytest.approx(3068 * 0.0225)
+    assert rates.finetune_seconds(3068, 1, 1, 299) == pytest.approx(3068 * 0.008)
+    assert SLOW.finetune_seconds(3068, 1, 2, 299) == pytest.approx(
+        3068 * SLOW.finetune_ms_per_image / 1000 * more_blocks(2)
+    )
 
 
 def test_stage_2_tries_stage_1s_learning_rate_and_the_ones_fine_tuning_needs():
@@ -180,7 +208,7 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     assert "Stage 1: best trial" in out and "Stage 2: best trial" in out and "Time spent" in out
     # a new machine times its first fine-tuning batches before it plans; each stage then measures its rates
     assert "Timing the first batches of fine-tuning at 48px on 24 photos (once on this machine)" in out
-    measured = "costs measured on this machine (exact extract per s, finetune ms per image), the rest for a tiny"
+    measured = "costs measured on this machine (cut extract per s, finetune ms per image), the rest for a tiny"
     assert f"Plan (10 min in all, tuner.max_minutes; {measured}" in out
     # each stage measured its rates on this machine and kept them for the next plan
     (book,) = Path(load_config(overrides).work_dir, "rates").glob("tiny-*.json")
@@ -348,12 +376,13 @@ def test_the_ladder_picks_the_most_gain_a_minute_that_fits_and_says_why_it_stops
     config = load_config(["preset=best"])  # xception: two blocks can train
     plain, augmented = HeadParams(0.001, 100, 0.2, "none", 1, 0.1), HeadParams(0.001, 100, 0.2, "shear_zoom_flip", 1)
     tried = [(augmented, 0.86), (plain, 0.88), (replace(plain, block_lr=0.2), 0.87)]
-    assert ladder.bases(tried) == [(plain, 1.0), (augmented, ladder.RUNNER_UP)]
+    runner_up = config.finetune_stage.runner_up_gain
+    assert ladder.bases(tried, runner_up) == [(plain, 1.0), (augmented, runner_up)]
     found = ladder.rungs(config, tried, lambda configs, extracted: 2.0 * len(configs), set())
     named = {(rung.changes, rung.base.augmentation): rung for rung in found}
     assert [c.block_lr for c in named["block_lr", "none"].configs] == [0.05]  # 0.2 is tried
     assert named["blocks", "none"].configs == (replace(plain, blocks=2),) and named["blocks", "none"].gain == 0.9
-    assert named["blocks", "shear_zoom_flip"].gain == 0.9 * ladder.RUNNER_UP
+    assert named["blocks", "shear_zoom_flip"].gain == 0.9 * runner_up
     assert ladder.pick(found, 60.0, 3.0)[0] == named["blocks", "none"]  # 0.45 pts/min: the most
     assert ladder.pick(found, 1.0, 0.5)[0].minutes == 2.0  # nothing fits: the cheapest runs to the deadline
     assert ladder.pick(found, 2.9, 3.0) == (None, "the budget: 2.9 min left")

@@ -109,3 +109,23 @@ def test_tune_prints_no_tensorflow_or_mlflow_start_up_lines(overrides, tmp_path)
     loud = in_subprocess(code.replace("'tune'", "'tune', '--verbose'") + "", tmp_path)
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "absl::InitializeLog" in loud.stderr  # --verbose shows them: the quiet run held them back
+
+
+LIBRARY_WARNINGS = """
+import warnings
+from fashion_exp import quiet
+quiet.configure()
+for module in ("sklearn.gaussian_process.kernels", "keras.src.saving.saving_lib", "fashion_exp.search.run"):
+    warnings.warn_explicit(f"a warning from {module}", UserWarning, module.replace(".", "/") + ".py", 1, module)
+"""
+
+
+def test_library_warnings_are_held_back_unless_verbose(tmp_path):
+    """scikit-learn's ConvergenceWarning (keras-tuner's Bayesian oracle) and Keras' UserWarning on a
+    loaded checkpoint printed between a command's own lines; the product's own warnings still show."""
+    quiet = in_subprocess(LIBRARY_WARNINGS, tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "sklearn" not in quiet.stderr and "keras" not in quiet.stderr
+    assert "a warning from fashion_exp.search.run" in quiet.stderr
+    loud = in_subprocess(LIBRARY_WARNINGS, tmp_path, FASHION_VERBOSE="1")
+    assert all(f"a warning from {name}" in loud.stderr for name in ("sklearn.gaussian", "keras.src", "fashion_exp"))

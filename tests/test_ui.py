@@ -103,3 +103,30 @@ def test_the_store_uri_is_on_no_command_line_of_the_server(overrides, tmp_path):
     finally:
         ui.send_signal(signal.SIGINT)
         assert ui.wait(30) == 0
+
+
+def test_the_link_tune_prints_names_the_ui_it_starts_and_the_trials_view():
+    """tracking.ui_host / ui_port (conf/tracking, the `ui` command's defaults) are where the link
+    points; the store is named only when `ui` would not open it by itself; the view key opens the
+    search's trials best first (test_mlflow_ui.py checks that in a browser)."""
+    from fashion_exp.config import load_config
+    from fashion_exp.tracking.experiments import trials_view, ui_link
+
+    plain = load_config([])
+    assert ui_link(plain.tracking, "7", "abc", plain.tracking.uri) == (
+        "python -m fashion_exp ui   then open http://127.0.0.1:5000/#/experiments/7/runs"
+        "?workflowType=machine_learning&viewStateShareKey=abc"
+    )
+    moved = load_config(["tracking.ui_port=5055", "tracking.uri=sqlite:///other.db"]).tracking
+    assert ui_link(moved, "7", None, plain.tracking.uri).startswith(
+        "python -m fashion_exp ui tracking.uri=sqlite:///other.db   then open http://127.0.0.1:5055/#/experiments/7/runs"
+    )
+    view = trials_view("run1", "val_loss", False, ["learning_rate", "droprate"])
+    assert view["searchFilter"] == "tags.`mlflow.parentRunId` = 'run1'"
+    assert view["orderByKey"] == "metrics.`val_loss`" and view["orderByAsc"] is True  # a loss: lowest first
+    assert view["selectedColumns"] == [
+        "metrics.`val_loss`",
+        "metrics.`val_accuracy`",
+        "params.`learning_rate`",
+        "params.`droprate`",
+    ]

@@ -53,7 +53,7 @@ def fetch_lock(root: Path):
     return root.parent / f".{root.name}.fetch.lock"
 
 
-def fetch_dataset(url: str, root: Path | str, force: bool = False, timeout: float = 60, echo=print) -> bool:
+def fetch_dataset(url: str, root: Path | str, force: bool, timeout: float, echo=print) -> bool:
     """Download and unpack the dataset into root; nothing is left half-written if anything fails.
 
     Returns True if it downloaded, False if root already held the three splits (unless force),

@@ -210,9 +210,6 @@ def choose(reference, candidates: list, check: Callable[[], CheckPhotos], model:
     return next(runner for runner in candidates if runner.runtime == chosen), f"auto: {why} {where}"
 
 
-RACE_BATCHES = 3  # batches each fp32 runtime is timed on (after a warm-up batch) to find the fastest
-
-
 def batch_rate(runner, images: np.ndarray, batch_size: int) -> float:
     """Images a second of the median batch after an untimed warm-up batch: a race of a few batches
     must not be decided by another process's burst on the same cores."""
@@ -225,7 +222,7 @@ def batch_rate(runner, images: np.ndarray, batch_size: int) -> float:
     return 1 / max(float(np.median(seconds)), 1e-9)
 
 
-def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], batch_size: int, echo) -> tuple:
+def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], model: ModelConfig, echo) -> tuple:
     """(the fastest of `runners`, why in words): runtimes that compute fp32's features (ONNX
     Runtime, OpenVINO f32), timed on a few training photos at this size on this CPU, the record
     kept in work_dir/backbones (measured once per backbone, size and CPU)."""
@@ -235,11 +232,11 @@ def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], batch_size: in
     path = first.files.directory / f"{name}.json"
 
     def write(tmp: Path) -> None:
-        images = check().sample(batch_size * (RACE_BATCHES + 1))
+        images = check().sample(model.batch_size * (model.race_batches + 1))
         speeds = {}
         for runner in runners:
             try:
-                speeds[runner.runtime] = batch_rate(runner, images, batch_size)
+                speeds[runner.runtime] = batch_rate(runner, images, model.batch_size)
             except RuntimeError as err:  # (OpenVINO may fail to compile a graph: the others still race)
                 echo(f"  {runner.runtime} could not run ({err})")
         tmp.write_text(json.dumps(speeds))
@@ -249,7 +246,7 @@ def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], batch_size: in
         speeds = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError):  # a damaged record: time again
         path.unlink(missing_ok=True)
-        return fastest_fp32(runners, check, batch_size, echo)
+        return fastest_fp32(runners, check, model, echo)
     timed = [runner for runner in runners if runner.runtime in speeds] or runners[:1]
     best = max(timed, key=lambda runner: speeds.get(runner.runtime, 0.0))
     table = ", ".join(f"{runtime} {speed:.1f}" for runtime, speed in sorted(speeds.items(), key=lambda kv: -kv[1]))

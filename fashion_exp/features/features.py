@@ -31,7 +31,7 @@ from fashion_exp.features.cache import FeatureCache, bytes_per_image
 from fashion_exp.features.choice import check_photos
 from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
 from fashion_exp.features.onnx_files import calibration
-from fashion_exp.features.runtime import choose_runner
+from fashion_exp.features.runtime import EXACT, choose_runner, open_runner
 from fashion_exp.hardware import gpu_visible, train_policy
 from fashion_exp.writers import size_text
 
@@ -87,16 +87,33 @@ class Features:
     ) -> Features:
         """Build the backbone at the decoder's size cut below its top `blocks` blocks, on
         model.runtime; exact=True (train-final: the shipped Keras model must compute the
-        features its head was trained on) never runs it in int8, nor does blocks > 0."""
+        features its head was trained on) never runs it in lower precision, a cut (blocks > 0)
+        never in int8 (features/runtime.py)."""
         backbone = build_backbone(model, decoder.size, seed, blocks)
         photos = lambda: calibration(scanned.dataset, decoder)  # noqa: E731 - made only for int8
         check = lambda: check_photos(scanned.dataset, decoder, model.auto_check_photos)  # noqa: E731 - only for auto
-        runner = choose_runner(model, backbone, work_dir, exact or blocks > 0, photos, check, echo)
+        runner = choose_runner(model, backbone, work_dir, exact, photos, check, echo)
         cache = FeatureCache(Path(work_dir) / "features")
         precision = train_policy(model.train_precision, runner.cpu, gpu_visible()) if blocks else "float32"
         if blocks:
             echo(f"Fine-tuned blocks train under {precision} (model.train_precision={model.train_precision})")
         return cls(scanned, Extractor(runner, scanned.dataset, decoder, cache, model.batch_size, seed), precision)
+
+    def on_runtime(self, runtime: str) -> Features | None:
+        """The same photos, size and cut on another runtime (fp32 or OpenVINO bf16), sharing this
+        cache: a search's features, on which train-final confirms the trial it reuses. None for
+        int8 (its file depends on calibration photos this command does not choose)."""
+        if runtime == self.runtime:
+            return self
+        if runtime not in (*EXACT, "openvino-bf16"):
+            return None
+        ex, runner = self.extractor, self.extractor.runner
+        other = open_runner(
+            runner.backbone, runtime, ex.batch_size, ex.cache.directory.parent, cpu=runner.cpu, echo=runner.echo
+        )
+        return Features(
+            self.scanned, Extractor(other, ex.dataset, ex.decoder, ex.cache, ex.batch_size, ex.seed), self.precision
+        )
 
     # What the features are computed from.
     @property

@@ -3,9 +3,12 @@ OpenVINO in f32 or bf16.
 
 `auto` runs TensorFlow when it sees a GPU. On a CPU it first times the fp32 runtimes (ONNX
 Runtime, OpenVINO f32) at the size and keeps the faster: that runs where features must equal what
-the shipped Keras model computes (train-final, fine-tuning cuts), and is the reference of the
-search's check (features/choice.py), which takes the fastest lower-precision runtime that keeps
-fp32's accuracy on this machine: ONNX int8 always, OpenVINO bf16 where the CPU has BF16 units.
+the shipped Keras model computes (train-final), and is the reference of the search's check
+(features/choice.py), which takes the fastest lower-precision runtime that keeps fp32's accuracy on
+this machine: ONNX int8 or OpenVINO bf16 (where the CPU has BF16 units) for the frozen features, and
+for a fine-tuning cut (the activations under the blocks a head trains, which those blocks compute
+on in mixed bfloat16 on such a CPU anyway) OpenVINO bf16 only: int8 maps are what a fine-tuned
+block would have to learn around.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ OPENVINO = {"openvino": "f32", "openvino-bf16": "bf16"}  # runtime -> the precis
 FP32 = ("onnx", "openvino")  # auto's candidates for the fp32 reference: the faster here (measured) wins
 
 
-def lower_precision(cpu: Cpu) -> list[str]:
-    """The faster, inexact runtimes auto tries on this CPU: int8 everywhere (its check decides),
-    bf16 only where the CPU has BF16 units (elsewhere OpenVINO would run f32: nothing to gain)."""
-    return ["onnx-int8", *(["openvino-bf16"] if cpu.bf16 else [])]
+def lower_precision(cpu: Cpu, cut: bool = False) -> list[str]:
+    """The faster, inexact runtimes auto tries on this CPU: int8 for frozen features (its check
+    decides; never for a cut), bf16 only where the CPU has BF16 units (elsewhere OpenVINO would run
+    f32: nothing to gain)."""
+    return [*([] if cut else ["onnx-int8"]), *(["openvino-bf16"] if cpu.bf16 else [])]
 
 
-def resolve(runtime: str, exact: bool) -> str:
+def resolve(runtime: str, exact: bool, cut: bool = False) -> str:
     """The runtime a named (not auto) model.runtime means here: exact=True (features the shipped
-    model must reproduce) never gives a lower-precision one."""
-    if exact and runtime not in EXACT:
+    model must reproduce) never gives a lower-precision one, a cut never int8."""
+    if (exact and runtime not in EXACT) or (cut and runtime == "onnx-int8"):
         return "onnx"
     return runtime
 
@@ -128,32 +132,36 @@ def choose_runner(
 ) -> Runner:
     """The backbone on the runtime model.runtime means here, and says which and why.
 
-    exact=True: features the shipped Keras model must reproduce (never lower precision). `photos`
-    makes the int8 calibration; `check` the photos auto's check runs on (choice.CheckPhotos).
+    exact=True: features the shipped Keras model must reproduce (never lower precision); a cut
+    (backbone.blocks > 0) is offered bf16 only. `photos` makes the int8 calibration; `check` the
+    photos auto's check runs on (choice.CheckPhotos).
     """
     from fashion_exp.features.choice import choose, fastest_fp32
 
-    cpu = cpu_of(model.cpu_features)
+    cpu, cut = cpu_of(model.cpu_features), backbone.blocks > 0
 
     def runner(runtime: str) -> Runner:
         return open_runner(backbone, runtime, model.batch_size, work_dir, photos, cpu, echo)
 
     if model.runtime != "auto":
-        chosen = resolve(model.runtime, exact)
+        chosen = resolve(model.runtime, exact, cut)
         why = f"model.runtime={model.runtime}"
         if chosen != model.runtime:
-            why += f": using {chosen}, whose features equal the shipped Keras model's"
+            whose = "equal the shipped Keras model's" if exact else "a fine-tuned block trains on"
+            why += f": using {chosen}, whose features {whose}"
         picked = runner(chosen)
     elif gpu_visible():
         picked, why = runner("tensorflow"), "auto: TensorFlow sees a GPU"
     else:
-        reference, fastest = fastest_fp32([runner(name) for name in FP32], check, model.batch_size, echo)
-        if exact:
-            picked, why = reference, f"auto: {fastest}, the shipped Keras model's features"
+        reference, fastest = fastest_fp32([runner(name) for name in FP32], check, model, echo)
+        candidates = [] if exact else [runner(name) for name in lower_precision(cpu, cut)]
+        if candidates:
+            picked, why = choose(reference, candidates, check, model, echo)
         else:
-            picked, why = choose(reference, [runner(name) for name in lower_precision(cpu)], check, model, echo)
-    cut = f", cut below the top {backbone.blocks} block(s)" if backbone.blocks else ""
-    echo(f"Backbone runtime: {picked.runtime} ({why}){cut}")
+            whose = "the shipped Keras model's features" if exact else "a cut runs bf16 only on a CPU with BF16 units"
+            picked, why = reference, f"auto: {fastest}, {whose}"
+    below = f", cut below the top {backbone.blocks} block(s)" if cut else ""
+    echo(f"Backbone runtime: {picked.runtime} ({why}){below}")
     picked.why = why
     return picked
 

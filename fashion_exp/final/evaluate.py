@@ -76,10 +76,15 @@ def table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def latest_model(config: Config) -> str:
+    """The model of the latest train-final run, as a runs:/ URI."""
+    return f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/{registry.MODEL_ARTIFACT}"
+
+
 def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluation, registry.LoadedModel]:
     """Evaluate a model (URI, path, or the latest train-final run's) on the test split; log to its run."""
     if model_ref is None:
-        model_ref = f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/{registry.MODEL_ARTIFACT}"
+        model_ref = latest_model(config)
     loaded = registry.load(model_ref, config.tracking.uri)
     dataset = _test_split(config, loaded)
     decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)

@@ -7,15 +7,17 @@ configuration from the same seed repeats that trial to the digit (docs/results.m
 minutes of a 2-core CPU for two members). So when the trial's recipe (size, interpolation, seed,
 epochs, patience, batch size, objective, views of its policy, training on the training split
 alone) and its photos and weights are train-final's, the trial's checkpoint is that restart.
-Its validation accuracy is computed again on train-final's features: a checkpoint that does not
-score what its trial logged is not used. Anything that differs is said, in one line, and the
-member trains as before.
+Its validation accuracy is computed again on the trial's own features (the search's runtime: fp32,
+or OpenVINO bf16 where auto's check held for the cut, read back from the feature cache): a
+checkpoint that does not score what its trial logged is not used. Train-final's forward selection
+then scores every head on fp32 features, what the shipped model computes. Anything that differs is
+said, in one line, and the member trains as before.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
@@ -111,7 +113,8 @@ def why_not(config: Config, record: SearchRecord, features, policy, params: Head
     """Why the search's trial of `params` is not a restart of train-final's ('' when it may be)."""
     if record.tags.get("dataset_fingerprint") != features.dataset.fingerprint():
         return "the search trained on other photos"
-    if record.tags.get("weights_fingerprint") != features.fingerprint:
+    trial_features = features.on_runtime(record.tags.get("features_runtime", features.runtime))
+    if trial_features is None or record.tags.get("weights_fingerprint") != trial_features.fingerprint:
         return "the search's backbone weights or cut differ"
     differ = differences(search_recipe(record.config, params.augmentation), final_recipe(config, policy))
     return f"the search trained it otherwise: {'; '.join(differ)}" if differ else ""
@@ -150,7 +153,7 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
         run_id = trial_run(params, rows) if not reason else None
         checkpoint = trial_checkpoint(uri, run_id) if run_id else None
         if checkpoint is not None:
-            found[index] = checkpoint
+            found[index] = replace(checkpoint, runtime=record.tags.get("features_runtime", ""))
             continue
         if not reason:  # (final.hp.* overrides make a configuration no trial tried)
             reason = "its trial left no checkpoint" if run_id else "no trial of the search tried exactly these values"
@@ -161,11 +164,12 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
 
 def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -> dict[int, Reused]:
     """member index -> Reused, for every candidate whose head scores its trial's val_accuracy on
-    train-final's validation features (a checkpoint that does not is said, and its member trains)."""
+    its trial's validation features (a checkpoint that does not is said, and its member trains)."""
     reused = {}
     for index, checkpoint in found.items():
         head = load_checkpoint(checkpoint.path)
-        accuracy, _ = score(member_probabilities([head], features.val)[0], features.val_labels)
+        trial_features = features.on_runtime(checkpoint.runtime) if checkpoint.runtime else features
+        accuracy, _ = score(member_probabilities([head], trial_features.val)[0], features.val_labels)
         if abs(accuracy - checkpoint.val_accuracy) > SAME_SCORE:
             echo(
                 f"Member {index + 1} trains: its trial's checkpoint scores {accuracy:.4f} on these features, "
@@ -175,6 +179,6 @@ def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -
         reused[index] = Reused(checkpoint.run_id, head, as_restart(checkpoint, config.seed, config.tuner.objective))
         echo(
             f"Member {index + 1}: restart 1 is the search's trial run {checkpoint.run_id} (val_accuracy "
-            f"{accuracy:.4f} on these features), not trained again (final.reuse)"
+            f"{accuracy:.4f} on its {trial_features.runtime} features), not trained again (final.reuse)"
         )
     return reused

@@ -47,7 +47,7 @@ def _better(key: tuple[float, float], than: tuple[float, float], by: float = 1e-
     return False
 
 
-def forward_select(probabilities: np.ndarray, labels: np.ndarray, objective: str, rounds: int = 20) -> Selection:
+def forward_select(probabilities: np.ndarray, labels: np.ndarray, objective: str, rounds: int) -> Selection:
     """probabilities: (k members, n held-out rows, classes), each member's softmax outputs."""
     k = len(probabilities)
     keys = [rank(objective, *score(p, labels)) for p in probabilities]

@@ -287,7 +287,9 @@ def select_ensemble(
     heads = [head for member_heads, _ in trained for head in member_heads]
     who = [(i, r.seed) for i, (_, ranked) in enumerate(trained) for r in ranked]
     held_out = member_probabilities(heads, features.val)
-    picked = selection.forward_select(held_out, features.val_labels, config.tuner.objective)
+    picked = selection.forward_select(
+        held_out, features.val_labels, config.tuner.objective, config.final.selection_rounds
+    )
     rows = []
     for index, ((member, seed), counts) in enumerate(zip(who, picked.counts, strict=True)):
         accuracy, loss = selection.score(held_out[index], features.val_labels)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fashion_exp.config import Config
 from fashion_exp.redact import redact
-from fashion_exp.search import oracle_auth
+from fashion_exp.search import follow, oracle_auth
 from fashion_exp.search.cluster import OracleServer, WorkerPool
 from fashion_exp.search.hypermodel import SpaceModel
 from fashion_exp.search.observers import TrialProgress
@@ -33,12 +33,17 @@ def worker_hint(config: Config, address: str) -> str:
     return hint
 
 
-def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str], echo):
-    """Run the search's trials on workers; returns the chief's tuner (its oracle holds every trial)."""
-    tuning = config.tuner
+def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple, echo):
+    """Run the search's trials on workers; returns the chief's tuner (its oracle holds every trial).
+    placed: (the command line's overrides for local workers, the staged tune's search before this
+    one or None: its workers are told this one follows it)."""
+    tuning, (overrides, after) = config.tuner, placed
     directory = Path(config.work_dir) / "tuner"
     tuner = _chief_tuner(config, directory, sid, resume)
     share_deadline(tuner.oracle, directory / sid)  # the workers' trials stop at it too
+    follow.publish(config, sid)  # (after the tuner: a new one empties its folder)
+    if after:
+        follow.link(config.work_dir, after, sid)
     total = tuning.max_trials if tuning.type != "hyperband" else 1
     progress = TrialProgress(total, tuning.objective, tuning.direction)
     logs = directory / sid / "logs"
@@ -53,7 +58,7 @@ def run_chief_trials(config: Config, sid: str, resume: bool, overrides: list[str
         pool = WorkerPool(
             tuning.workers,
             server.local_address,
-            [word for word in overrides if not word.startswith("tracking.uri=")],  # in the environment instead
+            ["--search", sid, *(word for word in overrides if not word.startswith("tracking.uri="))],  # (uri: env)
             tuning.worker_restarts,
             tuning.gpus_per_worker,
             logs,
@@ -79,7 +84,7 @@ def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
 def _oracle_server(config: Config, oracle, sid: str, token: str, echo) -> OracleServer:
     """The oracle's gRPC server, bound now (serving from start() on), and where workers find it."""
     credentials = oracle_auth.server_credentials(config.tuner.tls_cert, config.tuner.tls_key)
-    server = OracleServer(oracle, config.tuner.oracle_address, token, credentials)
+    server = OracleServer(oracle, config.tuner.oracle_address, token, config.tuner.oracle_threads, credentials)
     echo(f"Chief oracle of search {sid} on {server.address}")
     if config.tuner.role == "chief":
         echo(worker_hint(config, server.address))

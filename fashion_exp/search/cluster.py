@@ -31,7 +31,6 @@ from fashion_exp.errors import UserError  # noqa: E402
 from fashion_exp.search import oracle_auth  # noqa: E402
 
 WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
-SERVER_THREADS = 8  # the oracle server's threads: a worker whose request is slow to arrive holds one
 
 
 def _serial(method):
@@ -77,12 +76,14 @@ class OracleServer:
     """keras-tuner's OracleServicer for `oracle` on host:port (port 0: a free one), as a context
     manager; calls without `token` are refused (oracle_auth.TokenCheck); TLS with `credentials`."""
 
-    def __init__(self, oracle, address: str, token: str, credentials: grpc.ServerCredentials | None = None):
+    def __init__(
+        self, oracle, address: str, token: str, threads: int, credentials: grpc.ServerCredentials | None = None
+    ):
         self.oracle = oracle
         host, port = split_address(address)
         self.servicer = SavingServicer(oracle)
         self.server = grpc.server(  # threads enough that a slow caller never blocks the others (one call at a time
-            futures.ThreadPoolExecutor(max_workers=SERVER_THREADS),  # reaches the oracle: SavingServicer)
+            futures.ThreadPoolExecutor(max_workers=threads),  # reaches the oracle: SavingServicer)
             interceptors=[oracle_auth.TokenCheck(token)],
         )
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)

@@ -24,8 +24,6 @@ from fashion_exp.features.features import jobs_for
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, label, max_blocks
 from fashion_exp.search.costs import Rates
 
-RUNNER_UP = 0.5  # a rung on the best configuration of another policy: half the gain (an ensemble member, not the best)
-
 
 @dataclass(frozen=True)
 class Rung:
@@ -77,14 +75,15 @@ def most_blocks(config: Config) -> int:
     return min(config.finetune_stage.max_blocks, max_blocks(config.model.backbone))
 
 
-def bases(tried: list[tuple[HeadParams, float]]) -> list[tuple[HeadParams, float]]:
-    """(configuration, gain factor): the best tried, then the best of each other policy."""
+def bases(tried: list[tuple[HeadParams, float]], runner_up: float) -> list[tuple[HeadParams, float]]:
+    """(configuration, gain factor): the best tried, then the best of each other policy (runner_up:
+    finetune_stage.runner_up_gain, an ensemble member's share of the gain)."""
     ranked = sorted(tried, key=lambda row: -row[1])
     found, policies = [], set()
     for params, _ in ranked:
         if params.augmentation not in policies:
             policies.add(params.augmentation)
-            found.append((params, 1.0 if not found else RUNNER_UP))
+            found.append((params, 1.0 if not found else runner_up))
     return found
 
 
@@ -95,7 +94,7 @@ def rungs(config: Config, tried: list[tuple[HeadParams, float]], price, extracte
     most = most_blocks(config)
     done = {params for params, _ in tried}
     found = []
-    for base, factor in bases(tried):
+    for base, factor in bases(tried, stage.runner_up_gain):
         for changes, gain in stage.ladder_gain.items():
             if gain <= 0:  # (a rung turned off)
                 continue
@@ -130,7 +129,7 @@ def price(config: Config, rates: Rates, counts: dict[str, int], size: int):
         for blocks, policy in {(c.blocks, c.augmentation) for c in configs} - extracted:
             views = _with_views({policy: config.augmentation[policy]}, stage.views)
             images += sum(counts[job.split] for job in jobs_for(views) if job.split == TRAIN or blocks not in cuts)
-        return (trials + rates.extraction_seconds(images, size, exact=True)) / 60
+        return (trials + rates.extraction_seconds(images, size, cut=True)) / 60
 
     return minutes
 

@@ -4,9 +4,10 @@ Where work_dir has no measured fine-tuning rate for this machine yet (search/cos
 the plan would fall back to a table by kind of host, which can be 2-3 times off (mixed bfloat16 on
 AMX units trains block14 2.3 times faster than the table's AVX-512 row): the stage-2 size it
 picks would be wrong. So the tune times the first batches of the work itself, at the shipped
-size: the fp32 extraction of the cut (which also times the fp32 runtimes and exports the cut, as
-stage 2 would) and a fine-tuning epoch of the configured blocks under the train precision, on
-finetune_stage.probe_photos training photos. About a minute, once per machine.
+size: the extraction of the cut on the runtime stage 2 will take (which also times the fp32
+runtimes, runs auto's check of bf16 on a CPU with BF16 units, and exports the cut, as stage 2
+would) and a fine-tuning epoch of the configured blocks under the train precision, on
+finetune_stage.probe_photos training photos. One to three minutes, once per machine.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from fashion_exp.search.costs import extraction_rate, more_blocks
 
 @dataclass(frozen=True)
 class Probe:
-    """What the first batches measured: images a second through the fp32 cut at 299px-equivalent,
+    """What the first batches measured: images a second through the cut at 299px-equivalent,
     and one fine-tuning epoch's milliseconds per training photo at 299px for block14 alone."""
 
-    exact_extract_per_s: float
+    cut_extract_per_s: float
     finetune_ms_per_image: float
 
 
@@ -43,7 +44,7 @@ def probe_finetuning(config: Config, scanned: Scan, echo) -> Probe:
     size, blocks = stage.image_size, min(stage.blocks)
     decoder = Decoder.for_data(config.data, size)
     features = Features.open(
-        scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True, echo=echo
+        scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, echo=echo
     )
     paths, labels = scanned.dataset.paths(TRAIN), np.asarray(scanned.dataset.labels(TRAIN))
     chosen = spread(len(paths), stage.probe_photos)

@@ -319,15 +319,18 @@ def run_search(
     overrides: list[str] | None = None,
     stage: dict[str, str] | None = None,
     deadline: float | None = None,
+    after: str | None = None,
 ) -> SearchResult:
     """Run (or resume) the search that `config` describes. Returns where its results went.
 
     stage: tags of a staged search's stage (stages.py), for its parent run.
     deadline: a time.monotonic() after which no trial starts (a stage's end), in place of
     tuner.max_minutes counted from the oracle's making, which comes after the scan and extraction.
+    after: the search id of the staged tune's search before this one (its workers follow the link).
 
     With tuner.workers > 0 or tuner.role=chief the trials run in worker processes; `overrides`
-    (the command line's key=value words) configure the local ones like this process.
+    (the command line's key=value words) configure the local ones like this process, and the
+    search's own settings are published for them (search/follow.py).
     Raises locks.Busy, before writing anything, if another process is running the same search.
     """
     keras_tuner_fixes.install()
@@ -341,7 +344,8 @@ def run_search(
     with search_lock(config, sid):
         if config.tuner.distributed:
             del first  # the workers extract the features and train the heads: the chief holds no backbone
-            result = _search_on_workers(until(config, deadline), inputs, sid, overrides or [], clock, echo, stage or {})
+            placed = (overrides or [], after)
+            result = _search_on_workers(until(config, deadline), inputs, sid, placed, clock, echo, stage or {})
         else:
             result = _search_here(config, first, inputs, sid, clock, echo, stage or {}, deadline)
     echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
@@ -372,11 +376,12 @@ def _search_here(
         return replace(summarize(tuner, tracker, config, clock), work=work)
 
 
-def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, overrides: list[str], clock, echo, stage):
+def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, placed: tuple, clock, echo, stage):
+    """placed: (the command line's overrides for local workers, the search before this one or None)."""
     tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
-        tuner = run_chief_trials(config, sid, resume, overrides, echo)
+        tuner = run_chief_trials(config, sid, resume, placed, echo)
         clock.lap("trials_seconds")
         tracker.load_children()
         return summarize(tuner, tracker, config, clock)

@@ -28,8 +28,8 @@ from fashion_exp.features.cache import GB, bytes_per_image
 from fashion_exp.features.features import Scan, jobs_for
 from fashion_exp.hardware import cpu_of
 from fashion_exp.hyperparameters import HeadParams, ParamSpace
-from fashion_exp.search import ladder
-from fashion_exp.search.costs import RATES, RateBook, Rates, extraction_rate, host_kind, more_blocks
+from fashion_exp.search import follow, ladder
+from fashion_exp.search.costs import RATES, RateBook, Rates, extraction_rate, finetune_key, host_kind
 from fashion_exp.search.probe import probe_finetuning
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
@@ -37,7 +37,6 @@ from fashion_exp.tracking.tune_runs import TuneRun
 
 PROBED = "finetune_ms_per_image"  # the rate probe.py measures (with the cut's extraction) when no stage has yet
 FROZEN_HEAD = ("learning_rate", "size_inner", "droprate")  # what stage 2 takes from stage 1's best (and more rates)
-MIN_STAGE1_TRIALS = 3  # a budget that cannot fit this many stage-1 trials is refused
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def stage2_plan(config: Config, rates: Rates, counts: dict[str, int], size: int)
     disk = images * sum(bytes_per_image(shape[blocks]) for blocks in cuts)
     per_trial = [rates.finetune_seconds(counts[TRAIN], stage.epochs, blocks, size) for blocks in stage.blocks]
     seconds = sum(per_trial) / len(per_trial) * stage2_trials(config)
-    extraction = rates.extraction_seconds(images, size, exact=True) * len(cuts)
+    extraction = rates.extraction_seconds(images, size, cut=True) * len(cuts)
     return StagePlan("stage 2: fine-tuning", size, stage2_trials(config), extraction, seconds, disk)
 
 
@@ -144,16 +143,16 @@ class Plan:
 
 def make_plan(config: Config, counts: dict[str, int], rates: Rates) -> Plan:
     """The stages and what they should take; ConfigError if the budget cannot fit stage 1's
-    extraction and MIN_STAGE1_TRIALS trials."""
-    budget = config.tuner.max_minutes
+    extraction and finetune_stage.min_stage1_trials trials."""
+    budget, fewest = config.tuner.max_minutes, config.finetune_stage.min_stage1_trials
     if budget is None:
         raise ConfigError("tuner.max_minutes: preset=best needs a time budget (e.g. tuner.max_minutes=150)")
     first = stage1_plan(config, rates, counts)
-    least = (first.extraction_s + first.trials_s * min(MIN_STAGE1_TRIALS, first.trials) / first.trials) / 60
+    least = (first.extraction_s + first.trials_s * min(fewest, first.trials) / first.trials) / 60
     if budget < least:
         raise ConfigError(
             f"tuner.max_minutes: {budget:g} min cannot fit stage 1 (about {least:.1f} min for its features and "
-            f"{MIN_STAGE1_TRIALS} trials on a {rates.host}); give more minutes"
+            f"{fewest} trials on a {rates.host}); give more minutes"
         )
     stage1_minutes = max(budget * config.finetune_stage.stage1_share, least)  # what it leaves unused is stage 2's
     second, why = stage2_at_size(config, rates, counts, budget - stage1_minutes)
@@ -189,9 +188,9 @@ def final_plan(config: Config, rates: Rates, counts: dict[str, int], second: Sta
     blocks = min(config.finetune_stage.blocks)
     seconds = heads * rates.finetune_seconds(counts[TRAIN], final.epochs, blocks, size)
     images = counts[VALIDATION] + counts[TRAIN] * (1 + (final.views or 1) * (final.members - 1))
-    extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size, exact=True)
+    extraction = 0.0 if second.image_size == size else rates.extraction_seconds(images, size, cut=True)
     check = rates.extraction_seconds(
-        counts[VALIDATION], size, exact=True
+        counts[VALIDATION], size, cut=True
     )  # the assembled model on every validation photo
     name = f"train-final ({reused} of stage 2's trials reused)" if reused else "train-final"
     return StagePlan(name, size, heads, extraction, seconds + check, 0.0)
@@ -341,6 +340,8 @@ def run_staged(config: Config, scanned: Scan, echo=print, overrides: list[str] |
     with tune.recording():
         tune.log_plan(plan_params(config, plan), plan.lines())
         result = _stages(config, plan, ledger, Measuring(book, counts), tune.stage_tags(), echo, overrides)
+        if config.tuner.distributed and result.searches:  # workers following the tune stop here
+            follow.link(config.work_dir, result.last.search_id, None)
         best = {f"stage{number}": search.best_score for number, search in enumerate(result.searches, 1)}
         tune.log_stages(result.spent, best, result.skipped)
     return replace(result, tune_run_id=tune.run_id)
@@ -381,16 +382,15 @@ class Measuring:
         )
 
     def finetuning(self, config: Config, result: SearchResult) -> None:
-        """Stage 2's or a ladder rung's rates: the cut's extraction (fp32) and a fine-tuning epoch."""
+        """Stage 2's or a ladder rung's rates: the cut's extraction and an epoch of its blocks (block14
+        alone, or each deeper cut's own)."""
         work = result.work
         if work is None:
             return
         size, blocks = config.data.image_size, min(config.search["blocks"].values)
         per_image = 1000 * work.trial_seconds / (work.epochs_run * self.counts[TRAIN]) if work.epochs_run else 0.0
-        self.book.note(
-            exact_extract_per_s=extraction_rate(work.extracted_images, work.extraction_seconds, size),
-            finetune_ms_per_image=per_image / (size / 299) ** 2 / more_blocks(blocks),
-        )
+        rates = {finetune_key(blocks): per_image / (size / 299) ** 2}
+        self.book.note(cut_extract_per_s=extraction_rate(work.extracted_images, work.extraction_seconds, size), **rates)
 
 
 def _stages(
@@ -412,9 +412,7 @@ def _stages(
     if second.trials < grid:
         skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
     searches = [first, second]
-    if config.finetune_stage.ladder and config.tuner.distributed:
-        skipped.append("ladder: not on workers yet (tuner.workers, tuner.role): train-final takes stage 2's trials")
-    elif config.finetune_stage.ladder and second.best_trial_id is not None and second.trials >= grid:
+    if config.finetune_stage.ladder and second.best_trial_id is not None and second.trials >= grid:
         climbed, stopped = climb(Climb(config, plan, second_config, ledger, measuring, echo, overrides), searches, nest)
         searches += climbed
         skipped.append(f"ladder: stopped by {stopped}")
@@ -434,7 +432,8 @@ def _stage2(
         f"{rates.source()}" + (f" ({why})" if why else "")
     )
     tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **nest}, time.monotonic() + 60 * minutes
-    second = ledger.timing("stage2", lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends))
+    run = lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends, after=first.search_id)  # noqa: E731
+    second = ledger.timing("stage2", run)
     measuring.finetuning(second_config, second)
     return second, second_config
 
@@ -477,7 +476,8 @@ def climb(climb: Climb, searches: list[SearchResult], nest: dict[str, str]) -> t
                 return climbed, stopped
             climb.ledger.add_rung(rung)
         number = 3 + len(climbed)
-        result = _rung(climb, rung, number, {STAGE: str(number), STAGE1_RUN: searches[0].parent_run_id, **nest})
+        tags = {STAGE: str(number), STAGE1_RUN: searches[0].parent_run_id, **nest}
+        result = _rung(climb, rung, number, tags, (climbed or searches)[-1].search_id)
         climbed.append(result)
         tried += [(HeadParams.from_values(values), score) for values, score in result.tried]
         extracted |= {(params.blocks, params.augmentation) for params in rung.configs}
@@ -486,7 +486,7 @@ def climb(climb: Climb, searches: list[SearchResult], nest: dict[str, str]) -> t
             return climbed, "the budget"
 
 
-def _rung(climb: Climb, rung, number: int, tags: dict[str, str]) -> SearchResult:
+def _rung(climb: Climb, rung, number: int, tags: dict[str, str], after: str) -> SearchResult:
     left = climb.left()
     config = replace(
         climb.second,
@@ -498,7 +498,7 @@ def _rung(climb: Climb, rung, number: int, tags: dict[str, str]) -> SearchResult
         f"+{rung.gain:g} pts expected ({rung.value:.2f} pts/min), {left:.1f} min left"
     )
     ends = time.monotonic() + 60 * left
-    run = lambda: run_search(config, climb.echo, climb.overrides, stage=tags, deadline=ends)  # noqa: E731
+    run = lambda: run_search(config, climb.echo, climb.overrides, stage=tags, deadline=ends, after=after)  # noqa: E731
     result = climb.ledger.timing("ladder", run)
     climb.measuring.finetuning(config, result)
     return result

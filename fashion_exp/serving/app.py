@@ -29,7 +29,6 @@ from fashion_exp.serving.page import INDEX_HTML
 from fashion_exp.serving.predict import top_as_json, top_k
 
 STATUS_FOR_KIND = {"empty": 400, "corrupt": 400, "too_large": 413, "not_image": 415, "missing": 400}
-DEFAULT_DECODERS = 4  # serve.decoders=null: one per core, at most this many (memory is serve.decode_budget_mb's)
 
 
 class Predictor(Protocol):
@@ -60,6 +59,7 @@ class ServeSettings:
     max_requests: int  # serve.max_requests: requests handled at once (GET /health apart)
     decode_budget_bytes: float  # serve.decode_budget_mb: decoding's memory in flight (serving/memory.py)
     decode_bytes_per_value: float  # serve.decode_bytes_per_value: a decode's bytes per pixel and band
+    small_share: float  # serve.small_share: the budget's share kept for small uploads
 
     @classmethod
     def from_config(cls, config, backend: str | None = None) -> ServeSettings:
@@ -72,12 +72,13 @@ class ServeSettings:
             max_batch=config.serve.max_batch,
             max_wait_ms=config.serve.max_wait_ms,
             request_timeout_s=config.serve.request_timeout_s,
-            decoders=config.serve.decoders or min(os.cpu_count() or 1, DEFAULT_DECODERS),
+            decoders=config.serve.decoders or min(os.cpu_count() or 1, config.serve.max_decoders),
             max_waiting=config.serve.max_waiting,
             read_timeout_s=config.serve.read_timeout_s,
             max_requests=config.serve.max_requests,
             decode_budget_bytes=config.serve.decode_budget_mb * 1e6,
             decode_bytes_per_value=config.serve.decode_bytes_per_value,
+            small_share=config.serve.small_share,
         )
 
 
@@ -149,7 +150,9 @@ def _classifier(predictor: Predictor, settings: ServeSettings, batcher: MicroBat
     decoder = Decoder(predictor.image_size, predictor.interpolation, settings.max_image_pixels, draft=True)
     k = min(settings.top_k, len(predictor.class_names))
     decoding = asyncio.Semaphore(settings.decoders)  # threads decoding at once
-    budget = DecodeBudget(settings.decode_budget_bytes)  # and the memory they hold (serving/memory.py)
+    budget = DecodeBudget(
+        settings.decode_budget_bytes, settings.small_share
+    )  # and the memory they hold (serving/memory.py)
     held = [0]  # large uploads decoding or waiting to (small ones are bounded by serve.max_requests)
 
     async def classify(data: bytes) -> dict:

@@ -63,5 +63,5 @@ def uvicorn_options(serve) -> dict:
     return {
         "http": with_header_deadline(serve.header_timeout_s),
         "limit_concurrency": serve.max_connections,  # open connections, idle ones too (requests: serve.max_requests)
-        "timeout_keep_alive": 5,  # idle keep-alive connections are closed
+        "timeout_keep_alive": serve.keep_alive_s,  # idle keep-alive connections are closed
     }

@@ -16,25 +16,25 @@ import ctypes
 import ctypes.util
 from contextlib import asynccontextmanager
 
-SMALL = 0.1  # an upload costing at most this share of the budget is small: it may use the reserved tenth
-
 
 class DecodeBudget:
-    """Bytes of decoding in flight, at most `budget` (one larger upload alone)."""
+    """Bytes of decoding in flight, at most `budget` (one larger upload alone); `small` of it is kept
+    for uploads costing at most that share (serve.small_share)."""
 
-    def __init__(self, budget: float):
+    def __init__(self, budget: float, small: float):
         self.budget = budget
+        self.small_share = small
         self.used = 0.0
         self._room = asyncio.Condition()
 
     def small(self, cost: float) -> bool:
         """Whether an upload of `cost` may use the tenth kept for small photos."""
-        return cost <= SMALL * self.budget
+        return cost <= self.small_share * self.budget
 
     def _fits(self, cost: float) -> bool:
         if self.used == 0:
             return True  # (one upload larger than the whole budget decodes alone)
-        limit = self.budget if self.small(cost) else (1 - SMALL) * self.budget
+        limit = self.budget if self.small(cost) else (1 - self.small_share) * self.budget
         return self.used + cost <= limit
 
     @asynccontextmanager

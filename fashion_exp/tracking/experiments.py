@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -15,18 +17,39 @@ from fashion_exp.tracking.tags import NOTE
 # (mlflow/mlflow#24498), or the link carries ?workflowType=machine_learning (ui_link's), or the UI
 # is `python -m fashion_exp ui`'s (tracking/ui_app.py), which sets that switch's default.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-DEFAULT_URI = "sqlite:///mlflow.db"  # conf/tracking/local.yaml's
+# A runs-table view MLflow's UI opens from a link (?viewStateShareKey=<key>): what its Share button
+# writes, an experiment tag holding the table's state (sort, columns, filter) as JSON.
+SHARED_VIEW = "mlflow.sharedViewState."
 
 
-def ui_link(uri: str, experiment_id: str) -> str:
-    """How to look at an experiment's runs in mlflow ui: the command (for a local store) and the
-    link that opens its runs table."""
+def trials_view(parent_run_id: str, objective: str, higher_is_better: bool, searched: list[str]) -> dict:
+    """One search's trials in MLflow's runs table, best first by the objective, with val_accuracy
+    and the searched hyperparameters as columns (the state MLflow's Share button saves)."""
+    scores = list(dict.fromkeys([objective, "val_accuracy"]))
+    return {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`{objective}`",
+        "orderByAsc": not higher_is_better,
+        "selectedColumns": [*(f"metrics.`{name}`" for name in scores), *(f"params.`{name}`" for name in searched)],
+    }
+
+
+def share_view(client: MlflowClient, experiment_id: str, key: str, state: dict) -> None:
+    """Keep a runs-table view the link ui_link(..., view=key) opens."""
+    client.set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(state))
+
+
+def ui_link(tracking, experiment_id: str, view: str | None = None, plain_uri: str = "") -> str:
+    """How to look at an experiment's runs in mlflow ui (tracking: the config's tracking section):
+    the command (for a local store; plain_uri: the store `ui` opens without tracking.uri=) and the
+    link that opens its runs table (on a view share_view kept, where one is named)."""
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    uri = redact(uri)  # printed: no password
+    page += f"&viewStateShareKey={view}" if view else ""
+    uri = redact(tracking.uri)  # printed: no password
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{page}"
-    command = "python -m fashion_exp ui" + ("" if uri == DEFAULT_URI else f" tracking.uri={uri}")
-    return f"{command}   then open http://127.0.0.1:5000/{page}"
+    command = "python -m fashion_exp ui" + ("" if tracking.uri == plain_uri else f" tracking.uri={uri}")
+    return f"{command}   then open http://{tracking.ui_host}:{tracking.ui_port}/{page}"
 
 
 def connect(uri: str, experiment: str, description: str = "") -> tuple[MlflowClient, str]:

@@ -79,6 +79,20 @@ def search_preset(uri: str, experiment: str, run_id: str | None = None) -> str |
     return _search_run(uri, experiment, run_id).data.tags.get(PRESET)
 
 
+def search_config(uri: str, experiment: str, run_id: str | None = None) -> dict:
+    """The resolved config (config.yaml) of a tune search: run_id, or the latest finished one."""
+    return run_config(uri, _search_run(uri, experiment, run_id).info.run_id)
+
+
+def run_config(uri: str, run_id: str) -> dict:
+    """A run's resolved config (its config.yaml), {} when it has none."""
+    import yaml
+
+    path = download_artifact(uri, run_id, "config.yaml")
+    config = yaml.safe_load(Path(path).read_text()) if path else {}
+    return config if isinstance(config, dict) else {}
+
+
 def _search_run(uri: str, experiment: str, run_id: str | None):
     """A tune search's parent run: run_id, or the latest finished one. ConfigError if there is none."""
     client, experiment_id = connect(uri, experiment)
@@ -157,13 +171,9 @@ class SearchRecord:
 
 def search_record(uri: str, run_id: str) -> SearchRecord:
     """The config and tags of the search run run_id."""
-    import yaml
-
     client = open_client(uri, create=False)
     run = client.get_run(run_id)
-    path = download_artifact(uri, run_id, "config.yaml")
-    config = yaml.safe_load(Path(path).read_text()) if path else {}
-    return SearchRecord(run_id, config if isinstance(config, dict) else {}, dict(run.data.tags))
+    return SearchRecord(run_id, run_config(uri, run_id), dict(run.data.tags))
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,7 @@ class TrialCheckpoint:
     path: str  # the local copy of its checkpoint/head.keras
     history: dict[str, list[float]]  # epoch_* curves without the prefix: val_accuracy -> one value an epoch
     val_accuracy: float  # its score: the best epoch's
+    runtime: str = ""  # the backbone runtime its search's features came from (features_runtime), "" unknown
 
 
 def trial_checkpoint(uri: str, run_id: str) -> TrialCheckpoint | None:

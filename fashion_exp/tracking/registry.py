@@ -222,6 +222,16 @@ def _locate(reference: str, client: MlflowClient) -> _Where:
     raise UserError(f"{reference}: no such model folder, and not a runs:/ or models:/ URI")
 
 
+def run_of(reference: str, tracking_uri: str) -> str | None:
+    """The run that logged the model a reference names (None for a local folder), without loading it."""
+    if not _needs_store(reference):
+        return None
+    try:
+        return _locate(reference, open_client(tracking_uri, create=False)).run_id
+    except MlflowException as err:
+        raise UserError(f"cannot load model {reference} ({first_line(err)})") from None
+
+
 def _needs_store(reference: str) -> bool:
     """Whether a reference names a model in the store (not a local folder)."""
     return "://" in reference or reference.startswith("models:") or not Path(reference).expanduser().exists()

@@ -13,7 +13,7 @@ from fashion_exp.errors import ConfigError, last_line
 from fashion_exp.hyperparameters import label
 from fashion_exp.redact import redact
 from fashion_exp.tracking import plots
-from fashion_exp.tracking.experiments import connect
+from fashion_exp.tracking.experiments import connect, share_view, trials_view
 from fashion_exp.tracking.importance import importances
 from fashion_exp.tracking.run_logger import RunLogger, recorded_tags, source_tags, status_for
 from fashion_exp.tracking.system_metrics import rss_mb, system_metrics
@@ -24,6 +24,13 @@ EXPERIMENT_NOTE = (
     "a nested run per trial. Sort trials by val_accuracy (their score). Open with "
     "#/experiments/<id>/runs?workflowType=machine_learning, or `python -m fashion_exp ui`."
 )
+
+
+def searched(trials: list[dict[str, Any]]) -> list[str]:
+    """The hyperparameters the trials tried more than one value of (all of them for one trial)."""
+    names = list(dict.fromkeys(name for trial in trials for name in trial["hyperparameters"]))
+    varied = [n for n in names if len({repr(t["hyperparameters"].get(n)) for t in trials}) > 1]
+    return varied or names
 
 
 class SearchTracker:
@@ -175,6 +182,8 @@ class SearchTracker:
             run.figure(figure, f"plots/{objective}_by_trial.png")
         if trials:
             self._what_mattered(run, trials, objective, higher_is_better)
+            view = trials_view(self.parent_id, objective, higher_is_better, searched(trials))
+            share_view(self.client, self.experiment_id, self.parent_id, view)  # (the link tune prints)
         run.end("FINISHED" if best is not None else "FAILED")
 
     @staticmethod
