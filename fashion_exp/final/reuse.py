@@ -165,10 +165,12 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
 def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -> dict[int, Reused]:
     """member index -> Reused, for every candidate whose head scores its trial's val_accuracy on
     its trial's validation features (a checkpoint that does not is said, and its member trains)."""
-    reused = {}
+    reused, by_runtime = {}, {"": features}  # (one Features a runtime: its validation maps are read once)
     for index, checkpoint in found.items():
         head = load_checkpoint(checkpoint.path)
-        trial_features = features.on_runtime(checkpoint.runtime) if checkpoint.runtime else features
+        if checkpoint.runtime not in by_runtime:
+            by_runtime[checkpoint.runtime] = features.on_runtime(checkpoint.runtime)
+        trial_features = by_runtime[checkpoint.runtime]
         accuracy, _ = score(member_probabilities([head], trial_features.val)[0], features.val_labels)
         if abs(accuracy - checkpoint.val_accuracy) > SAME_SCORE:
             echo(
