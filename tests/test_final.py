@@ -385,3 +385,24 @@ def test_a_trials_csv_row_with_rows_its_space_did_not_name_reads_as_their_defaul
     row = {"learning_rate": "0.001", "size_inner": "100", "droprate": "0.2", "augmentation": "none"}
     params = with_overrides(load_config(["model=tiny"]), {**row, "blocks": "", "ema": "", "label_smoothing": ""})
     assert (params.blocks, params.ema, params.label_smoothing, params.learning_rate) == (0, 0.0, 0.0, 0.001)
+
+
+def test_a_missing_data_folder_stops_train_final_and_evaluate_in_one_line_before_other_work(
+    final_overrides, tuned, tmp_path, capsys
+):
+    """A data.root that is not there (given on the command line, so nothing is taken from the search)
+    is one line, and nothing is trained, logged or registered; evaluate of a model that does not
+    exist is one line too."""
+    missing = tmp_path / "nowhere"
+    assert main(["train-final", *final_overrides, f"data.root={missing}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: dataset not found at {missing}"), err
+    client = MlflowClient(load_config(final_overrides).tracking.uri)
+    assert client.search_registered_models() == []
+    assert main(["evaluate", *final_overrides, "--model", "models:/fashion-classifier/3"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("error: cannot load model models:/fashion-classifier/3")
+    )
