@@ -86,7 +86,10 @@ def extraction(args, size: int, gflops: float, work: Path) -> list[tuple]:
     images = photos(args.data, size, args.photos)
     model = load_config([f"model.weights={args.weights}"]).model
     backbone = build_backbone(model, size, seed=0)
-    calibration = Calibration(f"bench-{size}", lambda: images[:: max(1, len(images) // 32)][:32])
+    count = model.int8_calibration_photos
+    calibration = Calibration(
+        f"bench-{size}", lambda: images[:: max(1, len(images) // count)][:count], count, model.int8_min_cosine
+    )
     rows, reference = [], None
     for name in BACKENDS:
         if name == "tensorflow-bf16":

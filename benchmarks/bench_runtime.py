@@ -55,7 +55,11 @@ def extract(config, features, runtime: str, work_dir: Path) -> dict:
     from fashion_exp.features.runtime import open_runner
 
     runner = open_runner(
-        features.backbone, runtime, config.model.batch_size, work_dir, calibration(features.dataset, features.decoder)
+        features.backbone,
+        runtime,
+        config.model.batch_size,
+        work_dir,
+        calibration(features.dataset, features.decoder, config.model),
     )
     size = features.decoder.size
     start = time.perf_counter()

@@ -87,7 +87,7 @@ def extraction(args, work: Path) -> list[dict]:
                 runtime,
                 config.model.batch_size,
                 work,
-                calibration(full, decoder) if runtime == "onnx-int8" else None,
+                calibration(full, decoder, config.model) if runtime == "onnx-int8" else None,
             )
             runner.features(np.zeros((2, size, size, 3), np.uint8))  # export / quantize / trace: not timed
             cache = FeatureCache(Path(tempfile.mkdtemp(dir=work)))

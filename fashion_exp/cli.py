@@ -465,13 +465,14 @@ class Command:
     tensorflow: bool = True  # import TensorFlow (quietly) before the job
     backbone: bool = False  # the job builds the backbone: check model.weights first
     check: Callable[[Any], None] | None = None  # argument checks that need no config
+    store: bool = True  # the job opens the MLflow store: its lock waits are tracking.lock_wait_s
 
 
 COMMANDS = {
     "tune": Command(cmd_tune, backbone=True),
     "tune-worker": Command(cmd_tune_worker, backbone=True, check=check_tune_worker),
-    "fetch-data": Command(cmd_fetch_data, tensorflow=False),
-    "show-config": Command(cmd_show_config, tensorflow=False),
+    "fetch-data": Command(cmd_fetch_data, tensorflow=False, store=False),
+    "show-config": Command(cmd_show_config, tensorflow=False, store=False),
     "ui": Command(cmd_ui, tensorflow=False),
     "train-final": Command(cmd_train_final, backbone=True),
     "combine": Command(cmd_combine),
@@ -492,6 +493,10 @@ def run_command(command: Command, args, overrides: list[str]) -> int:
     config = load_config(overrides)
     if command.backbone and config.model.backbone == "xception":
         weights_file(config.model.weights)
+    if command.store:
+        from fashion_exp.tracking.store import limit_waits
+
+        limit_waits(config.tracking.lock_wait_s)
     if command.tensorflow:
         from fashion_exp import quiet
 

@@ -111,6 +111,8 @@ class ModelConfig:
     auto_confidence: float  # the one-sided confidence of both bounds (fashion_exp/gate.py)
     auto_check_photos: int  # training photos auto's check fits its heads on (it scores every validation photo)
     race_batches: int  # batches each fp32 runtime is timed on (after a warm-up batch) to find the faster
+    int8_calibration_photos: int  # training photos int8's activation ranges are measured on
+    int8_min_cosine: float  # an int8 backbone whose features' mean cosine to fp32's is below this is refused
     cpu_features: Any  # "auto", or the CPU flags to act as: a list, or one string (hardware.parse_setting)
     train_precision: str  # compute dtype of fine-tuned blocks (PRECISIONS)
 
@@ -121,6 +123,9 @@ class ModelConfig:
         _at_least(f"{key}.batch_size", self.batch_size)
         _at_least(f"{key}.auto_check_photos", self.auto_check_photos, 2)
         _at_least(f"{key}.race_batches", self.race_batches)
+        _at_least(f"{key}.int8_calibration_photos", self.int8_calibration_photos)
+        if not 0 < self.int8_min_cosine <= 1:
+            raise ConfigError(f"{key}.int8_min_cosine: a cosine above 0 and at most 1, got {self.int8_min_cosine}")
         if not self.auto_min_cosine >= 0:  # (above 1: auto never extracts in lower precision)
             raise ConfigError(f"{key}.auto_min_cosine: a cosine of at least 0, got {self.auto_min_cosine}")
         for name in ("auto_accuracy_margin", "auto_max_changed"):
@@ -232,6 +237,7 @@ class TrackingConfig:
     experiment: str
     ui_host: str  # where `ui` listens unless --host says
     ui_port: int  # ... and its port unless --port says
+    lock_wait_s: float  # how long a command waits for another holding one of the store's locks
 
     def check(self, key: str) -> None:
         if not self.uri.strip() or not self.experiment.strip():
@@ -240,6 +246,8 @@ class TrackingConfig:
             raise ConfigError(f"{key}.ui_host must not be empty")
         if not 0 < self.ui_port < 65536:
             raise ConfigError(f"{key}.ui_port: {self.ui_port} is not a TCP port")
+        if isinstance(self.lock_wait_s, bool) or not isinstance(self.lock_wait_s, int | float) or self.lock_wait_s <= 0:
+            raise ConfigError(f"{key}.lock_wait_s: {self.lock_wait_s!r} must be a number of seconds > 0")
 
 
 @dataclass
@@ -281,6 +289,24 @@ class FinalConfig:
             raise ConfigError(f"{key}.hp.{unknown[0]}: not a head hyperparameter (known: {', '.join(NAMES)})")
 
 
+HOST_KINDS = ("avx512", "avx2", "gpu", "tiny")  # search/costs.py's host_kind
+PRIOR_RATES = ("extract_per_s", "head_ms_per_row", "finetune_ms_per_image")
+
+
+def _check_rates(key: str, table: dict[str, dict[str, Any]]) -> None:
+    """A row for every kind of host, each with a name and every rate, a positive number."""
+    for kind in HOST_KINDS:
+        row = table.get(kind)
+        if not isinstance(row, dict):
+            raise ConfigError(f"{key}.{kind}: missing; give {{host: ..., {': ..., '.join(PRIOR_RATES)}: ...}}")
+        for name in set(row) - {"host", *PRIOR_RATES}:
+            raise ConfigError(f"{key}.{kind}.{name}: unknown; the rates are {', '.join(PRIOR_RATES)}")
+        for name in PRIOR_RATES:
+            value = row.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"{key}.{kind}.{name}: {value!r} must be a number > 0")
+
+
 @dataclass
 class FinetuneStageConfig:
     """Stage 2 of a staged search (preset=best): fine-tune Xception's top blocks under the best
@@ -304,6 +330,7 @@ class FinetuneStageConfig:
     probe_photos: int  # training photos the first timing of fine-tuning runs on (search/probe.py)
     min_stage1_trials: int  # a budget that cannot fit stage 1's features and this many of its trials is refused
     runner_up_gain: float  # a ladder rung on the best configuration of another policy: this share of the gain
+    prior_rates: dict[str, dict[str, Any]]  # kind of host -> the plan's costs before this machine measured its own
 
     def check(self, key: str, choices: Collection[str], most_blocks: int) -> None:
         _at_least(f"{key}.image_size", self.image_size)
@@ -340,6 +367,7 @@ class FinetuneStageConfig:
         _at_least(f"{key}.min_stage1_trials", self.min_stage1_trials)
         if not 0 <= self.runner_up_gain <= 1:
             raise ConfigError(f"{key}.runner_up_gain: {self.runner_up_gain} must lie from 0 to 1")
+        _check_rates(f"{key}.prior_rates", self.prior_rates)
         if self.max_blocks < max(self.blocks):  # (above what the backbone has: its most, search/ladder.py)
             raise ConfigError(f"{key}.max_blocks: {self.max_blocks} is below max(blocks) = {max(self.blocks)}")
 

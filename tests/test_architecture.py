@@ -9,6 +9,7 @@ import fashion_exp
 PACKAGE = Path(fashion_exp.__file__).resolve().parent
 MLFLOW_MODULES = {
     "fashion_exp.tracking.experiments",
+    "fashion_exp.tracking.mlflow_private",  # the ledger of private MLflow members (fashion_exp/private.py)
     "fashion_exp.tracking.queries",
     "fashion_exp.tracking.registry",
     "fashion_exp.tracking.run_logger",

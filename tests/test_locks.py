@@ -299,3 +299,25 @@ def test_writers_are_named_by_host_and_pid_namespace():
     assert hostname == re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
     assert len(namespace) == 8 and int(namespace, 16) >= 0  # (a hash of the boot id and the pid namespace)
     assert locks.Holder.me().host == writers.HOST
+
+
+def test_a_command_waits_for_a_held_store_lock_as_long_as_tracking_lock_wait_s(temp_folder, monkeypatch):
+    """The store's lock waits are a config key (issue 37, item 4): a command sets it, and a holder
+    that outlasts it is named in one line."""
+    from fashion_exp import cli
+    from fashion_exp.tracking import store
+
+    monkeypatch.setattr(store, "_wait_s", store._wait_s)  # (restored after the test)
+    job = cli.Command(lambda config, args, overrides: 0, tensorflow=False)
+    assert cli.run_command(job, None, ["tracking.lock_wait_s=0.5"]) == 0
+    with store.alias_lock(SERVER_STORE, "m"):
+        started = time.monotonic()
+        with pytest.raises(locks.Busy) as busy:
+            with store.alias_lock(SERVER_STORE, "m"):
+                pytest.fail("took a lock this process holds")
+        waited = time.monotonic() - started
+    assert 0.5 <= waited < 30  # it waited, and not the default's 300 s
+    message = str(busy.value)
+    assert f"pid {os.getpid()}" in message and "\n" not in message
+    with pytest.raises(UserError, match=r"^tracking\.lock_wait_s: 0\.0 must be a number of seconds > 0$"):
+        cli.run_command(job, None, ["tracking.lock_wait_s=0"])

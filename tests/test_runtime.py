@@ -27,8 +27,9 @@ def backbone():
     return build_backbone(load_config(["model=tiny"]).model, 32, seed=1)
 
 
-def calibration(identity="photos-a"):
-    return Calibration(identity, lambda: np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
+def calibration(identity="photos-a", min_cosine=0.9):
+    load = lambda: np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    return Calibration(identity, load, 32, min_cosine)
 
 
 AVX2 = Cpu(frozenset({"avx2"}))
@@ -93,7 +94,7 @@ def test_the_int8_recipe_uses_full_range_weights_on_a_cpu_with_vnni(backbone, tm
 
     old_recipe = {  # the recipe's key before CPUs were told apart: AVX2 work folders keep their int8 files
         "calibration": "photos-a",
-        "photos": onnx_files.CALIBRATION_PHOTOS,
+        "photos": 32,  # model.int8_calibration_photos
         "keep_float": onnx_files.KEEP_FLOAT,
         "method": "minmax-qdq-per-channel-reduce-range",
         "onnxruntime": onnxruntime.__version__,
@@ -145,12 +146,10 @@ def test_an_int8_backbone_whose_features_left_fp32s_is_refused_and_not_kept(back
     from fashion_exp.errors import UserError
 
     real = onnx_files.cosine
-    monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 1.01)  # no quantized file reaches it
-    runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration())
+    runner = open_runner(backbone, "onnx-int8", 8, tmp_path, calibration(min_cosine=1.01))  # no int8 file reaches it
     with pytest.raises(UserError, match=r"not fp32's \(mean cosine \d\.\d+ < 1\.01.*pass model.runtime=onnx$"):
         runner.features(IMAGES)
     assert not list((tmp_path / "backbones").glob("*int8*"))  # nothing half-made is left
-    monkeypatch.setattr(onnx_files, "INT8_MIN_COSINE", 0.9)
     cosines = []
     monkeypatch.setattr(onnx_files, "cosine", lambda *a, **k: cosines.append(real(*a, **k)) or cosines[-1])
     assert open_runner(backbone, "onnx-int8", 8, tmp_path, calibration()).features(IMAGES).shape == (5, backbone.dim)
@@ -171,10 +170,10 @@ def test_int8_without_calibration_photos_is_refused(backbone, tmp_path):
 
 
 def test_calibration_photos_spread_over_the_split():
-    assert onnx_files.spread(3068) == sorted(set(onnx_files.spread(3068)))
-    assert len(onnx_files.spread(3068)) == onnx_files.CALIBRATION_PHOTOS
-    assert onnx_files.spread(3068)[0] == 0 and onnx_files.spread(3068)[-1] == 3067
-    assert onnx_files.spread(5) == [0, 1, 2, 3, 4]
+    assert onnx_files.spread(3068, 32) == sorted(set(onnx_files.spread(3068, 32)))
+    assert len(onnx_files.spread(3068, 32)) == 32
+    assert onnx_files.spread(3068, 32)[0] == 0 and onnx_files.spread(3068, 32)[-1] == 3067
+    assert onnx_files.spread(5, 32) == [0, 1, 2, 3, 4]
 
 
 def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, monkeypatch):

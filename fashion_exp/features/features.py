@@ -90,7 +90,7 @@ class Features:
         features its head was trained on) never runs it in lower precision, a cut (blocks > 0)
         never in int8 (features/runtime.py)."""
         backbone = build_backbone(model, decoder.size, seed, blocks)
-        photos = lambda: calibration(scanned.dataset, decoder)  # noqa: E731 - made only for int8
+        photos = lambda: calibration(scanned.dataset, decoder, model)  # noqa: E731 - made only for int8
         check = lambda: check_photos(scanned.dataset, decoder, model.auto_check_photos)  # noqa: E731 - only for auto
         runner = choose_runner(model, backbone, work_dir, exact, photos, check, echo)
         cache = FeatureCache(Path(work_dir) / "features")

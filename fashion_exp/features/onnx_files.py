@@ -4,8 +4,9 @@ written under a temporary name, then renamed into place; and the sessions that r
 Runtime, or OpenVINO's CPU plugin at a pinned precision).
 
 int8 is ONNX Runtime's static QDQ quantization: int8 per-channel weights (7-bit range on a CPU
-without VNNI, see quantize), uint8 activations with MinMax ranges from CALIBRATION_PHOTOS training photos, the first
-KEEP_FLOAT convolutions left in fp32; a quantized backbone whose features are not fp32's is refused.
+without VNNI, see quantize), uint8 activations with MinMax ranges from model.int8_calibration_photos
+training photos, the first KEEP_FLOAT convolutions left in fp32; a quantized backbone whose features
+are not fp32's (mean cosine under model.int8_min_cosine) is refused.
 Measured on clothing-dataset-small at 150px (benchmarks/bench_runtime.py): quantizing those
 two convolutions, which see the raw [-1, 1] pixels, costs most of the error (mean feature cosine to
 fp32 0.92 with them, 0.98 without); more photos or percentile/entropy ranges did not help.
@@ -25,38 +26,40 @@ import numpy as np
 from tqdm import tqdm
 
 from fashion_exp import locks
+from fashion_exp.config import ModelConfig
 from fashion_exp.data.dataset import TRAIN, Dataset
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone
 from fashion_exp.hardware import Cpu
 
-CALIBRATION_PHOTOS = 32
 KEEP_FLOAT = 2
 CALIBRATION_BATCH = 8
-INT8_MIN_COSINE = 0.9  # below: int8 features are not the backbone's (0.954-0.988 measured when it works)
 
 
 @dataclass(frozen=True)
 class Calibration:
     """The photos int8 ranges are measured on: `identity` names them (the training split's
-    fingerprint and the decoding) without decoding anything; `load` decodes them."""
+    fingerprint and the decoding) without decoding anything; `load` decodes them (`photos` of
+    them at most); and the mean feature cosine to fp32's on them a quantized backbone must keep."""
 
     identity: str
     load: Callable[[], np.ndarray]
+    photos: int
+    min_cosine: float
 
 
-def calibration(dataset: Dataset, decoder: Decoder) -> Calibration:
+def calibration(dataset: Dataset, decoder: Decoder, model: ModelConfig) -> Calibration:
     """int8 calibration photos: training photos spread over the (class-sorted) split, undistorted."""
-    paths = dataset.paths(TRAIN)
+    paths, count = dataset.paths(TRAIN), model.int8_calibration_photos
 
     def load() -> np.ndarray:
-        return np.stack([decoder.load(paths[i]) for i in spread(len(paths))])
+        return np.stack([decoder.load(paths[i]) for i in spread(len(paths), count)])
 
-    return Calibration(f"{dataset.fingerprint([TRAIN])}-{decoder.key}", load)
+    return Calibration(f"{dataset.fingerprint([TRAIN])}-{decoder.key}", load, count, model.int8_min_cosine)
 
 
-def spread(n_items: int, count: int = CALIBRATION_PHOTOS) -> list[int]:
+def spread(n_items: int, count: int) -> list[int]:
     """`count` indices spread evenly over n_items (every class of a class-sorted split is seen)."""
     return sorted({int(i) for i in np.linspace(0, n_items - 1, min(count, n_items))})
 
@@ -76,7 +79,7 @@ class OnnxFiles:
 
         recipe = {
             "calibration": calibration.identity,
-            "photos": CALIBRATION_PHOTOS,
+            "photos": calibration.photos,
             "keep_float": KEEP_FLOAT,
             "method": "minmax-qdq-per-channel" + ("-reduce-range" if int8_reduce_range(cpu) else ""),
             "onnxruntime": onnxruntime.__version__,
@@ -89,13 +92,13 @@ class OnnxFiles:
         fp32 = self.fp32(backbone)
         key = self.int8_key(backbone, calibration, cpu)
         path = self.directory / f"{backbone.fingerprint}-{backbone.image_size}px-int8-{key}.onnx"
-        what = f"Quantizing the backbone to int8 on {CALIBRATION_PHOTOS} training photos"
+        what = f"Quantizing the backbone to int8 on {calibration.photos} training photos"
 
         def write(tmp: Path) -> None:
             images = calibration.load()
             quantize(fp32, tmp, images, reduce_range=int8_reduce_range(cpu))
             measured = cosine(fp32, tmp, images)
-            _checked(measured)
+            _checked(measured, calibration.min_cosine)
             _write_atomically(path.with_suffix(".json"), json.dumps({"cosine": measured}))  # before the file itself
 
         return self.make(path, what, write)
@@ -142,12 +145,12 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _checked(measured: float) -> None:
+def _checked(measured: float, least: float) -> None:
     """Refuse an int8 backbone whose features left fp32's (nothing is kept: the file is not written)."""
-    if measured < INT8_MIN_COSINE:
+    if measured < least:
         raise UserError(
-            f"the int8 backbone's features are not fp32's (mean cosine {measured:.3f} < {INT8_MIN_COSINE} on the "
-            "calibration photos): pass model.runtime=onnx"
+            f"the int8 backbone's features are not fp32's (mean cosine {measured:.3f} < {least} on the "
+            "calibration photos, model.int8_min_cosine): pass model.runtime=onnx"
         )
 
 

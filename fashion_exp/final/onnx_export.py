@@ -163,8 +163,10 @@ def export(config: Config, model_ref: str, echo=print) -> ExportResult:
         size = loaded.image_size
         loaded.predict(np.zeros((1, size, size, 3), np.uint8), 1)  # keras exports only a model it has called
         loaded.model.export(str(path), format="onnx", verbose=False)
-        echo(f"Quantizing the model to int8 on {len(spread(len(dataset.paths(TRAIN))))} training photos ...")
-        quantize(path, int8_path, calibration(dataset, decoder).load(), float_from=HEAD_OPS)
+        photos = calibration(dataset, decoder, config.model)
+        count = len(spread(len(dataset.paths(TRAIN)), photos.photos))
+        echo(f"Quantizing the model to int8 on {count} training photos ...")
+        quantize(path, int8_path, photos.load(), float_from=HEAD_OPS)
         backends = {"onnx": OnnxPredictor(path, loaded), "onnx-int8": OnnxPredictor(int8_path, loaded)}
         if cpu_of(config.model.cpu_features).bf16:
             backends["openvino-bf16"] = OnnxPredictor(path, loaded, openvino="bf16")

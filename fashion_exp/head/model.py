@@ -9,6 +9,7 @@ import keras
 
 from fashion_exp.features.backbone import fresh_top
 from fashion_exp.head.fit import steps_for
+from fashion_exp.head.keras_private import variable_index
 from fashion_exp.hyperparameters import HeadParams
 
 
@@ -51,7 +52,7 @@ class BlockAdam(keras.optimizers.Adam):
         self._in_blocks = [v.path.split("/")[0] in self.block_layers for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._in_blocks[self._get_variable_index(variable)]:  # (the backend's variable: no path)
+        if self._in_blocks[variable_index(self, variable)]:  # (the backend's variable: no path)
             learning_rate = learning_rate * self.block_lr
         super().update_step(gradient, variable, learning_rate)
 

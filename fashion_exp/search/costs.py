@@ -1,13 +1,13 @@
 """What tune's work costs on this machine, for the plan it prints before it starts.
 
-The plan starts from a table by kind of host (Xception, 2 CPU cores; benchmarks/bench_hardware.py
-and bench_finetune.py measure the same rates on any machine) and replaces each rate by what this
-machine measured the last time it did that kind of work: extraction on the search's runtime and
-through fine-tuning cuts, a frozen-head trial, a fine-tuning trial (block14's, and each deeper cut's
-once one ran: block13's 19x19 maps made an epoch of two blocks 2.9 times block14's here, not the
-1.5 times more_blocks assumes). The measurements
-are kept in work_dir/rates/<CPU flags>.json, so a later plan starts from them. A plan is an
-estimate: the time budget, not the plan, stops the work.
+The plan starts from a table by kind of host (finetune_stage.prior_rates: Xception, 2 CPU cores;
+benchmarks/bench_hardware.py and bench_finetune.py measure the same rates on any machine) and
+replaces each rate by what this machine measured the last time it did that kind of work:
+extraction on the search's runtime and through fine-tuning cuts, a frozen-head trial, a
+fine-tuning trial (block14's, and each deeper cut's once one ran: block13's 19x19 maps made an
+epoch of two blocks 2.9 times block14's here, not the 1.5 times more_blocks assumes). The
+measurements are kept in work_dir/rates/<CPU flags>.json, so a later plan starts from them. A plan
+is an estimate: the time budget, not the plan, stops the work.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from fashion_exp import writers
+from fashion_exp.config import PRIOR_RATES
 
 REFERENCE_SIZE = 299
 MEASURED = ("extract_per_s", "cut_extract_per_s", "head_ms_per_row", "finetune_ms_per_image")
@@ -68,21 +69,14 @@ def _pixels(size: int) -> float:
     return (size / REFERENCE_SIZE) ** 2
 
 
-RATES = {
-    # benchmarks/bench_hardware.py and bench_finetune.py on the project's hosts, before any measurement here:
-    # Xception at 299: 5-9 img/s; a block14 epoch over 3,068 photos at 299: 48 s (Zen 4) and 90-120 s (AVX2)
-    "avx512": Rates("CPU with AVX-512 (2 cores)", 8.0, 0.25, 48_000 / 3068),
-    "avx2": Rates("CPU with AVX2 only (2 cores)", 6.0, 0.35, 100_000 / 3068),
-    # not measured by this project yet (benchmarks/bench_preset.py measures it where a GPU is present):
-    # an H100/H200-class GPU runs Xception at several hundred images a second
-    "gpu": Rates("GPU (estimate)", 400.0, 0.05, 1_000 / 3068),
-    # the unit tests' tiny backbone: a 2-layer convolution
-    "tiny": Rates("tiny test backbone", 5_000.0, 0.05, 0.5),
-}
+def prior(table: dict[str, dict], backbone: str, gpus: int) -> Rates:
+    """The row of finetune_stage.prior_rates that describes this machine for `backbone`."""
+    row = table[host_kind(backbone, gpus)]
+    return Rates(str(row.get("host", host_kind(backbone, gpus))), *(float(row[name]) for name in PRIOR_RATES))
 
 
 def host_kind(backbone: str, gpus: int) -> str:
-    """Which RATES row describes this machine for `backbone`."""
+    """Which kind of host (finetune_stage.prior_rates' rows) this machine is for `backbone`."""
     if backbone == "tiny":
         return "tiny"
     if gpus:

@@ -21,6 +21,9 @@ Oracle subclasses (their classes are named here; search/oracles.py adds the time
     on discrete spaces (keras-team/keras-tuner#608, #227).
   - ResumableGridOracle: a resumed grid search loses its place in the grid
     (keras-team/keras-tuner#1055: _ordered_ids and _populate_next are not saved).
+
+PRIVATE names every private keras-tuner member fashion_exp uses, here and in search/ (the ledger:
+fashion_exp/private.py).
 """
 
 from __future__ import annotations
@@ -37,10 +40,82 @@ from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.engine import conditions as kt_conditions
 from keras_tuner.src.tuners import gridsearch as kt_gridsearch
 
+from fashion_exp.private import Private
 from fashion_exp.search import oracle_auth
 from fashion_exp.search.state_files import save_json_atomically
 
 KERAS_TUNER = "1.4.8"  # the version every fix here was written against (requirements.lock pins it)
+_FIXES, _TUNER, _CLUSTER = "search/keras_tuner_fixes.py", "search/tuner.py", "search/cluster.py"
+_BAYES = "keras_tuner:oracles.BayesianOptimizationOracle"
+_DISTINCT = "DistinctBayesianOracle proposes untried points of a discrete space with the oracle's own Gaussian process"
+_GRID = "ResumableGridOracle rebuilds the grid's place that GridSearchOracle does not save (#1055)"
+PRIVATE = (
+    Private(
+        "keras_tuner.src.utils:save_json",
+        (_FIXES, "search/state_files.py"),
+        "replaced: atomic state files (keras-tuner writes oracle.json in place; no hook to change it)",
+        "(path, obj)",
+    ),
+    Private(
+        "keras_tuner.src.engine.conditions:Parent.to_proto", (_FIXES,), "replaced: without its stray print", "(self)"
+    ),
+    Private(
+        "keras_tuner.src.distribute.oracle_client:TIMEOUT",
+        (_FIXES,),
+        "the chief timeout: a module constant, no argument sets it",
+    ),
+    Private(
+        "keras_tuner.src.distribute.oracle_client:OracleClient",
+        (_FIXES,),
+        "replaced by TokenOracleClient: "
+        "its channel is made in __init__, with no way to add the oracle token to its calls",
+    ),
+    Private(
+        "keras_tuner.src.protos",
+        (_FIXES, _CLUSTER),
+        "the oracle's gRPC service and messages: the token "
+        "channel's stub and the chief's server (keras-tuner starts its own chief server, without a token)",
+    ),
+    Private(
+        "keras_tuner.src.distribute.oracle_chief:OracleServicer",
+        (_CLUSTER,),
+        "the chief's servicer, served by cluster.py (token, one call at a time, saved after each ended trial)",
+        "(oracle)",
+    ),
+    Private(
+        "keras_tuner.src.distribute.oracle_chief:exit_chief",
+        (_CLUSTER,),
+        "when a chief may stop: every worker's tuner ended (keras-tuner's own rule)",
+    ),
+    Private("keras_tuner.src.tuners.gridsearch:LinkedList", (_FIXES,), _GRID),
+    Private("keras_tuner:oracles.GridSearchOracle._ordered_ids", (_FIXES,), _GRID, instance=True),
+    Private("keras_tuner:oracles.GridSearchOracle._populate_next", (_FIXES,), _GRID, instance=True),
+    Private("keras_tuner:oracles.GridSearchOracle._compare", (_FIXES,), _GRID, "(self, a, b)"),
+    Private(f"{_BAYES}._compute_values_hash", (_FIXES,), _DISTINCT, "(self, values)"),
+    Private("keras_tuner.src.engine.oracle:Oracle._tried_so_far", (_FIXES,), _DISTINCT, instance=True),
+    Private(f"{_BAYES}._random_populate_space", (_FIXES,), _DISTINCT, "(self)"),
+    Private(f"{_BAYES}._duplicate", (_FIXES,), _DISTINCT, "(self, values)"),
+    Private(f"{_BAYES}._vectorize_trials", (_FIXES,), _DISTINCT, "(self)"),
+    Private(f"{_BAYES}._nonfixed_space", (_FIXES,), _DISTINCT, "(self)"),
+    Private(
+        "keras_tuner:Tuner._populate_initial_space",
+        (_TUNER,),
+        "overridden: the hypermodel declares its whole space without building a model per conditional scope",
+        "(self)",
+    ),
+    Private(
+        "keras_tuner:Tuner._is_worker",
+        (_TUNER,),
+        "whether this tuner's oracle is a client of a chief's "
+        "(then it holds no trials, and the deadline is the chief's)",
+        "(self)",
+    ),
+    Private(
+        "keras_tuner:Hyperband.__init__",
+        (_TUNER,),
+        "skipped: it builds its own oracle; ours (with the time budget) is given to Tuner.__init__",
+    ),
+)
 STOCK_PARENT_TO_PROTO = kt_conditions.Parent.to_proto
 
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import keras_tuner as kt
-from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
 from fashion_exp import writers
 from fashion_exp.config import TunerConfig
@@ -50,7 +49,7 @@ class GridOracle(TimeBudget, ResumableGridOracle):
     """The grid search (keras_tuner_fixes.ResumableGridOracle), with a time budget."""
 
 
-class BudgetHyperbandOracle(TimeBudget, HyperbandOracle):
+class BudgetHyperbandOracle(TimeBudget, kt.oracles.HyperbandOracle):
     """keras-tuner's Hyperband oracle, with a time budget."""
 
 

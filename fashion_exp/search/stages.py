@@ -29,7 +29,7 @@ from fashion_exp.features.features import Scan, jobs_for
 from fashion_exp.hardware import cpu_of
 from fashion_exp.hyperparameters import HeadParams, ParamSpace
 from fashion_exp.search import follow, ladder
-from fashion_exp.search.costs import RATES, RateBook, Rates, extraction_rate, finetune_key, host_kind
+from fashion_exp.search.costs import RateBook, Rates, extraction_rate, finetune_key, prior
 from fashion_exp.search.probe import probe_finetuning
 from fashion_exp.search.run import SearchResult, run_search, search_policies
 from fashion_exp.tracking.tags import STAGE, STAGE1_RUN
@@ -325,7 +325,7 @@ def run_staged(config: Config, scanned: Scan, echo=print, overrides: list[str] |
     started = time.time()
     counts = {split: len(scanned.dataset.splits[split]) for split in (TRAIN, VALIDATION)}
     gpus = len(tf.config.list_physical_devices("GPU"))
-    book, table = rate_book(config, gpus), RATES[host_kind(config.model.backbone, gpus)]
+    book, table = rate_book(config, gpus), prior(config.finetune_stage.prior_rates, config.model.backbone, gpus)
     make_plan(config, counts, book.rates(table))  # a budget too small is refused before any work
     ledger = Ledger(config)
     if ledger.spent:

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.batching import pad_batch
 from fashion_exp.errors import UserError, first_line
 from fashion_exp.redact import redact
+from fashion_exp.tracking.mlflow_private import process_tracking_uri
 from fashion_exp.tracking.store import alias_lock, open_client
 from fashion_exp.tracking.tags import MODEL_ID, NOTE, OLD_VAL_ACCURACY, OLD_VAL_LOSS, VAL_ACCURACY, VAL_LOSS
 
@@ -150,20 +151,10 @@ def _link(client: MlflowClient, run_id: str, model_id: str, card: ModelCard) -> 
 def _register(client: MlflowClient, name: str, model_id: str, run_id: str):
     """A new version of `name` from a LoggedModel. Its source is models:/<model_id>, as
     mlflow.register_model makes it (MLflow's SQL registry stores no model_id field), and MLflow 3.17
-    resolves that source through the process-wide tracking URI, not this client's (a TODO in its
-    SqlAlchemyStore.create_model_version): point that URI at this store meanwhile."""
-    import os
-
-    from mlflow.tracking._tracking_service import utils
-
-    saved = (utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI"))
-    utils._tracking_uri = client.tracking_uri
-    try:
+    resolves that source through the process-wide tracking URI, not this client's
+    (tracking/mlflow_private.py): point that URI at this store meanwhile."""
+    with process_tracking_uri(client.tracking_uri):
         return client.create_model_version(name, f"models:/{model_id}", run_id, model_id=model_id)
-    finally:  # put back both halves of the process-wide URI (MLflow's own helper drops the variable)
-        utils._tracking_uri = saved[0]
-        if saved[1] is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved[1]
 
 
 def model_id_of(client: MlflowClient, run_id: str) -> str | None:

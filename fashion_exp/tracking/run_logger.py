@@ -74,24 +74,19 @@ def source_tags() -> dict[str, str]:
 def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]) -> None:
     """Log dataset records (Dataset.describe) as the run's inputs, each tagged with its split
     (MLflow's `mlflow.data.context`): the Datasets column of mlflow ui."""
+    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.types import ColSpec, Schema
 
     # what a record is: a photo file (the folders under the source are the classes) and its class
-    schema = json.dumps({"mlflow_colspec": Schema([ColSpec("binary", "image"), ColSpec("string", "label")]).to_dict()})
+    schema = Schema([ColSpec("binary", "image"), ColSpec("string", "label")])
     inputs = []
     for split in splits:
         source = LocalArtifactDatasetSource(split["source"])
         profile = {key: split[key] for key in ("images", "classes", "per_class") if key in split}
-        dataset = Dataset(
-            name=split["name"],
-            digest=split["digest"],
-            source_type=source._get_source_type(),
-            source=source.to_json(),
-            schema=schema,
-            profile=json.dumps(profile),
-        )
+        described = MetaDataset(source, name=split["name"], digest=split["digest"], schema=schema).to_dict()
+        dataset = Dataset(**described, profile=json.dumps(profile))  # (MLflow's fields: name ... source_type, schema)
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split["split"])]))
     client.log_inputs(run_id, inputs)
 

@@ -30,9 +30,16 @@ from fashion_exp.errors import ConfigError, UserError, first_line
 from fashion_exp.redact import redact
 from fashion_exp.signals import DeferringClient
 
-INIT_WAIT_SECONDS = 300  # creating a store takes seconds; a stuck holder is reported after this
-ALIAS_WAIT_SECONDS = 120
+_wait_s = float("inf")  # how long to wait for a store lock's holder: tracking.lock_wait_s once a command set it
 _ready: set[str] = set()  # stores this process has already opened (their tables exist)
+
+
+def limit_waits(seconds: float) -> None:
+    """Wait at most `seconds` for another process holding one of a store's locks, then stop naming
+    it (Busy). The command line sets tracking.lock_wait_s; a caller that sets nothing waits while
+    the holder lives (the kernel frees a dead holder's lock)."""
+    global _wait_s
+    _wait_s = float(seconds)
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -135,7 +142,7 @@ def open_client(uri: str, create: bool = True) -> MlflowClient:
         raise ConfigError(f"tracking.uri: the folder of {uri} does not exist ({database.parent})")
     what = f"the MLflow store {redact(uri)} (opening it, creating its tables if it is new)"
     waiting = _waiting(what)
-    with locks.exclusive(lock_path(uri, "init"), what, wait=INIT_WAIT_SECONDS, on_wait=waiting, quiet_for=2):
+    with locks.exclusive(lock_path(uri, "init"), what, wait=_wait_s, on_wait=waiting, quiet_for=2):
         try:  # the client's constructor opens the tracking store (creating its tables) ...
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_registered_models(max_results=1)  # ... and the registry's on first use
@@ -154,7 +161,7 @@ def alias_lock(uri: str, name: str) -> Iterator[None]:
     Call open_client(uri) first: it checks the store's folder, where this lock file goes.
     """
     what = f"the aliases of '{name}'"
-    with locks.exclusive(lock_path(uri, "aliases"), what, wait=ALIAS_WAIT_SECONDS, on_wait=_waiting(what), quiet_for=2):
+    with locks.exclusive(lock_path(uri, "aliases"), what, wait=_wait_s, on_wait=_waiting(what), quiet_for=2):
         yield
 
 
