@@ -7,7 +7,7 @@ int8 is ONNX Runtime's static QDQ quantization: int8 per-channel weights (7-bit 
 without VNNI, see quantize), uint8 activations with MinMax ranges from model.int8_calibration_photos
 training photos, the first KEEP_FLOAT convolutions left in fp32; a quantized backbone whose features
 are not fp32's (mean cosine under model.int8_min_cosine) is refused.
-Measured on clothing-dataset-small at 150px (benchmarks/bench_runtime.py): quantizing those
+Measured on clothing-dataset-small at 150px (docs/results.md, "Extraction runtimes"): quantizing those
 two convolutions, which see the raw [-1, 1] pixels, costs most of the error (mean feature cosine to
 fp32 0.92 with them, 0.98 without); more photos or percentile/entropy ranges did not help.
 """
