@@ -95,7 +95,7 @@ def extraction(args, size: int, gflops: float, work: Path) -> list[tuple]:
         if name == "tensorflow-bf16":
             runner, precision = TensorFlowBf16(args.weights, size), "bf16"
         else:
-            runner = open_runner(backbone, name, 32, work, calibration, echo=lambda *_: None)
+            runner = open_runner(backbone, name, 32, work, calibration)
             precision = None
         features, speed = run_on(runner, images, 32)
         if reference is None:

@@ -55,7 +55,7 @@ def open_features(args, blocks: int):
     from fashion_exp.features.features import Features, jobs_for, scan
 
     config = load_config([f"data.root={args.data}", f"model.weights={args.weights}", f"work_dir={args.work_dir}"])
-    checked = scan(config.data, config.work_dir, echo=lambda _: None)
+    checked = scan(config.data, config.work_dir)
     decoder = Decoder.for_data(config.data, args.size)
     features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
     features.get(jobs_for({"none": config.augmentation["none"]}))

@@ -67,10 +67,9 @@ def load(args, size: int):
             f"model.runtime={args.runtime}",
         ]
     )
-    quiet = lambda *_: None  # noqa: E731
-    checked = scan(config.data, config.work_dir, quiet)
+    checked = scan(config.data, config.work_dir)
     decoder = Decoder.for_data(config.data, size)
-    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, echo=quiet)
+    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed)
     features.get(jobs_for({"none": config.augmentation["none"]}))
     return config, features
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fashion_exp import signals
+from fashion_exp import screen, signals
 from fashion_exp.config import CONFIG_DIR
 from fashion_exp.errors import UserError
 from fashion_exp.redact import redact
@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     overrides, args.paths = _split(parser, args.overrides + extra, paths_allowed=args.command == "predict")
+    screen.show()  # the job's lines (fashion_exp/screen.py) on stdout
     try:
         with signals.as_interrupts():
             return run_command(COMMANDS[args.command], args, overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -55,3 +56,26 @@ def search_overrides(folder: Path, dataset_root: Path) -> list[str]:
 def _artifacts_in_tmp(tmp_path, monkeypatch):
     """MLflow's default artifact root is ./mlruns: run every test from its own tmp_path."""
     monkeypatch.chdir(tmp_path)
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]):
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def said():
+    """The lines the product says (fashion_exp/screen.py) during the test, in order."""
+    from fashion_exp import screen
+
+    lines: list[str] = []
+    handler, level = _Lines(lines), screen.LOGGER.level
+    screen.LOGGER.addHandler(handler)
+    screen.LOGGER.setLevel(logging.INFO)
+    yield lines
+    screen.LOGGER.removeHandler(handler)
+    screen.LOGGER.setLevel(level)

@@ -16,11 +16,11 @@ from fashion_exp.features.choice import Measured, Record, head_predictions, pick
 BF16_VNNI = "model.cpu_features=[avx2,avx512f,avx512_bf16,avx512_vnni]"
 
 
-def open_extractor(config, said):
+def open_extractor(config):
     from fashion_exp.features.features import scan
     from fashion_exp.search.run import open_cut
 
-    return open_cut(config, scan(config.data, config.work_dir, said.append), 0, said.append).extractor
+    return open_cut(config, scan(config.data, config.work_dir), 0).extractor
 
 
 def model_config(*overrides):
@@ -77,13 +77,12 @@ def test_the_check_heads_predict_alike_on_alike_features_and_not_on_noise():
     assert np.mean(np.asarray(head_predictions(rng.normal(size=train.shape), labels, val)) == labels) < 0.6
 
 
-def test_auto_measures_once_per_cpu_and_extracts_with_what_passed(overrides, monkeypatch):
+def test_auto_measures_once_per_cpu_and_extracts_with_what_passed(overrides, monkeypatch, said):
     """A CPU told it has BF16 and VNNI: auto measures fp32 ONNX, int8 and OpenVINO bf16 on the check
     photos, keeps the record, says which it took and why; a second start reads the record."""
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     config = load_config([*overrides, "model.runtime=auto", BF16_VNNI])
-    said = []
-    extractor = open_extractor(config, said)
+    extractor = open_extractor(config)
     (record,) = Path(config.work_dir, "backbones").glob("auto-*.json")
     saved = json.loads(record.read_text())
     measured = [Measured(**line) for line in saved["measured"]]
@@ -101,15 +100,14 @@ def test_auto_measures_once_per_cpu_and_extracts_with_what_passed(overrides, mon
 
     monkeypatch.setattr(choice, "measure", lambda *_: pytest.fail("measured again"))
     said.clear()
-    assert open_extractor(config, said).runner.runtime == expected
+    assert open_extractor(config).runner.runtime == expected
     assert not any(line.startswith("Measuring") for line in said)
 
 
-def test_auto_falls_back_to_fp32_when_nothing_passes_and_measures_again_on_another_cpu(overrides, monkeypatch):
+def test_auto_falls_back_to_fp32_when_nothing_passes_and_measures_again_on_another_cpu(overrides, monkeypatch, said):
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
-    said = []
     config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2", "model.auto_min_cosine=1.01"])
-    reference = open_extractor(config, said).runner.runtime
+    reference = open_extractor(config).runner.runtime
     assert reference in ("onnx", "openvino")
     assert any("onnx-int8 fails the check (" in line for line in said)
     assert any(
@@ -119,23 +117,22 @@ def test_auto_falls_back_to_fp32_when_nothing_passes_and_measures_again_on_anoth
         for line in said
     )
     assert not any("openvino-bf16" in line for line in said)  # no BF16 units: not even tried
-    open_extractor(load_config([*overrides, "model.runtime=auto", BF16_VNNI]), said)
+    open_extractor(load_config([*overrides, "model.runtime=auto", BF16_VNNI]))
     assert len(list(Path(config.work_dir, "backbones").glob("auto-*.json"))) == 2  # another CPU: its own record
 
 
-def test_a_damaged_record_is_measured_again(overrides, monkeypatch):
+def test_a_damaged_record_is_measured_again(overrides, monkeypatch, said):
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2"])
-    open_extractor(config, [])
+    open_extractor(config)
     (record,) = Path(config.work_dir, "backbones").glob("auto-*.json")
     record.write_text('{"measured": [{"runtime": ')
-    said = []
-    open_extractor(config, said)
+    open_extractor(config)
     assert any(line.startswith("Measuring 2 backbone runtimes") for line in said)
     assert json.loads(record.read_text())["measured"][0]["runtime"] in ("onnx", "openvino")
 
 
-def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeypatch):
+def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeypatch, said):
     """OpenVINO f32 where it runs faster than ONNX Runtime on this CPU: the fine-tuning cut (fp32
     on a CPU without BF16 units) runs on it; the race is kept and read on the next start."""
     from fashion_exp.features.features import scan
@@ -145,34 +142,32 @@ def test_the_fastest_fp32_runtime_is_the_reference_timed_once(overrides, monkeyp
     speeds = {"onnx": 10.0, "openvino": 13.0}
     monkeypatch.setattr(choice, "batch_rate", lambda runner, images, batch: speeds[runner.runtime])
     config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2"])
-    said = []
-    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    cut = open_cut(config, scan(config.data, config.work_dir), 1)
     assert cut.runtime == "openvino"
     assert any("(auto: the fastest fp32 here (images/s: openvino 13.0, onnx 10.0)" in line for line in said)
     monkeypatch.setattr(choice, "batch_rate", lambda *_: pytest.fail("timed again"))
-    assert open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append).runtime == "openvino"
+    assert open_cut(config, scan(config.data, config.work_dir), 1).runtime == "openvino"
 
 
-def test_explicit_runtimes_are_not_measured_and_a_cut_never_runs_int8(overrides, monkeypatch):
+def test_explicit_runtimes_are_not_measured_and_a_cut_never_runs_int8(overrides, monkeypatch, said):
     from fashion_exp.features.features import scan
     from fashion_exp.search.run import open_cut
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     monkeypatch.setattr(choice, "measure", lambda *_: pytest.fail("measured"))
-    said = []
     config = load_config([*overrides, "model.runtime=onnx-int8"])
-    assert open_extractor(config, said).runner.runtime == "onnx-int8"  # asked for by name: kept
-    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    assert open_extractor(config).runner.runtime == "onnx-int8"  # asked for by name: kept
+    cut = open_cut(config, scan(config.data, config.work_dir), 1)
     assert cut.runtime == "onnx"  # int8 maps are not what a fine-tuned block trains on
     assert "using onnx, whose features a fine-tuned block trains on), cut below the top 1 block(s)" in said[-2]
     config = load_config([*overrides, "model.runtime=auto", "model.cpu_features=avx2"])
-    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    cut = open_cut(config, scan(config.data, config.work_dir), 1)
     assert cut.runtime in ("onnx", "openvino")  # no BF16 units: fp32, the faster of the two here, timed once
     line = next(line for line in said if line.startswith(f"Backbone runtime: {cut.runtime} (auto: the fastest fp32"))
     assert line.endswith("a cut runs bf16 only on a CPU with BF16 units), cut below the top 1 block(s)")
 
 
-def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides, monkeypatch):
+def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides, monkeypatch, said):
     """On a CPU with BF16 units (forced), auto checks bf16 alone on the cut's activation maps (int8
     is never a cut's candidate; the check heads pool the maps) and extracts the cut on bf16 when it
     passes; a verdict that fails keeps fp32. The first check is real, on the tiny backbone."""
@@ -181,8 +176,7 @@ def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     config = load_config([*overrides, "model.runtime=auto", BF16_VNNI])
-    said = []
-    cut = open_cut(config, scan(config.data, config.work_dir, said.append), 1, said.append)
+    cut = open_cut(config, scan(config.data, config.work_dir), 1)
     (record,) = Path(config.work_dir, "backbones").glob("auto-*.json")
     saved = json.loads(record.read_text())
     measured = [Measured(**line) for line in saved["measured"]]
@@ -191,7 +185,7 @@ def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides
     assert cut.runtime == pick(Record(saved["labels"], measured), config.model)[0]
 
     def measured_as(verdict):
-        def fake(reference, candidates, photos, batch_size, echo):
+        def fake(reference, candidates, photos, batch_size):
             assert [runner.runtime for runner in candidates] == ["openvino-bf16"]
             assert reference.backbone.blocks == candidates[0].backbone.blocks == 1  # the cut itself
             return LABELS, [row(reference.runtime, 10.0), Measured("openvino-bf16", "bf16", 30.0, 0.9999, verdict)]
@@ -205,7 +199,7 @@ def test_a_fine_tuning_cut_runs_bf16_where_the_check_on_its_maps_holds(overrides
         monkeypatch.setattr(choice, "measure", measured_as(verdict))
         other = load_config([*overrides, "model.runtime=auto", f"model.cpu_features=[avx2,avx512f,{flags}]"])
         said.clear()
-        cut = open_cut(other, scan(other.data, other.work_dir, said.append), 1, said.append)
+        cut = open_cut(other, scan(other.data, other.work_dir), 1)
         assert cut.runtime == (expected or next(r for r in ("onnx", "openvino") if cut.runtime == r))
         line = next(line for line in said if line.startswith("Backbone runtime: "))
         assert ("(auto: openvino-bf16 passes (3.00x fp32" in line) == (expected is not None), line

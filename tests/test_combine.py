@@ -14,14 +14,10 @@ from tests.test_final import final_overrides, tuned, tuned_store  # noqa: F401 -
 V = "models:/fashion-classifier/{}"
 
 
-def _quiet(*_):
-    pass
-
-
 def test_two_models_become_one_with_one_frozen_backbone(final_overrides, tuned, capsys):  # noqa: F811
     config = load_config(final_overrides)
-    train_final(load_config([*final_overrides, "final.restarts=1"]), echo=_quiet)  # one head
-    train_final(load_config([*final_overrides, "final.ensemble=2", "final.hp.learning_rate=0.01"]), echo=_quiet)
+    train_final(load_config([*final_overrides, "final.restarts=1"]))  # one head
+    train_final(load_config([*final_overrides, "final.ensemble=2", "final.hp.learning_rate=0.01"]))
     assert main(["combine", "--model", V.format(1), "--model", V.format(2), *final_overrides]) == 0
     out = capsys.readouterr().out
     assert "registered 'fashion-classifier' version 3" in out and "top-1 agreement 100.0%" in out
@@ -46,7 +42,7 @@ def test_two_models_become_one_with_one_frozen_backbone(final_overrides, tuned, 
         assert run.data.metrics[f"member_{index}_val_accuracy"] == pytest.approx(shipped, abs=1e-6)
     assert {"val_accuracy", "val_loss"} <= set(run.data.metrics)  # what promote ranks by
     assert run.data.metrics["assembled_max_abs_diff"] < 1e-5 and run.data.metrics["ensemble_size"] == 3
-    result, _ = evaluate(config, V.format(3), echo=_quiet)
+    result, _ = evaluate(config, V.format(3))
     assert client.get_run(both.run_id).data.metrics["test_accuracy"] == pytest.approx(result.accuracy)
     assert main(["promote", "--version", "3", "--force", *final_overrides]) == 0
     capsys.readouterr()
@@ -59,8 +55,8 @@ def test_two_models_become_one_with_one_frozen_backbone(final_overrides, tuned, 
 
 
 def test_models_on_another_frozen_backbone_are_refused(final_overrides, tuned, capsys):  # noqa: F811
-    train_final(load_config([*final_overrides, "final.restarts=1"]), echo=_quiet)
-    train_final(load_config([*final_overrides, "final.restarts=1", "seed=7"]), echo=_quiet)  # another tiny base
+    train_final(load_config([*final_overrides, "final.restarts=1"]))
+    train_final(load_config([*final_overrides, "final.restarts=1", "seed=7"]))  # another tiny base
     capsys.readouterr()
     assert main(["combine", "--model", V.format(1), "--model", V.format(2), *final_overrides]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]  # after progress bars

@@ -84,7 +84,7 @@ def test_two_identical_tunes_in_a_fresh_folder(overrides, tmp_path):
 
 def test_two_resumes_of_a_half_done_search(overrides, tmp_path):
     """Case 2 of the issue: the store exists and 2 of 4 trials are done; two identical tunes at once."""
-    assert run_search(load_config([*overrides, "tuner.max_trials=2"]), echo=lambda *_: None).trials == 2
+    assert run_search(load_config([*overrides, "tuner.max_trials=2"])).trials == 2
     tune = ["tune", *overrides, "tuner.max_trials=4"]
     first, second = run_together([tune, tune], tmp_path, SEARCH_PRELOAD)
     assert_clean(first, second)
@@ -161,7 +161,7 @@ def test_an_mlflow_error_is_one_line(tmp_path):
 
 def test_two_train_finals_at_once_register_two_versions(overrides, tmp_path):
     final = [*overrides, "final.image_size=32", "final.epochs=3", "final.views=2", "final.restarts=1"]
-    assert run_search(load_config([*final, "tuner.max_trials=1"]), echo=lambda *_: None).trials == 1
+    assert run_search(load_config([*final, "tuner.max_trials=1"])).trials == 1
     first, second = run_together([["train-final", *final]] * 2, tmp_path, SEARCH_PRELOAD + " fashion_exp.final.train")
     assert_clean(first, second)
     assert (first.returncode, second.returncode) == (0, 0), (first.stderr[-2000:], second.stderr[-2000:])

@@ -233,10 +233,10 @@ def test_a_search_extracts_a_policys_views_when_its_first_trial_starts(overrides
     common = [*overrides, "tuner=grid", "tuner.epochs=1", "search.augmentation.values=[none,shear_zoom_flip]"]
     common += ["search.learning_rate.values=[0.01]", "search.size_inner.values=[10]", "search.droprate.values=[0.0]"]
     features = tmp_path / "work" / "features"
-    run_search(load_config([*common, "tuner.max_trials=1"]), echo=lambda *_: None)
+    run_search(load_config([*common, "tuner.max_trials=1"]))
     assert sorted(p.name.split("-")[0] for p in features.glob("*.npy")) == ["train", "validation"]  # no views yet
     augmented = [*common, "search.augmentation.values=[shear_zoom_flip]", "tuner.max_trials=1"]
-    run_search(load_config(augmented), echo=lambda *_: None)
+    run_search(load_config(augmented))
     assert len(list(features.glob("train-*.npy"))) == 1 + 2  # identity + the policy's 2 views
 
 

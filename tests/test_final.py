@@ -38,7 +38,7 @@ def tuned_store(tmp_path_factory, mlflow_template):
     here = os.getcwd()
     os.chdir(folder)  # the search's artifacts (./mlruns) stay in its folder
     try:
-        return folder / "mlflow.db", run_search(config, echo=lambda *_: None)
+        return folder / "mlflow.db", run_search(config)
     finally:
         os.chdir(here)
 
@@ -69,26 +69,26 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
 
 def test_no_search_yet_is_a_clear_error(final_overrides):
     with pytest.raises(ConfigError, match="no finished tune search"):
-        train_final(load_config(final_overrides), echo=lambda *_: None)
+        train_final(load_config(final_overrides))
 
 
 def test_from_run_must_be_a_search(final_overrides, tuned):
     with pytest.raises(ConfigError, match="from_run=nope"):
-        train_final(load_config([*final_overrides, "from_run=nope"]), echo=lambda *_: None)
+        train_final(load_config([*final_overrides, "from_run=nope"]))
 
 
 def test_final_override_is_validated(final_overrides, tuned):
     with pytest.raises(ConfigError, match="final.hp.droprate"):
-        train_final(load_config([*final_overrides, "final.hp.droprate=1.5"]), echo=lambda *_: None)
+        train_final(load_config([*final_overrides, "final.hp.droprate=1.5"]))
     with pytest.raises(ConfigError, match="final.hp.augmentation: unknown augmentation 'sparkles'"):
-        train_final(load_config([*final_overrides, "final.hp.augmentation=sparkles"]), echo=lambda *_: None)
+        train_final(load_config([*final_overrides, "final.hp.augmentation=sparkles"]))
 
 
 def test_a_final_model_the_disk_cannot_hold_is_refused_before_any_work(final_overrides, tuned, monkeypatch):
     monkeypatch.setattr("fashion_exp.features.features.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
     config = load_config(final_overrides)
     with pytest.raises(UserError) as err:
-        train_final(config, echo=lambda *_: None)
+        train_final(config)
     message = str(err.value)
     assert "the final model's cached features need" in message and message.endswith("or lower final.views")
     assert "\n" not in message and "search.blocks" not in message
@@ -97,12 +97,11 @@ def test_a_final_model_the_disk_cannot_hold_is_refused_before_any_work(final_ove
     assert finals is None or not client.search_runs([finals.experiment_id])  # no final run started
 
 
-def test_final_patience_stops_restarts_that_no_longer_improve(final_overrides, tuned):
+def test_final_patience_stops_restarts_that_no_longer_improve(final_overrides, tuned, said):
     """final.patience=1 with a learning rate too small to ever beat epoch 0: each restart stops
     after 2 of its 6 epochs, says so, and logs how many epochs it ran."""
-    said = []
     slow = ["final.patience=1", "final.epochs=6", "final.hp.learning_rate=1e-9"]
-    result = train_final(load_config([*final_overrides, *slow]), echo=said.append)
+    result = train_final(load_config([*final_overrides, *slow]))
     restarts = [line for line in said if line.startswith("Restart")]
     assert len(restarts) == 2 and all("2 epochs, best epoch 0," in line for line in restarts)
     client = MlflowClient(load_config(final_overrides).tracking.uri)
@@ -118,7 +117,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     global_uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     config = load_config([*final_overrides, "final.hp.augmentation=shear_zoom_flip"])
-    first = train_final(config, echo=lambda *_: None)
+    first = train_final(config)
     progress = capsys.readouterr().err  # one bar over 2 restarts x 4 epochs, with the epoch's metrics
     assert "Head epochs: 100%" in progress and "8/8" in progress and "val_accuracy=" in progress
     # the assembled model (uint8 photos in, probabilities out) equals the cached-feature head
@@ -161,7 +160,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     # nothing evaluated yet: promotion needs --force
     with pytest.raises(UserError, match="evaluate"):
         registry.promote(config.tracking.uri, "fashion-classifier")
-    result, _ = evaluate(config, None, echo=lambda *_: None)
+    result, _ = evaluate(config, None)
     assert 0.0 <= result.accuracy <= 1.0 and sum(r["support"] for r in result.per_class) == 12
     assert client.get_run(first.run_id).data.metrics["test_accuracy"] == pytest.approx(result.accuracy)
     inputs = client.get_run(first.run_id).inputs.dataset_inputs
@@ -177,9 +176,7 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     ]
 
     # a second version, worse on validation, is refused unless forced; the old champion becomes 'previous'
-    second = train_final(
-        load_config([*final_overrides, "final.hp.learning_rate=0.1", "final.epochs=1"]), echo=lambda *_: None
-    )
+    second = train_final(load_config([*final_overrides, "final.hp.learning_rate=0.1", "final.epochs=1"]))
     client.log_metric(second.run_id, "val_accuracy", shipped - 0.5)  # made worse, whatever it scored
     client.set_model_version_tag("fashion-classifier", second.version, "test_accuracy", "1.0")  # test: no say
     with pytest.raises(UserError, match="worse than champion version 1"):
@@ -218,7 +215,7 @@ def test_an_interrupted_or_crashed_final_run_is_marked(final_overrides, tuned, m
     monkeypatch.setattr(final_train, "assemble", broken)
     config = load_config(final_overrides)
     with pytest.raises(type(error)):
-        train_final(config, echo=lambda *_: None)
+        train_final(config)
     client = MlflowClient(config.tracking.uri)
     experiment = client.get_experiment_by_name(config.final.experiment)
     assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == [status]
@@ -255,7 +252,7 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     from tests.test_serve import jpeg_bytes
 
     config = load_config([*final_overrides, "final.ensemble=2"])
-    final = train_final(config, echo=lambda *_: None)
+    final = train_final(config)
     assert final.ensemble_size == 2 and final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
     uri, model = config.tracking.uri, "models:/fashion-classifier/1"
     client = MlflowClient(uri)

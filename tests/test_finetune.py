@@ -188,13 +188,12 @@ def test_mixed_bfloat16_trains_the_blocks_in_bf16_and_ships_them_in_float32():
     np.testing.assert_allclose(np.asarray(shipped(x)), np.asarray(head(x)), rtol=0.05, atol=0.05)
 
 
-def test_a_fine_tuning_search_trains_under_the_precision_the_cpu_offers(overrides):
+def test_a_fine_tuning_search_trains_under_the_precision_the_cpu_offers(overrides, said):
     """train_precision=auto: mixed_bfloat16 on a CPU with BF16 units (forced here through
     model.cpu_features: TensorFlow emulates it where the CPU lacks them), float32 without."""
     flags = "model.cpu_features=[avx2,avx512f,avx512_bf16]"
     config = load_config([*overrides, *FINETUNE, "model.train_precision=auto", flags, "tuner.max_trials=1"])
-    said = []
-    result = run_search(config, echo=said.append)
+    result = run_search(config)
     assert "Fine-tuned blocks train under mixed_bfloat16 (model.train_precision=auto)" in said
     client = MlflowClient(config.tracking.uri)
     assert client.get_run(result.parent_run_id).data.tags["train_precision"] == "mixed_bfloat16"
@@ -202,7 +201,7 @@ def test_a_fine_tuning_search_trains_under_the_precision_the_cpu_offers(override
     assert 0 <= child.data.metrics["val_accuracy"] <= 1
     said.clear()
     plain = load_config([*overrides, *FINETUNE, "model.train_precision=auto", "model.cpu_features=avx2"])
-    run_search(plain, echo=said.append)
+    run_search(plain)
     assert "Fine-tuned blocks train under float32 (model.train_precision=auto)" in said
 
 
@@ -212,14 +211,14 @@ def test_train_final_scores_and_checks_the_float32_model_it_ships_after_bf16_tra
     assembled model matches its reference as closely as after float32 training (float16 maps only)."""
     final = ["final.image_size=32", "final.epochs=2", "final.views=1", "final.restarts=1"]
     config = load_config([*overrides, *FINETUNE, *final, "model.train_precision=bfloat16", "tuner.max_trials=1"])
-    run_search(config, echo=lambda *_: None)
-    shipped = train_final(config, echo=lambda *_: None)
+    run_search(config)
+    shipped = train_final(config)
     assert shipped.hyperparameters.blocks == 1
     # float16 maps alone: 5e-6 here; checked against the bf16 heads the difference was 3e-4 (the code before)
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 5e-5, shipped
 
 
-def test_train_final_reuses_trials_trained_on_bf16_maps_and_ships_what_it_checked_on_fp32(overrides):
+def test_train_final_reuses_trials_trained_on_bf16_maps_and_ships_what_it_checked_on_fp32(overrides, said):
     """A search whose cut ran on OpenVINO bf16 (what auto takes where the check holds): train-final
     extracts fp32 maps (the shipped model's), confirms each reused trial on its own bf16 validation
     maps (read back from the cache: nothing extracted again, the score its trial logged), then
@@ -228,11 +227,10 @@ def test_train_final_reuses_trials_trained_on_bf16_maps_and_ships_what_it_checke
     recipe = ["search.augmentation.values=[none]", "tuner.patience=null", "final.patience=null"]
     final = ["final.image_size=32", "final.epochs=3", "final.restarts=1", "final.members=2", "final.ensemble=select"]
     config = load_config([*overrides, *FINETUNE, *recipe, *final, "model.runtime=openvino-bf16"])
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     client = MlflowClient(config.tracking.uri)
     assert client.get_run(result.parent_run_id).data.tags["features_runtime"] == "openvino-bf16"
-    said = []
-    shipped = train_final(config, echo=said.append)
+    shipped = train_final(config)
     assert any(line.startswith("Backbone runtime: onnx (model.runtime=openvino-bf16: using onnx") for line in said)
     reused = [line for line in said if "not trained again (final.reuse)" in line]
     assert len(reused) == 2 and all("on its openvino-bf16 features" in line for line in reused), said
@@ -240,14 +238,13 @@ def test_train_final_reuses_trials_trained_on_bf16_maps_and_ships_what_it_checke
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 5e-5  # checked against fp32's reference
 
 
-def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
+def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys, said):
     """A search whose trials train the tiny backbone's top block on cached maps, then train-final
     carries the trained block into the one shipped model, checked on every validation photo, and
     export-onnx agrees with it."""
     final = ["final.image_size=32", "final.epochs=3", "final.views=2", "final.restarts=2"]
     config = load_config([*overrides, *FINETUNE, *final])
-    said = []
-    result = run_search(config, echo=said.append)
+    result = run_search(config)
     assert result.best_hyperparameters["blocks"] == 1
     opened = [line for line in said if line.startswith("Backbone runtime")]
     assert opened and all("cut below the top 1 block(s)" in line for line in opened)  # no unused pooled backbone
@@ -260,7 +257,7 @@ def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys):
     )
     assert children and all(c.data.params["blocks"] == "1" for c in children)
     assert all("trial_seconds" in c.data.metrics for c in children)  # each trial's cost
-    shipped = train_final(config, echo=lambda *_: None)
+    shipped = train_final(config)
     assert shipped.hyperparameters.blocks == 1
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 1e-3  # float16 maps vs the float32 model
     # the shipped file holds Keras classes only (no BlockAdam, no MatmulSeparableConv2D): plain Keras loads it
@@ -279,7 +276,7 @@ def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, mon
     monkeypatch.setattr("fashion_exp.features.features.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
     config = load_config([*overrides, *FINETUNE])
     with pytest.raises(UserError) as err:
-        run_search(config, echo=lambda *_: None)
+        run_search(config)
     # sizes in the unit that shows them (it said "needs 0.00 GB more ... 0.00 GB free")
     assert re.search(r"need [0-9.]+ (KB|MB) more and the disk has 1 KB free", str(err.value)), err.value
     assert "\n" not in str(err.value)
@@ -293,7 +290,7 @@ def test_the_disk_check_counts_every_entry_prepare_writes(overrides):
     from fashion_exp.search.run import open_cut, search_policies
 
     config = load_config([*overrides, *FINETUNE, "search.augmentation.values=[none,shear_zoom_flip]"])
-    features = open_cut(config, scan(config.data, config.work_dir, echo=lambda *_: None), 1, echo=lambda *_: None)
+    features = open_cut(config, scan(config.data, config.work_dir), 1)
     policies = search_policies(config)
 
     def missing_bytes(policies, clean_train=False):
@@ -314,7 +311,7 @@ def test_the_disk_check_counts_every_entry_prepare_writes(overrides):
 def test_no_trial_starts_after_the_time_budget(overrides, monkeypatch):
     clock = iter([0.0, 0.0, 1000.0, 1000.0, 1000.0])  # budget set, trial 1 asked for, trial 2 asked for...
     monkeypatch.setattr(oracles, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    result = run_search(load_config([*overrides, "tuner.max_trials=3", "tuner.max_minutes=1"]), echo=lambda *_: None)
+    result = run_search(load_config([*overrides, "tuner.max_trials=3", "tuner.max_minutes=1"]))
     assert result.trials == 1
 
 

@@ -60,8 +60,8 @@ def test_the_pages_a_data_scientist_reads(overrides, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # the runs' artifacts (./mlruns) where the ui's server reads them
     config = load_config([*overrides, "tuner.max_trials=3", "tuner.epochs=2", *FINAL])
-    search = run_search(config, echo=lambda *_: None)
-    final = train_final(config, echo=lambda *_: None)
+    search = run_search(config)
+    final = train_final(config)
     client = MlflowClient(config.tracking.uri)
     parent = client.get_run(search.parent_run_id)
     trial = client.search_runs([search.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")[0]

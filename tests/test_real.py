@@ -14,7 +14,7 @@ REAL = [
 pytestmark = REAL  # (test_real_final.py and test_real_workers.py too)
 
 
-def test_real_xception_features_learn_the_real_classes(tmp_path):
+def test_real_xception_features_learn_the_real_classes(tmp_path, said):
     config = load_config(
         [
             f"data.root={REAL_DATA}",
@@ -31,8 +31,7 @@ def test_real_xception_features_learn_the_real_classes(tmp_path):
             "search.augmentation.values=[none]",
         ]
     )
-    said = []
-    result = run_search(config, echo=lambda line: (said.append(line), print(line)))
+    result = run_search(config)
     # model.runtime=auto on a CPU measures fp32 ONNX against int8 (and bf16 where the CPU has it) on
     # real photos and extracts with what passed its check; chance is 0.10, ImageNet features reach
     # about 0.64 here from 20 images per class
@@ -72,7 +71,7 @@ def _gpu() -> bool:
     return gpu_visible()
 
 
-def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path):
+def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said):
     """search=finetune on real photos and weights: a trial trains Xception's block14 on cached
     block13 activations, and train-final ships the trained block inside the one Keras model,
     which agrees with the cached path on every validation photo."""
@@ -84,7 +83,6 @@ def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path):
         "search.blocks.values=[1]",
         "search.block_lr.values=[0.1]",
     ]
-    said = []
     result = run_search(
         load_config(
             [
@@ -98,7 +96,6 @@ def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path):
                 "search.augmentation.values=[none]",
             ]
         ),
-        echo=lambda line: (said.append(line), print(line)),
     )
     assert "blocks=1: activations 3x3x1024 cached in float16, 18,432 bytes a photo" in " ".join(said)
     assert result.best_hyperparameters["blocks"] == 1 and result.best_score >= 0.25, result  # chance is 0.10

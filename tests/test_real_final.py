@@ -31,12 +31,11 @@ def test_real_final_model_evaluate_promote_predict(tmp_path):
                 "search.augmentation.values=[none]",
             ]
         ),
-        echo=print,
     )
     config = load_config([*common, "final.image_size=150", "final.epochs=20", "final.restarts=2"])
-    final = train_final(config, echo=print)  # auto: fp32 Xception on ONNX Runtime, the Keras model's features
+    final = train_final(config)  # auto: fp32 Xception on ONNX Runtime, the Keras model's features
     assert final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
-    result, _ = evaluate(config, None, echo=print)
+    result, _ = evaluate(config, None)
     assert result.accuracy >= 0.4  # chance is 0.10
     assert registry.promote(config.tracking.uri, "fashion-classifier")[-1].startswith("'fashion-classifier@champion'")
     champion = registry.load("models:/fashion-classifier@champion", config.tracking.uri)

@@ -143,7 +143,7 @@ def test_a_real_search_records_no_password_of_a_config_value(overrides):
 
     url = f"https://reader:{SECRET}@files.example/clothes.zip"
     config = load_config([*overrides, f"data.url={url}", "tuner.max_trials=1", "tuner.epochs=1"])
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     client = MlflowClient(config.tracking.uri)
     recorded = everything_recorded(client, result.parent_run_id)
     assert SECRET not in recorded and "url: https://reader:***@files.example" in recorded  # config.yaml too

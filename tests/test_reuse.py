@@ -55,7 +55,7 @@ def small_head(path) -> tuple[keras.Model, np.ndarray, np.ndarray]:
     return head, features, rng.integers(0, 4, 50)
 
 
-def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path):
+def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path, said):
     head, val, labels = small_head(tmp_path / "head.keras")
     accuracy = float(np.mean(head.predict(val, verbose=0).argmax(1) == labels))
     features = types.SimpleNamespace(val=val, val_labels=labels, runtime="onnx")
@@ -63,8 +63,7 @@ def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path):
     history = {"val_accuracy": [accuracy / 2, accuracy], "val_loss": [2.0, 1.0]}
     honest = TrialCheckpoint("run-a", str(tmp_path / "head.keras"), history, accuracy)
     other = TrialCheckpoint("run-b", str(tmp_path / "head.keras"), history, accuracy + 0.1)
-    said = []
-    reused = reuse.confirm(config, {0: honest, 1: other}, features, said.append)
+    reused = reuse.confirm(config, {0: honest, 1: other}, features)
     assert list(reused) == [0] and reused[0].trial_run_id == "run-a"
     assert reused[0].restart.best_epoch == 1 and reused[0].restart.seed == config.seed
     assert len(said) == 2 and said[1].startswith("Member 2 trains: its trial's checkpoint scores")

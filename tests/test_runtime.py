@@ -56,16 +56,15 @@ def test_every_runtime_extracts_features(backbone, tmp_path, name):
     assert cosines.min() > (0.99 if name in runtime.EXACT else 0.9)  # lower precision is close, fp32 equal
 
 
-def test_openvino_runs_the_precision_it_is_pinned_to_and_says_when_the_cpu_cannot(backbone, tmp_path):
+def test_openvino_runs_the_precision_it_is_pinned_to_and_says_when_the_cpu_cannot(backbone, tmp_path, said):
     """f32 is pinned (OpenVINO's CPU default is bf16 where the CPU has it); bf16 asked of a CPU
     without BF16 units runs f32, and the runner says so instead of claiming bf16."""
-    said = []
-    fp32 = open_runner(backbone, "openvino", 8, tmp_path, echo=said.append)
+    fp32 = open_runner(backbone, "openvino", 8, tmp_path)
     np.testing.assert_allclose(
         fp32.features(IMAGES), open_runner(backbone, "onnx", 8, tmp_path).features(IMAGES), atol=1e-4
     )
     assert fp32.precision == "f32" and not said
-    bf16 = open_runner(backbone, "openvino-bf16", 8, tmp_path, cpu=BF16_VNNI, echo=said.append)
+    bf16 = open_runner(backbone, "openvino-bf16", 8, tmp_path, cpu=BF16_VNNI)
     bf16.features(IMAGES)
     if hardware.cpu_of().bf16:  # the real path on whatever CPU runs this
         assert bf16.precision == "bf16" and not said
@@ -176,7 +175,7 @@ def test_calibration_photos_spread_over_the_split():
     assert onnx_files.spread(5, 32) == [0, 1, 2, 3, 4]
 
 
-def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, monkeypatch):
+def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, monkeypatch, said):
     """The search may run int8; train-final trains the shipped head on the features the shipped
     Keras model computes (fp32), so the assembled model matches its cached-feature head."""
     from mlflow.tracking import MlflowClient
@@ -186,8 +185,7 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
 
     monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
     config = load_config([*overrides, "model.runtime=onnx-int8", "tuner.max_trials=1", "tuner.epochs=2"])
-    said = []
-    search = run_search(config, echo=said.append)
+    search = run_search(config)
     assert "Backbone runtime: onnx-int8 (model.runtime=onnx-int8)" in said
     client = MlflowClient(config.tracking.uri)
     parent = client.get_run(search.parent_run_id)
@@ -196,7 +194,7 @@ def test_a_search_on_int8_features_then_a_final_model_on_exact_ones(overrides, m
     assert len(list(Path(config.work_dir, "backbones").glob("*-int8-*.onnx"))) == 1
     final_config = load_config([*overrides, "model.runtime=onnx-int8", "final.image_size=32", "final.epochs=2"])
     said.clear()
-    result = train_final(final_config, echo=said.append)
+    result = train_final(final_config)
     assert any("using onnx, whose features equal the shipped Keras model's" in line for line in said)
     assert client.get_run(result.run_id).data.params["features_runtime"] == "onnx"
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0

@@ -45,7 +45,7 @@ def fit_calls(monkeypatch):
 def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the search lasts seconds, not minutes
     config = load_config(overrides)
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     assert result.trials == 2 and len(fit_calls) == 2
     # what the plan's measured rates are made of: 2 trials of tuner.epochs=3 (no patience), the photos extracted
     assert (result.work.trials_run, result.work.epochs_run) == (2, 2 * config.tuner.epochs)
@@ -120,7 +120,7 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     from tests.synthetic import scan
 
     config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=4", "search.augmentation.values=[none]"])
-    run_search(config, echo=lambda *_: None)
+    run_search(config)
     client, parents, children = runs(config.tracking.uri)
     head = keras.models.load_model(client.download_artifacts(children[0].info.run_id, "checkpoint/head.keras"))
     dataset = scan(config.data.root, ["train", "validation"])
@@ -145,7 +145,7 @@ def test_interrupted_search_resumes_without_duplicates(overrides, fit_calls, mon
 
     monkeypatch.setattr(TrialProgress, "epoch_ended", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run_search(config, echo=lambda *_: None)
+        run_search(config)
     _, parents, children = runs(config.tracking.uri)
     assert parents[0].info.status == "KILLED"
     assert {c.info.status for c in children} == {"FINISHED", "KILLED"}
@@ -153,7 +153,7 @@ def test_interrupted_search_resumes_without_duplicates(overrides, fit_calls, mon
     trained_first = list(fit_calls)
 
     monkeypatch.setattr(TrialProgress, "epoch_ended", original)
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     assert result.parent_run_id == first_parent and result.trials == 2
     assert fit_calls[len(trained_first) :] == [trained_first[1]]  # only the interrupted trial ran again
     _, parents, children = runs(config.tracking.uri)
@@ -161,10 +161,10 @@ def test_interrupted_search_resumes_without_duplicates(overrides, fit_calls, mon
     assert sorted(c.data.tags["fashion_exp.trial_id"] for c in children) == ["0", "1"]
     assert all(c.info.status == "FINISHED" for c in children)
 
-    again = run_search(config, echo=lambda *_: None)  # a finished search: nothing is retrained
+    again = run_search(config)  # a finished search: nothing is retrained
     assert again.parent_run_id == first_parent and len(fit_calls) == len(trained_first) + 1
 
-    fresh = run_search(load_config([*overrides, "fresh=true"]), echo=lambda *_: None)
+    fresh = run_search(load_config([*overrides, "fresh=true"]))
     assert fresh.parent_run_id != first_parent
     _, parents, children = runs(config.tracking.uri)
     assert len(parents) == 2 and len(children) == 4
@@ -182,7 +182,7 @@ def test_failing_trial_is_recorded_and_search_goes_on(overrides, monkeypatch):
 
     monkeypatch.setattr(HeadHyperModel, "fit", flaky_fit)
     config = load_config(overrides)
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     client, parents, children = runs(config.tracking.uri)
     statuses = sorted(c.info.status for c in children)
     assert statuses == ["FAILED", "FINISHED"]
@@ -195,7 +195,7 @@ def test_failing_trial_is_recorded_and_search_goes_on(overrides, monkeypatch):
 def test_every_tuner_runs(overrides, tuner):
     extra = [f"tuner={tuner}", "tuner.max_trials=2", "tuner.epochs=2"]
     config = load_config([*overrides, *extra])
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     assert result.best_score is not None and result.trials >= 2
 
 
@@ -209,7 +209,7 @@ def test_bayesian_never_repeats_a_point_and_stops_when_the_grid_is_done(override
     config = load_config(
         [*overrides, *space, "tuner=bayesian", "tuner.initial_points=1", "tuner.max_trials=6", "tuner.epochs=2"]
     )
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     points = [tuple(sorted(c.items())) for c in fit_calls]
     assert len(points) == len(set(points)) == 4 and result.trials == 4
 
@@ -225,9 +225,9 @@ def test_a_resumed_grid_search_goes_on_through_the_grid(overrides, fit_calls):
         "tuner=grid",
         "tuner.epochs=2",
     ]
-    first = run_search(load_config([*overrides, *space, "tuner.max_trials=2"]), echo=lambda *_: None)
+    first = run_search(load_config([*overrides, *space, "tuner.max_trials=2"]))
     assert first.trials == 2 and len(fit_calls) == 2
-    resumed = run_search(load_config([*overrides, *space, "tuner.max_trials=10"]), echo=lambda *_: None)
+    resumed = run_search(load_config([*overrides, *space, "tuner.max_trials=10"]))
     assert resumed.parent_run_id == first.parent_run_id and resumed.trials == 4
     points = [tuple(sorted(c.items())) for c in fit_calls]
     assert len(points) == len(set(points)) == 4  # the whole grid, each point once
@@ -235,7 +235,7 @@ def test_a_resumed_grid_search_goes_on_through_the_grid(overrides, fit_calls):
 
 def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
     config = load_config([*overrides, "tuner=random", "tuner.max_trials=3", "tuner.objective=val_loss"])
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     client, parents, children = runs(config.tracking.uri)
     best = {c.data.tags["fashion_exp.trial_id"]: c.data.metrics["val_loss"] for c in children}
     for child in children:
@@ -259,7 +259,7 @@ def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
 
 def test_a_cross_validated_search_scores_trials_on_train_and_validation(overrides):
     config = load_config([*overrides, "tuner.max_trials=1", "tuner.folds=2"])
-    result = run_search(config, echo=lambda *_: None)
+    result = run_search(config)
     client, parents, children = runs(config.tracking.uri)
     assert result.trials == 1 and children[0].info.status == "FINISHED"
     assert parents[0].data.params["tuner.folds"] == "2"

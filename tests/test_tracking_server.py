@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # a real MLflow server, real processes and real s
 STARTER = """
 import sys, time
 from fashion_exp.tracking.server import shared_store
-with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2]), echo=lambda *_: None) as url:
+with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2])) as url:
     print(url, flush=True)
     time.sleep(600)
 """

@@ -32,7 +32,7 @@ def test_a_tracking_server_needs_no_ui(capsys):
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.7", "::", "myhost.example"])
-def test_a_host_other_machines_reach_is_refused_unless_exposed_explicitly(host, overrides, capsys):
+def test_a_host_other_machines_reach_is_refused_unless_exposed_explicitly(host, overrides, capsys, said):
     """The UI has no login: another machine reaching it could read and change the whole store."""
     from fashion_exp.tracking.ui import check_exposure, loopback
 
@@ -40,8 +40,7 @@ def test_a_host_other_machines_reach_is_refused_unless_exposed_explicitly(host, 
     line = one_error(capsys)
     assert f"ui --host {host}: other machines would reach the whole store with no login" in line
     assert "add --expose" in line
-    said = []
-    check_exposure(host, 5000, True, said.append)  # said explicitly: allowed, and what is exposed is printed
+    check_exposure(host, 5000, True)  # said explicitly: allowed, and what is exposed is printed
     assert said[0].startswith(f"EXPOSED (--expose): anyone who reaches {host}:5000 reads and changes the whole store")
     assert all(loopback(h) for h in ("127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"))
 

@@ -53,7 +53,7 @@ def fetch_lock(root: Path):
     return root.parent / f".{root.name}.fetch.lock"
 
 
-def fetch_dataset(url: str, root: Path | str, force: bool, timeout: float, echo=print) -> bool:
+def fetch_dataset(url: str, root: Path | str, force: bool, timeout: float) -> bool:
     """Download and unpack the dataset into root; nothing is left half-written if anything fails.
 
     Returns True if it downloaded, False if root already held the three splits (unless force),
@@ -68,7 +68,7 @@ def fetch_dataset(url: str, root: Path | str, force: bool, timeout: float, echo=
 
     def say(holder) -> None:
         waited.append(holder)
-        echo(locks.waiting_line(holder, f"is downloading into {root}"))
+        say(locks.waiting_line(holder, f"is downloading into {root}"))
 
     with locks.exclusive(fetch_lock(root), f"the download into {root}", wait=float("inf"), on_wait=say):
         if has_dataset(root) and (waited or not force):

@@ -30,6 +30,7 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.onnx_files import mean_cosine, spread
 from fashion_exp.gate import GateResult, GateRule, judge
+from fashion_exp.screen import say
 
 RIDGE = 0.1  # the check head's ridge penalty, relative to the mean squared norm of a standardized row
 
@@ -129,11 +130,11 @@ def run_on(runner, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, flo
     return features, len(images) / max(time.perf_counter() - started, 1e-9)
 
 
-def measure(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> tuple[list, list[Measured]]:
+def measure(reference, candidates: list, photos: CheckPhotos, batch_size: int) -> tuple[list, list[Measured]]:
     """(validation labels, fp32 (`reference`) then each candidate measured on the check photos)."""
     train, labels, val, val_labels = photos.load()
     images = np.concatenate([train, val])
-    echo(f"Measuring {len(candidates) + 1} backbone runtimes on {len(train)} + {len(val)} photos (once per CPU) ...")
+    say(f"Measuring {len(candidates) + 1} backbone runtimes on {len(train)} + {len(val)} photos (once per CPU) ...")
     truth, speed = run_on(reference, images, batch_size)
     own = head_predictions(truth[: len(train)], labels, truth[len(train) :])
     results = [Measured(reference.runtime, "f32", speed, 1.0, own)]
@@ -157,12 +158,12 @@ def record_path(reference, candidates: list, photos: CheckPhotos) -> Path:
     return reference.files.directory / f"auto-{backbone.fingerprint}-{backbone.image_size}px-{digest}.json"
 
 
-def measured_once(reference, candidates: list, photos: CheckPhotos, batch_size: int, echo) -> Record:
+def measured_once(reference, candidates: list, photos: CheckPhotos, batch_size: int) -> Record:
     """The record of this check, measured now if there is none (one process measures, others wait)."""
     path = record_path(reference, candidates, photos)
 
     def write(tmp: Path) -> None:
-        labels, results = measure(reference, candidates, photos, batch_size, echo)
+        labels, results = measure(reference, candidates, photos, batch_size)
         rows = [asdict(result) for result in results]
         record = {"cpu": reference.cpu.key, "photos": photos.identity, "labels": labels, "measured": rows}
         tmp.write_text(json.dumps(record))
@@ -173,7 +174,7 @@ def measured_once(reference, candidates: list, photos: CheckPhotos, batch_size: 
         return Record([int(c) for c in saved["labels"]], [Measured(**row) for row in saved["measured"]])
     except (ValueError, KeyError, TypeError):  # a damaged record: measure again
         path.unlink(missing_ok=True)
-        return measured_once(reference, candidates, photos, batch_size, echo)
+        return measured_once(reference, candidates, photos, batch_size)
 
 
 @dataclass(frozen=True)
@@ -195,14 +196,14 @@ def pick(record: Record, model: ModelConfig) -> tuple[str, str]:
     return best.runtime, best.verdict(record.labels, base, model)
 
 
-def choose(reference, candidates: list, check: Callable[[], CheckPhotos], model: ModelConfig, echo) -> tuple:
+def choose(reference, candidates: list, check: Callable[[], CheckPhotos], model: ModelConfig) -> tuple:
     """(the runner auto extracts with, why in words): pick() on the check's record, measured now
     if this CPU has none."""
     if not candidates:
         return reference, f"auto: fp32 {reference.runtime}"
-    record = measured_once(reference, candidates, check(), model.batch_size, echo)
+    record = measured_once(reference, candidates, check(), model.batch_size)
     for row in record.measured[1:]:
-        echo(f"  {row.verdict(record.labels, record.measured[0], model)}")
+        say(f"  {row.verdict(record.labels, record.measured[0], model)}")
     chosen, why = pick(record, model)
     where = f"on this {reference.cpu.describe()}"
     if not why:
@@ -222,7 +223,7 @@ def batch_rate(runner, images: np.ndarray, batch_size: int) -> float:
     return 1 / max(float(np.median(seconds)), 1e-9)
 
 
-def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], model: ModelConfig, echo) -> tuple:
+def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], model: ModelConfig) -> tuple:
     """(the fastest of `runners`, why in words): runtimes that compute fp32's features (ONNX
     Runtime, OpenVINO f32), timed on a few training photos at this size on this CPU, the record
     kept in work_dir/backbones (measured once per backbone, size and CPU)."""
@@ -238,7 +239,7 @@ def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], model: ModelCo
             try:
                 speeds[runner.runtime] = batch_rate(runner, images, model.batch_size)
             except RuntimeError as err:  # (OpenVINO may fail to compile a graph: the others still race)
-                echo(f"  {runner.runtime} could not run ({err})")
+                say(f"  {runner.runtime} could not run ({err})")
         tmp.write_text(json.dumps(speeds))
 
     try:
@@ -246,7 +247,7 @@ def fastest_fp32(runners: list, check: Callable[[], CheckPhotos], model: ModelCo
         speeds = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError):  # a damaged record: time again
         path.unlink(missing_ok=True)
-        return fastest_fp32(runners, check, model, echo)
+        return fastest_fp32(runners, check, model)
     timed = [runner for runner in runners if runner.runtime in speeds] or runners[:1]
     best = max(timed, key=lambda runner: speeds.get(runner.runtime, 0.0))
     table = ", ".join(f"{runtime} {speed:.1f}" for runtime, speed in sorted(speeds.items(), key=lambda kv: -kv[1]))

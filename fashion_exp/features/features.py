@@ -33,6 +33,7 @@ from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
 from fashion_exp.features.onnx_files import calibration
 from fashion_exp.features.runtime import EXACT, choose_runner, open_runner
 from fashion_exp.hardware import gpu_visible, train_policy
+from fashion_exp.screen import say
 from fashion_exp.writers import size_text
 
 VAL_JOB = jobs_for_policy(VALIDATION, IDENTITY)[0]
@@ -47,11 +48,11 @@ class Scan:
     report: str
 
 
-def scan(data: DataConfig, work_dir: Path | str, echo=print) -> Scan:
+def scan(data: DataConfig, work_dir: Path | str) -> Scan:
     """Check the training and validation splits and print the check's table."""
     dataset = scan_configured(data, [TRAIN, VALIDATION], work_dir)
     checked = Scan(dataset, report(dataset))
-    echo(checked.report)
+    say(checked.report)
     return checked
 
 
@@ -83,7 +84,6 @@ class Features:
         seed: int,
         blocks: int = 0,
         exact: bool = False,
-        echo=print,
     ) -> Features:
         """Build the backbone at the decoder's size cut below its top `blocks` blocks, on
         model.runtime; exact=True (train-final: the shipped Keras model must compute the
@@ -92,11 +92,11 @@ class Features:
         backbone = build_backbone(model, decoder.size, seed, blocks)
         photos = lambda: calibration(scanned.dataset, decoder, model)  # noqa: E731 - made only for int8
         check = lambda: check_photos(scanned.dataset, decoder, model.auto_check_photos)  # noqa: E731 - only for auto
-        runner = choose_runner(model, backbone, work_dir, exact, photos, check, echo)
+        runner = choose_runner(model, backbone, work_dir, exact, photos, check)
         cache = FeatureCache(Path(work_dir) / "features")
         precision = train_policy(model.train_precision, runner.cpu, gpu_visible()) if blocks else "float32"
         if blocks:
-            echo(f"Fine-tuned blocks train under {precision} (model.train_precision={model.train_precision})")
+            say(f"Fine-tuned blocks train under {precision} (model.train_precision={model.train_precision})")
         return cls(scanned, Extractor(runner, scanned.dataset, decoder, cache, model.batch_size, seed), precision)
 
     def on_runtime(self, runtime: str) -> Features | None:
@@ -108,9 +108,7 @@ class Features:
         if runtime not in (*EXACT, "openvino-bf16"):
             return None
         ex, runner = self.extractor, self.extractor.runner
-        other = open_runner(
-            runner.backbone, runtime, ex.batch_size, ex.cache.directory.parent, cpu=runner.cpu, echo=runner.echo
-        )
+        other = open_runner(runner.backbone, runtime, ex.batch_size, ex.cache.directory.parent, cpu=runner.cpu)
         return Features(
             self.scanned, Extractor(other, ex.dataset, ex.decoder, ex.cache, ex.batch_size, ex.seed), self.precision
         )
@@ -203,7 +201,6 @@ def check_disk(
     work_dir: Path | str,
     cuts: dict[int, Features],
     jobs: list[Job],
-    echo=print,
     what: str = "the search's",
     remedy: str = "drop search.blocks values",
 ) -> None:
@@ -217,7 +214,7 @@ def check_disk(
         if count:
             shape = "x".join(map(str, features.backbone.feature_shape))
             size = bytes_per_image(features.backbone.feature_shape)
-            echo(
+            say(
                 f"blocks={count}: activations {shape} cached in float16, {size:,} bytes a photo, "
                 f"{size_text(needed[count])} still to extract"
             )

@@ -24,6 +24,7 @@ from fashion_exp.config import ModelConfig
 from fashion_exp.features.backbone import Backbone
 from fashion_exp.features.onnx_files import Calibration, OnnxFiles, OpenVinoSession, open_session
 from fashion_exp.hardware import Cpu, cpu_of, gpu_visible
+from fashion_exp.screen import say
 
 EXACT = ("tensorflow", "onnx", "openvino")  # features equal to the Keras model's (fp32: max abs diff ~1e-5)
 OPENVINO = {"openvino": "f32", "openvino-bf16": "bf16"}  # runtime -> the precision OpenVINO is pinned to
@@ -62,7 +63,6 @@ class Runner:
     files: OnnxFiles | None = None
     calibration: Calibration | None = None  # int8 only
     cpu: Cpu = field(default_factory=cpu_of)
-    echo: Callable[[str], None] = print
     why: str = ""  # why choose_runner took this runtime, in words
     _session: object = None
 
@@ -109,7 +109,7 @@ class Runner:
             return open_session(path)
         session = OpenVinoSession(path, OPENVINO[self.runtime])
         if session.precision != OPENVINO[self.runtime]:
-            self.echo(
+            say(
                 f"{self.runtime}: OpenVINO's CPU plugin runs {session.precision} on this CPU, not "
                 f"{OPENVINO[self.runtime]} (it has no BF16 units): the features are fp32's, at fp32's speed"
             )
@@ -128,7 +128,6 @@ def choose_runner(
     exact: bool,
     photos: Callable[[], Calibration],
     check: Callable[[], object],
-    echo,
 ) -> Runner:
     """The backbone on the runtime model.runtime means here, and says which and why.
 
@@ -141,7 +140,7 @@ def choose_runner(
     cpu, cut = cpu_of(model.cpu_features), backbone.blocks > 0
 
     def runner(runtime: str) -> Runner:
-        return open_runner(backbone, runtime, model.batch_size, work_dir, photos, cpu, echo)
+        return open_runner(backbone, runtime, model.batch_size, work_dir, photos, cpu)
 
     if model.runtime != "auto":
         chosen = resolve(model.runtime, exact, cut)
@@ -153,15 +152,15 @@ def choose_runner(
     elif gpu_visible():
         picked, why = runner("tensorflow"), "auto: TensorFlow sees a GPU"
     else:
-        reference, fastest = fastest_fp32([runner(name) for name in FP32], check, model, echo)
+        reference, fastest = fastest_fp32([runner(name) for name in FP32], check, model)
         candidates = [] if exact else [runner(name) for name in lower_precision(cpu, cut)]
         if candidates:
-            picked, why = choose(reference, candidates, check, model, echo)
+            picked, why = choose(reference, candidates, check, model)
         else:
             whose = "the shipped Keras model's features" if exact else "a cut runs bf16 only on a CPU with BF16 units"
             picked, why = reference, f"auto: {fastest}, {whose}"
     below = f", cut below the top {backbone.blocks} block(s)" if cut else ""
-    echo(f"Backbone runtime: {picked.runtime} ({why}){below}")
+    say(f"Backbone runtime: {picked.runtime} ({why}){below}")
     picked.why = why
     return picked
 
@@ -173,7 +172,6 @@ def open_runner(
     work_dir: Path | str,
     calibration: Calibration | Callable[[], Calibration] | None = None,
     cpu: Cpu | None = None,
-    echo=print,
 ) -> Runner:
     """A Runner for a resolved runtime (resolve()); onnx-int8 needs the calibration photos (or a
     function that makes them)."""
@@ -181,4 +179,4 @@ def open_runner(
         raise ValueError("onnx-int8 needs calibration photos")
     made = calibration() if runtime == "onnx-int8" and callable(calibration) else calibration
     files = None if runtime == "tensorflow" else OnnxFiles(Path(work_dir) / "backbones")
-    return Runner(runtime, backbone, batch_size, files, made, cpu or cpu_of(), echo)
+    return Runner(runtime, backbone, batch_size, files, made, cpu or cpu_of())

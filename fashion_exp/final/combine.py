@@ -28,6 +28,7 @@ from fashion_exp.errors import UserError
 from fashion_exp.final.ensemble import WEIGHTED, probabilities
 from fashion_exp.final.evaluate import Evaluation, score
 from fashion_exp.head.parts import find_heads, split_at_heads
+from fashion_exp.screen import say
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.run_logger import RunLogger
 from fashion_exp.tracking.tags import KIND, VAL_ACCURACY, VAL_LOSS
@@ -123,16 +124,16 @@ def validation_probabilities(config: Config, members: list[Member], combined: ke
     return [np.concatenate(p) for p in each], np.concatenate(together), dataset.labels(VALIDATION), example
 
 
-def combine(config: Config, references: list[str], echo=print) -> CombineResult:
+def combine(config: Config, references: list[str]) -> CombineResult:
     """Load, check, build, score on validation, log and register the combined model."""
     started = time.time()
     check_references(references)
-    echo(f"Loading {len(references)} models ...")
+    say(f"Loading {len(references)} models ...")
     members = [split(registry.load(reference, config.tracking.uri)) for reference in references]
     check_members(members)
     combined = build(members)
     scored = score_on_validation(config, members, combined)
-    report(scored, references, echo)
+    report(scored, references)
     return register(config, references, members, combined, scored, started)
 
 
@@ -168,15 +169,15 @@ def score_on_validation(config: Config, members: list[Member], combined: keras.M
     )
 
 
-def report(scored: Scored, references: list[str], echo) -> None:
+def report(scored: Scored, references: list[str]) -> None:
     for reference, member in zip(references, scored.members, strict=True):
-        echo(f"{reference}: val_accuracy {member.accuracy:.4f}, val_loss {member.loss:.4f}")
+        say(f"{reference}: val_accuracy {member.accuracy:.4f}, val_loss {member.loss:.4f}")
     result = scored.combined
-    echo(
+    say(
         f"Combined ({len(references)} models, one frozen backbone): "
         f"val_accuracy {result.accuracy:.4f}, val_loss {result.loss:.4f}"
     )
-    echo(
+    say(
         "Combined model vs the mean of the members on validation photos: "
         f"max |diff| {scored.max_abs_diff:.2e}, top-1 agreement {scored.top1_agreement:.1%}"
     )

@@ -11,6 +11,7 @@ from fashion_exp.config import Config
 from fashion_exp.data.dataset import TEST, Dataset, scan_configured
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import DataError
+from fashion_exp.screen import say
 from fashion_exp.tracking import plots, registry
 from fashion_exp.tracking.queries import latest_final_run
 from fashion_exp.tracking.run_logger import RunLogger
@@ -81,7 +82,7 @@ def latest_model(config: Config) -> str:
     return f"runs:/{latest_final_run(config.tracking.uri, config.final.experiment)}/{registry.MODEL_ARTIFACT}"
 
 
-def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluation, registry.LoadedModel]:
+def evaluate(config: Config, model_ref: str | None) -> tuple[Evaluation, registry.LoadedModel]:
     """Evaluate a model (URI, path, or the latest train-final run's) on the test split; log to its run."""
     if model_ref is None:
         model_ref = latest_model(config)
@@ -90,7 +91,7 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
     decoder = Decoder.for_data(config.data, loaded.image_size, loaded.interpolation)
     probabilities = _predict(loaded, decoder, dataset.paths(TEST), config.model.batch_size)
     result = score(probabilities, dataset.labels(TEST), loaded.class_names)
-    echo(table(result))
+    say(table(result))
     if loaded.run_id:
         run = RunLogger.reopen(config.tracking.uri, loaded.run_id)
         _log_scores(run, dataset.describe(TEST), result)
@@ -100,7 +101,7 @@ def evaluate(config: Config, model_ref: str | None, echo=print) -> tuple[Evaluat
         versions = registry.record_test_accuracy(
             config.tracking.uri, config.final.registered_model, loaded.run_id, result.accuracy, result.loss
         )
-        echo(_logged(loaded.run_id, versions, result))
+        say(_logged(loaded.run_id, versions, result))
     return result, loaded
 
 

@@ -29,6 +29,7 @@ from fashion_exp.errors import UserError
 from fashion_exp.features.onnx_files import OpenVinoSession, calibration, open_session, quantize, spread
 from fashion_exp.gate import GateResult, GateRule, judge
 from fashion_exp.hardware import cpu_of
+from fashion_exp.screen import say
 from fashion_exp.tracking import registry
 from fashion_exp.tracking.queries import download_artifact
 from fashion_exp.tracking.run_logger import RunLogger
@@ -151,7 +152,7 @@ class ExportResult:
         return logged
 
 
-def export(config: Config, model_ref: str, echo=print) -> ExportResult:
+def export(config: Config, model_ref: str) -> ExportResult:
     """Export in fp32 and int8, compare both (and bf16 on a CPU with BF16 units) with Keras on
     every validation photo, log the files and the comparison to the model's run (or write them to
     work_dir for a model folder)."""
@@ -165,7 +166,7 @@ def export(config: Config, model_ref: str, echo=print) -> ExportResult:
         loaded.model.export(str(path), format="onnx", verbose=False)
         photos = calibration(dataset, decoder, config.model)
         count = len(spread(len(dataset.paths(TRAIN)), photos.photos))
-        echo(f"Quantizing the model to int8 on {count} training photos ...")
+        say(f"Quantizing the model to int8 on {count} training photos ...")
         quantize(path, int8_path, photos.load(), float_from=HEAD_OPS)
         backends = {"onnx": OnnxPredictor(path, loaded), "onnx-int8": OnnxPredictor(int8_path, loaded)}
         if cpu_of(config.model.cpu_features).bf16:

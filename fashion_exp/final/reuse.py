@@ -27,6 +27,7 @@ from fashion_exp.final.ensemble import member_probabilities
 from fashion_exp.final.restarts import Restart
 from fashion_exp.final.selection import score
 from fashion_exp.hyperparameters import NAMES, HeadParams
+from fashion_exp.screen import say
 from fashion_exp.tracking.queries import (
     SearchRecord,
     TrialCheckpoint,
@@ -136,7 +137,7 @@ def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restar
     return Restart(seed, best, history["val_accuracy"][best], history["val_loss"][best], history)
 
 
-def candidates(config: Config, sources: list[str], members: list[HeadParams], features, policies, echo):
+def candidates(config: Config, sources: list[str], members: list[HeadParams], features, policies):
     """member index -> its search trial's checkpoint, for every member whose trial trained what
     train-final would (read from the store: no features are extracted); each other member's
     reason is said. sources[i]: the search run member i came from; policies[i]: its augmentation
@@ -158,11 +159,11 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
         if not reason:  # (final.hp.* overrides make a configuration no trial tried)
             reason = "its trial left no checkpoint" if run_id else "no trial of the search tried exactly these values"
         if search_recipe(record.config, "")["image_size"] == config.final.image_size:  # (else nothing to say)
-            echo(f"Member {index + 1} trains: {reason}")
+            say(f"Member {index + 1} trains: {reason}")
     return found
 
 
-def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -> dict[int, Reused]:
+def confirm(config: Config, found: dict[int, TrialCheckpoint], features) -> dict[int, Reused]:
     """member index -> Reused, for every candidate whose head scores its trial's val_accuracy on
     its trial's validation features (a checkpoint that does not is said, and its member trains)."""
     reused, by_runtime = {}, {"": features}  # (one Features a runtime: its validation maps are read once)
@@ -173,13 +174,13 @@ def confirm(config: Config, found: dict[int, TrialCheckpoint], features, echo) -
         trial_features = by_runtime[checkpoint.runtime]
         accuracy, _ = score(member_probabilities([head], trial_features.val)[0], features.val_labels)
         if abs(accuracy - checkpoint.val_accuracy) > SAME_SCORE:
-            echo(
+            say(
                 f"Member {index + 1} trains: its trial's checkpoint scores {accuracy:.4f} on these features, "
                 f"not the {checkpoint.val_accuracy:.4f} its trial logged"
             )
             continue
         reused[index] = Reused(checkpoint.run_id, head, as_restart(checkpoint, config.seed, config.tuner.objective))
-        echo(
+        say(
             f"Member {index + 1}: restart 1 is the search's trial run {checkpoint.run_id} (val_accuracy "
             f"{accuracy:.4f} on its {trial_features.runtime} features), not trained again (final.reuse)"
         )

@@ -34,6 +34,7 @@ from fashion_exp.final.ensemble import (
 )
 from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default, label
+from fashion_exp.screen import say
 from fashion_exp.tracking import plots, registry
 from fashion_exp.tracking.queries import best_from_search, ranked_rows, tune_searches
 from fashion_exp.tracking.run_logger import RunLogger
@@ -120,12 +121,12 @@ def policies_for(config: Config, params: HeadParams) -> dict:
     return {params.augmentation: policy}
 
 
-def warn_cost(config: Config, params: HeadParams, echo) -> None:
+def warn_cost(config: Config, params: HeadParams) -> None:
     """With fine-tuned blocks every epoch passes the photos through them: say how many epochs that
     is, and how to spend fewer, before the long work starts."""
     epochs = config.final.restarts * config.final.epochs
     if params.blocks and epochs > 10:
-        echo(
+        say(
             f"final.hp.blocks={params.blocks}: {config.final.restarts} restart(s) x {config.final.epochs} epochs = "
             f"{epochs} epochs that train Xception's top block(s), minutes each without a GPU "
             "(benchmarks/bench_finetune.py measures them); fewer: final.restarts=1 final.epochs=8, "
@@ -133,38 +134,36 @@ def warn_cost(config: Config, params: HeadParams, echo) -> None:
         )
 
 
-def open_features(config: Config, members: list[HeadParams], echo) -> Features:
+def open_features(config: Config, members: list[HeadParams]) -> Features:
     """The final size's features, cut where the members' blocks say (nothing extracted yet)."""
     decoder = Decoder.for_data(config.data, config.final.image_size)
-    checked, blocks = scan(config.data, config.work_dir, echo), members[0].blocks
-    return Features.open(
-        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True, echo=echo
-    )
+    checked, blocks = scan(config.data, config.work_dir), members[0].blocks
+    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True)
 
 
-def extract_features(config: Config, features: Features, training: list[HeadParams], echo) -> None:
+def extract_features(config: Config, features: Features, training: list[HeadParams]) -> None:
     """Validation, and the training views (final.views of each policy) of the members that train,
     all extracted after a disk check."""
     jobs = jobs_for({name: p for member in training for name, p in policies_for(config, member).items()})
     remedy = "lower final.views" + (" or final.hp.blocks" if features.blocks else "")
-    check_disk(config.work_dir, {features.blocks: features}, jobs, echo, what="the final model's", remedy=remedy)
+    check_disk(config.work_dir, {features.blocks: features}, jobs, what="the final model's", remedy=remedy)
     if training:
-        warn_cost(config, training[0], echo)
+        warn_cost(config, training[0])
     features.get(jobs)
 
 
-def prepare(config: Config, chosen: Members, features: Features, echo) -> dict:
+def prepare(config: Config, chosen: Members, features: Features) -> dict:
     """Extract what training needs and find the members whose first restart the search already
     trained (final/reuse.py); returns member index -> Reused."""
     members = chosen.params
     policies = [policies_for(config, member)[member.augmentation] for member in members]
-    found = reuse.candidates(config, chosen.sources, members, features, policies, echo)
+    found = reuse.candidates(config, chosen.sources, members, features, policies)
     fully = set(found) if config.final.restarts == 1 else set()  # members with no restart left to train
-    extract_features(config, features, [m for i, m in enumerate(members) if i not in fully], echo)
-    reused = reuse.confirm(config, found, features, echo)
+    extract_features(config, features, [m for i, m in enumerate(members) if i not in fully])
+    reused = reuse.confirm(config, found, features)
     refused = [members[i] for i in sorted(fully - set(reused))]
     if refused:  # (a checkpoint that did not score its trial's val_accuracy: its member trains after all)
-        extract_features(config, features, refused, echo)
+        extract_features(config, features, refused)
     return reused
 
 
@@ -194,7 +193,7 @@ def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadP
 
 
 def train_head(
-    run: RunLogger, config: Config, features: Features, params: HeadParams, echo, member: int = 0, reused=None
+    run: RunLogger, config: Config, features: Features, params: HeadParams, member: int = 0, reused=None
 ) -> tuple:
     """Train the head from final.restarts seeds, log every restart; returns (the heads of every
     restart, best first; their Restarts). Member i > 0 (final.members) logs its restarts after
@@ -209,7 +208,7 @@ def train_head(
         metrics = {"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}
         run.metrics({**metrics, "restart_epochs": ran}, step=first + index)
         run.curves({f"restart_{first + index}_val_accuracy": restart.history["val_accuracy"]})
-        echo(
+        say(
             f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): {ran} epochs, best epoch {restart.best_epoch}, "
             f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
             + (" (the search's trial, not trained again)" if reused and index == 0 else "")
@@ -218,7 +217,7 @@ def train_head(
     whose = f" of member {member + 1} ({params.as_dict()})" if config.final.members > 1 else ""
     trained = seeds[1:] if reused else seeds
     if trained:
-        echo(f"Training the head{whose} {len(trained)} time(s) for {config.final.epochs} epochs on cached features ...")
+        say(f"Training the head{whose} {len(trained)} time(s) for {config.final.epochs} epochs on cached features ...")
     policy = policies_for(config, params)[params.augmentation]
     training = []  # made when a restart first trains: a reused member may need no training views at all
 
@@ -237,7 +236,7 @@ def train_head(
     return heads, ranked
 
 
-def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list, echo):
+def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list):
     """Score the ensembles of the 1..n best restarts on validation, log them, keep final.ensemble's
     size (auto: the best); returns (its heads, its score, its probabilities on the validation photos)."""
     members = member_probabilities(heads, features.val)
@@ -247,8 +246,8 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
     size = choose_size(scores, config.final.ensemble, config.tuner.objective)
     chosen = scores[size - 1]
     table = ", ".join(f"{s.size}: {s.val_accuracy:.4f}" for s in scores)
-    echo(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
-    echo(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
+    say(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
+    say(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
     run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
     shipped = {VAL_ACCURACY: chosen.val_accuracy, VAL_LOSS: chosen.val_loss}
     run.metrics({"ensemble_size": size, **shipped})
@@ -258,28 +257,24 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
     return heads[:size], chosen, members[:size].mean(axis=0)
 
 
-def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], echo, reused=None):
+def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], reused=None):
     """Every member's restarts (reused: member index -> its search trial, final/reuse.py), then the
     ensemble final.ensemble says; returns (its heads, their weights or None for a plain mean, its
     score, its validation probabilities, member 1's Restarts)."""
     reused = reused or {}
     if reused:
         run.params({"reused_trials": ",".join(f"{i + 1}:{r.trial_run_id}" for i, r in sorted(reused.items()))})
-    trained = [
-        train_head(run, config, features, p, echo, member=i, reused=reused.get(i)) for i, p in enumerate(members)
-    ]
+    trained = [train_head(run, config, features, p, member=i, reused=reused.get(i)) for i, p in enumerate(members)]
     if features.blocks:  # blocks trained under mixed precision ship in float32: choose and check what ships
         trained = [([plain_copy(head) for head in heads], ranked) for heads, ranked in trained]
     heads, ranked = trained[0]
     if config.final.ensemble == "select":
-        return (*select_ensemble(run, config, features, members, trained, echo, reused), ranked)
-    chosen, shipped, reference = choose_ensemble(run, config, features, heads, ranked, echo)
+        return (*select_ensemble(run, config, features, members, trained, reused), ranked)
+    chosen, shipped, reference = choose_ensemble(run, config, features, heads, ranked)
     return chosen, None, shipped, reference, ranked
 
 
-def select_ensemble(
-    run: RunLogger, config: Config, features: Features, members: list, trained: list, echo, reused: dict
-):
+def select_ensemble(run: RunLogger, config: Config, features: Features, members: list, trained: list, reused: dict):
     """Forward selection (final/selection.py) over every head of every member on the validation
     photos; log each head's held-out score, its weight (and the search trial it is, if reused) and
     the ensemble's; returns (the selected heads, their weights, the ensemble's score, its
@@ -304,8 +299,8 @@ def select_ensemble(
                 "trial_run_id": reused[member].trial_run_id if member in reused and seed == config.seed else None,
             }
         )
-        echo(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
-    echo(f"Shipping {len(picked.members)} head(s) chosen by forward selection: val_accuracy {picked.val_accuracy:.4f}")
+        say(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
+    say(f"Shipping {len(picked.members)} head(s) chosen by forward selection: val_accuracy {picked.val_accuracy:.4f}")
     run.json(rows, "ensemble.json")
     shipped = {VAL_ACCURACY: picked.val_accuracy, VAL_LOSS: picked.val_loss}
     run.metrics({"ensemble_size": len(picked.members), **shipped})
@@ -360,19 +355,19 @@ def check_assembled(model: keras.Model, reference: np.ndarray, features: Feature
     )
 
 
-def train_final(config: Config, echo=print) -> FinalResult:
+def train_final(config: Config) -> FinalResult:
     """Train, assemble, check, log and register the final model. Returns the run id and registered version."""
     started = time.time()
     chosen = chosen_members(config)
     search_run, members = chosen.search_run, chosen.params
     params = members[0]
     for number, (member, source) in enumerate(zip(members, chosen.sources, strict=True), 1):
-        echo(
+        say(
             f"Hyperparameters from tune run {source}{f' (member {number})' if len(members) > 1 else ''}: "
             f"{member.as_dict()}"
         )
-    features = open_features(config, members, echo)
-    reused = prepare(config, chosen, features, echo)
+    features = open_features(config, members)
+    reused = prepare(config, chosen, features)
     run = RunLogger.start(
         config.tracking.uri,
         config.final.experiment,
@@ -382,7 +377,7 @@ def train_final(config: Config, echo=print) -> FinalResult:
     )
     with run.recording():
         log_inputs(run, config, features, params, search_run)
-        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, echo, reused)
+        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, reused)
         model = assemble(features, heads, weights)
         check = check_assembled(model, reference, features, config.model.batch_size)
         card = model_card(config, features, members, search_run, len(heads), shipped)

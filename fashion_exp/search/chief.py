@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fashion_exp.config import Config
 from fashion_exp.redact import redact
+from fashion_exp.screen import say
 from fashion_exp.search import follow, oracle_auth
 from fashion_exp.search.cluster import OracleServer, WorkerPool
 from fashion_exp.search.hypermodel import SpaceModel
@@ -33,7 +34,7 @@ def worker_hint(config: Config, address: str) -> str:
     return hint
 
 
-def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple, echo):
+def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple):
     """Run the search's trials on workers; returns the chief's tuner (its oracle holds every trial).
     placed: (the command line's overrides for local workers, the staged tune's search before this
     one or None: its workers are told this one follows it)."""
@@ -48,9 +49,9 @@ def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple, echo
     progress = TrialProgress(total, tuning.objective, tuning.direction)
     logs = directory / sid / "logs"
     token = oracle_auth.chief_token(config.work_dir, sid)
-    server = _oracle_server(config, tuner.oracle, sid, token, echo)
+    server = _oracle_server(config, tuner.oracle, sid, token)
     store = (
-        shared_store(config.tracking.uri, logs / "mlflow-server.log", echo)
+        shared_store(config.tracking.uri, logs / "mlflow-server.log")
         if tuning.workers
         else nullcontext(config.tracking.uri)
     )
@@ -62,7 +63,6 @@ def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple, echo
             tuning.worker_restarts,
             tuning.gpus_per_worker,
             logs,
-            echo,
         )
         ca = oracle_auth.trusted(tuning.tls_cert, tuning.tls_ca)
         for worker in pool.workers:  # secrets in the environment, not on command lines anyone can read (ps)
@@ -81,13 +81,13 @@ def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
     return tuner
 
 
-def _oracle_server(config: Config, oracle, sid: str, token: str, echo) -> OracleServer:
+def _oracle_server(config: Config, oracle, sid: str, token: str) -> OracleServer:
     """The oracle's gRPC server, bound now (serving from start() on), and where workers find it."""
     credentials = oracle_auth.server_credentials(config.tuner.tls_cert, config.tuner.tls_key)
     server = OracleServer(oracle, config.tuner.oracle_address, token, config.tuner.oracle_threads, credentials)
-    echo(f"Chief oracle of search {sid} on {server.address}")
+    say(f"Chief oracle of search {sid} on {server.address}")
     if config.tuner.role == "chief":
-        echo(worker_hint(config, server.address))
+        say(worker_hint(config, server.address))
     return server
 
 

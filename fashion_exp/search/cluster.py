@@ -28,6 +28,7 @@ from keras_tuner.src.distribute import oracle_chief  # noqa: E402
 from fashion_exp.children import exit_description, last_log_line, parented, reap  # noqa: E402
 from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
+from fashion_exp.screen import say
 from fashion_exp.search import oracle_auth  # noqa: E402
 
 WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
@@ -150,12 +151,11 @@ class WorkerPool:
     id (the oracle hands it the trial it was running) up to `restarts` times."""
 
     def __init__(
-        self, count: int, chief: str, overrides: list[str], restarts: int, gpus_per_worker: int, log_dir: Path, echo
+        self, count: int, chief: str, overrides: list[str], restarts: int, gpus_per_worker: int, log_dir: Path
     ):
         self.chief = chief
         self.overrides = list(overrides)
         self.restarts = restarts
-        self.echo = echo
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [
             LocalWorker(f"worker-{i}", log_dir / f"worker-{i}.log", worker_env(i, count, gpus_per_worker))
@@ -185,7 +185,7 @@ class WorkerPool:
     def start(self) -> None:
         for worker in self.workers:
             self._start(worker)
-        self.echo(f"Started {len(self.workers)} workers (logs: {self.workers[0].log.parent})")
+        say(f"Started {len(self.workers)} workers (logs: {self.workers[0].log.parent})")
 
     def check(self) -> None:
         """Restart workers that died; UserError when one has died more than `restarts` times."""
@@ -204,7 +204,7 @@ class WorkerPool:
                     "run the same command again to resume"
                 )
             worker.restarts += 1
-            self.echo(
+            say(
                 f"{worker.worker_id} ended with {how}; starting it again ({worker.restarts} of {self.restarts}): "
                 "it re-runs the trial it had"
             )

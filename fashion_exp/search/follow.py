@@ -23,6 +23,7 @@ from fashion_exp import writers
 from fashion_exp.config import PLACEMENT_KEYS, AugmentationPolicy, Config
 from fashion_exp.errors import UserError
 from fashion_exp.hyperparameters import ParamSpace
+from fashion_exp.screen import say
 
 SETTINGS = "search.json"
 NEXT = "next.json"
@@ -78,14 +79,14 @@ def applied(config: Config, work_dir: Path | str, sid: str) -> Config:
     return replace(config, search=search, augmentation=policies, tuner=tuner, data=data, seed=int(saved["seed"]))
 
 
-def next_search(work_dir: Path | str, sid: str, timeout: float, echo) -> str | None:
+def next_search(work_dir: Path | str, sid: str, timeout: float) -> str | None:
     """The search the chief linked after `sid`, waiting up to `timeout` seconds for the link; None
     when the tune is over or no link came (said)."""
     path = _folder(work_dir, sid) / NEXT
     ends = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > ends:
-            echo(f"No search followed {sid} within tuner.chief_timeout={timeout:g} s: stopping")
+            say(f"No search followed {sid} within tuner.chief_timeout={timeout:g} s: stopping")
             return None
         time.sleep(POLL_SECONDS)
     try:

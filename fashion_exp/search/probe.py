@@ -26,6 +26,7 @@ from fashion_exp.features.onnx_files import spread
 from fashion_exp.head.fit import fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
+from fashion_exp.screen import say
 from fashion_exp.search.costs import extraction_rate, more_blocks
 
 
@@ -38,17 +39,15 @@ class Probe:
     finetune_ms_per_image: float
 
 
-def probe_finetuning(config: Config, scanned: Scan, echo) -> Probe:
+def probe_finetuning(config: Config, scanned: Scan) -> Probe:
     """Time the first batches of stage 2's work at finetune_stage.image_size (see the module)."""
     stage = config.finetune_stage
     size, blocks = stage.image_size, min(stage.blocks)
     decoder = Decoder.for_data(config.data, size)
-    features = Features.open(
-        scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, echo=echo
-    )
+    features = Features.open(scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
     paths, labels = scanned.dataset.paths(TRAIN), np.asarray(scanned.dataset.labels(TRAIN))
     chosen = spread(len(paths), stage.probe_photos)
-    echo(f"Timing the first batches of fine-tuning at {size}px on {len(chosen)} photos (once on this machine) ...")
+    say(f"Timing the first batches of fine-tuning at {size}px on {len(chosen)} photos (once on this machine) ...")
     images = np.stack([decoder.load(paths[i]) for i in chosen])
     runner, batch = features.extractor.runner, config.model.batch_size
     runner.features(images[:batch])  # (compiles outside the timing)

@@ -18,6 +18,7 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
 from fashion_exp.hyperparameters import NAMES, HeadParams, candidates, describe
 from fashion_exp.mounts import local_locks_warning
+from fashion_exp.screen import say
 from fashion_exp.search import keras_tuner_fixes
 from fashion_exp.search.chief import run_chief_trials
 from fashion_exp.search.hypermodel import HeadHyperModel
@@ -68,31 +69,31 @@ def first_cut(config: Config) -> int:
     return min(candidates(config.search, "blocks"))
 
 
-def open_cut(config: Config, checked: Scan, blocks: int, echo=print) -> Features:
+def open_cut(config: Config, checked: Scan, blocks: int) -> Features:
     """The features of the search's image size, cut below the top `blocks` blocks."""
     decoder = Decoder.for_data(config.data, config.data.image_size)
-    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, echo=echo)
+    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
 
 
-def open_first_cut(config: Config, echo=print, clock: Stopwatch | None = None) -> Features:
+def open_first_cut(config: Config, clock: Stopwatch | None = None) -> Features:
     """Scan the dataset and open the first cut's features (what the search id is made from)."""
     clock = clock or Stopwatch()
-    checked = scan(config.data, config.work_dir, echo)
+    checked = scan(config.data, config.work_dir)
     clock.lap("scan_seconds")
-    first = open_cut(config, checked, first_cut(config), echo)
+    first = open_cut(config, checked, first_cut(config))
     clock.lap("backbone_seconds")
     return first
 
 
-def search_features(config: Config, first: Features, echo=print) -> dict[int, Features]:
+def search_features(config: Config, first: Features) -> dict[int, Features]:
     """blocks -> the features a trial training that many top blocks uses, for every search.blocks
     value, after a check that the disk holds them all. The first cut's validation features (and,
     with tuner.folds, the training photos un-augmented) are extracted now; each policy's views,
     and the other cuts' features, when the first trial that needs them starts."""
     counts = candidates(config.search, "blocks")
-    cuts = {n: first if n == first.blocks else open_cut(config, first.scanned, n, echo) for n in counts}
+    cuts = {n: first if n == first.blocks else open_cut(config, first.scanned, n) for n in counts}
     clean_train = config.tuner.folds > 0
-    check_disk(config.work_dir, cuts, jobs_for(search_policies(config), clean_train), echo)
+    check_disk(config.work_dir, cuts, jobs_for(search_policies(config), clean_train))
     first.get(jobs_for({}, clean_train))
     return cuts
 
@@ -151,7 +152,7 @@ def search_lock(config: Config, sid: str):
 
 
 def open_search_run(
-    config: Config, sid: str, echo, started: float | None = None, stage: dict[str, str] | None = None
+    config: Config, sid: str, started: float | None = None, stage: dict[str, str] | None = None
 ) -> tuple[SearchTracker, bool]:
     """The search's MLflow parent run (new, or reopened to resume) and whether the tuner resumes.
     started: when the command started (the run's start, so that its duration is total_seconds);
@@ -164,7 +165,7 @@ def open_search_run(
     number = (stage or {}).get(STAGE)
     name = f"{f'stage{number}-' if number else ''}search-{sid[:6]}-{time.strftime('%Y%m%d-%H%M%S')}"
     reopened = tracker.open_search(sid, resume, name, started)
-    echo(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
+    say(f"{'Resuming' if reopened else 'Started'} search {sid}: MLflow parent run {tracker.parent_id}")
     return tracker, resume
 
 
@@ -315,7 +316,6 @@ def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -
 
 def run_search(
     config: Config,
-    echo=print,
     overrides: list[str] | None = None,
     stage: dict[str, str] | None = None,
     deadline: float | None = None,
@@ -336,19 +336,19 @@ def run_search(
     keras_tuner_fixes.install()
     unsafe = local_locks_warning(config.work_dir)  # (NFS whose locks stay on this machine)
     if unsafe:
-        echo(unsafe)
+        say(unsafe)
     clock = Stopwatch()
-    first = open_first_cut(config, echo, clock)
+    first = open_first_cut(config, clock)
     inputs = SearchInputs.of(first)
     sid = search_id(config, inputs.dataset.fingerprint(), inputs.fingerprint)
     with search_lock(config, sid):
         if config.tuner.distributed:
             del first  # the workers extract the features and train the heads: the chief holds no backbone
             placed = (overrides or [], after)
-            result = _search_on_workers(until(config, deadline), inputs, sid, placed, clock, echo, stage or {})
+            result = _search_on_workers(until(config, deadline), inputs, sid, placed, clock, stage or {})
         else:
-            result = _search_here(config, first, inputs, sid, clock, echo, stage or {}, deadline)
-    echo("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
+            result = _search_here(config, first, inputs, sid, clock, stage or {}, deadline)
+    say("Timings: " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f} s" for k, v in clock.laps.items()))
     return result
 
 
@@ -359,13 +359,11 @@ def until(config: Config, deadline: float | None) -> Config:
     return replace(config, tuner=replace(config.tuner, max_minutes=max((deadline - time.monotonic()) / 60, 1e-3)))
 
 
-def _search_here(
-    config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, echo, stage, deadline
-):
-    cuts = search_features(config, first, echo)
+def _search_here(config: Config, first: Features, inputs: SearchInputs, sid: str, clock: Stopwatch, stage, deadline):
+    cuts = search_features(config, first)
     clock.lap("extraction_seconds")
     warm = sum(features.seconds for features in cuts.values())
-    tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
+    tracker, resume = open_search_run(config, sid, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
         tuner, ran = run_trials(until(config, deadline), cuts, tracker, sid, resume)
@@ -376,12 +374,12 @@ def _search_here(
         return replace(summarize(tuner, tracker, config, clock), work=work)
 
 
-def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, placed: tuple, clock, echo, stage):
+def _search_on_workers(config: Config, inputs: SearchInputs, sid: str, placed: tuple, clock, stage):
     """placed: (the command line's overrides for local workers, the search before this one or None)."""
-    tracker, resume = open_search_run(config, sid, echo, clock.start, stage)
+    tracker, resume = open_search_run(config, sid, clock.start, stage)
     with tracker.recording():
         log_search_setup(tracker, config, inputs, stage)
-        tuner = run_chief_trials(config, sid, resume, placed, echo)
+        tuner = run_chief_trials(config, sid, resume, placed)
         clock.lap("trials_seconds")
         tracker.load_children()
         return summarize(tuner, tracker, config, clock)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from fashion_exp.features.cache import GB, bytes_per_image
 from fashion_exp.features.features import Scan, jobs_for
 from fashion_exp.hardware import cpu_of
 from fashion_exp.hyperparameters import HeadParams, ParamSpace
+from fashion_exp.screen import say
 from fashion_exp.search import follow, ladder
 from fashion_exp.search.costs import RateBook, Rates, extraction_rate, finetune_key, prior
 from fashion_exp.search.probe import probe_finetuning
@@ -307,15 +307,15 @@ class TuneResult:
         return self.searches[-1]
 
 
-def run_tune(config: Config, echo=print, overrides: list[str] | None = None) -> TuneResult:
+def run_tune(config: Config, overrides: list[str] | None = None) -> TuneResult:
     """The `tune` job: one search, or with finetune_stage.enabled (preset=best) the staged one."""
     if not config.finetune_stage.enabled:
-        return TuneResult([run_search(config, echo, overrides)], [])
+        return TuneResult([run_search(config, overrides)], [])
     dataset = scan_configured(config.data, [TRAIN, VALIDATION], config.work_dir)
-    return run_staged(config, Scan(dataset, report(dataset)), echo, overrides)
+    return run_staged(config, Scan(dataset, report(dataset)), overrides)
 
 
-def run_staged(config: Config, scanned: Scan, echo=print, overrides: list[str] | None = None) -> TuneResult:
+def run_staged(config: Config, scanned: Scan, overrides: list[str] | None = None) -> TuneResult:
     """Plan (from this machine's measured rates: the first batches of fine-tuning are timed when
     none are kept yet), then stage 1, then stage 2 and the ladder in what the budget leaves
     (ledger: across reruns), under one MLflow parent run for the tune (its stages' search runs
@@ -329,17 +329,17 @@ def run_staged(config: Config, scanned: Scan, echo=print, overrides: list[str] |
     make_plan(config, counts, book.rates(table))  # a budget too small is refused before any work
     ledger = Ledger(config)
     if ledger.spent:
-        echo(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {config.tuner.max_minutes:g} min spent")
+        say(f"Resuming the staged search: {sum(ledger.spent.values()):.1f} of {config.tuner.max_minutes:g} min spent")
     if PROBED not in book.read():
-        ledger.timing("probe", lambda: book.note(**asdict(probe_finetuning(config, scanned, echo))))
+        ledger.timing("probe", lambda: book.note(**asdict(probe_finetuning(config, scanned))))
     plan = make_plan(config, counts, book.rates(table))
     for line in plan.lines():
-        echo(line)
+        say(line)
     tune = TuneRun(config.tracking.uri, config.tracking.experiment, ledger.tune_id, config.tuner.objective, started)
-    echo(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
+    say(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
     with tune.recording():
         tune.log_plan(plan_params(config, plan), plan.lines())
-        result = _stages(config, plan, ledger, Measuring(book, counts), tune.stage_tags(), echo, overrides)
+        result = _stages(config, plan, ledger, Measuring(book, counts), tune.stage_tags(), overrides)
         if config.tuner.distributed and result.searches:  # workers following the tune stop here
             follow.link(config.work_dir, result.last.search_id, None)
         best = {f"stage{number}": search.best_score for number, search in enumerate(result.searches, 1)}
@@ -394,45 +394,45 @@ class Measuring:
 
 
 def _stages(
-    config: Config, plan: Plan, ledger: Ledger, measuring: Measuring, nest: dict[str, str], echo, overrides
+    config: Config, plan: Plan, ledger: Ledger, measuring: Measuring, nest: dict[str, str], overrides
 ) -> TuneResult:
     left1 = plan.stage1_minutes - ledger.minutes("stage1")
     first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))  # (workers: no deadline)
     ends = time.monotonic() + 60 * left1  # the stage's start-up and extraction count too
     tags = {STAGE: "1", **nest}
-    first = ledger.timing("stage1", lambda: run_search(first_config, echo, overrides, stage=tags, deadline=ends))
+    first = ledger.timing("stage1", lambda: run_search(first_config, overrides, stage=tags, deadline=ends))
     measuring.stage1(first_config, first)
     if first.best_trial_id is None:
         return TuneResult([first], ["stage 2: no stage-1 trial completed"], ledger.spent)
     left2 = plan.budget_minutes - sum(ledger.spent.values())  # (the probe's minute too)
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
-    second, second_config = _stage2(config, plan, first, ledger, left2, measuring, echo, overrides, nest)
+    second, second_config = _stage2(config, plan, first, ledger, left2, measuring, overrides, nest)
     skipped, grid = [], stage2_trials(config, first.best_hyperparameters["learning_rate"])
     if second.trials < grid:
         skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
     searches = [first, second]
     if config.finetune_stage.ladder and second.best_trial_id is not None and second.trials >= grid:
-        climbed, stopped = climb(Climb(config, plan, second_config, ledger, measuring, echo, overrides), searches, nest)
+        climbed, stopped = climb(Climb(config, plan, second_config, ledger, measuring, overrides), searches, nest)
         searches += climbed
         skipped.append(f"ladder: stopped by {stopped}")
     return TuneResult(searches, skipped, ledger.spent)
 
 
 def _stage2(
-    config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, measuring, echo, overrides, nest
+    config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, measuring, overrides, nest
 ):
     rates = measuring.book.rates(plan.rates)  # with what stage 1 measured
     planned, why = stage2_at_size(config, rates, measuring.counts, minutes)
     size = planned.image_size
     second_config = stage2_config(config, first.best_hyperparameters, size, minutes)
-    echo(
+    say(
         f"Stage 2: {second_config.tuner.max_trials} fine-tuning trials at {size}px under stage 1's best head "
         f"(trial {first.best_trial_id}), {minutes:.1f} min left, about {planned.minutes:.1f} min by "
         f"{rates.source()}" + (f" ({why})" if why else "")
     )
     tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **nest}, time.monotonic() + 60 * minutes
-    run = lambda: run_search(second_config, echo, overrides, stage=tags, deadline=ends, after=first.search_id)  # noqa: E731
+    run = lambda: run_search(second_config, overrides, stage=tags, deadline=ends, after=first.search_id)  # noqa: E731
     second = ledger.timing("stage2", run)
     measuring.finetuning(second_config, second)
     return second, second_config
@@ -447,7 +447,6 @@ class Climb:
     second: Config  # stage 2's search config: each rung's recipe (size, seed, epochs, patience, views)
     ledger: Ledger
     measuring: Measuring
-    echo: Callable[[str], None]
     overrides: list[str] | None
 
     def left(self) -> float:
@@ -472,7 +471,7 @@ def climb(climb: Climb, searches: list[SearchResult], nest: dict[str, str]) -> t
             )
             rung, stopped = ladder.pick(found, climb.left(), stage.ladder_reserve * climb.plan.budget_minutes)
             if rung is None:
-                climb.echo(f"Ladder: stopped by {stopped}")
+                say(f"Ladder: stopped by {stopped}")
                 return climbed, stopped
             climb.ledger.add_rung(rung)
         number = 3 + len(climbed)
@@ -482,7 +481,7 @@ def climb(climb: Climb, searches: list[SearchResult], nest: dict[str, str]) -> t
         tried += [(HeadParams.from_values(values), score) for values, score in result.tried]
         extracted |= {(params.blocks, params.augmentation) for params in rung.configs}
         if not replayed and result.work is not None and not result.work.trials_run:  # (the deadline came first)
-            climb.echo("Ladder: stopped by the budget (the rung's deadline came before a trial ended)")
+            say("Ladder: stopped by the budget (the rung's deadline came before a trial ended)")
             return climbed, "the budget"
 
 
@@ -493,12 +492,12 @@ def _rung(climb: Climb, rung, number: int, tags: dict[str, str], after: str) -> 
         search=ladder.rung_space(rung),
         tuner=replace(climb.second.tuner, max_trials=len(rung.configs), max_minutes=max(left, 1e-3)),
     )
-    climb.echo(
+    say(
         f"Stage {number} (ladder): {rung.name}, {len(rung.configs)} trial(s), about {rung.minutes:.1f} min for "
         f"+{rung.gain:g} pts expected ({rung.value:.2f} pts/min), {left:.1f} min left"
     )
     ends = time.monotonic() + 60 * left
-    run = lambda: run_search(config, climb.echo, climb.overrides, stage=tags, deadline=ends, after=after)  # noqa: E731
+    run = lambda: run_search(config, climb.overrides, stage=tags, deadline=ends, after=after)  # noqa: E731
     result = climb.ledger.timing("ladder", run)
     climb.measuring.finetuning(config, result)
     return result

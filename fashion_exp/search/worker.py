@@ -21,6 +21,7 @@ from fashion_exp.config import Config, split_address
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.errors import UserError
 from fashion_exp.mounts import local_locks_warning
+from fashion_exp.screen import say
 from fashion_exp.search import follow, keras_tuner_fixes, oracle_auth
 from fashion_exp.search.observers import TrialRecorder
 from fashion_exp.search.run import head_hypermodel, open_first_cut, search_features, search_id
@@ -66,7 +67,7 @@ def _listening(chief: str) -> bool:
     return True
 
 
-def run_worker(config: Config, chief: str, worker_id: str, search: str | None = None, echo=print) -> int:
+def run_worker(config: Config, chief: str, worker_id: str, search: str | None = None) -> int:
     """Run trials for the chief at host:port until its oracle says stop; returns trials run here.
 
     search: the id of the search to join, its settings published by the chief (local workers);
@@ -75,26 +76,26 @@ def run_worker(config: Config, chief: str, worker_id: str, search: str | None = 
     keras_tuner_fixes.install()
     unsafe = local_locks_warning(config.work_dir)  # (NFS whose locks stay on this machine)
     if unsafe:
-        echo(unsafe)
+        say(unsafe)
     given = os.environ.get(oracle_auth.TOKEN_ENV)
     joined = config if search is None else follow.applied(config, config.work_dir, search)
-    sid, ran = _search(joined, chief, (worker_id, given), search, echo)
+    sid, ran = _search(joined, chief, (worker_id, given), search)
     while search is None and config.finetune_stage.enabled:
-        following = follow.next_search(config.work_dir, sid, config.tuner.chief_timeout, echo)
+        following = follow.next_search(config.work_dir, sid, config.tuner.chief_timeout)
         if following is None:
             break
-        echo(f"The tune goes on with search {following}")
+        say(f"The tune goes on with search {following}")
         joined = follow.applied(config, config.work_dir, following)
-        sid, more = _search(joined, chief, (worker_id, given), following, echo)
+        sid, more = _search(joined, chief, (worker_id, given), following)
         ran += more
     return ran
 
 
-def _search(config: Config, chief: str, who: tuple, expected: str | None, echo) -> tuple[str, int]:
+def _search(config: Config, chief: str, who: tuple, expected: str | None) -> tuple[str, int]:
     """Join one search (expected: its id, when the chief named it) as who = (worker id, the token
     the worker was given or None); returns (its id, trials run here)."""
     worker_id, given = who
-    first = open_first_cut(config, echo)
+    first = open_first_cut(config)
     sid = search_id(config, first.dataset.fingerprint(), first.fingerprint)
     if expected and sid != expected:
         raise UserError(
@@ -109,21 +110,21 @@ def _search(config: Config, chief: str, who: tuple, expected: str | None, echo) 
     ):
         _join(config, chief, worker_id, sid, given)
         try:
-            return sid, _run(config, first, sid, chief, worker_id, directory, echo)
+            return sid, _run(config, first, sid, chief, worker_id, directory)
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise UserError(f"the chief at {chief} refused this worker: {err.details()}") from None
             raise UserError(f"lost the chief at {chief} ({err.code().name}): {err.details()}") from None
 
 
-def _run(config, first, sid, chief, worker_id, directory, echo) -> int:
-    echo(f"Connecting to the chief at {chief} (waiting up to tuner.chief_timeout={config.tuner.chief_timeout} s)")
+def _run(config, first, sid, chief, worker_id, directory) -> int:
+    say(f"Connecting to the chief at {chief} (waiting up to tuner.chief_timeout={config.tuner.chief_timeout} s)")
     keras_tuner_fixes.wait_for_chief()
     tracker = SearchTracker(config.tracking.uri, config.tracking.experiment, config.tuner.objective, config.tuner.folds)
     tracker.attach(sid, chief)
     tracker.datasets = [first.dataset.describe(TRAIN), first.dataset.describe(VALIDATION)]
-    echo(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
-    cuts = search_features(config, first, echo=echo)
+    say(f"Worker {worker_id} of search {sid} (chief {chief}, MLflow parent run {tracker.parent_id})")
+    cuts = search_features(config, first)
     recorder = TrialRecorder(tracker, config.tuner.objective, {WORKER: worker_id, HOST: socket.gethostname()})
     hypermodel = head_hypermodel(config, cuts)
     check_readable(directory / sid)  # (the chief checked before opening its run: search.run.open_search_run)
@@ -131,5 +132,5 @@ def _run(config, first, sid, chief, worker_id, directory, echo) -> int:
     with tracker.recording():
         tuner.search(epochs=config.tuner.epochs, verbose=0)
     ran = len(tracker.children)
-    echo(f"Worker {worker_id} done: the chief has no more trials ({ran} run here)")
+    say(f"Worker {worker_id} done: the chief has no more trials ({ran} run here)")
     return ran

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from fashion_exp.children import die_if_parent_gone, die_with_parent, free_port, last_log_line, parented, stop
 from fashion_exp.errors import UserError
+from fashion_exp.screen import say
 
 START_TIMEOUT = 180.0
 
@@ -48,13 +49,13 @@ def healthy(url: str) -> bool:
 
 
 @contextmanager
-def shared_store(uri: str, log: Path, echo=print) -> Iterator[str]:
+def shared_store(uri: str, log: Path) -> Iterator[str]:
     """The tracking URI that worker processes log to while the block runs (see module doc)."""
     if not needs_server(uri):
         yield uri
         return
     with mlflow_server(uri, "127.0.0.1", free_port(), log, "the MLflow server for the workers") as url:
-        echo(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
+        say(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
         yield url
 
 

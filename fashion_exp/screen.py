@@ -1,0 +1,34 @@
+"""What a job tells its user, line by line: each module says its lines (say) to one logger,
+"fashion_exp", and the command line shows them on stdout above the progress bars (show). Used as
+a library, a job prints nothing unless its caller configures logging; tests read the lines with
+pytest's caplog. (Not a parameter threaded through every step: issue 37, item 1.)"""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm import tqdm
+
+LOGGER = logging.getLogger("fashion_exp")
+
+
+def say(line: str) -> None:
+    """Tell the user `line` (one line of what the job did or is about to do)."""
+    LOGGER.info(line)
+
+
+class _AboveBars(logging.Handler):
+    """Writes each line with tqdm.write: above a running progress bar, not through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's rule: a line that cannot be written never stops the job
+            self.handleError(record)
+
+
+def show() -> None:
+    """Print the lines said in this process on stdout (the command line calls it once)."""
+    if not any(isinstance(handler, _AboveBars) for handler in LOGGER.handlers):
+        LOGGER.addHandler(_AboveBars())
+    LOGGER.setLevel(logging.INFO)
