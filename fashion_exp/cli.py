@@ -354,8 +354,9 @@ def cmd_predict(config, args, overrides: list[str]) -> int:
     k = args.top_k or config.predict.top_k
     files = expand(args.paths)
     reference, settings = args.model or _champion(config), config.predict
-    loaded, backend, why = open_predictor(reference, config.tracking.uri, settings.backend, config.model.cpu_features)
-    print(f"Predicting with {reference} (version {loaded.version}) on {backend} [{why}]", file=sys.stderr)
+    opened = open_predictor(reference, config.tracking.uri, settings.backend, config.model.cpu_features)
+    loaded = opened.predictor
+    print(f"Predicting with {reference} (version {loaded.version}) on {opened.backend} [{opened.why}]", file=sys.stderr)
     predictions = predict_files(
         loaded, files, min(k, len(loaded.class_names)), config.data.max_image_pixels, config.model.batch_size
     )
@@ -392,15 +393,14 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
     check_serve_port(config)
     settings = config.serve
     reference = args.model or _champion(config)
-    predictor, backend, why = open_predictor(
-        reference, config.tracking.uri, settings.backend, config.model.cpu_features
-    )
+    opened = open_predictor(reference, config.tracking.uri, settings.backend, config.model.cpu_features)
+    predictor = opened.predictor
     print(
-        f"Serving {reference} (version {predictor.version}) on {backend} [{why}] at "
+        f"Serving {reference} (version {predictor.version}) on {opened.backend} [{opened.why}] at "
         f"http://{settings.host}:{settings.port}/",
         flush=True,
     )
-    app = create_app(predictor, ServeSettings.from_config(config, backend))
+    app = create_app(predictor, ServeSettings.from_config(config, opened.backend))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", **uvicorn_options(settings))
     return 0
 

@@ -151,3 +151,47 @@ def test_only_tracking_modules_use_an_mlflow_client():
     outside = {name: path for name, path in modules().items() if stage(name) != STAGES.index("tracking")}
     used = {name: uses for name, path in outside.items() if (uses := mlflow_client_uses(path))}
     assert used == {}
+
+
+def bundles(source: str) -> list[str]:
+    """Functions that hand back a positional bundle (a tuple of more than two values, or one
+    annotated so), and functions with an `echo` parameter: issue 37, item 1's rules. A shape
+    (tuple[int, ...]) is a value, not a bundle."""
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        returns = [n.value for n in ast.walk(fn) if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)]
+        if any(len(t.elts) > 2 or any(isinstance(e, ast.Starred) for e in t.elts) for t in returns):
+            found.append(f"{fn.name} returns a tuple of more than two")
+        hint = fn.returns
+        if isinstance(hint, ast.Subscript) and getattr(hint.value, "id", "") == "tuple":
+            parts = hint.slice.elts if isinstance(hint.slice, ast.Tuple) else [hint.slice]
+            if len(parts) > 2 and not any(isinstance(p, ast.Constant) and p.value is Ellipsis for p in parts):
+                found.append(f"{fn.name} is annotated {ast.unparse(hint)}")
+        if "echo" in [a.arg for a in [*fn.args.args, *fn.args.kwonlyargs]]:
+            found.append(f"{fn.name} takes echo")
+    return found
+
+
+def test_the_bundle_check_finds_tuples_and_echo():
+    source = (
+        "def a():\n    return 1, 2, 3\n"
+        "def b(x) -> tuple[int, str, float]:\n    return x\n"
+        "def c(echo=print):\n    pass\n"
+        "def d():\n    return (*x, y)\n"
+        "def shape() -> tuple[int, ...]:\n    return 1, 2\n"
+    )
+    assert bundles(source) == [
+        "a returns a tuple of more than two",
+        "b is annotated tuple[int, str, float]",
+        "c takes echo",
+        "d returns a tuple of more than two",
+    ]
+
+
+def test_steps_return_named_results_and_take_no_echo():
+    """Each step returns a named result (a dataclass), not a tuple of more than two, and says its
+    lines through fashion_exp/screen.py, not an echo parameter."""
+    found = [f"{name}: {problem}" for name, path in modules().items() for problem in bundles(path.read_text())]
+    assert found == []

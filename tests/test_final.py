@@ -266,7 +266,7 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
         load_onnx(model, uri)
     with pytest.raises(UserError, match="no int8 ONNX file yet"):
         open_predictor(model, uri, "onnx-int8")
-    assert open_predictor(model, uri, "auto")[1] == "keras"  # nothing exported yet
+    assert open_predictor(model, uri, "auto").backend == "keras"  # nothing exported yet
     assert main(["export-onnx", "--model", model, *final_overrides]) == 0
     out = capsys.readouterr().out
     assert "top-1 agreement 100.0%" in out and "onnx/model.onnx, onnx/model.int8.onnx in run" in out
@@ -286,17 +286,19 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     faster = "onnx-int8" if speeds["onnx_int8_images_per_s"] > speeds["onnx_images_per_s"] else "onnx"
     for holds, expected in (("true", faster), ("false", "onnx")):
         MlflowClient(uri).set_tag(keras_model.run_id, INT8_HOLDS, holds)
-        predictor, backend, why = open_predictor(model, uri, "auto")
+        opened = open_predictor(model, uri, "auto")
+        predictor, backend, why = opened.predictor, opened.backend, opened.why
         assert backend == expected and why.startswith("auto:")
         assert predictor.session.get_modelmeta() is not None
-    assert open_predictor(model, uri, "onnx-int8")[0].predict(images).shape == (5, 3)
+    assert open_predictor(model, uri, "onnx-int8").predictor.predict(images).shape == (5, 3)
     # a CPU told it has BF16 units: export-onnx measures OpenVINO bf16 too, and says what it ran
     assert main(["export-onnx", "--model", model, *final_overrides, "model.cpu_features=[avx2,avx512_bf16]"]) == 0
     out = capsys.readouterr().out
     assert "OpenVINO bf16 vs Keras: top-1 agreement" in out and "Images a second on the validation photos: keras" in out
     metrics = MlflowClient(uri).get_run(keras_model.run_id).data.metrics
     assert {"onnx_bf16_top1_agreement", "onnx_bf16_max_prob_diff", "onnx_bf16_images_per_s"} <= set(metrics)
-    bf16, backend, _ = open_predictor(model, uri, "openvino-bf16")
+    opened = open_predictor(model, uri, "openvino-bf16")
+    bf16, backend = opened.predictor, opened.backend
     np.testing.assert_allclose(bf16.predict(images), keras_model.predict(images, 32), atol=0.05)
     assert ("no BF16 units" in out) == (bf16.precision == "f32")
     from fashion_exp.final.onnx_export import BF16_HOLDS

@@ -36,7 +36,8 @@ def test_the_kept_head_is_the_best_epoch_of_the_best_restart():
     views, labels, (val, val_y) = _data()
     seen = []
     train = partial(train_once, _training(views, labels, (val, val_y), 6), HP)
-    heads, ranked, every = train_restarts(train, [3, 4, 5], "val_accuracy", lambda i, r: seen.append((i, r.seed)))
+    kept = train_restarts(train, [3, 4, 5], "val_accuracy", lambda i, r: seen.append((i, r.seed)))
+    heads, ranked, every = kept.heads, kept.ranked, kept.every
     (head,), (best,) = heads, ranked
     assert seen == [(0, 3), (1, 4), (2, 5)]
     assert [r.seed for r in every] == [3, 4, 5]
@@ -53,7 +54,8 @@ def test_the_kept_head_is_the_best_epoch_of_the_best_restart():
 def test_one_restart_equals_one_training_with_that_seed():
     views, labels, val = _data()
     _, alone = train_once(_training(views, labels, val, 5), HP, 7)
-    _, (best,), every = train_restarts(partial(train_once, _training(views, labels, val, 5), HP), [7], "val_accuracy")
+    kept = train_restarts(partial(train_once, _training(views, labels, val, 5), HP), [7], "val_accuracy")
+    (best,), every = kept.ranked, kept.every
     assert len(every) == 1 and best.history == alone.history
 
 
@@ -64,12 +66,11 @@ def test_ties_go_to_the_lower_val_loss_then_the_earlier_restart():
         3: Restart(3, 2, 0.8, 0.10, {}),  # lowest loss, lower accuracy
         4: Restart(4, 0, 0.9, 0.30, {}),  # an exact tie with 2: the earlier restart stays
     }
-    heads, ranked, every = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4], "val_accuracy")
+    kept = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4], "val_accuracy")
+    heads, ranked, every = kept.heads, kept.ranked, kept.every
     assert heads == ["head 2"] and ranked[0].seed == 2 and len(every) == 4
-    heads, ranked, _ = train_restarts(
-        lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4], "val_accuracy", keep=3
-    )
-    assert heads == ["head 2", "head 4", "head 1"] and [r.seed for r in ranked] == [2, 4, 1]
+    kept = train_restarts(lambda seed: (f"head {seed}", outcomes[seed]), [1, 2, 3, 4], "val_accuracy", keep=3)
+    assert kept.heads == ["head 2", "head 4", "head 1"] and [r.seed for r in kept.ranked] == [2, 4, 1]
 
 
 def test_no_seeds_is_an_error():
@@ -89,8 +90,7 @@ def test_val_loss_objective_keeps_the_lowest_loss_epoch_and_restart():
         2: Restart(2, 0, 0.80, 0.30, {}),
         3: Restart(3, 0, 0.85, 0.30, {}),  # the same loss as 2, better accuracy: wins
     }
-    _, ranked, _ = train_restarts(lambda seed: (seed, outcomes[seed]), [1, 2, 3], "val_loss")
-    assert ranked[0].seed == 3
+    assert train_restarts(lambda seed: (seed, outcomes[seed]), [1, 2, 3], "val_loss").ranked[0].seed == 3
 
 
 def test_patience_stops_a_restart_that_no_longer_improves_and_keeps_its_best_epoch():

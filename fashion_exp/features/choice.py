@@ -38,11 +38,21 @@ RIDGE = 0.1  # the check head's ridge penalty, relative to the mean squared norm
 @dataclass(frozen=True)
 class CheckPhotos:
     """The photos auto's check runs on: `identity` names them without decoding anything; `load`
-    gives (training images, their labels, validation images, their labels)."""
+    decodes them."""
 
     identity: str
-    load: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    load: Callable[[], Decoded]
     sample: Callable[[int], np.ndarray]  # the first n training photos of `load`'s spread, for a speed race
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The check photos decoded: training images the check heads fit on, every validation image."""
+
+    train: np.ndarray
+    labels: np.ndarray  # the training images' classes
+    val: np.ndarray
+    val_labels: np.ndarray
 
 
 def check_photos(dataset: Dataset, decoder: Decoder, count: int) -> CheckPhotos:
@@ -55,7 +65,7 @@ def check_photos(dataset: Dataset, decoder: Decoder, count: int) -> CheckPhotos:
         labels = np.asarray(dataset.labels(TRAIN))[train_ids]
         train_images = np.stack([decoder.load(train[i]) for i in train_ids])
         val_images = np.stack([decoder.load(path) for path in val])
-        return train_images, labels, val_images, np.asarray(dataset.labels(VALIDATION))
+        return Decoded(train_images, labels, val_images, np.asarray(dataset.labels(VALIDATION)))
 
     def sample(n: int) -> np.ndarray:
         return np.stack([decoder.load(train[i]) for i in spread(len(train), n)])
@@ -132,7 +142,8 @@ def run_on(runner, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, flo
 
 def measure(reference, candidates: list, photos: CheckPhotos, batch_size: int) -> tuple[list, list[Measured]]:
     """(validation labels, fp32 (`reference`) then each candidate measured on the check photos)."""
-    train, labels, val, val_labels = photos.load()
+    decoded = photos.load()
+    train, labels, val, val_labels = decoded.train, decoded.labels, decoded.val, decoded.val_labels
     images = np.concatenate([train, val])
     say(f"Measuring {len(candidates) + 1} backbone runtimes on {len(train)} + {len(val)} photos (once per CPU) ...")
     truth, speed = run_on(reference, images, batch_size)

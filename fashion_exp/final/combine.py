@@ -106,8 +106,18 @@ def build(members: list[Member]) -> keras.Model:
     return keras.Model(image, keras.layers.Average(name="probabilities")(outputs), name="fashion_classifier")
 
 
-def validation_probabilities(config: Config, members: list[Member], combined: keras.Model):
-    """(each member's probabilities, the combined model's, labels, one example image) on every validation photo."""
+@dataclass(frozen=True)
+class OnValidation:
+    """Probabilities on every validation photo: each member's and the combined model's."""
+
+    each: list[np.ndarray]  # one array a member
+    together: np.ndarray  # the combined model's
+    labels: list[int]
+    example: np.ndarray  # one decoded photo
+
+
+def validation_probabilities(config: Config, members: list[Member], combined: keras.Model) -> OnValidation:
+    """Every member and the combined model on every validation photo."""
     loaded = members[0].loaded
     dataset = scan_configured(config.data, [VALIDATION], config.work_dir)
     if dataset.classes != loaded.class_names:
@@ -121,7 +131,9 @@ def validation_probabilities(config: Config, members: list[Member], combined: ke
         for parts, member in zip(each, members, strict=True):
             parts.append(np.asarray(member.loaded.model.predict_on_batch(padded))[: len(images)])
         together.append(np.asarray(combined.predict_on_batch(padded))[: len(images)])
-    return [np.concatenate(p) for p in each], np.concatenate(together), dataset.labels(VALIDATION), example
+    return OnValidation(
+        [np.concatenate(p) for p in each], np.concatenate(together), dataset.labels(VALIDATION), example
+    )
 
 
 def combine(config: Config, references: list[str]) -> CombineResult:
@@ -157,15 +169,15 @@ class Scored:
 
 
 def score_on_validation(config: Config, members: list[Member], combined: keras.Model) -> Scored:
-    each, together, labels, example = validation_probabilities(config, members, combined)
-    mean = np.mean(each, axis=0)
+    found = validation_probabilities(config, members, combined)
+    mean = np.mean(found.each, axis=0)
     names = members[0].loaded.class_names
     return Scored(
-        members=[score(p, labels, names) for p in each],
-        combined=score(together, labels, names),
-        max_abs_diff=float(np.max(np.abs(together - mean))),
-        top1_agreement=float(np.mean(together.argmax(1) == mean.argmax(1))),
-        example=example,
+        members=[score(p, found.labels, names) for p in found.each],
+        combined=score(found.together, found.labels, names),
+        max_abs_diff=float(np.max(np.abs(found.together - mean))),
+        top1_agreement=float(np.mean(found.together.argmax(1) == mean.argmax(1))),
+        example=found.example,
     )
 
 

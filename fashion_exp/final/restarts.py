@@ -149,15 +149,23 @@ def train_once(
     return head, restart
 
 
+@dataclass(frozen=True)
+class Restarts:
+    """What train_restarts kept: the best heads, best first, their Restarts, and every Restart."""
+
+    heads: list  # the `keep` best heads (keras.Model), best first
+    ranked: list[Restart]  # their Restarts, in the same order
+    every: list[Restart]  # every restart's, in seed order
+
+
 def train_restarts(
     train: Callable[[int], tuple[keras.Model, Restart]],
     seeds: list[int],
     objective: str,
     on_restart: Callable[[int, Restart], None] = lambda i, r: None,
     keep: int = 1,
-) -> tuple[list[keras.Model], list[Restart], list[Restart]]:
-    """train(seed) for every seed; returns (the `keep` best heads, best first; their Restarts;
-    every Restart in seed order).
+) -> Restarts:
+    """train(seed) for every seed; keeps the `keep` best heads.
 
     train is train_once with everything but the seed bound (functools.partial); restarts are ranked
     by `objective`, exact ties going to the earlier restart; on_restart(index, restart) is called as
@@ -176,4 +184,4 @@ def train_restarts(
         kept.sort(key=lambda pair: pair[1].rank(objective), reverse=True)  # stable: ties keep seed order
         del kept[keep:], head
         gc.collect()  # a head that fell out (this one or an earlier one) goes now, not at exit
-    return [h for h, _ in kept], [r for _, r in kept], every
+    return Restarts([h for h, _ in kept], [r for _, r in kept], every)

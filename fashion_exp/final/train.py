@@ -71,6 +71,17 @@ def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """The heads train-final ships and what was measured of them on the validation photos."""
+
+    heads: list[keras.Model]
+    weights: list[float] | None  # each head's weight in the mean (forward selection); None: a plain mean
+    score: EnsembleScore  # the shipped heads' validation score
+    reference: np.ndarray  # their probabilities on the validation photos: what the assembled model must give
+    best: Restart | None = None  # member 1's best restart (its seed, best epoch and curves are the run's)
+
+
+@dataclass(frozen=True)
 class Members:
     """What train-final trains: the configurations, best first, and the search run each came from."""
 
@@ -229,16 +240,16 @@ def train_head(
         return train_once(training[0], params, seed, callbacks=[EpochBar(bar)])
 
     with tqdm(total=len(trained) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
-        heads, ranked, every = train_restarts(partial(restart, bar=bar), seeds, objective, logged, keep=len(seeds))
+        kept = train_restarts(partial(restart, bar=bar), seeds, objective, logged, keep=len(seeds))
     if member == 0:
-        log_chosen(run, config.final.image_size, params, ranked[0], every)
-        run.keras(heads[0], "checkpoint/head.keras")
-    return heads, ranked
+        log_chosen(run, config.final.image_size, params, kept.ranked[0], kept.every)
+        run.keras(kept.heads[0], "checkpoint/head.keras")
+    return kept.heads, kept.ranked
 
 
-def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list):
+def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list) -> Shipped:
     """Score the ensembles of the 1..n best restarts on validation, log them, keep final.ensemble's
-    size (auto: the best); returns (its heads, its score, its probabilities on the validation photos)."""
+    size (auto: the best)."""
     members = member_probabilities(heads, features.val)
     scores = score_sizes(members, features.val_labels)
     for score in scores:
@@ -254,13 +265,12 @@ def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: l
     if size > 1:
         inputs = keras.Input(features.val.shape[1:], name="features")
         run.keras(keras.Model(inputs, probabilities(heads[:size], inputs)), "checkpoint/ensemble.keras")
-    return heads[:size], chosen, members[:size].mean(axis=0)
+    return Shipped(heads[:size], None, chosen, members[:size].mean(axis=0))
 
 
-def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], reused=None):
+def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], reused=None) -> Shipped:
     """Every member's restarts (reused: member index -> its search trial, final/reuse.py), then the
-    ensemble final.ensemble says; returns (its heads, their weights or None for a plain mean, its
-    score, its validation probabilities, member 1's Restarts)."""
+    ensemble final.ensemble says."""
     reused = reused or {}
     if reused:
         run.params({"reused_trials": ",".join(f"{i + 1}:{r.trial_run_id}" for i, r in sorted(reused.items()))})
@@ -269,16 +279,16 @@ def train_heads(run: RunLogger, config: Config, features: Features, members: lis
         trained = [([plain_copy(head) for head in heads], ranked) for heads, ranked in trained]
     heads, ranked = trained[0]
     if config.final.ensemble == "select":
-        return (*select_ensemble(run, config, features, members, trained, reused), ranked)
-    chosen, shipped, reference = choose_ensemble(run, config, features, heads, ranked)
-    return chosen, None, shipped, reference, ranked
+        return replace(select_ensemble(run, config, features, members, trained, reused), best=ranked[0])
+    return replace(choose_ensemble(run, config, features, heads, ranked), best=ranked[0])
 
 
-def select_ensemble(run: RunLogger, config: Config, features: Features, members: list, trained: list, reused: dict):
+def select_ensemble(
+    run: RunLogger, config: Config, features: Features, members: list, trained: list, reused: dict
+) -> Shipped:
     """Forward selection (final/selection.py) over every head of every member on the validation
     photos; log each head's held-out score, its weight (and the search trial it is, if reused) and
-    the ensemble's; returns (the selected heads, their weights, the ensemble's score, its
-    probabilities on the validation photos)."""
+    the ensemble's."""
     heads = [head for member_heads, _ in trained for head in member_heads]
     who = [(i, r.seed) for i, (_, ranked) in enumerate(trained) for r in ranked]
     held_out = member_probabilities(heads, features.val)
@@ -308,7 +318,7 @@ def select_ensemble(run: RunLogger, config: Config, features: Features, members:
     weights = [picked.weights[i] for i in picked.members]
     reference = np.tensordot(np.asarray(weights), held_out[picked.members], axes=1)
     chosen = EnsembleScore(len(picked.members), picked.val_accuracy, picked.val_loss)
-    return [heads[i] for i in picked.members], weights, chosen, reference
+    return Shipped([heads[i] for i in picked.members], weights, chosen, reference)
 
 
 def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
@@ -377,13 +387,13 @@ def train_final(config: Config) -> FinalResult:
     )
     with run.recording():
         log_inputs(run, config, features, params, search_run)
-        heads, weights, shipped, reference, ranked = train_heads(run, config, features, members, reused)
-        model = assemble(features, heads, weights)
-        check = check_assembled(model, reference, features, config.model.batch_size)
-        card = model_card(config, features, members, search_run, len(heads), shipped)
+        shipped = train_heads(run, config, features, members, reused)
+        model = assemble(features, shipped.heads, shipped.weights)
+        check = check_assembled(model, shipped.reference, features, config.model.batch_size)
+        card = model_card(config, features, members, search_run, len(shipped.heads), shipped.score)
         version = register(run, config, features, model, check, search_run, card)
         run.metrics({"train_final_seconds": time.time() - started})
-    best = ranked[0]
+    best = shipped.best
     return FinalResult(
         run_id=run.run_id,
         version=version,
@@ -393,8 +403,8 @@ def train_final(config: Config) -> FinalResult:
         hyperparameters=params,
         max_abs_diff=check.max_abs_diff,
         top1_agreement=check.top1_agreement,
-        ensemble_size=len(heads),
-        ensemble_val_accuracy=shipped.val_accuracy,
+        ensemble_size=len(shipped.heads),
+        ensemble_val_accuracy=shipped.score.val_accuracy,
     )
 
 

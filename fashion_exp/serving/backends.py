@@ -10,6 +10,8 @@ TensorFlow sees a GPU or there is no ONNX file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fashion_exp.final.onnx_export import (
     BF16_EXACT,
     BF16_HOLDS,
@@ -26,8 +28,17 @@ SPEED = {"onnx": "onnx_images_per_s", "onnx-int8": "onnx_int8_images_per_s", "op
 UNTIMED = {"onnx-int8": 2.0, "onnx": 1.0}  # exports before speeds were logged: int8 was the faster
 
 
-def open_predictor(reference: str, tracking_uri: str, backend: str, cpu_features="auto") -> tuple[object, str, str]:
-    """(predictor, the backend it runs on, why that one) for the model `reference`."""
+@dataclass(frozen=True)
+class Opened:
+    """A model ready to predict: the predictor, the backend it runs on, and why that one."""
+
+    predictor: object  # registry.LoadedModel (keras) or OnnxPredictor
+    backend: str
+    why: str
+
+
+def open_predictor(reference: str, tracking_uri: str, backend: str, cpu_features="auto") -> Opened:
+    """The model `reference` on `backend` (auto: the one this CPU serves best, backends.choose)."""
     described = registry.load(reference, tracking_uri, keras_model=False)  # (an ONNX backend needs no Keras copy)
     if backend == "auto":
         backend, why = choose(described, tracking_uri, cpu_of(cpu_features))
@@ -37,11 +48,11 @@ def open_predictor(reference: str, tracking_uri: str, backend: str, cpu_features
         from fashion_exp import quiet
 
         quiet.import_tensorflow()  # (serve imports it only for this backend: its start-up lines held back)
-        return registry.load(reference, tracking_uri), backend, why
+        return Opened(registry.load(reference, tracking_uri), backend, why)
     predictor = onnx_predictor(
         described, tracking_uri, int8=backend == "onnx-int8", openvino="bf16" if backend == "openvino-bf16" else None
     )
-    return predictor, backend, why
+    return Opened(predictor, backend, why)
 
 
 def holding(files: list[str], tags: dict[str, str], metrics: dict[str, float], cpu: Cpu) -> dict[str, float]:

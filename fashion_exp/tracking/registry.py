@@ -341,10 +341,19 @@ class _Validation:
         loss = next((metrics[name] for name in (*OLD_VAL_LOSS, VAL_LOSS) if name in metrics), float("inf"))
         return _Validation(accuracy, loss)
 
-    def rank(self, version) -> tuple[float, float, int]:
+    def rank(self, version) -> _Rank:
         """Best validation accuracy first; equal accuracies (1/341 apart on the real validation split)
         go to the lower validation loss, then to the newer version."""
-        return (self.accuracy, -self.loss, int(version.version))
+        return _Rank(self.accuracy, -self.loss, int(version.version))
+
+
+@dataclass(frozen=True, order=True)
+class _Rank:
+    """A version's place by validation (compared field by field: the larger ranks higher)."""
+
+    accuracy: float
+    lower_loss: float  # the validation loss, negated
+    version: int
 
 
 def record_test_accuracy(uri: str, name: str, run_id: str, accuracy: float, loss: float | None = None) -> list[str]:
