@@ -9,6 +9,7 @@ MLflow's Keras flavour and registers it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fashion_exp.batching import pad_batch
-from fashion_exp.config import Config, flatten, to_yaml
+from fashion_exp.config import Config
 from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ConfigError
@@ -32,13 +33,14 @@ from fashion_exp.final.ensemble import (
     probabilities,
     score_sizes,
 )
-from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, train_once, train_restarts
+from fashion_exp.final.record import AssemblyCheck, BySize, FinalRecord, Selection
+from fashion_exp.final.restarts import EpochBar, HeadTraining, Restart, Restarts, train_once, train_restarts
 from fashion_exp.hyperparameters import ROWS, HeadParams, has_default, label
 from fashion_exp.screen import say
-from fashion_exp.tracking import plots, registry
+from fashion_exp.tracking import registry
 from fashion_exp.tracking.queries import best_from_search, ranked_rows, tune_searches
 from fashion_exp.tracking.run_logger import RunLogger
-from fashion_exp.tracking.tags import EPOCH, KIND, NOTE, VAL_ACCURACY, VAL_LOSS
+from fashion_exp.tracking.tags import KIND, NOTE
 
 
 @dataclass
@@ -53,15 +55,6 @@ class FinalResult:
     top1_agreement: float
     ensemble_size: int = 1
     ensemble_val_accuracy: float | None = None  # the shipped model's (the best restart's when ensemble_size is 1)
-
-
-@dataclass
-class AssemblyCheck:
-    """The assembled model against the cached-feature head on the validation photos."""
-
-    max_abs_diff: float
-    top1_agreement: float
-    example: np.ndarray  # one decoded photo: the model's MLflow input example
 
 
 def chosen_hyperparameters(config: Config) -> tuple[str, HeadParams]:
@@ -178,53 +171,12 @@ def prepare(config: Config, chosen: Members, features: Features) -> dict:
     return reused
 
 
-def log_inputs(run: RunLogger, config: Config, features: Features, params: HeadParams, search_run: str):
-    run.params(
-        {
-            **{f"hp.{k}": v for k, v in params.as_dict().items()},
-            "image_size": config.final.image_size,
-            "epochs": config.final.epochs,
-            "patience": config.final.patience,
-            "views": len(jobs_for_policy(TRAIN, policies_for(config, params)[params.augmentation])),
-            "restarts": config.final.restarts,
-            "ensemble": config.final.ensemble,
-            "members": config.final.members,
-            "objective": config.tuner.objective,
-            "tune_parent_run_id": search_run,
-            "features_runtime": features.runtime,
-            "features_runtime_why": features.runtime_why,
-            "train_precision": features.precision,
-        }
-    )
-    run.datasets([features.dataset.describe(TRAIN), features.dataset.describe(VALIDATION)])
-    run.text(to_yaml(config), "config.yaml")
-    run.text(features.scanned.report, "dataset_report.txt")
-    run.json(flatten(config), "config_flat.json")
-    run.json(features.dataset.classes, "class_names.json")
-
-
-def train_head(
-    run: RunLogger, config: Config, features: Features, params: HeadParams, member: int = 0, reused=None
-) -> tuple:
-    """Train the head from final.restarts seeds, log every restart; returns (the heads of every
-    restart, best first; their Restarts). Member i > 0 (final.members) logs its restarts after
-    the earlier members' (restart steps i * restarts, ...) and leaves the run's seed and plots alone.
-    reused (final/reuse.py Reused): the search's trial of it stands for the first seed's restart."""
+def train_member(
+    config: Config, features: Features, params: HeadParams, member: int, reused, on_restart: Callable
+) -> Restarts:
+    """Train member `member`'s head from final.restarts seeds (on_restart(index, Restart) as each
+    ends); reused (final/reuse.py Reused): the search's trial of it stands for the first seed's restart."""
     seeds = [config.seed + i for i in range(config.final.restarts)]
-    objective = config.tuner.objective
-    first = member * len(seeds)
-
-    def logged(index: int, restart: Restart) -> None:
-        ran = len(restart.history["val_accuracy"])  # fewer than final.epochs when final.patience stopped it
-        metrics = {"restart_val_accuracy": restart.val_accuracy, "restart_val_loss": restart.val_loss}
-        run.metrics({**metrics, "restart_epochs": ran}, step=first + index)
-        run.curves({f"restart_{first + index}_val_accuracy": restart.history["val_accuracy"]})
-        say(
-            f"Restart {index + 1}/{len(seeds)} (seed {restart.seed}): {ran} epochs, best epoch {restart.best_epoch}, "
-            f"val_accuracy {restart.val_accuracy:.4f}, val_loss {restart.val_loss:.4f}"
-            + (" (the search's trial, not trained again)" if reused and index == 0 else "")
-        )
-
     whose = f" of member {member + 1} ({params.as_dict()})" if config.final.members > 1 else ""
     trained = seeds[1:] if reused else seeds
     if trained:
@@ -240,57 +192,34 @@ def train_head(
         return train_once(training[0], params, seed, callbacks=[EpochBar(bar)])
 
     with tqdm(total=len(trained) * config.final.epochs, desc="Head epochs", unit="epoch") as bar:
-        kept = train_restarts(partial(restart, bar=bar), seeds, objective, logged, keep=len(seeds))
-    if member == 0:
-        log_chosen(run, config.final.image_size, params, kept.ranked[0], kept.every)
-        run.keras(kept.heads[0], "checkpoint/head.keras")
-    return kept.heads, kept.ranked
+        kept = train_restarts(partial(restart, bar=bar), seeds, config.tuner.objective, on_restart, keep=len(seeds))
+    return kept
 
 
-def choose_ensemble(run: RunLogger, config: Config, features: Features, heads: list, ranked: list) -> Shipped:
-    """Score the ensembles of the 1..n best restarts on validation, log them, keep final.ensemble's
-    size (auto: the best)."""
-    members = member_probabilities(heads, features.val)
-    scores = score_sizes(members, features.val_labels)
-    for score in scores:
-        run.metrics({"ensemble_val_accuracy": score.val_accuracy, "ensemble_val_loss": score.val_loss}, step=score.size)
-    size = choose_size(scores, config.final.ensemble, config.tuner.objective)
-    chosen = scores[size - 1]
-    table = ", ".join(f"{s.size}: {s.val_accuracy:.4f}" for s in scores)
-    say(f"Ensembles of the k best restarts, val_accuracy by k: {table}")
-    say(f"Shipping k={size} (final.ensemble={config.final.ensemble}): val_accuracy {chosen.val_accuracy:.4f}")
-    run.params({"ensemble_seeds": ",".join(str(r.seed) for r in ranked[:size])})
-    shipped = {VAL_ACCURACY: chosen.val_accuracy, VAL_LOSS: chosen.val_loss}
-    run.metrics({"ensemble_size": size, **shipped})
-    if size > 1:
-        inputs = keras.Input(features.val.shape[1:], name="features")
-        run.keras(keras.Model(inputs, probabilities(heads[:size], inputs)), "checkpoint/ensemble.keras")
-    return Shipped(heads[:size], None, chosen, members[:size].mean(axis=0))
-
-
-def train_heads(run: RunLogger, config: Config, features: Features, members: list[HeadParams], reused=None) -> Shipped:
-    """Every member's restarts (reused: member index -> its search trial, final/reuse.py), then the
-    ensemble final.ensemble says."""
-    reused = reused or {}
-    if reused:
-        run.params({"reused_trials": ",".join(f"{i + 1}:{r.trial_run_id}" for i, r in sorted(reused.items()))})
-    trained = [train_head(run, config, features, p, member=i, reused=reused.get(i)) for i, p in enumerate(members)]
+def ship(config: Config, features: Features, members: list, trained: list[Restarts], reused: dict) -> tuple:
+    """The heads final.ensemble ships from the trained members: (Shipped, BySize or Selection)."""
     if features.blocks:  # blocks trained under mixed precision ship in float32: choose and check what ships
-        trained = [([plain_copy(head) for head in heads], ranked) for heads, ranked in trained]
-    heads, ranked = trained[0]
+        trained = [replace(kept, heads=[plain_copy(head) for head in kept.heads]) for kept in trained]
     if config.final.ensemble == "select":
-        return replace(select_ensemble(run, config, features, members, trained, reused), best=ranked[0])
-    return replace(choose_ensemble(run, config, features, heads, ranked), best=ranked[0])
+        return select(config, features, members, trained, reused)
+    return by_size(config, features, trained[0])
 
 
-def select_ensemble(
-    run: RunLogger, config: Config, features: Features, members: list, trained: list, reused: dict
-) -> Shipped:
+def by_size(config: Config, features: Features, kept: Restarts) -> tuple[Shipped, BySize]:
+    """The ensembles of the 1..n best restarts scored on validation; final.ensemble's size (auto: the best) ships."""
+    members = member_probabilities(kept.heads, features.val)
+    scores = score_sizes(members, features.val_labels)
+    size = choose_size(scores, config.final.ensemble, config.tuner.objective)
+    shipped = Shipped(kept.heads[:size], None, scores[size - 1], members[:size].mean(axis=0), kept.ranked[0])
+    return shipped, BySize(scores, size, [r.seed for r in kept.ranked[:size]])
+
+
+def select(config: Config, features: Features, members: list, trained: list[Restarts], reused: dict):
     """Forward selection (final/selection.py) over every head of every member on the validation
-    photos; log each head's held-out score, its weight (and the search trial it is, if reused) and
-    the ensemble's."""
-    heads = [head for member_heads, _ in trained for head in member_heads]
-    who = [(i, r.seed) for i, (_, ranked) in enumerate(trained) for r in ranked]
+    photos; returns (Shipped, Selection: each head's held-out score and weight, and the search
+    trial it is where reused)."""
+    heads = [head for kept in trained for head in kept.heads]
+    who = [(i, r.seed) for i, kept in enumerate(trained) for r in kept.ranked]
     held_out = member_probabilities(heads, features.val)
     picked = selection.forward_select(
         held_out, features.val_labels, config.tuner.objective, config.final.selection_rounds
@@ -298,43 +227,16 @@ def select_ensemble(
     rows = []
     for index, ((member, seed), counts) in enumerate(zip(who, picked.counts, strict=True)):
         accuracy, loss = selection.score(held_out[index], features.val_labels)
-        rows.append(
-            {
-                "member": member,
-                "seed": seed,
-                "hyperparameters": members[member].as_dict(),
-                "val_accuracy": accuracy,
-                "val_loss": loss,
-                "weight": counts / sum(picked.counts),
-                "trial_run_id": reused[member].trial_run_id if member in reused and seed == config.seed else None,
-            }
-        )
-        say(f"  member {member + 1}, seed {seed}: val_accuracy {accuracy:.4f}, weight {rows[-1]['weight']:.2f}")
-    say(f"Shipping {len(picked.members)} head(s) chosen by forward selection: val_accuracy {picked.val_accuracy:.4f}")
-    run.json(rows, "ensemble.json")
-    shipped = {VAL_ACCURACY: picked.val_accuracy, VAL_LOSS: picked.val_loss}
-    run.metrics({"ensemble_size": len(picked.members), **shipped})
-    run.params({"ensemble_heads": ",".join(f"{who[i][0]}:{who[i][1]}x{picked.counts[i]}" for i in picked.members)})
+        trial = reused[member].trial_run_id if member in reused and seed == config.seed else None
+        weight = counts / sum(picked.counts)
+        rows.append({"member": member, "seed": seed, "hyperparameters": members[member].as_dict()})
+        rows[-1].update({"val_accuracy": accuracy, "val_loss": loss, "weight": weight, "trial_run_id": trial})
     weights = [picked.weights[i] for i in picked.members]
     reference = np.tensordot(np.asarray(weights), held_out[picked.members], axes=1)
-    chosen = EnsembleScore(len(picked.members), picked.val_accuracy, picked.val_loss)
-    return Shipped([heads[i] for i in picked.members], weights, chosen, reference)
-
-
-def log_chosen(run: RunLogger, size: int, params: HeadParams, chosen: Restart, restarts: list[Restart]) -> None:
-    """The kept restart's curves, seed and best epoch, and the plots of it and of every restart."""
-    run.curves({f"{EPOCH}{name}": values for name, values in chosen.history.items()})
-    run.params({"seed": chosen.seed})
-    run.metrics({"best_epoch": chosen.best_epoch, "chosen_restart": [r.seed for r in restarts].index(chosen.seed)})
-    title = f"final {size}px, seed {chosen.seed}: {params.as_dict()}"
-    run.figure(plots.learning_curves(chosen.history, title), "plots/learning_curves.png")
-    curves = {f"seed {r.seed}": r.history["val_accuracy"] for r in restarts}
-    run.figure(
-        plots.compare_trials(
-            curves, f"seed {chosen.seed}", f"final {size}px: val_accuracy of each restart", "val_accuracy"
-        ),
-        "plots/restarts_val_accuracy.png",
-    )
+    score = EnsembleScore(len(picked.members), picked.val_accuracy, picked.val_loss)
+    shipped = Shipped([heads[i] for i in picked.members], weights, score, reference, trained[0].ranked[0])
+    names = [f"{who[i][0]}:{who[i][1]}x{picked.counts[i]}" for i in picked.members]
+    return shipped, Selection(rows, names, score)
 
 
 def assemble(features: Features, heads: list[keras.Model], weights: list[float] | None = None) -> keras.Model:
@@ -378,24 +280,26 @@ def train_final(config: Config) -> FinalResult:
         )
     features = open_features(config, members)
     reused = prepare(config, chosen, features)
-    run = RunLogger.start(
-        config.tracking.uri,
-        config.final.experiment,
-        run_name=f"final-{config.final.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={KIND: "final", "tune_parent_run_id": search_run, NOTE: final_note(config, search_run)},
-        started=started,  # the features' extraction is the command's and the run's (train_final_seconds)
-    )
-    with run.recording():
-        log_inputs(run, config, features, params, search_run)
-        shipped = train_heads(run, config, features, members, reused)
+    record = FinalRecord(start_run(config, search_run, started), config)
+    with record.recording():
+        views = len(jobs_for_policy(TRAIN, policies_for(config, params)[params.augmentation]))
+        record.inputs(features, params, views, search_run, reused)
+        restarts = config.final.restarts
+        trained = [
+            train_member(config, features, p, i, reused.get(i), record.restart(i, restarts, i in reused))
+            for i, p in enumerate(members)
+        ]
+        record.first_member(params, trained[0])
+        shipped, found = ship(config, features, members, trained, reused)
+        record.ensemble(found, shipped.heads, features.val.shape[1:])
         model = assemble(features, shipped.heads, shipped.weights)
         check = check_assembled(model, shipped.reference, features, config.model.batch_size)
         card = model_card(config, features, members, search_run, len(shipped.heads), shipped.score)
-        version = register(run, config, features, model, check, search_run, card)
-        run.metrics({"train_final_seconds": time.time() - started})
+        version = record.model(features, model, check, search_run, card)
+        record.seconds(time.time() - started)
     best = shipped.best
     return FinalResult(
-        run_id=run.run_id,
+        run_id=record.run_id,
         version=version,
         val_accuracy=best.val_accuracy,
         best_epoch=best.best_epoch,
@@ -405,6 +309,17 @@ def train_final(config: Config) -> FinalResult:
         top1_agreement=check.top1_agreement,
         ensemble_size=len(shipped.heads),
         ensemble_val_accuracy=shipped.score.val_accuracy,
+    )
+
+
+def start_run(config: Config, search_run: str, started: float) -> RunLogger:
+    """train-final's MLflow run (its start: the command's, extraction included: train_final_seconds)."""
+    return RunLogger.start(
+        config.tracking.uri,
+        config.final.experiment,
+        run_name=f"final-{config.final.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={KIND: "final", "tune_parent_run_id": search_run, NOTE: final_note(config, search_run)},
+        started=started,
     )
 
 
@@ -432,21 +347,3 @@ def model_card(config: Config, features: Features, members: list[HeadParams], se
     )
     validation = features.dataset.describe(VALIDATION)
     return registry.ModelCard(params, shipped.val_accuracy, shipped.val_loss, description, validation)
-
-
-def register(
-    run: RunLogger, config: Config, features: Features, model, check: AssemblyCheck, search_run: str, card
-) -> str:
-    """Log the assembly check and the model (with what predict and serve need to call it); returns
-    its registered version."""
-    run.metrics({"assembled_max_abs_diff": check.max_abs_diff, "assembled_top1_agreement": check.top1_agreement})
-    metadata = {
-        "class_names": features.dataset.classes,
-        "image_size": config.final.image_size,
-        "interpolation": config.data.interpolation,
-        "tune_parent_run_id": search_run,
-        "ensemble_size": int(card.params["heads"]),
-    }
-    return registry.log_model(
-        config.tracking.uri, run.run_id, model, metadata, check.example, config.final.registered_model, card
-    )
