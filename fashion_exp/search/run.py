@@ -26,7 +26,7 @@ from fashion_exp.search.observers import TrialProgress, TrialRecorder
 from fashion_exp.search.state_files import check_readable, remove_stale_partials
 from fashion_exp.search.tuner import best_trial, finished_trials, make_tuner
 from fashion_exp.stopwatch import Stopwatch
-from fashion_exp.tracking.search_runs import SearchTracker
+from fashion_exp.tracking.search_runs import SearchSummary, SearchTracker
 from fashion_exp.tracking.tags import HOST, PRESET, STAGE, WORKER
 
 
@@ -272,37 +272,35 @@ def work_done(cuts: dict[int, Features], trials: list, trial_seconds: float, epo
     )
 
 
-def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -> SearchResult:
-    """Log the best trial, trials.csv, the comparison plot and timings; end the parent run."""
+def summary_of(tuner, children: dict[str, str], config: Config, clock: Stopwatch) -> SearchSummary:
+    """The search's end: its best trial, the trials table, every scored trial, the timings."""
     trials = finished_trials(tuner)
     best = best_trial(tuner)
     objective = config.tuner.objective
     best_info = None
     if best is not None:
-        best_info = {
-            "trial_id": best.trial_id,
-            "score": best.score,
-            "hyperparameters": best.hyperparameters.values,
-            "run_id": tracker.children.get(best.trial_id),
-        }
+        values = best.hyperparameters.values
+        best_info = {"trial_id": best.trial_id, "score": best.score, "hyperparameters": values}
+        best_info["run_id"] = children.get(best.trial_id)
     clock.laps["total_seconds"] = clock.total()
     tried = [
         {"hyperparameters": HeadParams.from_values(trial.hyperparameters.values).active(), objective: trial.score}
         for trial in trials
     ]
-    tracker.finish_search(
-        best_info,
-        objective,
-        trials_csv(trials, tracker.children, objective),
-        clock.laps,
-        f"{objective} per epoch, {len(trials)} trials ({config.tuner.type}, {config.data.image_size}px)",
-        tried,
-        config.tuner.direction == "max",
-    )
+    title = f"{objective} per epoch, {len(trials)} trials ({config.tuner.type}, {config.data.image_size}px)"
+    csv_text = trials_csv(trials, children, objective)
+    return SearchSummary(objective, best_info, csv_text, clock.laps, title, tried, config.tuner.direction == "max")
+
+
+def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -> SearchResult:
+    """The search's summary, recorded on its parent run (which ends); returns where the results went."""
+    summary = summary_of(tuner, tracker.children, config, clock)
+    tracker.finish_search(summary)
+    trials, best = finished_trials(tuner), best_trial(tuner)
     return SearchResult(
         parent_run_id=tracker.parent_id,
         search_id=tracker.search_id,
-        objective=objective,
+        objective=summary.objective,
         best_trial_id=best.trial_id if best else None,
         best_score=best.score if best else None,
         best_hyperparameters=best.hyperparameters.values if best else {},

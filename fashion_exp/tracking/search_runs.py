@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fashion_exp.errors import ConfigError, last_line
@@ -31,6 +32,19 @@ def searched(trials: list[dict[str, Any]]) -> list[str]:
     names = list(dict.fromkeys(name for trial in trials for name in trial["hyperparameters"]))
     varied = [n for n in names if len({repr(t["hyperparameters"].get(n)) for t in trials}) > 1]
     return varied or names
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a search ended with, as its parent run records it (SearchTracker.finish_search)."""
+
+    objective: str
+    best: dict[str, Any] | None  # {trial_id, score, hyperparameters, run_id} of the best trial, or None
+    trials_csv: str  # one row per ended trial
+    timings: dict[str, float]
+    curves_title: str  # the comparison plot's title
+    trials: list[dict[str, Any]] = field(default_factory=list)  # {"hyperparameters": {...}, objective: score}
+    higher_is_better: bool = True
 
 
 class SearchTracker:
@@ -152,37 +166,29 @@ class SearchTracker:
         for name, value in dicts.items():
             run.json(value, name)
 
-    def finish_search(
-        self,
-        best: dict[str, Any] | None,
-        objective: str,
-        summary_csv: str,
-        timings: dict[str, float],
-        curves_title: str,
-        trials: list[dict[str, Any]] | None = None,
-        higher_is_better: bool = True,
-    ) -> None:
+    def finish_search(self, summary: SearchSummary) -> None:
         """Best hyperparameters, timings, the trials table, the comparison plot and which
-        hyperparameters mattered; then end the parent run: FINISHED if a trial completed, else FAILED.
-
-        best: {trial_id, score, hyperparameters, run_id} of the best trial, or None.
-        trials: every finished trial, {"hyperparameters": {name: value}, objective: score}.
-        """
-        run = RunLogger(self.client, self.parent_id)
-        run.metrics(timings)
+        hyperparameters mattered; then end the parent run: FINISHED if a trial completed, else FAILED."""
+        run, best, objective, trials = (
+            RunLogger(self.client, self.parent_id),
+            summary.best,
+            summary.objective,
+            summary.trials,
+        )
+        run.metrics(summary.timings)
         if best is not None:
             run.params({f"best.{k}": v for k, v in best["hyperparameters"].items()})
             run.tags({"best_trial_id": best["trial_id"], "best_run_id": best.get("run_id") or ""})
             run.metrics({objective: best["score"]})  # the best trial's score, under the trials' name for it
-        run.text(summary_csv, "trials.csv")
+        run.text(summary.trials_csv, "trials.csv")
         curves = self.curves(objective)
         if curves:
             best_label = f"trial {best['trial_id']}" if best else None
-            figure = plots.compare_trials(curves, best_label, curves_title, objective)
+            figure = plots.compare_trials(curves, best_label, summary.curves_title, objective)
             run.figure(figure, f"plots/{objective}_by_trial.png")
         if trials:
-            self._what_mattered(run, trials, objective, higher_is_better)
-            view = trials_view(self.parent_id, objective, higher_is_better, searched(trials))
+            self._what_mattered(run, trials, objective, summary.higher_is_better)
+            view = trials_view(self.parent_id, objective, summary.higher_is_better, searched(trials))
             share_view(self.client, self.experiment_id, self.parent_id, view)  # (the link tune prints)
         run.end("FINISHED" if best is not None else "FAILED")
 
