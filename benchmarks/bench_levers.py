@@ -52,12 +52,13 @@ def parse_args():
 def open_features(args, blocks: int):
     from fashion_exp.config import load_config
     from fashion_exp.data.images import Decoder
-    from fashion_exp.features.features import Features, jobs_for, scan
+    from fashion_exp.features.features import Features, choose_runtime, jobs_for, scan
 
     config = load_config([f"data.root={args.data}", f"model.weights={args.weights}", f"work_dir={args.work_dir}"])
     checked = scan(config.data, config.work_dir)
     decoder = Decoder.for_data(config.data, args.size)
-    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    runner = choose_runtime(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    features = Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
     features.get(jobs_for({"none": config.augmentation["none"]}))
     return config, features
 

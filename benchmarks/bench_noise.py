@@ -56,7 +56,7 @@ def configurations() -> list:
 def load(args, size: int):
     from fashion_exp.config import load_config
     from fashion_exp.data.images import Decoder
-    from fashion_exp.features.features import Features, jobs_for, scan
+    from fashion_exp.features.features import Features, choose_runtime, jobs_for, scan
 
     config = load_config(
         [
@@ -69,7 +69,8 @@ def load(args, size: int):
     )
     checked = scan(config.data, config.work_dir)
     decoder = Decoder.for_data(config.data, size)
-    features = Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed)
+    runner = choose_runtime(checked, config.model, decoder, config.work_dir, seed=config.seed)
+    features = Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
     features.get(jobs_for({"none": config.augmentation["none"]}))
     return config, features
 

@@ -28,10 +28,10 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.features.backbone import Backbone, build_backbone
 from fashion_exp.features.cache import FeatureCache, bytes_per_image
-from fashion_exp.features.choice import check_photos
+from fashion_exp.features.choice import CheckPhotos, check_photos
 from fashion_exp.features.extract import Extractor, Job, jobs_for_policy
-from fashion_exp.features.onnx_files import calibration
-from fashion_exp.features.runtime import EXACT, choose_runner, open_runner
+from fashion_exp.features.onnx_files import Calibration, calibration
+from fashion_exp.features.runtime import EXACT, Runner, choose_runner, open_runner
 from fashion_exp.hardware import gpu_visible, train_policy
 from fashion_exp.screen import say
 from fashion_exp.writers import size_text
@@ -63,6 +63,41 @@ def jobs_for(policies: dict[str, AugmentationPolicy], clean_train: bool = False)
     return list(dict.fromkeys(jobs + [job for policy in policies.values() for job in jobs_for_policy(TRAIN, policy)]))
 
 
+@dataclass(frozen=True)
+class RuntimePhotos:
+    """The photos choosing a runtime may need, decoded only if it does: int8's calibration photos,
+    and the photos auto's check runs on."""
+
+    dataset: Dataset
+    decoder: Decoder
+    model: ModelConfig
+
+    def calibration(self) -> Calibration:
+        return calibration(self.dataset, self.decoder, self.model)
+
+    def check(self) -> CheckPhotos:
+        return check_photos(self.dataset, self.decoder, self.model.auto_check_photos)
+
+
+def choose_runtime(
+    scanned: Scan,
+    model: ModelConfig,
+    decoder: Decoder,
+    work_dir: Path | str,
+    *,
+    seed: int,
+    blocks: int = 0,
+    exact=False,
+) -> Runner:
+    """A job's step: build the backbone at the decoder's size, cut below its top `blocks` blocks, and
+    choose where it runs (model.runtime; auto measures once per CPU: features/choice.py).
+    exact=True (train-final: the shipped Keras model must compute the features its head was trained
+    on) never runs it in lower precision; a cut (blocks > 0) never runs in int8 (features/runtime.py)."""
+    backbone = build_backbone(model, decoder.size, seed, blocks)
+    photos = RuntimePhotos(scanned.dataset, decoder, model)
+    return choose_runner(model, backbone, work_dir, exact, photos.calibration, photos.check)
+
+
 class Features:
     """The features of one image size and cut, from the cache or extracted when first asked for."""
 
@@ -74,26 +109,11 @@ class Features:
         self._got: dict[Job, np.ndarray] = {}
 
     @classmethod
-    def open(
-        cls,
-        scanned: Scan,
-        model: ModelConfig,
-        decoder: Decoder,
-        work_dir: Path | str,
-        *,
-        seed: int,
-        blocks: int = 0,
-        exact: bool = False,
-    ) -> Features:
-        """Build the backbone at the decoder's size cut below its top `blocks` blocks, on
-        model.runtime; exact=True (train-final: the shipped Keras model must compute the
-        features its head was trained on) never runs it in lower precision, a cut (blocks > 0)
-        never in int8 (features/runtime.py)."""
-        backbone = build_backbone(model, decoder.size, seed, blocks)
-        photos = lambda: calibration(scanned.dataset, decoder, model)  # noqa: E731 - made only for int8
-        check = lambda: check_photos(scanned.dataset, decoder, model.auto_check_photos)  # noqa: E731 - only for auto
-        runner = choose_runner(model, backbone, work_dir, exact, photos, check)
+    def on(cls, scanned: Scan, runner: Runner, decoder: Decoder, work_dir: Path | str, model: ModelConfig, seed: int):
+        """The features `runner` computes for these photos, through work_dir's cache: nothing is
+        computed now (choose_runtime, the step before, builds the backbone and picks where it runs)."""
         cache = FeatureCache(Path(work_dir) / "features")
+        blocks = runner.backbone.blocks
         precision = train_policy(model.train_precision, runner.cpu, gpu_visible()) if blocks else "float32"
         if blocks:
             say(f"Fine-tuned blocks train under {precision} (model.train_precision={model.train_precision})")

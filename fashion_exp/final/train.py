@@ -23,7 +23,7 @@ from fashion_exp.data.dataset import TRAIN, VALIDATION
 from fashion_exp.data.images import Decoder
 from fashion_exp.errors import ConfigError
 from fashion_exp.features.extract import jobs_for_policy
-from fashion_exp.features.features import Features, check_disk, jobs_for, scan
+from fashion_exp.features.features import Features, check_disk, choose_runtime, jobs_for, scan
 from fashion_exp.features.layers import plain_copy
 from fashion_exp.final import reuse, selection
 from fashion_exp.final.ensemble import (
@@ -142,7 +142,10 @@ def open_features(config: Config, members: list[HeadParams]) -> Features:
     """The final size's features, cut where the members' blocks say (nothing extracted yet)."""
     decoder = Decoder.for_data(config.data, config.final.image_size)
     checked, blocks = scan(config.data, config.work_dir), members[0].blocks
-    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True)
+    runner = choose_runtime(
+        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True
+    )
+    return Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
 
 
 def extract_features(config: Config, features: Features, training: list[HeadParams]) -> None:

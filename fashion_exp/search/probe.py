@@ -21,7 +21,7 @@ import numpy as np
 from fashion_exp.config import Config
 from fashion_exp.data.dataset import TRAIN
 from fashion_exp.data.images import Decoder
-from fashion_exp.features.features import Features, Scan
+from fashion_exp.features.features import Features, Scan, choose_runtime
 from fashion_exp.features.onnx_files import spread
 from fashion_exp.head.fit import fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
@@ -44,7 +44,8 @@ def probe_finetuning(config: Config, scanned: Scan) -> Probe:
     stage = config.finetune_stage
     size, blocks = stage.image_size, min(stage.blocks)
     decoder = Decoder.for_data(config.data, size)
-    features = Features.open(scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    runner = choose_runtime(scanned, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    features = Features.on(scanned, runner, decoder, config.work_dir, config.model, config.seed)
     paths, labels = scanned.dataset.paths(TRAIN), np.asarray(scanned.dataset.labels(TRAIN))
     chosen = spread(len(paths), stage.probe_photos)
     say(f"Timing the first batches of fine-tuning at {size}px on {len(chosen)} photos (once on this machine) ...")

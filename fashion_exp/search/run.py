@@ -15,7 +15,7 @@ from fashion_exp import locks
 from fashion_exp.config import PLACEMENT_KEYS, Config, flatten, to_yaml
 from fashion_exp.data.dataset import TRAIN, VALIDATION, Dataset
 from fashion_exp.data.images import Decoder
-from fashion_exp.features.features import Features, Scan, check_disk, jobs_for, scan
+from fashion_exp.features.features import Features, Scan, check_disk, choose_runtime, jobs_for, scan
 from fashion_exp.hyperparameters import NAMES, HeadParams, candidates, describe
 from fashion_exp.mounts import local_locks_warning
 from fashion_exp.screen import say
@@ -72,7 +72,8 @@ def first_cut(config: Config) -> int:
 def open_cut(config: Config, checked: Scan, blocks: int) -> Features:
     """The features of the search's image size, cut below the top `blocks` blocks."""
     decoder = Decoder.for_data(config.data, config.data.image_size)
-    return Features.open(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    runner = choose_runtime(checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks)
+    return Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
 
 
 def open_first_cut(config: Config, clock: Stopwatch | None = None) -> Features:
