@@ -52,7 +52,7 @@ def measure(args, size: int, blocks: int) -> dict:
     from fashion_exp.features.cache import bytes_per_image, stored_dtype
     from fashion_exp.features.layers import plain_copy
     from fashion_exp.features.runtime import open_runner, resolve
-    from fashion_exp.head.fit import fit_on_views, steps_for, training_views
+    from fashion_exp.head.fit import Batching, Rows, fit_on_views, steps_for, training_views
     from fashion_exp.head.model import build_head
     from fashion_exp.hyperparameters import HeadParams
 
@@ -80,9 +80,10 @@ def measure(args, size: int, blocks: int) -> dict:
 
     def train_rate(head) -> tuple[float, float]:
         """(training img/s, seconds to score the validation photos) of one epoch after a warm-up."""
-        fit_on_views(head, views, labels, val, 32, 256, 0, 1)  # warm-up: tracing
+        rows, batching = Rows(views, labels, val), Batching(32, 256, 0)
+        fit_on_views(head, rows, batching, 1)  # warm-up: tracing
         started = time.perf_counter()
-        fit_on_views(head, views, labels, val, 32, 256, 0, 2, initial_epoch=1)
+        fit_on_views(head, rows, batching, 2, initial_epoch=1)
         epoch_and_val = time.perf_counter() - started
         started = time.perf_counter()
         head.predict(val[0], batch_size=256, verbose=0)

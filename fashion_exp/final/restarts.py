@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from fashion_exp.config import OBJECTIVES, AugmentationPolicy, TunerConfig
 from fashion_exp.features.features import Features
-from fashion_exp.head.fit import fit_on_views, training_views
+from fashion_exp.head.fit import Batching, Rows, fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
 
@@ -130,17 +130,9 @@ def train_once(
         if training.patience:
             stop = keras.callbacks.EarlyStopping(monitor=training.objective, mode=direction, patience=training.patience)
             callbacks = [stop, *callbacks]
-        history = fit_on_views(
-            head,
-            training.views,
-            training.labels,
-            training.val,
-            training.batch_size,
-            training.validation_batch_size,
-            seed,
-            training.epochs,
-            callbacks=[checkpoint, *callbacks],
-        )
+        rows = Rows(training.views, training.labels, training.val)
+        batching = Batching(training.batch_size, training.validation_batch_size, seed)
+        history = fit_on_views(head, rows, batching, training.epochs, callbacks=[checkpoint, *callbacks])
         head.load_weights(best_path)
     curves = {k: [float(v) for v in values] for k, values in history.history.items()}
     pick = np.argmax if direction == "max" else np.argmin  # the first of equal bests, as ModelCheckpoint keeps

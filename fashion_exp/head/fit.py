@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -68,35 +69,52 @@ def steps_for(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """What a head fits on: its training views (training_views), their labels, and the
+    validation (features, labels) it is scored on each epoch."""
+
+    views: tf.Tensor | list[np.ndarray]
+    labels: np.ndarray
+    val: tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a fit's epochs are cut: rows a training step and a validation step, and the seed each
+    epoch's shuffle starts from."""
+
+    size: int
+    validation_size: int
+    seed: int
+
+
 def fit_on_views(
     head: keras.Model,
-    views: tf.Tensor | list[np.ndarray],
-    labels: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray],
-    batch_size: int,
-    validation_batch_size: int,
-    seed: int,
+    rows: Rows,
+    batching: Batching,
     epochs: int,
     initial_epoch: int = 0,
     callbacks: list | None = None,
 ):
-    """Fit `head` on K cached views (epoch e on view e mod K; see training_views), validating on
-    `val`; returns History. A head whose optimizer averages its weights (ema) is validated, and
+    """Fit `head` on rows.views, K cached views (epoch e on view e mod K; see training_views),
+    validating on rows.val; returns History. A head whose optimizer averages its weights (ema) is validated, and
     seen by every callback at an epoch's end (checkpoints), with the averaged weights."""
     if getattr(head.optimizer, "use_ema", False):
         callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *(callbacks or [])]
+    views, labels, val, size, seed = rows.views, rows.labels, rows.val, batching.size, batching.seed
     if isinstance(views, tf.Tensor):
-        batches = view_dataset(views, tf.constant(labels), batch_size, initial_epoch, epochs, seed)
+        batches = view_dataset(views, tf.constant(labels), size, initial_epoch, epochs, seed)
     else:
-        batches = map_dataset(views, labels, batch_size, initial_epoch, epochs, seed)
+        batches = map_dataset(views, labels, size, initial_epoch, epochs, seed)
         val = (np.asarray(val[0], np.float32), val[1])
     return head.fit(
         batches,
-        steps_per_epoch=steps_for(len(labels), batch_size),
+        steps_per_epoch=steps_for(len(labels), size),
         epochs=epochs,
         initial_epoch=initial_epoch,
         validation_data=val,
-        validation_batch_size=validation_batch_size,
+        validation_batch_size=batching.validation_size,
         callbacks=callbacks,
         shuffle=False,  # view_dataset shuffles each epoch itself
         verbose=0,

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fashion_exp.head.fit import fit_on_views
+from fashion_exp.head.fit import Batching, Rows, fit_on_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
 
@@ -109,17 +109,9 @@ class FoldPlan:
     ) -> keras.callbacks.History:
         """Fit `head` on every fold but `fold`, scoring `fold`'s rows each epoch; returns Keras' History."""
         train, held = self.ids != fold, self.ids == fold
-        return fit_on_views(
-            head,
-            tf.constant(data.views[:, train]),
-            data.labels[train],
-            (data.clean[held], data.labels[held]),
-            self.batch_size,
-            self.validation_batch_size,
-            self.seed + fold,
-            epochs,
-            callbacks=callbacks,
-        )
+        rows = Rows(tf.constant(data.views[:, train]), data.labels[train], (data.clean[held], data.labels[held]))
+        batching = Batching(self.batch_size, self.validation_batch_size, self.seed + fold)
+        return fit_on_views(head, rows, batching, epochs, callbacks=callbacks)
 
 
 def pool(histories: list[dict[str, list[float]]], sizes: list[int]) -> CrossValidation:

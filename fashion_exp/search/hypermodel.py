@@ -19,7 +19,7 @@ import numpy as np
 
 from fashion_exp.config import AugmentationPolicy
 from fashion_exp.features.features import Features
-from fashion_exp.head.fit import fit_on_views, training_views
+from fashion_exp.head.fit import Batching, Rows, fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams, ParamSpace, define_all
 from fashion_exp.search.folds import FoldData, FoldPlan, fold_ids, pool
@@ -113,18 +113,10 @@ class HeadHyperModel(kt.HyperModel):
         features = self.cuts[params.blocks]
         if self.folds:
             return self._cross_validate(features, params, model, epochs, callbacks or [])
-        return fit_on_views(
-            model,
-            self._training_views(params.blocks, params.augmentation),
-            features.train_labels,
-            (features.val, features.val_labels),
-            self.batch_size,
-            self.validation_batch_size,
-            self.seed,
-            epochs,
-            initial_epoch,
-            callbacks,
-        )
+        views = self._training_views(params.blocks, params.augmentation)
+        rows = Rows(views, features.train_labels, (features.val, features.val_labels))
+        batching = Batching(self.batch_size, self.validation_batch_size, self.seed)
+        return fit_on_views(model, rows, batching, epochs, initial_epoch, callbacks)
 
     def _cross_validate(self, features: Features, params: HeadParams, model, epochs: int, callbacks: list):
         """Folds 1..k-1 on heads of their own, then fold 0 on `model` with the pooled logs."""

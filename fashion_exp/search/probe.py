@@ -23,7 +23,7 @@ from fashion_exp.data.dataset import TRAIN
 from fashion_exp.data.images import Decoder
 from fashion_exp.features.features import Features, Scan, choose_runtime
 from fashion_exp.features.onnx_files import spread
-from fashion_exp.head.fit import fit_on_views, training_views
+from fashion_exp.head.fit import Batching, Rows, fit_on_views, training_views
 from fashion_exp.head.model import HeadInputs, new_head
 from fashion_exp.hyperparameters import HeadParams
 from fashion_exp.screen import say
@@ -59,10 +59,10 @@ def probe_finetuning(config: Config, scanned: Scan) -> Probe:
     params = HeadParams(max(stage.learning_rate, default=0.001), 100, 0.2, "none", blocks, stage.block_lr[0])
     inputs = HeadInputs(maps.shape[1:], features.n_classes, config.tuner.batch_size, features.top, features.precision)
     head = new_head(inputs, params, config.seed, len(targets))
-    views, val = training_views([maps]), (maps[:1], targets[:1])
-    tuner, clock = config.tuner, BatchClock()
-    fit_on_views(head, views, targets, val, tuner.batch_size, tuner.validation_batch_size, config.seed, 1)  # tracing
-    fit_on_views(head, views, targets, val, tuner.batch_size, tuner.validation_batch_size, config.seed, 2, 1, [clock])
+    rows, clock = Rows(training_views([maps]), targets, (maps[:1], targets[:1])), BatchClock()
+    batching = Batching(config.tuner.batch_size, config.tuner.validation_batch_size, config.seed)
+    fit_on_views(head, rows, batching, 1)  # tracing
+    fit_on_views(head, rows, batching, 2, 1, [clock])
     per_image = 1000 * clock.seconds / len(targets)
     return Probe(extract, per_image / (size / 299) ** 2 / more_blocks(blocks))
 
