@@ -84,20 +84,15 @@ def score_holdout(config, features, params, seed: int) -> float:
 
 
 def score_cv(config, features, params, folds: int, seed: int) -> dict:
-    from fashion_exp.search.folds import FoldData, cross_validate
+    from fashion_exp.search.folds import FoldData, FoldPlan, cross_validate, fold_ids
 
     views = features.views(config.augmentation["none"])
     data = FoldData.join(views, views[0], features.train_labels, features.val, features.val_labels)
-    cv = cross_validate(
-        data,
-        params,
-        features.n_classes,
-        folds,
-        seed,
-        config.tuner.epochs,
-        config.tuner.batch_size,
-        config.tuner.validation_batch_size,
+    tuner = config.tuner
+    plan = FoldPlan(
+        fold_ids(data.labels, folds, seed), features.n_classes, tuner.batch_size, tuner.validation_batch_size, seed
     )
+    cv = cross_validate(data, params, plan, tuner.epochs)
     return {"score": cv.val_accuracy[cv.best_epoch], "epoch": cv.best_epoch, "folds": cv.fold_best}
 
 

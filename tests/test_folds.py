@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fashion_exp.hyperparameters import HeadParams, ParamSpace
-from fashion_exp.search.folds import CrossValidation, FoldData, cross_validate, fold_ids, pool
+from fashion_exp.search.folds import CrossValidation, FoldData, FoldPlan, cross_validate, fold_ids, pool
 from fashion_exp.search.hypermodel import HeadHyperModel
 
 
@@ -81,7 +81,8 @@ def test_a_cross_validated_trial_reports_the_pooled_held_out_score():
     history = model.fit(hp, model.build(hp), epochs=epochs)
     params = HeadParams(0.01, 16, 0.0, "flip")
     data = FoldData.join(views, train, train_labels, val, val_labels)
-    expected = cross_validate(data, params, classes, 3, seed, epochs, 8, 64)
+    plan = FoldPlan(fold_ids(data.labels, 3, seed), classes, 8, 64, seed)
+    expected = cross_validate(data, params, plan, epochs)
     assert history.history["val_accuracy"] == pytest.approx(expected.val_accuracy, abs=1e-6)
     assert history.history["val_loss"] == pytest.approx(expected.val_loss, abs=1e-5)
     assert len(set(np.round(expected.val_accuracy, 6))) > 1 or expected.val_accuracy[0] < 1  # not a constant curve

@@ -129,20 +129,11 @@ def pool(histories: list[dict[str, list[float]]], sizes: list[int]) -> CrossVali
 
 
 def cross_validate(
-    data: FoldData,
-    params: HeadParams,
-    n_classes: int,
-    folds: int,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    validation_batch_size: int,
-    on_fold: Callable[[int], None] = lambda fold: None,
+    data: FoldData, params: HeadParams, plan: FoldPlan, epochs: int, on_fold: Callable[[int], None] = lambda fold: None
 ) -> CrossValidation:
-    """Train a fresh head per fold (FoldPlan: seed + fold) and pool the held-out metrics."""
-    plan = FoldPlan(fold_ids(data.labels, folds, seed), n_classes, batch_size, validation_batch_size, seed)
+    """Train a fresh head per fold of `plan` (seed + fold) and pool the held-out metrics."""
     histories = []
-    for fold in range(folds):
+    for fold in range(plan.folds):
         histories.append(plan.fit(data, fold, plan.head(fold, params, data.clean.shape[1]), epochs).history)
         on_fold(fold)
     return pool(histories, plan.sizes())
