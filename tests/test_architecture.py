@@ -195,3 +195,26 @@ def test_steps_return_named_results_and_take_no_echo():
     lines through fashion_exp/screen.py, not an echo parameter."""
     found = [f"{name}: {problem}" for name, path in modules().items() for problem in bundles(path.read_text())]
     assert found == []
+
+
+MOST_PARAMETERS = 7  # a step that needs more takes a named pack of them (a dataclass), as fit_on_views' Rows
+
+
+def crowded(source: str) -> list[str]:
+    """Functions with more than MOST_PARAMETERS parameters (self and cls not counted)."""
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            names = [a.arg for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]]
+            count = len([name for name in names if name not in ("self", "cls")])
+            if count > MOST_PARAMETERS:
+                found.append(f"{fn.name} takes {count}")
+    return found
+
+
+def test_no_step_takes_more_than_seven_parameters():
+    assert crowded("def f(a, b, c, d, e, f, g, h=1):\n    pass\ndef g(self, a, b, c, d, e, f, g):\n    pass\n") == [
+        "f takes 8"
+    ]
+    found = [f"{name}: {problem}" for name, path in modules().items() for problem in crowded(path.read_text())]
+    assert found == []

@@ -339,7 +339,7 @@ def run_staged(config: Config, scanned: Scan, overrides: list[str] | None = None
     say(f"{'Resuming' if tune.reopened else 'Started'} the tune's MLflow parent run {tune.run_id}")
     with tune.recording():
         tune.log_plan(plan_params(config, plan), plan.lines())
-        result = _stages(config, plan, ledger, Measuring(book, counts), tune.stage_tags(), overrides)
+        result = _stages(Staging(config, plan, ledger, Measuring(book, counts), overrides, tune.stage_tags()))
         if config.tuner.distributed and result.searches:  # workers following the tune stop here
             follow.link(config.work_dir, result.last.search_id, None)
         best = {f"stage{number}": search.best_score for number, search in enumerate(result.searches, 1)}
@@ -393,9 +393,22 @@ class Measuring:
         self.book.note(cut_extract_per_s=extraction_rate(work.extracted_images, work.extraction_seconds, size), **rates)
 
 
-def _stages(
-    config: Config, plan: Plan, ledger: Ledger, measuring: Measuring, nest: dict[str, str], overrides
-) -> TuneResult:
+@dataclass(frozen=True)
+class Staging:
+    """What every stage of one tune shares: its config and plan, the ledger of minutes spent, what
+    measures the rates, the command line's overrides (for local workers), the tune run's tags."""
+
+    config: Config
+    plan: Plan
+    ledger: Ledger
+    measuring: Measuring
+    overrides: list[str] | None
+    nest: dict[str, str]  # tags that nest a stage's search run in the tune's run
+
+
+def _stages(staging: Staging) -> TuneResult:
+    config, plan, ledger, measuring = staging.config, staging.plan, staging.ledger, staging.measuring
+    overrides, nest = staging.overrides, staging.nest
     left1 = plan.stage1_minutes - ledger.minutes("stage1")
     first_config = replace(config, tuner=replace(config.tuner, max_minutes=max(left1, 1e-3)))  # (workers: no deadline)
     ends = time.monotonic() + 60 * left1  # the stage's start-up and extraction count too
@@ -407,7 +420,7 @@ def _stages(
     left2 = plan.budget_minutes - sum(ledger.spent.values())  # (the probe's minute too)
     if left2 <= 0:
         return TuneResult([first], [f"stage 2: the {plan.budget_minutes:g} min budget is spent"], ledger.spent)
-    second, second_config = _stage2(config, plan, first, ledger, left2, measuring, overrides, nest)
+    second, second_config = _stage2(staging, first, left2)
     skipped, grid = [], stage2_trials(config, first.best_hyperparameters["learning_rate"])
     if second.trials < grid:
         skipped.append(f"stage 2: {grid - second.trials} of {grid} trials (time budget)")
@@ -419,9 +432,8 @@ def _stages(
     return TuneResult(searches, skipped, ledger.spent)
 
 
-def _stage2(
-    config: Config, plan: Plan, first: SearchResult, ledger: Ledger, minutes: float, measuring, overrides, nest
-):
+def _stage2(staging: Staging, first: SearchResult, minutes: float) -> tuple[SearchResult, Config]:
+    config, plan, measuring = staging.config, staging.plan, staging.measuring
     rates = measuring.book.rates(plan.rates)  # with what stage 1 measured
     planned, why = stage2_at_size(config, rates, measuring.counts, minutes)
     size = planned.image_size
@@ -431,9 +443,10 @@ def _stage2(
         f"(trial {first.best_trial_id}), {minutes:.1f} min left, about {planned.minutes:.1f} min by "
         f"{rates.source()}" + (f" ({why})" if why else "")
     )
-    tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **nest}, time.monotonic() + 60 * minutes
+    tags, ends = {STAGE: "2", STAGE1_RUN: first.parent_run_id, **staging.nest}, time.monotonic() + 60 * minutes
+    overrides = staging.overrides
     run = lambda: run_search(second_config, overrides, stage=tags, deadline=ends, after=first.search_id)  # noqa: E731
-    second = ledger.timing("stage2", run)
+    second = staging.ledger.timing("stage2", run)
     measuring.finetuning(second_config, second)
     return second, second_config
 
