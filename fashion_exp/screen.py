@@ -1,7 +1,8 @@
 """What a job tells its user, line by line: each module says its lines (say) to one logger,
 "fashion_exp", and the command line shows them on stdout above the progress bars (show). Used as
-a library, a job prints nothing unless its caller configures logging; tests read the lines with
-pytest's caplog. (Not a parameter threaded through every step: issue 37, item 1.)"""
+a library, a job prints nothing unless its caller adds a handler to screen.LOGGER; tests read the
+lines with the `said` fixture (tests/conftest.py). Not a parameter threaded through every step
+(issue 37, item 1)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import logging
 from tqdm import tqdm
 
 LOGGER = logging.getLogger("fashion_exp")
+# Shown by show() alone: a library that configures the root logger (MLflow's server, uvicorn) neither
+# prints these lines a second time nor prints them where nothing asked for them.
+LOGGER.propagate = False
 
 
 def say(line: str) -> None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from fashion_exp import locks
 from fashion_exp.data.dataset import TEST, TRAIN, VALIDATION
 from fashion_exp.errors import DataError
+from fashion_exp.screen import say
 
 SPLITS = (TRAIN, VALIDATION, TEST)
 
@@ -66,11 +67,11 @@ def fetch_dataset(url: str, root: Path | str, force: bool, timeout: float) -> bo
     root.parent.mkdir(parents=True, exist_ok=True)
     waited = []
 
-    def say(holder) -> None:
+    def waiting(holder) -> None:
         waited.append(holder)
         say(locks.waiting_line(holder, f"is downloading into {root}"))
 
-    with locks.exclusive(fetch_lock(root), f"the download into {root}", wait=float("inf"), on_wait=say):
+    with locks.exclusive(fetch_lock(root), f"the download into {root}", wait=float("inf"), on_wait=waiting):
         if has_dataset(root) and (waited or not force):
             return False
         if root.exists() and any(root.iterdir()) and not force:
