@@ -99,6 +99,6 @@ def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said):
     )
     assert "blocks=1: activations 3x3x1024 cached in float16, 18,432 bytes a photo" in " ".join(said)
     assert result.best_hyperparameters["blocks"] == 1 and result.best_score >= 0.25, result  # chance is 0.10
-    final = train_final(load_config([*common, "final.image_size=100", "final.epochs=3", "final.restarts=1"]), print)
+    final = train_final(load_config([*common, "final.image_size=100", "final.epochs=3", "final.restarts=1"]))
     assert final.hyperparameters.blocks == 1
     assert final.top1_agreement == 1.0 and final.max_abs_diff < 1e-3  # float16 maps against the float32 model
