@@ -273,10 +273,9 @@ def work_done(cuts: dict[int, Features], trials: list, trial_seconds: float, epo
     )
 
 
-def summary_of(tuner, children: dict[str, str], config: Config, clock: Stopwatch) -> SearchSummary:
-    """The search's end: its best trial, the trials table, every scored trial, the timings."""
-    trials = finished_trials(tuner)
-    best = best_trial(tuner)
+def summary_of(trials: list, best, children: dict[str, str], config: Config, clock: Stopwatch) -> SearchSummary:
+    """The search's end (its finished trials and the best of them): the trials table, every scored
+    trial, the timings."""
     objective = config.tuner.objective
     best_info = None
     if best is not None:
@@ -295,9 +294,9 @@ def summary_of(tuner, children: dict[str, str], config: Config, clock: Stopwatch
 
 def summarize(tuner, tracker: SearchTracker, config: Config, clock: Stopwatch) -> SearchResult:
     """The search's summary, recorded on its parent run (which ends); returns where the results went."""
-    summary = summary_of(tuner, tracker.children, config, clock)
-    tracker.finish_search(summary)
     trials, best = finished_trials(tuner), best_trial(tuner)
+    summary = summary_of(trials, best, tracker.children, config, clock)
+    tracker.finish_search(summary)
     return SearchResult(
         parent_run_id=tracker.parent_id,
         search_id=tracker.search_id,
