@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
-from tests.processes import Finished, finish, kill_hard, run_together
+from tests.processes import Finished, finish, kill_hard, launch, run_together, wait_for
 from tests.synthetic import make_dataset
 from tests.test_download import zip_of
 
@@ -220,8 +220,8 @@ def test_two_promotes_at_once_keep_a_consistent_history(tmp_path):
 class SlowZip(http.server.BaseHTTPRequestHandler):
     """Serves one zip archive in small pieces with pauses, and counts the requests."""
 
-    def __init__(self, *args, body: bytes, seconds: float, requests: list, **kwargs):
-        self.body, self.seconds, self.requests = body, seconds, requests
+    def __init__(self, *args, body: bytes, seconds: float, requests: list, hold: threading.Event | None, **kwargs):
+        self.body, self.seconds, self.requests, self.hold = body, seconds, requests, hold
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (the name http.server calls)
@@ -235,6 +235,8 @@ class SlowZip(http.server.BaseHTTPRequestHandler):
             for start in range(0, len(self.body), step):
                 self.wfile.write(self.body[start : start + step])
                 self.wfile.flush()
+                if self.hold is not None:  # the test releases the rest of the body when it has seen what it waits for
+                    self.hold.wait(timeout=120)
                 time.sleep(self.seconds / pieces)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client was killed
@@ -245,13 +247,16 @@ class SlowZip(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server(tmp_path):
-    """(url, requests list, set the download time): a zip of a small synthetic dataset."""
+    """(url, requests list, settings): a zip of a small synthetic dataset, served in `seconds`, and
+    held after its first piece until the event settings["hold"] is set, if the test sets one."""
     body = zip_of(make_dataset(tmp_path / "src", {"train": 2, "validation": 1, "test": 1}))
     requests: list = []
-    settings = {"seconds": 2.0}
+    settings = {"seconds": 2.0, "hold": None}
 
     def handler(*args, **kwargs):
-        return SlowZip(*args, body=body, seconds=settings["seconds"], requests=requests, **kwargs)
+        return SlowZip(
+            *args, body=body, seconds=settings["seconds"], requests=requests, hold=settings["hold"], **kwargs
+        )
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -268,18 +273,47 @@ def assert_complete_dataset(root: Path) -> None:
 
 def test_two_fetches_at_once_download_once(slow_server, tmp_path):
     url, requests, settings = slow_server
-    settings["seconds"] = 5.0  # long enough that the second is seen waiting on a loaded 2-core machine
+    # the first download is held until the second fetch says it waits: on a loaded machine the
+    # second may start late, and a fixed download time would let the first finish before it
+    settings["hold"] = seen_waiting = threading.Event()
     root = tmp_path / "data" / "clothing"
     command = ["fetch-data", f"data.root={root}", f"data.url={url}"]
-    results = run_together([command, command], tmp_path)
+    started = [launch(command, tmp_path, f"p{i}") for i in range(2)]
+    for process, ready, _ in started:
+        wait_for(ready, process, timeout=120)
+    outputs, errors = [[], []], [[], []]
+    readers = [
+        threading.Thread(target=read_lines, args=(stream, lines, seen_waiting), daemon=True)
+        for (process, _, _), out, err in zip(started, outputs, errors, strict=True)
+        for stream, lines in ((process.stdout, out), (process.stderr, err))
+    ]
+    for reader in readers:
+        reader.start()
+    for _, _, go in started:
+        go.touch()
+    codes = [process.wait(timeout=300) for process, _, _ in started]
+    for reader in readers:
+        reader.join(timeout=10)
+    assert seen_waiting.is_set(), outputs
+    results = [
+        Finished(code, "".join(out), "".join(err)) for code, out, err in zip(codes, outputs, errors, strict=True)
+    ]
     assert_clean(*results)
     assert [r.returncode for r in results] == [0, 0]
     assert len(requests) == 1  # the second waited, then found the data
-    outputs = sorted(r.stdout for r in results)
     assert any(
-        "Waiting for pid" in out and "downloaded by the fetch-data this one waited for" in out for out in outputs
+        "Waiting for pid" in r.stdout and "downloaded by the fetch-data this one waited for" in r.stdout
+        for r in results
     )
     assert_complete_dataset(root)
+
+
+def read_lines(stream, lines: list, seen_waiting: threading.Event) -> None:
+    """Collect a process's output as it comes; set seen_waiting at its first 'Waiting for' line."""
+    for line in stream:
+        lines.append(line)
+        if "Waiting for" in line:
+            seen_waiting.set()
 
 
 def test_two_forced_fetches_at_once_leave_one_complete_dataset(slow_server, tmp_path):
