@@ -323,6 +323,7 @@ def mlflow_server(postgres, tmp_path, monkeypatch):
         **os.environ,
         **{"MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_AUTH_ADMIN_PASSWORD": password},
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # (as docs/distributed.md's recipe)
     }
     server = subprocess.Popen(
         [

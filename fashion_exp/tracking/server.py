@@ -33,6 +33,10 @@ from fashion_exp.errors import UserError
 from fashion_exp.screen import say
 
 START_TIMEOUT = 180.0
+# MLflow 3's server starts a job runner by default: huey consumers, one per kind of job (7 processes,
+# about 3 s of CPU each at every start) for its GenAI jobs, which no page of this project uses. Off
+# for the servers this project starts, unless the user's environment sets it.
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def needs_server(uri: str) -> bool:
@@ -83,7 +87,7 @@ def mlflow_server(
             # no preexec_fn: this process may run gRPC threads (the chief's oracle), and a
             # preexec_fn makes Popen fork() them, running gRPC's fork handlers in the child (seen
             # here: the guard died at once after an epoll error); the guard asks the kernel itself
-            env=parented({**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}),
+            env=parented({**NO_JOB_RUNNER, **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}),
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
