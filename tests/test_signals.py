@@ -39,10 +39,12 @@ def statuses(uri: str) -> list[str]:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigterm_marks_the_runs_killed_and_the_rerun_resumes(overrides, tmp_path, workers):
     config = load_config(overrides)
-    more = ["tuner.max_trials=2", "tuner.epochs=150", f"tuner.workers={workers}"]
+    more = ["tuner.max_trials=2", "tuner.epochs=40", f"tuner.workers={workers}"]
     running = start_tune(overrides, tmp_path, *more)
     wait_for_line(running, "Started search")
-    time.sleep(6)  # into the first trial (the worker's, with workers=1), which takes 10-20 s
+    # into the first trial (the worker's, with workers=1): its run has logged an epoch; 40 epochs
+    # are a few seconds alone and longer on a loaded machine, so the signal lands mid-trial
+    trial = training_trial(config.tracking.uri, running)
     running.send_signal(signal.SIGTERM)
     _, err = running.communicate(timeout=120)
     assert running.returncode == 143, err[-2000:]
@@ -50,11 +52,25 @@ def test_sigterm_marks_the_runs_killed_and_the_rerun_resumes(overrides, tmp_path
     assert "Traceback" not in err
     found = statuses(config.tracking.uri)
     assert "RUNNING" not in found and "KILLED" in found, found
+    assert MlflowClient(config.tracking.uri).get_run(trial).info.status == "KILLED"  # stopped mid-trial
     rerun = start_tune(overrides, tmp_path, *more)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
     assert "Resuming search" in out
     assert "RUNNING" not in statuses(config.tracking.uri)
+
+
+def training_trial(uri: str, process: subprocess.Popen, timeout: float = 240) -> str:
+    """The run id of a RUNNING trial that has logged an epoch, once there is one."""
+    client, deadline = MlflowClient(uri), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the tune ended ({process.returncode}) before a trial ran"
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        for run in client.search_runs(experiments, "attributes.status = 'RUNNING'"):
+            if run.data.tags.get("fashion_exp.kind") == "trial" and run.data.metrics:
+                return run.info.run_id
+        time.sleep(0.1)
+    raise AssertionError(f"no trial logged an epoch in {timeout} s")
 
 
 def test_a_signal_inside_a_store_call_is_raised_as_the_call_ends():
