@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+from importlib.metadata import version as installed
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,6 +118,9 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'someone-elses.db'}")  # the global default
     global_uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+
+    inferred = []  # MLflow's inference of the model's requirements: a subprocess that imports TensorFlow
+    monkeypatch.setattr("mlflow.utils.environment._infer_requirements", lambda *args, **kwargs: inferred.append(args))
     config = load_config([*final_overrides, "final.hp.augmentation=shear_zoom_flip"])
     first = train_final(config)
     progress = capsys.readouterr().err  # one bar over 2 restarts x 4 epochs, with the epoch's metrics
@@ -132,6 +137,9 @@ def test_final_train_evaluate_promote_predict(final_overrides, tuned, tmp_path, 
     assert sorted(i.tags[0].value for i in run.inputs.dataset_inputs) == ["train", "validation"]
     logged = client.get_logged_model(run.data.tags["fashion_exp.model_id"])  # an MLflow 3 LoggedModel
     assert logged.source_run_id == first.run_id and logged.status == LoggedModelStatus.READY
+    requirements = Path(logged.artifact_location.removeprefix("file://"), "requirements.txt").read_text().split()
+    assert requirements == [f"{name}=={installed(name)}" for name in ("mlflow", "keras", "numpy", "tensorflow")]
+    assert inferred == []  # given, not inferred (6 s of CPU at each train-final)
     # the model is its run's output (the run page lists it), with its hyperparameters, validation
     # scores and a description; its registry version says how it was chosen and its validation score
     assert [m.model_id for m in run.outputs.model_outputs] == [logged.model_id]

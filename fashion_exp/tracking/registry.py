@@ -33,6 +33,10 @@ PREVIOUS = "previous"
 TEST_ACCURACY = "test_accuracy"
 TEST_LOSS = "test_loss"
 MODEL_ARTIFACT = "model"  # where train-final logged the model in its run before LoggedModels
+# What loading a shipped model needs, pinned to this environment's versions: what MLflow infers for
+# it, named here because inferring runs a subprocess that imports TensorFlow and loads the model
+# (about 6 s of CPU at every train-final and combine)
+MODEL_REQUIREMENTS = ("mlflow", "keras", "numpy", "tensorflow")
 REGISTERED_NOTE = (
     "The Fashion Classification Service's model: a photo (uint8 RGB) -> probabilities of 10 clothing "
     "categories. Versions come from train-final or combine; `promote` points @champion at the best "
@@ -126,13 +130,27 @@ def _save(client: MlflowClient, run_id: str, model, metadata: dict, example: np.
             # saving into a folder that exists and uploading it to the LoggedModel avoids that.
             path = Path(tmp) / MODEL_ARTIFACT
             path.mkdir()
-            mlflow.keras.save_model(model, str(path), signature=signature, input_example=example, metadata=metadata)
+            mlflow.keras.save_model(
+                model,
+                str(path),
+                signature=signature,
+                input_example=example,
+                metadata=metadata,
+                pip_requirements=pinned(MODEL_REQUIREMENTS),
+            )
             client.log_model_artifacts(logged.model_id, str(path))
     except BaseException:
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
     return logged.model_id
+
+
+def pinned(names: tuple[str, ...]) -> list[str]:
+    """name==version for each installed distribution."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def _link(client: MlflowClient, run_id: str, model_id: str, card: ModelCard) -> None:
