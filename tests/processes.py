@@ -88,3 +88,18 @@ def kill_hard(process: subprocess.Popen) -> None:
     """kill -9: no handler, no cleanup; the kernel closes the process's files (and drops its locks)."""
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
+
+
+def training_trial(uri: str, process: subprocess.Popen, timeout: float = 240) -> str:
+    """The run id of a RUNNING trial that has logged an epoch, once there is one."""
+    from mlflow.tracking import MlflowClient
+
+    client, deadline = MlflowClient(uri), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the tune ended ({process.returncode}) before a trial ran"
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        for run in client.search_runs(experiments, "attributes.status = 'RUNNING'"):
+            if run.data.tags.get("fashion_exp.kind") == "trial" and run.data.metrics:
+                return run.info.run_id
+        time.sleep(0.1)
+    raise AssertionError(f"no trial logged an epoch in {timeout} s")

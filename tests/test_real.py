@@ -11,26 +11,27 @@ REAL = [
     pytest.mark.slow,
     pytest.mark.skipif(not (REAL_DATA.is_dir() and REAL_WEIGHTS.is_file()), reason="../shared data or weights missing"),
 ]
-pytestmark = REAL  # (test_real_final.py and test_real_workers.py too)
+pytestmark = REAL  # (test_real_finetune.py and test_real_workers.py too)
 
 
-def test_real_xception_features_learn_the_real_classes(tmp_path, said):
-    config = load_config(
-        [
-            f"data.root={REAL_DATA}",
-            f"model.weights={REAL_WEIGHTS}",
-            "data.limit_per_class=20",  # 200 train / 200 validation images keep CI quick
-            "data.image_size=150",
-            f"work_dir={tmp_path / 'work'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tuner.max_trials=2",
-            "tuner.epochs=10",
-            "search.learning_rate.values=[0.001]",
-            "search.size_inner.values=[0,100]",
-            "search.droprate.values=[0.2]",
-            "search.augmentation.values=[none]",
-        ]
-    )
+def test_real_xception_features_learn_the_real_classes_then_ship(tmp_path, said):
+    """tune on real photos and weights (auto picks the backbone's runtime on this CPU), then the
+    final model, evaluate, promote and predict from it."""
+    args = [
+        f"data.root={REAL_DATA}",
+        f"model.weights={REAL_WEIGHTS}",
+        "data.limit_per_class=20",  # 200 train / 200 validation images keep CI quick
+        "data.image_size=150",
+        f"work_dir={tmp_path / 'work'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tuner.max_trials=2",
+        "tuner.epochs=10",
+        "search.learning_rate.values=[0.001]",
+        "search.size_inner.values=[0,100]",
+        "search.droprate.values=[0.2]",
+        "search.augmentation.values=[none]",
+    ]
+    config = load_config(args)
     result = run_search(config)
     # model.runtime=auto on a CPU measures fp32 ONNX against int8 (and bf16 where the CPU has it) on
     # real photos and extracts with what passed its check; chance is 0.10, ImageNet features reach
@@ -52,6 +53,29 @@ def test_real_xception_features_learn_the_real_classes(tmp_path, said):
         chosen, _ = pick(Record(saved["labels"], measured), config.model)
         assert any(line.startswith(f"Backbone runtime: {chosen} (auto: ") for line in said), said
     assert result.best_score >= 0.5, result
+    final_model_evaluate_promote_predict(args)
+
+
+def final_model_evaluate_promote_predict(args: list[str]) -> None:
+    """train-final -> evaluate -> promote -> predict from that search, on the same real photos: the
+    final model's features are fp32 (the shipped model's) whichever runtime the search's cut ran on,
+    from the ONNX export the search made (one real Xception export for the whole chain)."""
+    from fashion_exp.final.evaluate import evaluate
+    from fashion_exp.final.train import train_final
+    from fashion_exp.serving.predict import predict_files
+    from fashion_exp.tracking import registry
+
+    overrides = ["final.image_size=150", "final.epochs=20", "final.restarts=2", "final.views=1"]
+    config = load_config([*args, *overrides])
+    final = train_final(config)
+    assert final.max_abs_diff < 1e-4 and final.top1_agreement == 1.0
+    result, _ = evaluate(config, None)
+    assert result.accuracy >= 0.4  # chance is 0.10
+    assert registry.promote(config.tracking.uri, "fashion-classifier")[-1].startswith("'fashion-classifier@champion'")
+    champion = registry.load("models:/fashion-classifier@champion", config.tracking.uri)
+    shoes = sorted((REAL_DATA / "test" / "shoes").iterdir())[:3]
+    predictions = predict_files(champion, shoes, config.predict.top_k, config.data.max_image_pixels, 32)
+    assert all(p.error is None and len(p.top) == 3 for p in predictions)
 
 
 def subset(tmp_path) -> list[str]:
@@ -69,36 +93,3 @@ def _gpu() -> bool:
     from fashion_exp.features.runtime import gpu_visible
 
     return gpu_visible()
-
-
-def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said):
-    """search=finetune on real photos and weights: a trial trains Xception's block14 on cached
-    block13 activations, and train-final ships the trained block inside the one Keras model,
-    which agrees with the cached path on every validation photo."""
-    from fashion_exp.final.train import train_final
-
-    common = [
-        *subset(tmp_path),
-        "search=finetune",
-        "search.blocks.values=[1]",
-        "search.block_lr.values=[0.1]",
-    ]
-    result = run_search(
-        load_config(
-            [
-                *common,
-                "data.image_size=100",
-                "tuner.max_trials=1",
-                "tuner.epochs=4",
-                "search.learning_rate.values=[0.001]",
-                "search.size_inner.values=[100]",
-                "search.droprate.values=[0.2]",
-                "search.augmentation.values=[none]",
-            ]
-        ),
-    )
-    assert "blocks=1: activations 3x3x1024 cached in float16, 18,432 bytes a photo" in " ".join(said)
-    assert result.best_hyperparameters["blocks"] == 1 and result.best_score >= 0.25, result  # chance is 0.10
-    final = train_final(load_config([*common, "final.image_size=100", "final.epochs=3", "final.restarts=1"]))
-    assert final.hyperparameters.blocks == 1
-    assert final.top1_agreement == 1.0 and final.max_abs_diff < 1e-3  # float16 maps against the float32 model

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp import signals
 from fashion_exp.config import load_config
+from tests.processes import training_trial
 
 
 def start_tune(overrides, cwd, *more):
@@ -58,19 +59,6 @@ def test_sigterm_marks_the_runs_killed_and_the_rerun_resumes(overrides, tmp_path
     assert rerun.returncode == 0, err[-2000:]
     assert "Resuming search" in out
     assert "RUNNING" not in statuses(config.tracking.uri)
-
-
-def training_trial(uri: str, process: subprocess.Popen, timeout: float = 240) -> str:
-    """The run id of a RUNNING trial that has logged an epoch, once there is one."""
-    client, deadline = MlflowClient(uri), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the tune ended ({process.returncode}) before a trial ran"
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        for run in client.search_runs(experiments, "attributes.status = 'RUNNING'"):
-            if run.data.tags.get("fashion_exp.kind") == "trial" and run.data.metrics:
-                return run.info.run_id
-        time.sleep(0.1)
-    raise AssertionError(f"no trial logged an epoch in {timeout} s")
 
 
 def test_a_signal_inside_a_store_call_is_raised_as_the_call_ends():

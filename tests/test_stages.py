@@ -20,7 +20,7 @@ from fashion_exp.search.costs import MEASURED, RateBook, Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_config, stage2_plan, stage2_trials
 from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
 from fashion_exp.tracking.tags import KIND, PARENT, PRESET, STAGE, STAGE1_RUN
-from tests.processes import kill_hard
+from tests.processes import kill_hard, training_trial
 
 # one second a photo through the backbone at 299px, one second a photo per fine-tuning epoch
 SLOW = Rates("test host", extract_per_s=1.0, head_ms_per_row=1.0, finetune_ms_per_image=1000.0)
@@ -324,13 +324,13 @@ def start_tune(args, cwd):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["Started search", "Stage 2:"])
 def test_kill_9_in_either_stage_then_the_rerun_resumes_it(overrides, tmp_path, stage):
-    slow = ["tuner.epochs=40"] if stage == "Started search" else ["finetune_stage.epochs=60"]
+    slow = ["tuner.epochs=12"] if stage == "Started search" else ["finetune_stage.epochs=20"]
     args = best_overrides(overrides, "tuner.max_minutes=10", *slow)
     running = start_tune(args, tmp_path)
     for line in running.stdout:
         if line.startswith(stage):
             break
-    time.sleep(4)  # into the stage's first trial
+    training_trial(load_config(overrides).tracking.uri, running)  # into the stage's first trial: it logged an epoch
     kill_hard(running)
     rerun = subprocess.run(
         [sys.executable, "-m", "fashion_exp", "tune", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
