@@ -361,7 +361,9 @@ def test_a_staged_search_holds_its_budget(overrides, tmp_path, capsys):
     spent = json.loads(next((tmp_path / "work" / "tuner").glob("tune-*.json")).read_text())
     print(out, spent)  # the stages' timings, for a failure's report
     assert 0.25 * 0.95 <= spent["stage1"] <= 0.25 + 0.5, spent  # its share (one trial alone would take minutes)
-    assert 0.95 <= spent["stage1"] + spent["stage2"] <= 1 + 1.0, spent  # (CI's other worker loads the machine)
+    # the budget holds the probe too: a loaded machine's slower probe leaves the stages less (CI,
+    # -n 4: probe 0.10, stage 1 0.34, stage 2 0.60 failed a bound on the stages alone)
+    assert 0.95 <= spent.get("probe", 0.0) + spent["stage1"] + spent["stage2"] <= 1 + 1.0, spent
     assert took < 60 * 2 + 60  # plus start-up: imports, the store
     assert "Skipped stage 2: 1 of 2 trials (time budget)" in out  # the first stage-2 trial ran into the end
 
