@@ -2,7 +2,9 @@
 starts (pytest's workers, `python -m fashion_exp` commands, `mlflow server`, MLflow's own helper
 processes) writes its CPU time at exit; prints the CPU seconds and the count by kind of process.
 
-A process killed with SIGKILL writes nothing (the kill -9 tests' victims are left out). Compare
+Each process writes its first four command-line words and its CPU time to a log in a private
+temporary folder, deleted at the end; the words are redacted before they are printed or written
+to --out. A process killed with SIGKILL writes nothing (the kill -9 tests' victims are left out). Compare
 kinds within one run, or runs on one host. It is how docs/results.md found MLflow's job runner and
 requirement inference in the suite.
 
@@ -20,6 +22,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from fashion_exp.redact import redact_words
 
 RECORDER = """
 import atexit, json, os, resource, sys, time
@@ -79,6 +83,8 @@ def main() -> int:
         done = subprocess.run(pytest, env=env)
         wall = time.monotonic() - started
         rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    for row in rows:  # (a command line may carry a tracking URI's password; --out keeps none)
+        row["argv"] = redact_words(row["argv"])
     by_kind: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         by_kind[kind_of(row["argv"])].append(row["cpu_s"])
