@@ -27,8 +27,25 @@ class _AboveBars(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record))
-        except Exception:  # noqa: BLE001 - logging's rule: a line that cannot be written never stops the job
+        except Exception as err:  # noqa: BLE001 - logging's rule: a line that cannot be written never stops the job
+            stop = interrupt_behind(err)
+            if stop is not None:
+                raise stop from None
             self.handleError(record)
+
+
+def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (fashion_exp/signals.py) that `err` was raised while handling, if any.
+    tqdm.write's cleanup hides one that lands inside it: a stop in its lock's first creation made its
+    `finally` raise AttributeError (no tqdm._lock), which logging's rule swallowed, so `ui` served
+    on after Ctrl-C and a search ran on."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def show() -> None:

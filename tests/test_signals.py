@@ -9,8 +9,9 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tqdm import tqdm
 
-from fashion_exp import signals
+from fashion_exp import screen, signals
 from fashion_exp.config import load_config
 from tests.processes import training_trial
 
@@ -111,3 +112,34 @@ def test_a_signal_that_lands_in_a_finaliser_is_not_lost():
         Garbage()  # collected at once
         for _ in range(100):
             time.sleep(0.01)  # ordinary code: the stop is raised here
+
+
+STOPS = [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, signals.Terminated)]
+
+
+@pytest.mark.parametrize("number, stop", STOPS, ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize("first_line", [True, False], ids=["first line", "later line"])
+def test_a_stop_that_lands_inside_a_line_being_written_is_not_lost(monkeypatch, number, stop, first_line):
+    """A Ctrl-C that landed while tqdm.write made its lock (the first line a process says) was turned
+    by tqdm's cleanup into AttributeError, which logging's rule swallows: `ui` served on after Ctrl-C
+    (the README test's ui did not stop within 60 s on a loaded machine)."""
+    original = tqdm.get_lock.__func__
+
+    def get_lock(cls):
+        os.kill(os.getpid(), number)
+        time.sleep(0.05)  # the handler runs here, inside tqdm.write, before the lock is taken
+        return original(cls)
+
+    if first_line:
+        monkeypatch.delattr(tqdm, "_lock", raising=False)  # as in a fresh process
+    else:
+        tqdm.get_lock()
+    monkeypatch.setattr(tqdm, "get_lock", classmethod(get_lock))
+    monkeypatch.setattr(screen.LOGGER, "handlers", [])  # show()'s handler, for this test only
+    level = screen.LOGGER.level
+    try:
+        screen.show()
+        with signals.as_interrupts(), pytest.raises(stop):
+            screen.say("a line")
+    finally:
+        screen.LOGGER.setLevel(level)

@@ -5,9 +5,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from fashion_exp.children import free_port
 
 pytestmark = pytest.mark.slow  # a real MLflow server, real processes and real signals
 
@@ -84,3 +87,38 @@ def test_kill_9_of_the_guard_or_the_group_leader_leaves_no_server(tmp_path, vict
     finally:
         starter.kill()
         starter.wait()
+
+
+def test_sigterm_to_the_guard_ends_its_group_without_waiting_out_the_grace(tmp_path):
+    """The guard and the leader ended the group from inside their signal handlers, while their own
+    code waited on the child: the handler's wait could not take Popen's wait lock and waited out
+    end_group's whole 10 s grace, then killed the group. Every `ui` Ctrl-C and every search on
+    workers took 10 s longer to end. (A small server stands in for MLflow's: the guard runs any.)"""
+    port = free_port()
+    serving = f"http.server --bind 127.0.0.1 {port}"
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "fashion_exp.tracking.server", *serving.split()],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(f"http://127.0.0.1:{port}/"):
+            assert guard.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        assert len(processes_naming(serving)) == 3  # the guard, the leader, the server
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(timeout=5) == 0  # half the grace: the group ended as soon as its server did
+        assert processes_naming(serving) == []
+    finally:
+        guard.kill()
+        guard.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False

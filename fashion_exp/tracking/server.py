@@ -105,37 +105,48 @@ def guard(command: list[str]) -> int:
     """Run `command` under a group leader in a process group of its own; end the group when this
     process is told to stop, when its parent dies, or when the leader dies."""
     die_if_parent_gone(signal.SIGTERM)
+    told = stops_noted()  # before the leader starts: no stop lands between the two
     # (no gRPC threads here: a preexec_fn is safe, and the leader must die with this process)
     leader = subprocess.Popen(
         [sys.executable, "-m", "fashion_exp.tracking.server", LEAD, *command],
         start_new_session=True,
         preexec_fn=lambda: die_with_parent(signal.SIGTERM),
     )
-
-    def end(signum, frame):
-        end_group(leader.pid)
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, end)
-    signal.signal(signal.SIGINT, end)
-    code = leader.wait()
+    if wait_or_told(leader, told):
+        end_group(leader.pid, leader)
+        return 0
     end_group(leader.pid)  # the leader died (kill -9 included): what it led goes too
-    return code
+    return leader.returncode
 
 
 def lead(command: list[str]) -> int:
     """The leader of the server's process group: run `command` in it, end the whole group when
     told to stop (the kernel tells it when the guard dies)."""
-    server = subprocess.Popen([sys.executable, "-m", *command])
+    told = stops_noted()
+    server = subprocess.Popen([sys.executable, "-m", *command])  # (exec puts its handlers back to default)
+    if not wait_or_told(server, told):
+        return server.returncode
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (killpg reaches this process too)
+    end_group(os.getpgid(0), server)
+    return 0
 
-    def end(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (killpg reaches this process too)
-        end_group(os.getpgid(0), server)
-        os._exit(0)
 
-    signal.signal(signal.SIGTERM, end)
-    signal.signal(signal.SIGINT, end)
-    return server.wait()
+def stops_noted() -> list[int]:
+    """From now on, SIGTERM and SIGINT to this process are noted in the list returned, nothing more.
+    Ending the group from inside the handlers, while this process was inside child.wait(), made
+    their own wait on the child wait out its whole grace (the wait they interrupted held Popen's
+    wait lock), so every stop took 10 s and ended in SIGKILL."""
+    told: list[int] = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: told.append(signum))
+    return told
+
+
+def wait_or_told(child: subprocess.Popen, told: list[int]) -> bool:
+    """Wait until `child` ends (False) or a stop is noted in `told` (True)."""
+    while not told and child.poll() is None:
+        time.sleep(0.1)
+    return bool(told)
 
 
 def end_group(pgid: int, server: subprocess.Popen | None = None, grace: float = 10.0) -> None:
