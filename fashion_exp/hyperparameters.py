@@ -24,7 +24,7 @@ SPACE_TYPES = ("choice", "int", "float")
 # its input keeps inside the top.
 CUTS = {
     "xception": {1: "block14_sepconv1", 2: "block13_sepconv1_act"},
-    "tiny": {1: "conv2"},
+    "tiny": {1: "conv2", 2: "mid"},
 }
 MAX_BLOCKS = max(max(cuts) for cuts in CUTS.values())
 

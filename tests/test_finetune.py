@@ -272,6 +272,62 @@ def test_a_fine_tuning_search_then_final_model_then_onnx(overrides, capsys, said
     assert "top-1 agreement 100.0%" in capsys.readouterr().out
 
 
+TWO_CUTS = [
+    "search=finetune",
+    "tuner=grid",
+    "tuner.max_trials=2",
+    "search.blocks.values=[1,2]",
+    "search.block_lr.values=[0.1]",
+    "search.learning_rate.values=[0.01]",
+    "search.size_inner.values=[10]",
+    "search.droprate.values=[0.0]",
+    "search.augmentation.values=[none]",
+]
+
+
+def test_heads_on_two_cuts_ship_in_one_model_that_computes_what_each_was_scored_on(overrides):
+    """A head that fine-tuned one block and one that fine-tuned two, in one model: the frozen part
+    runs to the deeper cut once, and the one-block head reads it through the frozen layers between
+    (final/cuts.py). Checked as train-final checks, on every validation photo, against each head
+    on its own cut's cached maps (float16 cache: 1e-3)."""
+    from fashion_exp.final.train import Shipped, assemble, check_assembled, open_features
+    from fashion_exp.head.model import HeadInputs, new_head
+
+    config = load_config([*overrides, "final.image_size=32"])
+    members = [HeadParams(0.01, 10, 0.0, "none", blocks=1), HeadParams(0.01, 0, 0.0, "none", blocks=2)]
+    features = open_features(config, members)
+    heads, reference = [], []
+    for index, params in enumerate(members):
+        cut = features.of(params.blocks)
+        inputs = HeadInputs(cut.backbone.feature_shape, cut.n_classes, 8, cut.top)
+        heads.append(new_head(inputs, params, seed=index, train_rows=16))
+        reference.append(keras.ops.convert_to_numpy(keras.ops.softmax(heads[-1].predict(cut.val, verbose=0))))
+    mean = np.mean(reference, axis=0)
+    shipped = Shipped(heads, [1, 2], None, None, mean)
+    model, deepest = assemble(features, shipped)
+    assert deepest.blocks == 2 and [layer.name for layer in model.layers if layer.name.startswith("head")] == [
+        "head_0",
+        "head_1",
+    ]
+    check = check_assembled(model, mean, deepest, config.model.batch_size)
+    assert check.top1_agreement == 1.0 and check.max_abs_diff < 1e-3, check
+    assert np.max(np.abs(reference[0] - reference[1])) > 1e-2  # (two heads that differ: the check could fail)
+
+
+def test_train_final_takes_the_best_trials_whatever_blocks_they_trained(overrides, said):
+    """Every finished trial is a candidate for train-final's forward selection (issue 35): the
+    members were the best trials that trained as many blocks as the best, so a two-block head
+    could not join one-block ones."""
+    final = ["final.image_size=32", "final.epochs=3", "final.restarts=1", "final.members=2", "final.ensemble=select"]
+    config = load_config([*overrides, *TWO_CUTS, *final])
+    run_search(config)
+    shipped = train_final(config)
+    chosen = [line for line in said if line.startswith("Hyperparameters from tune run")]
+    assert len(chosen) == 2 and {"'blocks': 1" in line for line in chosen} == {True, False}, chosen
+    assert sum("restart 1 is the search's trial run" in line for line in said) == 2, said
+    assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 1e-3, shipped
+
+
 def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, monkeypatch):
     monkeypatch.setattr("fashion_exp.features.features.shutil.disk_usage", lambda path: SimpleNamespace(free=1000))
     config = load_config([*overrides, *FINETUNE])

@@ -58,12 +58,13 @@ def small_head(path) -> tuple[keras.Model, np.ndarray, np.ndarray]:
 def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path, said):
     head, val, labels = small_head(tmp_path / "head.keras")
     accuracy = float(np.mean(head.predict(val, verbose=0).argmax(1) == labels))
-    features = types.SimpleNamespace(val=val, val_labels=labels, runtime="onnx")
+    features = types.SimpleNamespace(val=val, val_labels=labels, runtime="onnx", blocks=0)
+    features.on_runtime = lambda runtime: features if runtime == "onnx" else None
     config = load_config(["model=tiny"])
     history = {"val_accuracy": [accuracy / 2, accuracy], "val_loss": [2.0, 1.0]}
     honest = TrialCheckpoint("run-a", str(tmp_path / "head.keras"), history, accuracy)
     other = TrialCheckpoint("run-b", str(tmp_path / "head.keras"), history, accuracy + 0.1)
-    reused = reuse.confirm(config, {0: honest, 1: other}, features)
+    reused = reuse.confirm(config, {0: honest, 1: other}, [features, features])
     assert list(reused) == [0] and reused[0].trial_run_id == "run-a"
     assert reused[0].restart.best_epoch == 1 and reused[0].restart.seed == config.seed
     assert len(said) == 2 and said[1].startswith("Member 2 trains: its trial's checkpoint scores")

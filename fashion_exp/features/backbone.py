@@ -9,7 +9,7 @@ fine-tuning trains on them. hyperparameters.CUTS names each cut's first layer.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,9 @@ class Backbone:
     image_size: int
     blocks: int = 0
     top: object = None  # keras.Model (h, w, c) -> (dim,): the trainable blocks + pooling (blocks > 0)
+    # fewer blocks b -> keras.Model: this cut's maps -> the maps below the top b blocks (b = 0: pooled
+    # features), the frozen pretrained layers between (final/cuts.py: a shallower cut's head reads them)
+    bridges: dict = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
@@ -57,16 +60,30 @@ def fresh_top(pretrained, precision: str = "float32"):
     return top
 
 
-def _split(inputs, preprocess, base, blocks: int, backbone: str, name: str):
-    """(frozen model: images -> cut activations, top: cut activations -> pooled features)."""
+@dataclass
+class _Split:
+    model: object  # the frozen part: images -> cut activations
+    top: object  # cut activations -> pooled features
+    bridges: dict  # Backbone.bridges
+
+
+def _split(inputs, preprocess, base, blocks: int, backbone: str, name: str) -> _Split:
+    """The backbone cut below its top `blocks` blocks. Every part is made from `base`'s own graph
+    (a model made from the inside of another, `top`, starts from a copy of its input, which base's
+    tensors do not lead from)."""
     import keras
 
     cut = base.get_layer(CUTS[backbone][blocks]).input
     trunk = keras.Model(base.input, cut, name=f"{name}_trunk")
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
     top = keras.Model(cut, pooled, name=f"top_{blocks}_blocks")
+    bridges = {}
+    for fewer in range(blocks):
+        end = base.get_layer(CUTS[backbone][fewer]).input if fewer else pooled
+        bridges[fewer] = keras.Model(cut, end, name=f"frozen_cut{blocks}_to_cut{fewer}")
+        bridges[fewer].trainable = False
     model = keras.Model(inputs, trunk(preprocess(inputs), training=False), name=f"{name}_cut{blocks}")
-    return model, top
+    return _Split(model, top, bridges)
 
 
 def file_sha256(path: Path) -> str:
@@ -100,6 +117,7 @@ def _tiny_base(image_size: int, seed: int):
     init = keras.initializers.GlorotUniform(seed=seed)
     x = inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init, name="conv1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init, name="mid")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init, name="conv2")(x)
     return keras.Model(inputs, x, name="tiny")
 
@@ -126,15 +144,16 @@ def build_backbone(config: ModelConfig, image_size: int, seed: int, blocks: int 
             fingerprint = f"xception-{file_sha256(Path(config.weights).expanduser())[:16]}"
     base.trainable = False
     name = f"{config.backbone}_features"
-    top = None
+    top, bridges = None, {}
     if blocks:
-        model, top = _split(inputs, preprocess, base, blocks, config.backbone, name)
+        split = _split(inputs, preprocess, base, blocks, config.backbone, name)
+        model, top, bridges = split.model, split.top, split.bridges
         fingerprint = f"{fingerprint}-cut{blocks}"  # other features: other cache entries, ONNX files, search ids
     else:
         outputs = keras.layers.GlobalAveragePooling2D(name="pool")(base(preprocess(inputs), training=False))
         model = keras.Model(inputs, outputs, name=name)
     model.trainable = False
-    return Backbone(model=model, fingerprint=fingerprint, image_size=image_size, blocks=blocks, top=top)
+    return Backbone(model, fingerprint, image_size, blocks, top, bridges)
 
 
 def feature_shape_at(backbone: str, image_size: int, blocks: int) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ said, in one line, and the member trains as before.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 
 import keras
@@ -115,10 +116,19 @@ def why_not(config: Config, record: SearchRecord, features, policy, params: Head
     if record.tags.get("dataset_fingerprint") != features.dataset.fingerprint():
         return "the search trained on other photos"
     trial_features = features.on_runtime(record.tags.get("features_runtime", features.runtime))
-    if trial_features is None or record.tags.get("weights_fingerprint") != trial_features.fingerprint:
-        return "the search's backbone weights or cut differ"
+    if trial_features is None or not same_weights(record.tags.get("weights_fingerprint"), trial_features.fingerprint):
+        return "the search's backbone weights differ"
     differ = differences(search_recipe(record.config, params.augmentation), final_recipe(config, policy))
     return f"the search trained it otherwise: {'; '.join(differ)}" if differ else ""
+
+
+def same_weights(searched: str | None, cut: str) -> bool:
+    """Whether a search's weights fingerprint (its first cut's: search/run.first_cut) and a cut's
+    name one weights file: a search over several blocks values trains each trial on its own cut."""
+    return searched is not None and CUT.sub("", searched) == CUT.sub("", cut)
+
+
+CUT = re.compile(r"-cut\d+$")  # (features/backbone.py: a cut's fingerprint is the weights' and -cut<blocks>)
 
 
 def load_checkpoint(path: str) -> keras.Model:
@@ -137,11 +147,11 @@ def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restar
     return Restart(seed, best, history["val_accuracy"][best], history["val_loss"][best], history)
 
 
-def candidates(config: Config, sources: list[str], members: list[HeadParams], features, policies):
+def candidates(config: Config, sources: list[str], members: list[HeadParams], features: list, policies):
     """member index -> its search trial's checkpoint, for every member whose trial trained what
     train-final would (read from the store: no features are extracted); each other member's
-    reason is said. sources[i]: the search run member i came from; policies[i]: its augmentation
-    policy, final.views applied."""
+    reason is said. sources[i]: the search run member i came from; features[i]: the features of
+    its cut; policies[i]: its augmentation policy, final.views applied."""
     if not config.final.reuse:
         return {}
     uri = config.tracking.uri
@@ -150,7 +160,7 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
     found = {}
     for index, params in enumerate(members):
         record, rows = records[sources[index]], trials[sources[index]]
-        reason = why_not(config, record, features, policies[index], params)
+        reason = why_not(config, record, features[index], policies[index], params)
         run_id = trial_run(params, rows) if not reason else None
         checkpoint = trial_checkpoint(uri, run_id) if run_id else None
         if checkpoint is not None:
@@ -163,16 +173,19 @@ def candidates(config: Config, sources: list[str], members: list[HeadParams], fe
     return found
 
 
-def confirm(config: Config, found: dict[int, TrialCheckpoint], features) -> dict[int, Reused]:
+def confirm(config: Config, found: dict[int, TrialCheckpoint], features: list) -> dict[int, Reused]:
     """member index -> Reused, for every candidate whose head scores its trial's val_accuracy on
-    its trial's validation features (a checkpoint that does not is said, and its member trains)."""
-    reused, by_runtime = {}, {"": features}  # (one Features a runtime: its validation maps are read once)
+    its trial's validation features (features[i]: member i's cut; a checkpoint that does not is
+    said, and its member trains)."""
+    reused, by_runtime = {}, {}  # (one Features a cut and runtime: its validation maps are read once)
     for index, checkpoint in found.items():
         head = load_checkpoint(checkpoint.path)
-        if checkpoint.runtime not in by_runtime:
-            by_runtime[checkpoint.runtime] = features.on_runtime(checkpoint.runtime)
-        trial_features = by_runtime[checkpoint.runtime]
-        accuracy, _ = score(member_probabilities([head], trial_features.val)[0], features.val_labels)
+        mine = features[index]
+        key = (mine.blocks, checkpoint.runtime or mine.runtime)
+        if key not in by_runtime:
+            by_runtime[key] = mine.on_runtime(key[1])
+        trial_features = by_runtime[key]
+        accuracy, _ = score(member_probabilities([head], trial_features.val)[0], mine.val_labels)
         if abs(accuracy - checkpoint.val_accuracy) > SAME_SCORE:
             say(
                 f"Member {index + 1} trains: its trial's checkpoint scores {accuracy:.4f} on these features, "

@@ -26,6 +26,7 @@ from fashion_exp.features.extract import jobs_for_policy
 from fashion_exp.features.features import Features, check_disk, choose_runtime, jobs_for, scan
 from fashion_exp.features.layers import plain_copy
 from fashion_exp.final import reuse, selection
+from fashion_exp.final.cuts import MemberFeatures, reading
 from fashion_exp.final.ensemble import (
     EnsembleScore,
     choose_size,
@@ -68,6 +69,7 @@ class Shipped:
     """The heads train-final ships and what was measured of them on the validation photos."""
 
     heads: list[keras.Model]
+    blocks: list[int]  # the blocks each head fine-tuned (the cut it reads)
     weights: list[float] | None  # each head's weight in the mean (forward selection); None: a plain mean
     score: EnsembleScore  # the shipped heads' validation score
     reference: np.ndarray  # their probabilities on the validation photos: what the assembled model must give
@@ -84,9 +86,9 @@ class Members:
 
 
 def chosen_members(config: Config) -> Members:
-    """The search's best, then (final.members > 1) the next best distinct ones that train as many
-    blocks (their heads share one frozen part). After a staged tune, every trial of its fine-tuning
-    searches (stage 2 and the ladder's rungs) is a candidate, ranked together."""
+    """The search's best, then (final.members > 1) the next best distinct ones, whatever blocks they
+    train (final/cuts.py). After a staged tune, every trial of its fine-tuning searches (stage 2
+    and the ladder's rungs) is a candidate, ranked together."""
     uri, experiment = config.tracking.uri, config.tracking.experiment
     search_run, best = chosen_hyperparameters(config)
     runs = tune_searches(uri, experiment, search_run)
@@ -96,7 +98,7 @@ def chosen_members(config: Config) -> Members:
     members, sources = [best], [search_run]
     for row in rows if config.final.members > 1 else []:
         params = with_overrides(config, row)
-        if params.blocks == best.blocks and params not in members and len(members) < config.final.members:
+        if params not in members and len(members) < config.final.members:
             members.append(params)
             sources.append(row["search_run"])
     return Members(search_run, members, sources)
@@ -138,14 +140,17 @@ def warn_cost(config: Config, params: HeadParams) -> None:
         )
 
 
-def open_features(config: Config, members: list[HeadParams]) -> Features:
-    """The final size's features, cut where the members' blocks say (nothing extracted yet)."""
+def open_features(config: Config, members: list[HeadParams]) -> MemberFeatures:
+    """The final size's features of every cut the members read (nothing extracted yet)."""
     decoder = Decoder.for_data(config.data, config.final.image_size)
-    checked, blocks = scan(config.data, config.work_dir), members[0].blocks
-    runner = choose_runtime(
-        checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True
-    )
-    return Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
+    checked = scan(config.data, config.work_dir)
+    by_blocks = {}
+    for blocks in dict.fromkeys(member.blocks for member in members):
+        runner = choose_runtime(
+            checked, config.model, decoder, config.work_dir, seed=config.seed, blocks=blocks, exact=True
+        )
+        by_blocks[blocks] = Features.on(checked, runner, decoder, config.work_dir, config.model, config.seed)
+    return MemberFeatures(by_blocks, by_blocks[members[0].blocks])
 
 
 def extract_features(config: Config, features: Features, training: list[HeadParams]) -> None:
@@ -159,19 +164,26 @@ def extract_features(config: Config, features: Features, training: list[HeadPara
     features.get(jobs)
 
 
-def prepare(config: Config, chosen: Members, features: Features) -> dict:
+def prepare(config: Config, chosen: Members, features: MemberFeatures) -> dict:
     """Extract what training needs and find the members whose first restart the search already
     trained (final/reuse.py); returns member index -> Reused."""
     members = chosen.params
     policies = [policies_for(config, member)[member.augmentation] for member in members]
-    found = reuse.candidates(config, chosen.sources, members, features, policies)
+    own = [features.of(member.blocks) for member in members]
+    found = reuse.candidates(config, chosen.sources, members, own, policies)
     fully = set(found) if config.final.restarts == 1 else set()  # members with no restart left to train
-    extract_features(config, features, [m for i, m in enumerate(members) if i not in fully])
-    reused = reuse.confirm(config, found, features)
+    extract_each_cut(config, features, [m for i, m in enumerate(members) if i not in fully])
+    reused = reuse.confirm(config, found, own)
     refused = [members[i] for i in sorted(fully - set(reused))]
     if refused:  # (a checkpoint that did not score its trial's val_accuracy: its member trains after all)
-        extract_features(config, features, refused)
+        extract_each_cut(config, features, refused)
     return reused
+
+
+def extract_each_cut(config: Config, features: MemberFeatures, training: list[HeadParams]) -> None:
+    """extract_features for every cut: its validation, and the training views of its members that train."""
+    for blocks, cut in features.by_blocks.items():
+        extract_features(config, cut, [member for member in training if member.blocks == blocks])
 
 
 def train_member(
@@ -199,13 +211,16 @@ def train_member(
     return kept
 
 
-def ship(config: Config, features: Features, members: list, trained: list[Restarts], reused: dict) -> tuple:
+def ship(config: Config, features: MemberFeatures, members: list, trained: list[Restarts], reused: dict) -> tuple:
     """The heads final.ensemble ships from the trained members: (Shipped, BySize or Selection)."""
-    if features.blocks:  # blocks trained under mixed precision ship in float32: choose and check what ships
-        trained = [replace(kept, heads=[plain_copy(head) for head in kept.heads]) for kept in trained]
+    # blocks trained under mixed precision ship in float32: choose and check what ships
+    trained = [
+        replace(kept, heads=[plain_copy(head) for head in kept.heads]) if member.blocks else kept
+        for member, kept in zip(members, trained, strict=True)
+    ]
     if config.final.ensemble == "select":
         return select(config, features, members, trained, reused)
-    return by_size(config, features, trained[0])
+    return by_size(config, features.of(members[0].blocks), trained[0])
 
 
 def by_size(config: Config, features: Features, kept: Restarts) -> tuple[Shipped, BySize]:
@@ -213,23 +228,25 @@ def by_size(config: Config, features: Features, kept: Restarts) -> tuple[Shipped
     members = member_probabilities(kept.heads, features.val)
     scores = score_sizes(members, features.val_labels)
     size = choose_size(scores, config.final.ensemble, config.tuner.objective)
-    shipped = Shipped(kept.heads[:size], None, scores[size - 1], members[:size].mean(axis=0), kept.ranked[0])
+    best = kept.ranked[0]
+    shipped = Shipped(kept.heads[:size], [features.blocks] * size, None, scores[size - 1], members[:size].mean(0), best)
     return shipped, BySize(scores, size, [r.seed for r in kept.ranked[:size]])
 
 
-def select(config: Config, features: Features, members: list, trained: list[Restarts], reused: dict):
+def select(config: Config, features: MemberFeatures, members: list, trained: list[Restarts], reused: dict):
     """Forward selection (final/selection.py) over every head of every member on the validation
-    photos; returns (Shipped, Selection: each head's held-out score and weight, and the search
-    trial it is where reused)."""
+    photos, each head on its own cut's features; returns (Shipped, Selection: each head's held-out
+    score and weight, and the search trial it is where reused)."""
     heads = [head for kept in trained for head in kept.heads]
     who = [(i, r.seed) for i, kept in enumerate(trained) for r in kept.ranked]
-    held_out = member_probabilities(heads, features.val)
-    picked = selection.forward_select(
-        held_out, features.val_labels, config.tuner.objective, config.final.selection_rounds
+    held_out = np.concatenate(
+        [member_probabilities(kept.heads, features.of(members[i].blocks).val) for i, kept in enumerate(trained)]
     )
+    labels = features.labels
+    picked = selection.forward_select(held_out, labels, config.tuner.objective, config.final.selection_rounds)
     rows = []
     for index, ((member, seed), counts) in enumerate(zip(who, picked.counts, strict=True)):
-        accuracy, loss = selection.score(held_out[index], features.val_labels)
+        accuracy, loss = selection.score(held_out[index], labels)
         trial = reused[member].trial_run_id if member in reused and seed == config.seed else None
         weight = counts / sum(picked.counts)
         rows.append({"member": member, "seed": seed, "hyperparameters": members[member].as_dict()})
@@ -237,20 +254,26 @@ def select(config: Config, features: Features, members: list, trained: list[Rest
     weights = [picked.weights[i] for i in picked.members]
     reference = np.tensordot(np.asarray(weights), held_out[picked.members], axes=1)
     score = EnsembleScore(len(picked.members), picked.val_accuracy, picked.val_loss)
-    shipped = Shipped([heads[i] for i in picked.members], weights, score, reference, trained[0].ranked[0])
+    blocks = [members[who[i][0]].blocks for i in picked.members]
+    shipped = Shipped([heads[i] for i in picked.members], blocks, weights, score, reference, trained[0].ranked[0])
     names = [f"{who[i][0]}:{who[i][1]}x{picked.counts[i]}" for i in picked.members]
     return shipped, Selection(rows, names, score)
 
 
-def assemble(features: Features, heads: list[keras.Model], weights: list[float] | None = None) -> keras.Model:
-    """uint8 images -> frozen Xception features -> each head (with its fine-tuned blocks, if any)
-    -> softmax (averaged over the heads). Fine-tuned heads are shipped with Keras' own layers and
-    without their optimizer (features/layers.plain_copy): the model loads without fashion_exp."""
-    backbone = features.backbone.model
-    if features.blocks:
-        heads = [plain_copy(head) for head in heads]
-    outputs = probabilities(heads, backbone.output, weights=weights)
-    return keras.Model(backbone.input, outputs, name="fashion_classifier")
+def assemble(features: MemberFeatures, shipped: Shipped) -> tuple[keras.Model, Features]:
+    """(uint8 images -> frozen Xception features of the deepest cut a head reads -> each head (with
+    its fine-tuned blocks, if any; a shallower cut's head through the frozen layers between:
+    final/cuts.py) -> softmax (averaged over the heads), those features). Fine-tuned heads are
+    shipped with Keras' own layers and without their optimizer (features/layers.plain_copy): the
+    model loads without fashion_exp."""
+    deepest = features.of(max(shipped.blocks))
+    heads = [
+        reading(deepest, plain_copy(head) if blocks else head, blocks)
+        for head, blocks in zip(shipped.heads, shipped.blocks, strict=True)
+    ]
+    backbone = deepest.backbone.model
+    outputs = probabilities(heads, backbone.output, weights=shipped.weights)
+    return keras.Model(backbone.input, outputs, name="fashion_classifier"), deepest
 
 
 def check_assembled(model: keras.Model, reference: np.ndarray, features: Features, batch_size: int):
@@ -286,19 +309,19 @@ def train_final(config: Config) -> FinalResult:
     record = FinalRecord(start_run(config, search_run, started), config)
     with record.recording():
         views = len(jobs_for_policy(TRAIN, policies_for(config, params)[params.augmentation]))
-        record.inputs(features, params, views, search_run, reused)
+        record.inputs(features.first, params, views, search_run, reused)
         restarts = config.final.restarts
         trained = [
-            train_member(config, features, p, i, reused.get(i), record.restart(i, restarts, i in reused))
+            train_member(config, features.of(p.blocks), p, i, reused.get(i), record.restart(i, restarts, i in reused))
             for i, p in enumerate(members)
         ]
         record.first_member(params, trained[0])
         shipped, found = ship(config, features, members, trained, reused)
-        record.ensemble(found, shipped.heads, features.val.shape[1:])
-        model = assemble(features, shipped.heads, shipped.weights)
-        check = check_assembled(model, shipped.reference, features, config.model.batch_size)
-        card = model_card(config, features, members, search_run, len(shipped.heads), shipped.score)
-        version = record.model(features, model, check, search_run, card)
+        record.ensemble(found, shipped.heads, features.first.val.shape[1:])
+        model, deepest = assemble(features, shipped)
+        check = check_assembled(model, shipped.reference, deepest, config.model.batch_size)
+        card = model_card(config, features.first, members, search_run, len(shipped.heads), shipped.score)
+        version = record.model(features.first, model, check, search_run, card)
         record.seconds(time.time() - started)
     best = shipped.best
     return FinalResult(

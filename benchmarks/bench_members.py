@@ -1,0 +1,89 @@
+"""Which trials should train-final's forward selection choose among? Measured on validation only.
+
+For a finished staged tune (preset=best), every fine-tuning trial's head is scored on the fp32
+validation maps of its own cut (what train-final scores; a cut not yet cached is extracted once).
+Then, for each set of candidates, forward selection (final/selection.py) chooses its ensemble on
+a random half of the validation photos and is scored on the other half, over --splits splits,
+the same splits for every set. Printed: each set's held-out mean and its paired difference from
+the 4 best trials of the best's cut (train-final's candidates before final/cuts.py).
+
+    python benchmarks/bench_members.py --work-dir W --store sqlite:///S   # a minute, plus any extraction
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from common import real_data_parser
+
+
+def probabilities(overrides: list[str]):
+    """(trials' validation probabilities (k, n, classes), labels, each trial's blocks, logged scores)."""
+    from fashion_exp.config import load_config
+    from fashion_exp.final.ensemble import member_probabilities
+    from fashion_exp.final.reuse import load_checkpoint
+    from fashion_exp.final.train import chosen_members, open_features
+    from fashion_exp.hyperparameters import NAMES, HeadParams
+    from fashion_exp.tracking.queries import ranked_rows, trial_checkpoint, tune_searches
+
+    config = load_config(overrides)
+    uri, experiment = config.tracking.uri, config.tracking.experiment
+    rows = ranked_rows(uri, experiment, tune_searches(uri, experiment, chosen_members(config).search_run))
+    cuts, found = {}, []
+    for row in rows:
+        params = HeadParams.from_values({name: row[name] for name in NAMES if row.get(name, "") != ""})
+        checkpoint = trial_checkpoint(uri, row["run_id"])
+        if checkpoint is None:
+            continue
+        if params.blocks not in cuts:
+            cuts[params.blocks] = open_features(config, [params]).first
+        head = load_checkpoint(checkpoint.path)
+        found.append((member_probabilities([head], cuts[params.blocks].val)[0], params.blocks, checkpoint.val_accuracy))
+    labels = next(iter(cuts.values())).val_labels
+    return np.stack([f[0] for f in found]), labels, np.array([f[1] for f in found]), np.array([f[2] for f in found])
+
+
+def held_out(probs: np.ndarray, labels: np.ndarray, sets: dict, splits: int, seed: int) -> dict[str, list[float]]:
+    """Each set's score on one half of the photos after forward selection on the other, split by split."""
+    from fashion_exp.final.selection import forward_select, score
+
+    rng, scores = np.random.default_rng(seed), {name: [] for name in sets}
+    for _ in range(splits):
+        order = rng.permutation(len(labels))
+        chosen, scored = order[: len(labels) // 2], order[len(labels) // 2 :]
+        for name, members in sets.items():
+            picked = forward_select(probs[members][:, chosen], labels[chosen], "val_accuracy", 20)
+            mixed = np.tensordot(np.asarray(picked.weights), probs[members][:, scored], axes=1)
+            scores[name].append(score(mixed, labels[scored])[0])
+    return scores
+
+
+def main() -> None:
+    parser = real_data_parser(__doc__)
+    parser.add_argument("--work-dir", required=True, help="the tune's work_dir")
+    parser.add_argument("--store", required=True, help="the tune's tracking.uri")
+    parser.add_argument("--splits", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    overrides = [f"work_dir={args.work_dir}", f"tracking.uri={args.store}", f"data.root={args.data}"]
+    probs, labels, blocks, logged = probabilities([*overrides, f"model.weights={args.weights}"])
+    order = np.argsort(-logged, kind="stable")
+    best_cut = order[blocks[order] == blocks[order[0]]]
+    sets = {
+        "4 best of the best's cut": best_cut[:4],
+        "every trial of the best's cut": best_cut,
+        "4 best of any cut": order[:4],
+        "every trial": order,
+    }
+    scores = held_out(probs, labels, sets, args.splits, args.seed)
+    base = np.asarray(scores["4 best of the best's cut"])
+    print(f"{len(probs)} trials ({', '.join(f'{(blocks == b).sum()} on {b} block(s)' for b in sorted(set(blocks)))})")
+    print(f"| candidates | trials | held-out half, mean | minus the first row (sd, over {args.splits} splits) |")
+    print("| --- | --- | --- | --- |")
+    for name, members in sets.items():
+        diff = np.asarray(scores[name]) - base
+        gain = f"{100 * diff.mean():+.2f} pts ({100 * diff.std():.1f})"
+        print(f"| {name} | {len(members)} | {np.mean(scores[name]):.4f} | {gain} |")
+
+
+if __name__ == "__main__":
+    main()
