@@ -35,6 +35,7 @@ def _record():
     try:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         row = {"argv": sys.argv[:4], "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.time() - _started}
+        row["test"] = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]  # (pytest sets it; children inherit it)
         with open(os.environ["BENCH_CPU_LOG"], "a") as log:
             log.write(json.dumps(row) + "\\n")
     except Exception:
@@ -64,10 +65,25 @@ def kind_of(argv: list[str]) -> str:
     return "other: " + Path(argv[0]).name if argv else "other"
 
 
+def by_test(rows: list[dict], most: int) -> None:
+    """The tests whose child processes took the most CPU (a test's own process, pytest's worker, is
+    shared by every test it runs: not counted here)."""
+    children: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.get("test") and kind_of(row["argv"]) != "pytest, its workers and the tests' launchers (-c)":
+            children[row["test"]].append(row["cpu_s"])
+    if not children:
+        return
+    print(f"\n{'test (its child processes)':<100} {'count':>6} {'CPU s':>8}")
+    for test, values in sorted(children.items(), key=lambda item: -sum(item[1]))[:most]:
+        print(f"{test[:100]:<100} {len(values):>6} {sum(values):>8.1f}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pytest_words", nargs="*", help="words for pytest, after --")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--tests", type=int, default=15, help="how many tests to list by their child processes' CPU")
     return parser.parse_args()
 
 
@@ -93,6 +109,7 @@ def main() -> int:
     print(f"{'kind of process':<55} {'count':>6} {'CPU s':>8} {'share':>6}")
     for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
         print(f"{kind:<55} {len(values):>6} {sum(values):>8.1f} {sum(values) / max(total, 1e-9):>6.0%}")
+    by_test(rows, args.tests)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"wall_s": wall, "rows": rows}, indent=1))
