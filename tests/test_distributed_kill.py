@@ -4,7 +4,6 @@ its trial reruns) and of the chief (its workers and MLflow server go with it; th
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import processes_naming
 from tests.test_distributed import (
     assert_one_distributed_search,
     gone_within,
@@ -61,7 +61,8 @@ def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, 
         )
         wait_until(lambda: ended_in_oracle(tmp_path) or None, 240, "a trial the oracle ended", chief)
         wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
-        server = _pids_with(f"--default-artifact-root {(tmp_path / 'mlruns').as_uri()}")  # the guard and the server
+        # the guard and the server
+        server = processes_naming(f"--default-artifact-root {(tmp_path / 'mlruns').as_uri()}")
         # Trials whose end the chief's oracle saved, read just before the kill. A trial whose MLflow
         # run ended but whose end had not reached the oracle yet is re-run by design (TrialHooks.on_trial_end).
         ended = ended_in_oracle(tmp_path)
@@ -84,15 +85,3 @@ def ended_in_oracle(tmp_path: Path) -> set[str]:
     """Ids of the trials whose end the chief's oracle has saved (oracle.json's end_order)."""
     found = list((tmp_path / "work" / "tuner").glob("*/oracle.json"))
     return set(json.loads(found[0].read_text())["end_order"]) if found else set()
-
-
-def _pids_with(text: str) -> list[int]:
-    """Pids of processes whose command line contains text (the MLflow server and its guard)."""
-    found = []
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            if text in Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.append(int(cmdline.split("/")[2]))
-        except OSError:
-            continue
-    return [pid for pid in found if pid != os.getpid()]

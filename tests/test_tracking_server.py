@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fashion_exp.children import free_port
+from tests.processes import processes_naming
 
 pytestmark = pytest.mark.slow  # a real MLflow server, real processes and real signals
 
@@ -21,20 +22,6 @@ with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2])) as url:
     print(url, flush=True)
     time.sleep(600)
 """
-
-
-def processes_naming(text: str) -> list[int]:
-    """Pids whose command line holds `text`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 def group_lines(group: int) -> list[str]:
