@@ -7,6 +7,7 @@ lines with the `said` fixture (tests/conftest.py). Not a parameter threaded thro
 from __future__ import annotations
 
 import logging
+import sys
 
 from tqdm import tqdm
 
@@ -25,22 +26,24 @@ class _AboveBars(logging.Handler):
     """Writes each line with tqdm.write: above a running progress bar, not through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        handling = sys.exc_info()[1]  # (a line said while a stop is being handled: that stop is not new)
         try:
             tqdm.write(self.format(record))
         except Exception as err:  # noqa: BLE001 - logging's rule: a line that cannot be written never stops the job
-            stop = interrupt_behind(err)
+            stop = interrupt_behind(err, handling)
             if stop is not None:
                 raise stop from None
             self.handleError(record)
 
 
-def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C or SIGTERM (fashion_exp/signals.py) that `err` was raised while handling, if any.
+def interrupt_behind(err: BaseException, handling: BaseException | None = None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (fashion_exp/signals.py) that `err` was raised while handling, if any,
+    up to `handling` (what the caller was already handling when it wrote: not a new stop).
     tqdm.write's cleanup hides one that lands inside it: a stop in its lock's first creation made its
     `finally` raise AttributeError (no tqdm._lock), which logging's rule swallowed, so `ui` served
     on after Ctrl-C and a search ran on."""
     seen = set()
-    while err is not None and id(err) not in seen:
+    while err is not None and err is not handling and id(err) not in seen:
         if isinstance(err, KeyboardInterrupt):
             return err
         seen.add(id(err))

@@ -20,11 +20,15 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 # uv (pinned) installs the lock in about 40 s where pip takes about 2 minutes (2-core host, 2026-12-07),
 # both compiling the bytecode (without it every process that imports TensorFlow took 15 s, not 7);
 # pip does it alone where uv cannot be had or cannot install it (an index that only pip.conf names).
+# uv reads no pip.conf: the index pip is set to use (PIP_INDEX_URL, or pip.conf's), if any, is uv's too.
+index=${PIP_INDEX_URL:-$("${pip[@]}" config get global.index-url 2>/dev/null || true)}
+uv=("$venv/bin/uv" pip install --python "$venv/bin/python" ${index:+--index-url "$index"})
+exec 3>&2  # (the terminal, for the one line that says pip takes over)
 install() {
-    if "${pip[@]}" install "$UV" && "$venv/bin/uv" pip install --compile-bytecode --python "$venv/bin/python" -r requirements.lock; then
-        "$venv/bin/uv" pip install --python "$venv/bin/python" --no-deps -e . && "$venv/bin/uv" pip check --python "$venv/bin/python"
+    if "${pip[@]}" install "$UV" && "${uv[@]}" --compile-bytecode -r requirements.lock; then
+        "${uv[@]}" --no-deps -e . && "$venv/bin/uv" pip check --python "$venv/bin/python"
     else
-        echo "uv did not install the lock: pip does"
+        echo "uv did not install the lock: pip does (about 2 minutes)" | tee /dev/fd/3
         "${pip[@]}" install -r requirements.lock && "${pip[@]}" install --no-deps -e . && "${pip[@]}" check
     fi
 }

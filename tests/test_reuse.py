@@ -87,3 +87,12 @@ def test_a_trials_checkpoint_and_curves_are_read_back(tmp_path, layout):
     found = trial_checkpoint(uri, run.info.run_id)
     assert found.val_accuracy == 0.75 and found.history["val_accuracy"] == [0.5, 0.75, 0.7]
     assert reuse.as_restart(found, 42, "val_accuracy").best_epoch == 1
+
+
+@pytest.mark.parametrize("runtime", ["", "+openvino-bf16-k1f2", "+onnx-int8-a1b2"])
+def test_a_searchs_first_cut_and_its_other_cuts_name_one_weights_file(runtime):
+    """A search over blocks 1 and 2 tags its first cut's fingerprint; its two-block trials read
+    another cut of the same weights, on any runtime (whose name follows the cut's)."""
+    assert reuse.same_weights(f"xception-ab12-cut1{runtime}", f"xception-ab12-cut2{runtime}")
+    assert not reuse.same_weights(f"xception-ab12-cut1{runtime}", f"xception-cd34-cut2{runtime}")
+    assert not reuse.same_weights(None, f"xception-ab12-cut2{runtime}")

@@ -1,6 +1,7 @@
 """SIGTERM (how Slurm, systemd, Docker and Kubernetes stop a job) is handled as Ctrl-C: the runs the
 command had open are marked KILLED, nothing is left RUNNING, and the same command resumes."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -143,3 +144,31 @@ def test_a_stop_that_lands_inside_a_line_being_written_is_not_lost(monkeypatch, 
             screen.say("a line")
     finally:
         screen.LOGGER.setLevel(level)
+
+
+def test_a_line_said_while_a_stop_is_handled_does_not_raise_that_stop_again(monkeypatch):
+    """A line that cannot be written (a pipe closed by the same Ctrl-C) while a command cleans up
+    after Ctrl-C: the broken write's context is the Ctrl-C being handled, which is not a new stop."""
+
+    def broken(*args, **kwargs):
+        raise BrokenPipeError("the pipe's reader is gone")
+
+    monkeypatch.setattr(tqdm, "write", broken)
+    monkeypatch.setattr(screen.LOGGER, "handlers", [])
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # (logging's own report of the broken line)
+    level = screen.LOGGER.level
+    cleaned = []
+    try:
+        screen.show()
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            try:
+                screen.say("marking the runs KILLED")
+            except KeyboardInterrupt:
+                cleaned.append("the handled Ctrl-C raised again: cleanup cut short")
+            else:
+                cleaned.append("cleaned up")
+    finally:
+        screen.LOGGER.setLevel(level)
+    assert cleaned == ["cleaned up"]

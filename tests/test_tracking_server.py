@@ -95,6 +95,9 @@ def test_sigterm_to_the_guard_ends_its_group_without_waiting_out_the_grace(tmp_p
             assert guard.poll() is None and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
         assert len(processes_naming(serving)) == 3  # the guard, the leader, the server
+        guard.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reaches the guard too: tune still needs the server
+        time.sleep(1)
+        assert guard.poll() is None and answers(f"http://127.0.0.1:{port}/")
         guard.send_signal(signal.SIGTERM)
         assert guard.wait(timeout=5) == 0  # half the grace: the group ended as soon as its server did
         assert processes_naming(serving) == []

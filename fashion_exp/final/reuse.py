@@ -128,7 +128,9 @@ def same_weights(searched: str | None, cut: str) -> bool:
     return searched is not None and CUT.sub("", searched) == CUT.sub("", cut)
 
 
-CUT = re.compile(r"-cut\d+$")  # (features/backbone.py: a cut's fingerprint is the weights' and -cut<blocks>)
+# features/backbone.py: a cut's fingerprint is the weights' and -cut<blocks>; a runtime other than
+# TensorFlow's adds +<runtime>-<cpu> after it (features/runtime.py)
+CUT = re.compile(r"-cut\d+(?=\+|$)")
 
 
 def load_checkpoint(path: str) -> keras.Model:

@@ -105,7 +105,11 @@ def guard(command: list[str]) -> int:
     """Run `command` under a group leader in a process group of its own; end the group when this
     process is told to stop, when its parent dies, or when the leader dies."""
     die_if_parent_gone(signal.SIGTERM)
-    told = stops_noted()  # before the leader starts: no stop lands between the two
+    # before the leader starts: no stop lands between the two. Not SIGINT: a terminal's Ctrl-C reaches
+    # this process too (tune's process group), and the server must outlive tune's own cleanup (the
+    # runs it marks KILLED go through it); tune ends it after (mlflow_server's finally)
+    told = stops_noted((signal.SIGTERM,))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # (no gRPC threads here: a preexec_fn is safe, and the leader must die with this process)
     leader = subprocess.Popen(
         [sys.executable, "-m", "fashion_exp.tracking.server", LEAD, *command],
@@ -131,13 +135,13 @@ def lead(command: list[str]) -> int:
     return 0
 
 
-def stops_noted() -> list[int]:
-    """From now on, SIGTERM and SIGINT to this process are noted in the list returned, nothing more.
+def stops_noted(numbers: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> list[int]:
+    """From now on, these signals to this process are noted in the list returned, nothing more.
     Ending the group from inside the handlers, while this process was inside child.wait(), made
     their own wait on the child wait out its whole grace (the wait they interrupted held Popen's
     wait lock), so every stop took 10 s and ended in SIGKILL."""
     told: list[int] = []
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in numbers:
         signal.signal(number, lambda signum, frame: told.append(signum))
     return told
 
