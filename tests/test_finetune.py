@@ -290,6 +290,7 @@ def test_heads_on_two_cuts_ship_in_one_model_that_computes_what_each_was_scored_
     runs to the deeper cut once, and the one-block head reads it through the frozen layers between
     (final/cuts.py). Checked as train-final checks, on every validation photo, against each head
     on its own cut's cached maps (float16 cache: 1e-3)."""
+    from fashion_exp.final.ensemble import member_probabilities
     from fashion_exp.final.train import Shipped, assemble, check_assembled, open_features
     from fashion_exp.head.model import HeadInputs, new_head
 
@@ -301,7 +302,7 @@ def test_heads_on_two_cuts_ship_in_one_model_that_computes_what_each_was_scored_
         cut = features.of(params.blocks)
         inputs = HeadInputs(cut.backbone.feature_shape, cut.n_classes, 8, cut.top)
         heads.append(new_head(inputs, params, seed=index, train_rows=16))
-        reference.append(keras.ops.convert_to_numpy(keras.ops.softmax(heads[-1].predict(cut.val, verbose=0))))
+        reference.append(member_probabilities([heads[-1]], cut.val)[0])
     mean = np.mean(reference, axis=0)
     shipped = Shipped(heads, [1, 2], None, None, mean)
     model, deepest = assemble(features, shipped)
