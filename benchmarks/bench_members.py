@@ -7,17 +7,45 @@ a random half of the validation photos and is scored on the other half, over --s
 the same splits for every set. Printed: each set's held-out mean and its paired difference from
 the 4 best trials of the best's cut (train-final's candidates before final/cuts.py).
 
+With --mirror, each trial is also scored on every validation photo's mirror image (its cut's
+maps extracted once more, fp32), and the sets are scored again with each head's probabilities
+averaged over the photo and its mirror (test-time augmentation): printed against the same sets
+without it, paired, and each trial's accuracy with and without.
+
     python benchmarks/bench_members.py --work-dir W --store sqlite:///S   # a minute, plus any extraction
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from common import real_data_parser
 
 
-def probabilities(overrides: list[str]):
-    """(trials' validation probabilities (k, n, classes), labels, each trial's blocks, logged scores)."""
+def mirrored_maps(features) -> np.ndarray:
+    """The cut's fp32 maps of every validation photo flipped left to right."""
+    from fashion_exp.data.dataset import VALIDATION
+
+    samples, batch = features.dataset.splits[VALIDATION], features.extractor.batch_size
+    decode = lambda sample: features.decoder.load(features.dataset.root / sample.path)[:, ::-1]  # noqa: E731
+    batches = (np.stack([decode(s) for s in samples[i : i + batch]]) for i in range(0, len(samples), batch))
+    return np.concatenate([features.extractor.runner.features(images) for images in batches]).astype(np.float32)
+
+
+@dataclass
+class Scored:
+    """Every fine-tuning trial's head on the validation photos."""
+
+    probs: np.ndarray  # (trials, photos, classes)
+    labels: np.ndarray
+    blocks: np.ndarray  # each trial's cut
+    logged: np.ndarray  # each trial's logged val_accuracy
+    mirrored: np.ndarray | None  # (trials, photos, classes) on the mirror images, with --mirror
+
+
+def probabilities(overrides: list[str], mirror: bool = False) -> Scored:
+    """Each trial's head scored on the fp32 validation maps of its own cut (and their mirrors)."""
     from fashion_exp.config import load_config
     from fashion_exp.final.ensemble import member_probabilities
     from fashion_exp.final.reuse import load_checkpoint
@@ -28,7 +56,7 @@ def probabilities(overrides: list[str]):
     config = load_config(overrides)
     uri, experiment = config.tracking.uri, config.tracking.experiment
     rows = ranked_rows(uri, experiment, tune_searches(uri, experiment, chosen_members(config).search_run))
-    cuts, found = {}, []
+    cuts, mirrored, found = {}, {}, []
     for row in rows:
         params = HeadParams.from_values({name: row[name] for name in NAMES if row.get(name, "") != ""})
         checkpoint = trial_checkpoint(uri, row["run_id"])
@@ -36,10 +64,14 @@ def probabilities(overrides: list[str]):
             continue
         if params.blocks not in cuts:
             cuts[params.blocks] = open_features(config, [params]).first
+            mirrored[params.blocks] = mirrored_maps(cuts[params.blocks]) if mirror else None
         head = load_checkpoint(checkpoint.path)
-        found.append((member_probabilities([head], cuts[params.blocks].val)[0], params.blocks, checkpoint.val_accuracy))
+        flipped = member_probabilities([head], mirrored[params.blocks])[0] if mirror else None
+        plain = member_probabilities([head], cuts[params.blocks].val)[0]
+        found.append((plain, params.blocks, checkpoint.val_accuracy, flipped))
+    column = lambda i: np.array([f[i] for f in found])  # noqa: E731
     labels = next(iter(cuts.values())).val_labels
-    return np.stack([f[0] for f in found]), labels, np.array([f[1] for f in found]), np.array([f[2] for f in found])
+    return Scored(column(0), labels, column(1), column(2), column(3) if mirror else None)
 
 
 def held_out(probs: np.ndarray, labels: np.ndarray, sets: dict, splits: int, seed: int) -> dict[str, list[float]]:
@@ -63,9 +95,11 @@ def main() -> None:
     parser.add_argument("--store", required=True, help="the tune's tracking.uri")
     parser.add_argument("--splits", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mirror", action="store_true", help="also score each photo averaged with its mirror image")
     args = parser.parse_args()
     overrides = [f"work_dir={args.work_dir}", f"tracking.uri={args.store}", f"data.root={args.data}"]
-    probs, labels, blocks, logged = probabilities([*overrides, f"model.weights={args.weights}"])
+    scored = probabilities([*overrides, f"model.weights={args.weights}"], args.mirror)
+    probs, labels, blocks, logged = scored.probs, scored.labels, scored.blocks, scored.logged
     order = np.argsort(-logged, kind="stable")
     best_cut = order[blocks[order] == blocks[order[0]]]
     sets = {
@@ -83,6 +117,23 @@ def main() -> None:
         diff = np.asarray(scores[name]) - base
         gain = f"{100 * diff.mean():+.2f} pts ({100 * diff.std():.1f})"
         print(f"| {name} | {len(members)} | {np.mean(scores[name]):.4f} | {gain} |")
+    if scored.mirrored is not None:
+        mirror_table(probs, scored.mirrored, labels, sets, scores, args)
+
+
+def mirror_table(probs, flipped, labels, sets: dict, plain: dict, args) -> None:
+    """Each set with every head's probabilities averaged over the photo and its mirror, paired with
+    the same set without (the same splits), and each trial's accuracy with and without."""
+    averaged = (probs + flipped) / 2
+    accuracy = lambda p: (p.argmax(-1) == labels).mean(-1)  # noqa: E731
+    per_trial = accuracy(averaged) - accuracy(probs)
+    print(f"\nmirror averaged, each trial: {100 * per_trial.mean():+.2f} pts (sd {100 * per_trial.std():.2f})")
+    scores = held_out(averaged, labels, sets, args.splits, args.seed)
+    print("| candidates | held-out half with the mirror, mean | minus without (sd) |")
+    print("| --- | --- | --- |")
+    for name in sets:
+        diff = np.asarray(scores[name]) - np.asarray(plain[name])
+        print(f"| {name} | {np.mean(scores[name]):.4f} | {100 * diff.mean():+.2f} pts ({100 * diff.std():.1f}) |")
 
 
 if __name__ == "__main__":

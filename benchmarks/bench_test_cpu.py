@@ -45,6 +45,24 @@ def _record():
 atexit.register(_record)
 """
 
+PLUGIN = """
+import json, os, resource, time
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before, began = resource.getrusage(resource.RUSAGE_SELF), time.time()
+    yield
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    row = {"argv": ["in-process"], "cpu_s": 0.0, "test": item.nodeid, "own_cpu_s": cpu, "began": began}
+    row.update(ended=time.time(), worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    with open(os.environ["BENCH_CPU_LOG"], "a") as log:
+        log.write(json.dumps(row) + "\\n")
+"""
+
 KINDS = (  # (what the command line holds, the kind), first match wins
     ("huey_consumer", "MLflow's job runner (huey_consumer)"),
     ("_capture_modules", "MLflow's requirement inference (_capture_modules)"),
@@ -66,17 +84,44 @@ def kind_of(argv: list[str]) -> str:
 
 
 def by_test(rows: list[dict], most: int) -> None:
-    """The tests whose child processes took the most CPU (a test's own process, pytest's worker, is
-    shared by every test it runs: not counted here)."""
+    """The tests that took the most CPU: in pytest's own worker (setup, call and teardown, measured
+    around each test) and in the child processes it started."""
     children: dict[str, list[float]] = defaultdict(list)
+    own: dict[str, float] = defaultdict(float)
     for row in rows:
-        if row.get("test") and kind_of(row["argv"]) != "pytest, its workers and the tests' launchers (-c)":
+        if "own_cpu_s" in row:
+            own[row["test"]] += row["own_cpu_s"]
+        elif row.get("test") and kind_of(row["argv"]) != "pytest, its workers and the tests' launchers (-c)":
             children[row["test"]].append(row["cpu_s"])
-    if not children:
+    tests = set(children) | set(own)
+    if not tests:
         return
-    print(f"\n{'test (its child processes)':<100} {'count':>6} {'CPU s':>8}")
-    for test, values in sorted(children.items(), key=lambda item: -sum(item[1]))[:most]:
-        print(f"{test[:100]:<100} {len(values):>6} {sum(values):>8.1f}")
+    total = {test: own.get(test, 0.0) + sum(children.get(test, [])) for test in tests}
+    print(f"\n{'test':<90} {'own CPU s':>9} {'children':>8} {'CPU s':>8} {'all CPU s':>9}")
+    for test in sorted(tests, key=lambda name: -total[name])[:most]:
+        values = children.get(test, [])
+        print(f"{test[:90]:<90} {own.get(test, 0.0):>9.1f} {len(values):>8} {sum(values):>8.1f} {total[test]:>9.1f}")
+    print(f"{'all tests':<90} {sum(own.values()):>9.1f} {'':>8} {sum(sum(v) for v in children.values()):>8.1f}")
+
+
+def by_worker(rows: list[dict], started: float) -> None:
+    """Each pytest worker's span: when its first test began and its last ended (seconds from the
+    start), the time it spent in tests, and its longest files: a worker that ends long before the
+    others left cores idle at the end."""
+    spans: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if "began" in row:
+            spans[row["worker"]].append(row)
+    if not spans:
+        return
+    print(f"\n{'worker':<8} {'first began':>11} {'last ended':>10} {'in tests':>9}  longest files (s in tests)")
+    for worker, tests in sorted(spans.items()):
+        files: dict[str, float] = defaultdict(float)
+        for row in tests:
+            files[row["test"].split("::")[0].removeprefix("tests/")] += row["ended"] - row["began"]
+        longest = ", ".join(f"{name} {seconds:.0f}" for name, seconds in sorted(files.items(), key=lambda f: -f[1])[:4])
+        first, last = min(r["began"] for r in tests) - started, max(r["ended"] for r in tests) - started
+        print(f"{worker:<8} {first:>11.0f} {last:>10.0f} {sum(files.values()):>9.0f}  {longest}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,18 +136,20 @@ def main() -> int:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-test-cpu-") as tmp:
         Path(tmp, "sitecustomize.py").write_text(RECORDER)
+        Path(tmp, "bench_cpu_plugin.py").write_text(PLUGIN)
         log = Path(tmp, "processes.jsonl")
         env = {**os.environ, "BENCH_CPU_LOG": str(log)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")]))
-        started = time.monotonic()
-        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.pytest_words]
+        started, started_unix = time.monotonic(), time.time()
+        plugins = ["-p", "no:cacheprovider", "-p", "bench_cpu_plugin"]
+        pytest = [sys.executable, "-m", "pytest", "-q", *plugins, *args.pytest_words]
         done = subprocess.run(pytest, env=env)
         wall = time.monotonic() - started
         rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     for row in rows:  # (a command line may carry a tracking URI's password; --out keeps none)
         row["argv"] = redact_words(row["argv"])
     by_kind: dict[str, list[float]] = defaultdict(list)
-    for row in rows:
+    for row in (row for row in rows if "own_cpu_s" not in row):
         by_kind[kind_of(row["argv"])].append(row["cpu_s"])
     total = sum(sum(values) for values in by_kind.values())
     print(f"\npytest exited {done.returncode} after {wall:.0f} s; {len(rows)} processes, {total:.0f} s of CPU")
@@ -110,6 +157,7 @@ def main() -> int:
     for kind, values in sorted(by_kind.items(), key=lambda item: -sum(item[1])):
         print(f"{kind:<55} {len(values):>6} {sum(values):>8.1f} {sum(values) / max(total, 1e-9):>6.0%}")
     by_test(rows, args.tests)
+    by_worker(rows, started_unix)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"wall_s": wall, "rows": rows}, indent=1))

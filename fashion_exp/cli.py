@@ -282,10 +282,13 @@ def require_data(config, splits: list[str]) -> None:
 
 
 def cmd_train_final(config, args, overrides: list[str]) -> int:
-    from fashion_exp.final.train import train_final
-
     config = with_search_inputs(config, overrides)
     require_data(config, ["train", "validation"])
+    from fashion_exp import quiet
+
+    quiet.import_tensorflow()  # (after the search and the data are found: a mistake costs no 6 s import)
+    from fashion_exp.final.train import train_final
+
     result = train_final(config)
     print(
         f"\nBest epoch {result.best_epoch} of the seed-{result.seed} restart: "
@@ -474,7 +477,7 @@ COMMANDS = {
     "fetch-data": Command(cmd_fetch_data, tensorflow=False, store=False),
     "show-config": Command(cmd_show_config, tensorflow=False, store=False),
     "ui": Command(cmd_ui, tensorflow=False),
-    "train-final": Command(cmd_train_final, backbone=True),
+    "train-final": Command(cmd_train_final, tensorflow=False, backbone=True),  # (imports it once the search is found)
     "combine": Command(cmd_combine),
     "evaluate": Command(cmd_evaluate),
     "promote": Command(cmd_promote, tensorflow=False),

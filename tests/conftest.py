@@ -16,6 +16,24 @@ def dataset_root(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+@pytest.fixture(autouse=True)
+def _tiny_steps_run_eagerly(request):
+    """Keras' train and predict steps run eagerly in this process, except in the real-data tests:
+    tracing a graph for the tiny backbone's few batches costs more than running them (a third of a
+    search test's time). What the graph path proves is proved where the product runs as shipped: in
+    every `python -m fashion_exp` process the tests start, and in the real-data tests."""
+    if request.node.get_closest_marker("real") is not None:
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:
     """An empty MLflow sqlite store, made once: making one runs MLflow's schema migrations (about
@@ -79,3 +97,29 @@ def said():
     yield lines
     screen.LOGGER.removeHandler(handler)
     screen.LOGGER.setLevel(level)
+
+
+# The files that take longest (seconds inside their tests, 2 cores, -n 3: benchmarks/bench_test_cpu.py's
+# worker table), longest first. With --no-loadscope-reorder (pyproject.toml) pytest-xdist hands out
+# whole files in collection order, so these start first and the many quick files fill the gaps at
+# the end; its default order (files with the most tests first) left the real-data and process
+# tests to the last minutes, one worker running alone for about two.
+LONGEST_FILES = (
+    "test_distributed.py",  # 314 s
+    "test_stages.py",  # 276
+    "test_concurrency.py",  # 204
+    "test_distributed_stages.py",  # 177
+    "test_distributed_kill.py",  # 157
+    "test_signals.py",  # 156
+    "test_readme_workflow.py",  # 154
+    "test_oracle_auth.py",  # 114
+    "test_real.py",  # 108
+    "test_search.py",  # 97
+    "test_finetune.py",  # 76
+    "test_final.py",  # 64
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: place for place, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: the rest keep their order)

@@ -2,11 +2,14 @@
 
 Each process imports what it will need (TensorFlow, MLflow, ...), says it is ready, then waits for
 a "go" file; the test creates it once all are ready, so the commands begin within a millisecond of
-each other instead of a few seconds apart as their imports finish.
+each other instead of a few seconds apart as their imports finish. Commands run together are forked
+from one process that made those imports once (TensorFlow's import is 6-7 s of CPU on 2 cores):
+each is still a process of its own, with its own files, locks and exit status.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +28,30 @@ open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.0005)
 sys.exit(main(sys.argv[3:]))
+"""
+
+
+FORKING_LAUNCHER = """
+import importlib, json, os, sys, time
+for module in os.environ.get("PRELOAD", "").split():
+    importlib.import_module(module)
+from fashion_exp.cli import main
+folder, commands = sys.argv[1], json.loads(sys.argv[2])
+children = {}
+for index, args in enumerate(commands):
+    pid = os.fork()
+    if pid == 0:  # the command's own process: its output to its files, then it runs as the CLI would
+        for fd, suffix in ((1, "out"), (2, "err")):
+            os.dup2(os.open(f"{folder}/.p{index}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+        open(f"{folder}/.p{index}.ready", "w").close()
+        while not os.path.exists(f"{folder}/.go"):
+            time.sleep(0.0005)
+        sys.exit(main(args))
+    children[pid] = index
+for _ in commands:
+    pid, status = os.wait()
+    with open(f"{folder}/.p{children[pid]}.rc", "w") as rc:
+        rc.write(str(os.waitstatus_to_exitcode(status)))
 """
 
 
@@ -66,13 +93,25 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
 
 
 def run_together(commands: list[list[str]], cwd: Path, preload: str = "", timeout: float = 600) -> list[Finished]:
-    """Run the CLI commands in separate processes started at the same moment; their results in order."""
-    started = [launch(args, cwd, f"p{i}", preload) for i, args in enumerate(commands)]
-    for process, ready, _ in started:
-        wait_for(ready, process, timeout=120)
-    for _, _, go in started:
-        go.touch()
-    return [finish(process, timeout) for process, _, _ in started]
+    """Run the CLI commands in separate processes started at the same moment (forked from one that
+    imported `preload`); their results in order."""
+    env = {**os.environ, "PRELOAD": preload, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    launcher = [sys.executable, "-c", FORKING_LAUNCHER, str(cwd), json.dumps(commands)]
+    parent = subprocess.Popen(
+        launcher, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        for index in range(len(commands)):
+            wait_for(cwd / f".p{index}.ready", parent, timeout=120)
+        (cwd / ".go").touch()
+        _, err = parent.communicate(timeout=timeout)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
+    files = [{suffix: cwd / f".p{index}.{suffix}" for suffix in ("out", "err", "rc")} for index in range(len(commands))]
+    assert all(f["rc"].exists() for f in files), f"a command did not finish ({parent.returncode}): {err[-2000:]}"
+    return [Finished(int(f["rc"].read_text()), f["out"].read_text(), f["err"].read_text()) for f in files]
 
 
 def finish(process: subprocess.Popen, timeout: float) -> Finished:

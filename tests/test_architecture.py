@@ -218,3 +218,11 @@ def test_no_step_takes_more_than_seven_parameters():
     ]
     found = [f"{name}: {problem}" for name, path in modules().items() for problem in crowded(path.read_text())]
     assert found == []
+
+
+def test_the_files_the_suite_starts_first_exist():
+    """conftest.LONGEST_FILES orders the suite (the longest files first): a renamed file must not drop out silently."""
+    from tests.conftest import LONGEST_FILES
+
+    missing = [name for name in LONGEST_FILES if not (Path(__file__).parent / name).is_file()]
+    assert not missing, missing

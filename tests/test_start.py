@@ -67,6 +67,14 @@ def test_tune_answers_a_bad_key_before_importing_tensorflow(tmp_path):
 
 
 @pytest.mark.slow  # a real process
+def test_train_final_without_a_search_says_so_before_importing_tensorflow(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_cli(["train-final", f"tracking.uri={uri}", "model=tiny", f"data.root={tmp_path / 'none'}"], tmp_path)
+    assert done.stderr.startswith("error: no finished tune search in experiment") and done.stderr.count("\n") == 1
+    assert "tensorflow imported: False exit: 2" in done.stdout
+
+
+@pytest.mark.slow  # a real process
 def test_a_missing_weights_file_is_one_line_before_the_scan_and_tensorflow(tmp_path, dataset_root):
     missing = tmp_path / "nope.weights.h5"
     work = tmp_path / "work"
