@@ -5,7 +5,8 @@ validation maps of its own cut (what train-final scores; a cut not yet cached is
 Then, for each set of candidates, forward selection (final/selection.py) chooses its ensemble on
 a random half of the validation photos and is scored on the other half, over --splits splits,
 the same splits for every set. Printed: each set's held-out mean and its paired difference from
-the 4 best trials of the best's cut (train-final's candidates before final/cuts.py).
+the 4 best trials of the best's cut (train-final's candidates before final/cuts.py). Then how the
+members are weighed: forward selection against equal means of the k best, chosen on one half.
 
 With --mirror, each trial is also scored on every validation photo's mirror image (its cut's
 maps extracted once more, fp32), and the sets are scored again with each head's probabilities
@@ -117,8 +118,41 @@ def main() -> None:
         diff = np.asarray(scores[name]) - base
         gain = f"{100 * diff.mean():+.2f} pts ({100 * diff.std():.1f})"
         print(f"| {name} | {len(members)} | {np.mean(scores[name]):.4f} | {gain} |")
+    weighing_table(probs, labels, args)
     if scored.mirrored is not None:
         mirror_table(probs, scored.mirrored, labels, sets, scores, args)
+
+
+def weighing_table(probs, labels, args) -> None:
+    """How the members are weighed, everything chosen on one half (the trials ranked by their
+    accuracy on it) and scored on the other: forward selection over the 4 best, equal means of the
+    k best, and the k train-final's ensemble=auto would choose on the half."""
+    from fashion_exp.final.selection import forward_select
+
+    accuracy = lambda p, photos: float((p.argmax(-1) == labels[photos]).mean())  # noqa: E731
+    rng, rows = np.random.default_rng(args.seed), {}
+    for _ in range(args.splits):
+        order = rng.permutation(len(labels))
+        chosen, scored = order[: len(labels) // 2], order[len(labels) // 2 :]
+        ranked = np.argsort([-accuracy(p[chosen], chosen) for p in probs], kind="stable")
+        picked = forward_select(probs[ranked[:4]][:, chosen], labels[chosen], "val_accuracy", 20)
+        mixed = np.tensordot(np.asarray(picked.weights), probs[ranked[:4]][:, scored], axes=1)
+        rows.setdefault("forward selection over the 4 best", []).append(accuracy(mixed, scored))
+        for k in sorted({1, 4, 5, len(probs)}):
+            rows.setdefault(f"equal mean of the {k} best", []).append(
+                accuracy(probs[ranked[:k]][:, scored].mean(0), scored)
+            )
+        on_half = [accuracy(probs[ranked[:k]][:, chosen].mean(0), chosen) for k in range(1, 5)]
+        k = int(np.argmax(on_half)) + 1  # (ties: fewer, as ensemble=auto)
+        rows.setdefault("equal mean of the k best, k <= 4 chosen on the half", []).append(
+            accuracy(probs[ranked[:k]][:, scored].mean(0), scored)
+        )
+    base = np.asarray(rows["forward selection over the 4 best"])
+    print("\n| ensemble, chosen on one half | held-out half | minus forward selection (sd) |")
+    print("| --- | --- | --- |")
+    for name, values in rows.items():
+        diff = np.asarray(values) - base
+        print(f"| {name} | {np.mean(values):.4f} | {100 * diff.mean():+.2f} pts ({100 * diff.std():.1f}) |")
 
 
 def mirror_table(probs, flipped, labels, sets: dict, plain: dict, args) -> None:
