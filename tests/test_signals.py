@@ -42,11 +42,12 @@ def statuses(uri: str) -> list[str]:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigterm_marks_the_runs_killed_and_the_rerun_resumes(overrides, tmp_path, workers):
     config = load_config(overrides)
-    more = ["tuner.max_trials=2", "tuner.epochs=40", f"tuner.workers={workers}"]
+    more = ["tuner.max_trials=2", "tuner.epochs=100", f"tuner.workers={workers}"]
     running = start_tune(overrides, tmp_path, *more)
     wait_for_line(running, "Started search")
-    # into the first trial (the worker's, with workers=1): its run has logged an epoch; 40 epochs
-    # are a few seconds alone and longer on a loaded machine, so the signal lands mid-trial
+    # into the first trial (the worker's, with workers=1): its run has logged an epoch; 100 epochs
+    # are about 10 s alone and longer on a loaded machine, so the signal lands mid-trial (with 40,
+    # a fresh-clone CI beside a busy loop once saw the tune end before its SIGTERM was sent)
     trial = training_trial(config.tracking.uri, running)
     running.send_signal(signal.SIGTERM)
     _, err = running.communicate(timeout=120)
