@@ -34,6 +34,16 @@ def _tiny_steps_run_eagerly(request):
         tf.config.run_functions_eagerly(False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _zygote_ends_with_the_session():
+    """The zygote tests/zygote.py starts at this worker's first forked command, and every command
+    still running in its session, end with the session."""
+    yield
+    from tests.zygote import Zygote
+
+    Zygote.stop()
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:
     """An empty MLflow sqlite store, made once: making one runs MLflow's schema migrations (about

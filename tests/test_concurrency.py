@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
+from tests import zygote
 from tests.processes import Finished, finish, kill_hard, launch, run_together, wait_for
 from tests.synthetic import make_dataset
 from tests.test_download import zip_of
@@ -110,9 +111,7 @@ def test_two_different_searches_share_a_fresh_store(overrides, tmp_path):
 def test_kill_9_of_a_running_search_then_rerun(overrides, tmp_path):
     tune = [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.max_trials=2", "tuner.epochs=40"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    running = subprocess.Popen(
-        tune, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    running = zygote.popen(tune, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in running.stdout:
         if line.startswith("Started search"):
             break
@@ -120,7 +119,7 @@ def test_kill_9_of_a_running_search_then_rerun(overrides, tmp_path):
     kill_hard(running)
     locks = list((tmp_path / "work" / "tuner").glob("*.lock"))
     assert len(locks) == 1 and locks[0].read_text()  # the dead process's record is still in the file
-    rerun = subprocess.run(tune, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    rerun = zygote.run(tune, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "Resuming search" in rerun.stdout
     assert_one_complete_search(tmp_path, trials=2)
@@ -148,7 +147,7 @@ def test_an_mlflow_error_is_one_line(tmp_path):
     """A store MLflow cannot read (here a sqlite file that is not a database) gives one line, no traceback."""
     (tmp_path / "mlflow.db").write_text("this is not a database")
     uri = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
-    done = subprocess.run(
+    done = zygote.run(
         [sys.executable, "-m", "fashion_exp", "promote", uri], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert done.returncode != 0 and "Traceback" not in done.stderr

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.children import PARENT_PID, free_port, parented
 from fashion_exp.locks import read_holder
 from fashion_exp.tracking.server import healthy
+from tests import zygote
 
 pytestmark = pytest.mark.slow  # real worker processes, a real MLflow server and PostgreSQL
 
@@ -35,13 +36,13 @@ def tune_command(overrides: list[str], *extra: str) -> list[str]:
 
 def run_tune(command: list[str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return zygote.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def start_tune(command: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     log = open(cwd / "chief.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return zygote.popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def start_chief(overrides: list[str], cwd: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -314,7 +315,7 @@ def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlf
         )
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         workers = [
-            subprocess.Popen(
+            zygote.popen(
                 [*worker, "--worker-id", f"worker-{i}"],
                 cwd=tmp_path,
                 env=env,

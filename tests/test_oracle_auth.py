@@ -18,6 +18,7 @@ from fashion_exp.children import free_port
 from fashion_exp.config import load_config
 from fashion_exp.search import keras_tuner_fixes, oracle_auth
 from fashion_exp.search.cluster import OracleServer
+from tests import zygote
 from tests.test_distributed import assert_one_distributed_search, search_runs, start_chief, wait_until
 
 THREADS = load_config([]).tuner.oracle_threads  # conf/tuner's
@@ -119,7 +120,7 @@ def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_f
         wait_until(
             lambda: "Chief oracle of search" in (tmp_path / "chief.log").read_text() or None, 120, "the chief", chief
         )
-        wrong = subprocess.run(
+        wrong = zygote.run(
             [*worker, "--worker-id", "w-0"],
             cwd=tmp_path,
             env={**env, oracle_auth.TOKEN_ENV: "a-guess"},
@@ -133,7 +134,7 @@ def test_a_worker_with_the_wrong_token_is_refused_in_one_line_and_one_with_the_f
         with strangers_holding_calls(port):  # the search on two workers goes on while strangers hold calls open
             logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
             right = [
-                subprocess.Popen(
+                zygote.popen(
                     [*worker, "--worker-id", f"worker-{i}"],
                     cwd=tmp_path,
                     env=env,
@@ -219,7 +220,7 @@ def test_tls_settings_are_checked_in_one_line(tmp_path):
 def test_a_search_on_a_local_worker_over_tls(overrides, tmp_path):
     cert, key = self_signed(tmp_path)
     command = [sys.executable, "-m", "fashion_exp", "tune", *overrides, "tuner.workers=1"]
-    done = subprocess.run(
+    done = zygote.run(
         [*command, f"tuner.tls_cert={cert}", f"tuner.tls_key={key}"],
         cwd=tmp_path,
         capture_output=True,

@@ -14,13 +14,14 @@ from tqdm import tqdm
 
 from fashion_exp import screen, signals
 from fashion_exp.config import load_config
+from tests import zygote
 from tests.processes import training_trial
 
 
 def start_tune(overrides, cwd, *more):
     command = [sys.executable, "-m", "fashion_exp", "tune", *overrides, *more]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return zygote.popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_line(process, prefix: str, timeout: float = 240) -> None:

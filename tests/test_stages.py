@@ -20,6 +20,7 @@ from fashion_exp.search.costs import MEASURED, RateBook, Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_config, stage2_plan, stage2_trials
 from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
 from fashion_exp.tracking.tags import KIND, PARENT, PRESET, STAGE, STAGE1_RUN
+from tests import zygote
 from tests.processes import kill_hard, training_trial
 
 # one second a photo through the backbone at 299px, one second a photo per fine-tuning epoch
@@ -318,7 +319,7 @@ def test_a_stages_deadline_counts_its_extraction(overrides, monkeypatch):
 def start_tune(args, cwd):
     command = [sys.executable, "-m", "fashion_exp", "tune", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return zygote.popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 @pytest.mark.slow
@@ -332,7 +333,7 @@ def test_kill_9_in_either_stage_then_the_rerun_resumes_it(overrides, tmp_path, s
             break
     training_trial(load_config(overrides).tracking.uri, running)  # into the stage's first trial: it logged an epoch
     kill_hard(running)
-    rerun = subprocess.run(
+    rerun = zygote.run(
         [sys.executable, "-m", "fashion_exp", "tune", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -354,17 +355,19 @@ def test_a_staged_search_holds_its_budget(overrides, tmp_path, capsys):
     bounds leave room for each stage's closing work (the trial's checkpoint and plots, the summary)
     on a loaded machine: benchmarks/bench_preset.py measures the overshoot on real budgets."""
     endless = ["tuner.epochs=2000", "finetune_stage.epochs=100000", "finetune_stage.patience=null"]
+    budget = 0.5  # minutes (the timings below are in minutes too)
     started = time.monotonic()
-    assert main(["tune", *best_overrides(overrides, "tuner.max_minutes=1", *endless)]) == 0
+    assert main(["tune", *best_overrides(overrides, f"tuner.max_minutes={budget}", *endless)]) == 0
     took = time.monotonic() - started
     out = capsys.readouterr().out
     spent = json.loads(next((tmp_path / "work" / "tuner").glob("tune-*.json")).read_text())
     print(out, spent)  # the stages' timings, for a failure's report
-    assert 0.25 * 0.95 <= spent["stage1"] <= 0.25 + 0.5, spent  # its share (one trial alone would take minutes)
+    share = 0.25 * budget  # stage 1's (one trial alone would take minutes)
+    assert share * 0.95 <= spent["stage1"] <= share + 0.5, spent
     # the budget holds the probe too: a loaded machine's slower probe leaves the stages less (CI,
     # -n 4: probe 0.10, stage 1 0.34, stage 2 0.60 failed a bound on the stages alone)
-    assert 0.95 <= spent.get("probe", 0.0) + spent["stage1"] + spent["stage2"] <= 1 + 1.0, spent
-    assert took < 60 * 2 + 60  # plus start-up: imports, the store
+    assert budget * 0.95 <= spent.get("probe", 0.0) + spent["stage1"] + spent["stage2"] <= budget + 1.0, spent
+    assert took < 60 * (budget + 1) + 60  # plus start-up: imports, the store
     assert "Skipped stage 2: 1 of 2 trials (time budget)" in out  # the first stage-2 trial ran into the end
 
 
