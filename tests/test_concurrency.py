@@ -18,13 +18,11 @@ from mlflow.tracking import MlflowClient
 from fashion_exp.config import load_config
 from fashion_exp.search.run import run_search
 from tests import zygote
-from tests.processes import Finished, finish, kill_hard, launch, run_together, wait_for
+from tests.processes import Finished, finish, kill_hard, run_together
 from tests.synthetic import make_dataset
 from tests.test_download import zip_of
 
 pytestmark = pytest.mark.slow  # commands run at once as real processes
-
-SEARCH_PRELOAD = "tensorflow keras keras_tuner mlflow fashion_exp.search.run"
 
 
 def mlflow_runs(tmp_path: Path, experiment: str = "test") -> list:
@@ -71,7 +69,7 @@ def test_two_identical_tunes_in_a_fresh_folder(overrides, tmp_path):
     """Case 1 of the issue: no mlflow.db yet; one search runs, the other is refused in one line."""
     assert not (tmp_path / "mlflow.db").exists()
     tune = ["tune", *overrides, "tuner.max_trials=2"]
-    first, second = run_together([tune, tune], tmp_path, SEARCH_PRELOAD)
+    first, second = run_together([tune, tune], tmp_path)
     assert_clean(first, second)
     assert sorted([first.returncode, second.returncode]) == [0, 2], (first.stderr[-2000:], second.stderr[-2000:])
     refused = first if first.returncode == 2 else second
@@ -87,7 +85,7 @@ def test_two_resumes_of_a_half_done_search(overrides, tmp_path):
     """Case 2 of the issue: the store exists and 2 of 4 trials are done; two identical tunes at once."""
     assert run_search(load_config([*overrides, "tuner.max_trials=2"])).trials == 2
     tune = ["tune", *overrides, "tuner.max_trials=4"]
-    first, second = run_together([tune, tune], tmp_path, SEARCH_PRELOAD)
+    first, second = run_together([tune, tune], tmp_path)
     assert_clean(first, second)
     assert sorted([first.returncode, second.returncode]) == [0, 2]
     winner = first if first.returncode == 0 else second
@@ -98,9 +96,7 @@ def test_two_resumes_of_a_half_done_search(overrides, tmp_path):
 @pytest.mark.fresh_store
 def test_two_different_searches_share_a_fresh_store(overrides, tmp_path):
     """Different searches may run at once: both create the store, both finish, each with its own parent."""
-    first, second = run_together(
-        [["tune", *overrides, "seed=1"], ["tune", *overrides, "seed=2"]], tmp_path, SEARCH_PRELOAD
-    )
+    first, second = run_together([["tune", *overrides, "seed=1"], ["tune", *overrides, "seed=2"]], tmp_path)
     assert_clean(first, second)
     assert (first.returncode, second.returncode) == (0, 0), (first.stderr[-2000:], second.stderr[-2000:])
     parents, children = searches_and_trials(tmp_path)
@@ -133,7 +129,7 @@ def test_four_commands_create_a_fresh_store_at_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # train-final opens (creates) the store before it looks for a search; promote only reads, so creates none
     command = ["train-final", f"tracking.uri={uri}", "model=tiny", f"data.root={tmp_path / 'no-data'}"]
-    results = run_together([command] * 4, tmp_path, "mlflow")
+    results = run_together([command] * 4, tmp_path)
     assert_clean(*results)
     for result in results:
         assert result.returncode == 2
@@ -161,7 +157,7 @@ def test_an_mlflow_error_is_one_line(tmp_path):
 def test_two_train_finals_at_once_register_two_versions(overrides, tmp_path):
     final = [*overrides, "final.image_size=32", "final.epochs=3", "final.views=2", "final.restarts=1"]
     assert run_search(load_config([*final, "tuner.max_trials=1"])).trials == 1
-    first, second = run_together([["train-final", *final]] * 2, tmp_path, SEARCH_PRELOAD + " fashion_exp.final.train")
+    first, second = run_together([["train-final", *final]] * 2, tmp_path)
     assert_clean(first, second)
     assert (first.returncode, second.returncode) == (0, 0), (first.stderr[-2000:], second.stderr[-2000:])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -194,7 +190,7 @@ def test_two_rollbacks_at_once_are_two_swaps(tmp_path, round_):
     client.set_registered_model_alias("m", "champion", "2")
     client.set_registered_model_alias("m", "previous", "1")
     command = ["promote", "--rollback", f"tracking.uri={uri}", "final.registered_model=m"]
-    results = run_together([command, command], tmp_path, "mlflow fashion_exp.tracking.registry")
+    results = run_together([command, command], tmp_path)
     assert_clean(*results)
     assert [r.returncode for r in results] == [0, 0]
     assert aliases(client) == ("2", "1")  # swapped twice; interleaved, both would name version 1
@@ -204,9 +200,7 @@ def test_two_promotes_at_once_keep_a_consistent_history(tmp_path):
     uri, client = registry_with_versions(tmp_path, [0.8, 0.85, 0.9])
     client.set_registered_model_alias("m", "champion", "1")
     base = ["promote", "--force", f"tracking.uri={uri}", "final.registered_model=m"]
-    results = run_together(
-        [[*base, "--version", "2"], [*base, "--version", "3"]], tmp_path, "mlflow fashion_exp.tracking.registry"
-    )
+    results = run_together([[*base, "--version", "2"], [*base, "--version", "3"]], tmp_path)
     assert_clean(*results)
     assert [r.returncode for r in results] == [0, 0]
     # one promote after the other: the second's 'previous' is the first's champion, never version 1
@@ -277,20 +271,19 @@ def test_two_fetches_at_once_download_once(slow_server, tmp_path):
     settings["hold"] = seen_waiting = threading.Event()
     root = tmp_path / "data" / "clothing"
     command = ["fetch-data", f"data.root={root}", f"data.url={url}"]
-    started = [launch(command, tmp_path, f"p{i}") for i in range(2)]
-    for process, ready, _ in started:
-        wait_for(ready, process, timeout=120)
+    env, go = {**os.environ, "PYTHONUNBUFFERED": "1"}, tmp_path / ".go"
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    started = [zygote.popen([*zygote.COMMAND, *command], cwd=tmp_path, env=env, go=go, **pipes) for _ in range(2)]
     outputs, errors = [[], []], [[], []]
     readers = [
         threading.Thread(target=read_lines, args=(stream, lines, seen_waiting), daemon=True)
-        for (process, _, _), out, err in zip(started, outputs, errors, strict=True)
+        for process, out, err in zip(started, outputs, errors, strict=True)
         for stream, lines in ((process.stdout, out), (process.stderr, err))
     ]
     for reader in readers:
         reader.start()
-    for _, _, go in started:
-        go.touch()
-    codes = [process.wait(timeout=300) for process, _, _ in started]
+    go.touch()
+    codes = [process.wait(timeout=300) for process in started]
     for reader in readers:
         reader.join(timeout=10)
     assert seen_waiting.is_set(), outputs

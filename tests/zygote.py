@@ -44,7 +44,7 @@ PRELOAD = (
 )
 
 ZYGOTE = """
-import importlib, json, os, runpy, signal, socket, sys
+import importlib, json, os, runpy, signal, socket, sys, time
 
 from fashion_exp import quiet
 from fashion_exp.children import die_if_parent_gone
@@ -103,6 +103,8 @@ def become(request, fds):
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     sys.stdin = sys.__stdin__ = open(0, closefd=False)
+    while request["go"] and not os.path.exists(request["go"]):  # commands meant to begin at one moment
+        time.sleep(0.0005)
     return request["args"]
 
 
@@ -150,10 +152,10 @@ class Zygote:
             cls._started.process.wait()
         cls._started = None
 
-    def fork(self, args: list[str], cwd: str, env: dict[str, str], fds: list[int], new_session: bool) -> socket.socket:
+    def fork(self, args: list[str], cwd: str, env: dict[str, str], fds: list[int], new_session: bool, go: str):
         conn = socket.socket(socket.AF_UNIX)
         conn.connect(self.path)
-        request = {"args": args, "cwd": cwd, "env": env, "new_session": new_session}
+        request = {"args": args, "cwd": cwd, "env": env, "new_session": new_session, "go": go}
         socket.send_fds(conn, [json.dumps(request).encode()], fds)
         return conn
 
@@ -236,8 +238,11 @@ def _target(spec, text: bool, inherited: int) -> tuple[int, object]:
     return os.dup(spec if isinstance(spec, int) else spec.fileno()), None
 
 
-def popen(command, cwd=None, env=None, stdout=None, stderr=None, stdin=None, text=False, start_new_session=False):
-    """subprocess.Popen, forked from the zygote where `command` is `python -m fashion_exp ...`."""
+def popen(
+    command, cwd=None, env=None, stdout=None, stderr=None, stdin=None, text=False, start_new_session=False, go=None
+):
+    """subprocess.Popen, forked from the zygote where `command` is `python -m fashion_exp ...`; with
+    `go` (a path), the forked command begins once that file exists (imports are done at the fork)."""
     if list(command[:3]) != COMMAND:
         given = {"stdout": stdout, "stderr": stderr, "stdin": stdin, "start_new_session": start_new_session}
         return subprocess.Popen(command, cwd=cwd, env=env, text=text, **given)
@@ -255,6 +260,7 @@ def popen(command, cwd=None, env=None, stdout=None, stderr=None, stdin=None, tex
             dict(os.environ if env is None else env),
             fds,
             start_new_session,
+            str(go) if go else "",
         )
     finally:
         for fd in fds:
