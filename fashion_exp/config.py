@@ -259,8 +259,8 @@ class FinalConfig:
     registered_model: str
     views: int | None
     patience: int | None
-    ensemble: Any  # "auto" or a number of heads (the mean of the k best restarts), or "select" (forward selection)
-    members: int  # the search's best configurations train-final trains (final.restarts each), for ensemble=select
+    ensemble: Any  # "auto" or k (the mean of the k best restarts), "select" (forward selection), "mean" (every head)
+    members: int  # the search's best configurations train-final trains (final.restarts each), for ensemble=select/mean
     reuse: bool  # a member's first restart is its search trial when that trial trained what train-final would
     int8_tolerance: float  # export-onnx: validation accuracy the int8 file may lose against Keras and still be served
     selection_rounds: int  # ensemble=select: forward selection's rounds (each adds one head, repeats allowed)
@@ -273,11 +273,13 @@ class FinalConfig:
         heads = self.ensemble if isinstance(self.ensemble, int) and not isinstance(self.ensemble, bool) else None
         _at_least(f"{key}.members", self.members)
         _at_least(f"{key}.selection_rounds", self.selection_rounds)
-        if self.members > 1 and self.ensemble != "select":
-            raise ConfigError(f"{key}.members: {self.members} configurations are ensembled by {key}.ensemble=select")
-        if self.ensemble not in ("auto", "select") and not (heads and 1 <= heads <= self.restarts):
+        if self.members > 1 and self.ensemble not in ("select", "mean"):
             raise ConfigError(
-                f"{key}.ensemble: {self.ensemble!r} is not 'auto', 'select' or a number of heads from 1 to "
+                f"{key}.members: {self.members} configurations are ensembled by {key}.ensemble=select or mean"
+            )
+        if self.ensemble not in ("auto", "select", "mean") and not (heads and 1 <= heads <= self.restarts):
+            raise ConfigError(
+                f"{key}.ensemble: {self.ensemble!r} is not 'auto', 'select', 'mean' or a number of heads from 1 to "
                 f"{key}.restarts ({self.restarts})"
             )
         _at_least(f"{key}.views", self.views, nullable=True)

@@ -315,18 +315,23 @@ def test_heads_on_two_cuts_ship_in_one_model_that_computes_what_each_was_scored_
     assert np.max(np.abs(reference[0] - reference[1])) > 1e-2  # (two heads that differ: the check could fail)
 
 
-def test_train_final_takes_the_best_trials_whatever_blocks_they_trained(overrides, said):
+@pytest.mark.parametrize("ensemble", ["select", "mean"])
+def test_train_final_takes_the_best_trials_whatever_blocks_they_trained(overrides, said, ensemble):
     """Every finished trial is a candidate for train-final's forward selection (issue 35): the
     members were the best trials that trained as many blocks as the best, so a two-block head
-    could not join one-block ones."""
-    final = ["final.image_size=32", "final.epochs=3", "final.restarts=1", "final.members=2", "final.ensemble=select"]
-    config = load_config([*overrides, *TWO_CUTS, *final])
+    could not join one-block ones. final.ensemble=mean ships both, equally weighed."""
+    final = ["final.image_size=32", "final.epochs=3", "final.restarts=1", "final.members=2"]
+    config = load_config([*overrides, *TWO_CUTS, *final, f"final.ensemble={ensemble}"])
     run_search(config)
     shipped = train_final(config)
     chosen = [line for line in said if line.startswith("Hyperparameters from tune run")]
     assert len(chosen) == 2 and {"'blocks': 1" in line for line in chosen} == {True, False}, chosen
     assert sum("restart 1 is the search's trial run" in line for line in said) == 2, said
     assert shipped.top1_agreement == 1.0 and shipped.max_abs_diff < 1e-3, shipped
+    if ensemble == "mean":
+        assert shipped.ensemble_size == 2 and any("2 head(s), the plain mean of every head" in line for line in said)
+        weighed = [line for line in said if line.startswith("  member ")]
+        assert len(weighed) == 2 and all(line.endswith("weight 0.50") for line in weighed), said
 
 
 def test_a_search_the_disk_cannot_hold_is_refused_before_any_work(overrides, monkeypatch):

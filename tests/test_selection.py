@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fashion_exp.config import load_config
-from fashion_exp.final.selection import forward_select, score
+from fashion_exp.final.selection import equal, forward_select, score
 
 ROUNDS = load_config([]).final.selection_rounds  # conf/final's
 
@@ -53,3 +53,15 @@ def test_a_member_can_be_added_twice_and_weighs_twice():
     assert picked.weights == pytest.approx([c / sum(picked.counts) for c in picked.counts])
     assert picked.val_loss == pytest.approx(score(np.tensordot(picked.weights, members, 1), LABELS)[1])
     assert picked.val_loss < score(strong, LABELS)[1]
+
+
+def test_the_equal_mean_keeps_every_member_once_where_selection_would_drop_one():
+    """final.ensemble=mean chooses nothing on the held-out rows: the weaker member stays, at the
+    plain mean's score, where forward selection ships the best alone."""
+    best = confident([True] * 9 + [False])
+    worse = confident([True] * 5 + [False] * 5)
+    members = np.stack([worse, best])
+    mean = equal(members, LABELS)
+    assert mean.counts == [1, 1] and mean.weights == [0.5, 0.5] and mean.members == [0, 1]
+    assert (mean.val_accuracy, mean.val_loss) == pytest.approx(score(members.mean(axis=0), LABELS))
+    assert forward_select(members, LABELS, "val_accuracy", ROUNDS).counts == [0, 1]

@@ -151,12 +151,13 @@ class FinalRecord:
             self.run.keras(keras.Model(inputs, probabilities(heads, inputs)), "checkpoint/ensemble.keras")
 
     def selection(self, found: Selection) -> None:
-        """Every head's held-out score and weight, and the ensemble forward selection picked."""
+        """Every head's held-out score and weight, and the ensemble forward selection picked (or the mean)."""
         for row in found.rows:
             member, accuracy = row["member"] + 1, row["val_accuracy"]
             say(f"  member {member}, seed {row['seed']}: val_accuracy {accuracy:.4f}, weight {row['weight']:.2f}")
         score = found.score
-        say(f"Shipping {score.size} head(s) chosen by forward selection: val_accuracy {score.val_accuracy:.4f}")
+        how = "the plain mean of every head" if self.config.final.ensemble == "mean" else "chosen by forward selection"
+        say(f"Shipping {score.size} head(s), {how}: val_accuracy {score.val_accuracy:.4f}")
         self.run.json(found.rows, "ensemble.json")
         self.run.metrics({"ensemble_size": score.size, VAL_ACCURACY: score.val_accuracy, VAL_LOSS: score.val_loss})
         self.run.params({"ensemble_heads": ",".join(found.picked)})

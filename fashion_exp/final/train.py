@@ -218,7 +218,7 @@ def ship(config: Config, features: MemberFeatures, members: list, trained: list[
         replace(kept, heads=[plain_copy(head) for head in kept.heads]) if member.blocks else kept
         for member, kept in zip(members, trained, strict=True)
     ]
-    if config.final.ensemble == "select":
+    if config.final.ensemble in ("select", "mean"):
         return select(config, features, members, trained, reused)
     return by_size(config, features.of(members[0].blocks), trained[0])
 
@@ -234,16 +234,20 @@ def by_size(config: Config, features: Features, kept: Restarts) -> tuple[Shipped
 
 
 def select(config: Config, features: MemberFeatures, members: list, trained: list[Restarts], reused: dict):
-    """Forward selection (final/selection.py) over every head of every member on the validation
-    photos, each head on its own cut's features; returns (Shipped, Selection: each head's held-out
-    score and weight, and the search trial it is where reused)."""
+    """Forward selection (final/selection.py; final.ensemble=mean: the plain mean of them all) over
+    every head of every member on the validation photos, each head on its own cut's features;
+    returns (Shipped, Selection: each head's held-out score and weight, and the search trial it is
+    where reused)."""
     heads = [head for kept in trained for head in kept.heads]
     who = [(i, r.seed) for i, kept in enumerate(trained) for r in kept.ranked]
     held_out = np.concatenate(
         [member_probabilities(kept.heads, features.of(members[i].blocks).val) for i, kept in enumerate(trained)]
     )
     labels = features.labels
-    picked = selection.forward_select(held_out, labels, config.tuner.objective, config.final.selection_rounds)
+    if config.final.ensemble == "mean":
+        picked = selection.equal(held_out, labels)
+    else:
+        picked = selection.forward_select(held_out, labels, config.tuner.objective, config.final.selection_rounds)
     rows = []
     for index, ((member, seed), counts) in enumerate(zip(who, picked.counts, strict=True)):
         accuracy, loss = selection.score(held_out[index], labels)
