@@ -281,12 +281,33 @@ def require_data(config, splits: list[str]) -> None:
     find_samples(Path(config.data.root), splits, None)
 
 
-def cmd_train_final(config, args, overrides: list[str]) -> int:
+def search_inputs(config, args, overrides: list[str]):
+    """train-final's config: the search's preset and inputs, its photos checked."""
     config = with_search_inputs(config, overrides)
     require_data(config, ["train", "validation"])
-    from fashion_exp import quiet
+    return config
 
-    quiet.import_tensorflow()  # (after the search and the data are found: a mistake costs no 6 s import)
+
+def model_inputs(default: Callable[[Any], str], splits: list[str]) -> Callable:
+    """A job's config that reads a model's photos (evaluate, export-onnx): the model's data folder,
+    the `splits` checked. args.model becomes the model the job loads (`default(config)` if none is given)."""
+
+    def found(config, args, overrides: list[str]):
+        args.model = args.model or default(config)
+        config = with_model_inputs(config, overrides, args.model)
+        require_data(config, splits)
+        return config
+
+    return found
+
+
+def _latest_model(config) -> str:
+    from fashion_exp.final.evaluate import latest_model
+
+    return latest_model(config)
+
+
+def cmd_train_final(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.train import train_final
 
     result = train_final(config)
@@ -321,12 +342,9 @@ def cmd_combine(config, args, overrides: list[str]) -> int:
 
 
 def cmd_evaluate(config, args, overrides: list[str]) -> int:
-    from fashion_exp.final.evaluate import evaluate, latest_model
+    from fashion_exp.final.evaluate import evaluate
 
-    reference = args.model or latest_model(config)
-    config = with_model_inputs(config, overrides, reference)
-    require_data(config, ["test"])
-    evaluate(config, reference)
+    evaluate(config, args.model)
     return 0
 
 
@@ -411,10 +429,7 @@ def cmd_serve(config, args, overrides: list[str]) -> int:
 def cmd_export_onnx(config, args, overrides: list[str]) -> int:
     from fashion_exp.final.onnx_export import export
 
-    reference = args.model or _champion(config)
-    config = with_model_inputs(config, overrides, reference)
-    require_data(config, ["validation"])
-    result = export(config, reference)
+    result = export(config, args.model)
     print(
         f"ONNX vs Keras on {result.images} validation photos: max |diff| {result.max_abs_diff:.2e}, "
         f"top-1 agreement {result.top1_agreement:.1%}"
@@ -469,6 +484,7 @@ class Command:
     backbone: bool = False  # the job builds the backbone: check model.weights first
     check: Callable[[Any], None] | None = None  # argument checks that need no config
     store: bool = True  # the job opens the MLflow store: its lock waits are tracking.lock_wait_s
+    inputs: Callable[..., Any] | None = None  # (config, args, overrides) -> the job's config, its data checked
 
 
 COMMANDS = {
@@ -477,18 +493,19 @@ COMMANDS = {
     "fetch-data": Command(cmd_fetch_data, tensorflow=False, store=False),
     "show-config": Command(cmd_show_config, tensorflow=False, store=False),
     "ui": Command(cmd_ui, tensorflow=False),
-    "train-final": Command(cmd_train_final, tensorflow=False, backbone=True),  # (imports it once the search is found)
+    "train-final": Command(cmd_train_final, backbone=True, inputs=search_inputs),
     "combine": Command(cmd_combine),
-    "evaluate": Command(cmd_evaluate),
+    "evaluate": Command(cmd_evaluate, inputs=model_inputs(_latest_model, ["test"])),
     "promote": Command(cmd_promote, tensorflow=False),
     "predict": Command(cmd_predict, check=check_predict),
     "serve": Command(cmd_serve, tensorflow=False),  # (an ONNX backend needs no TensorFlow: 0.6 GB less memory)
-    "export-onnx": Command(cmd_export_onnx),
+    "export-onnx": Command(cmd_export_onnx, inputs=model_inputs(_champion, ["validation"])),
 }
 
 
 def run_command(command: Command, args, overrides: list[str]) -> int:
-    """Arguments, then the config (and the weights file), then TensorFlow, then the job: a mistake costs no wait."""
+    """Arguments, then the config (and the weights file), then the job's inputs, then TensorFlow,
+    then the job: a mistake costs no wait."""
     from fashion_exp.config import load_config, weights_file
 
     if command.check is not None:
@@ -500,6 +517,8 @@ def run_command(command: Command, args, overrides: list[str]) -> int:
         from fashion_exp.tracking.store import limit_waits
 
         limit_waits(config.tracking.lock_wait_s)
+    if command.inputs is not None:
+        config = command.inputs(config, args, overrides)
     if command.tensorflow:
         from fashion_exp import quiet
 

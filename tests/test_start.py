@@ -75,6 +75,17 @@ def test_train_final_without_a_search_says_so_before_importing_tensorflow(tmp_pa
 
 
 @pytest.mark.slow  # a real process
+@pytest.mark.parametrize("command", ["evaluate", "export-onnx"])
+def test_a_model_command_checks_its_photos_before_importing_tensorflow(command, tmp_path):
+    """evaluate and export-onnx find the model's photos (Command.inputs) before the 6 s import."""
+    (tmp_path / "model").mkdir()
+    store, missing = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "none"
+    done = run_cli([command, "--model", str(tmp_path / "model"), store, f"data.root={missing}"], tmp_path)
+    assert done.stderr.startswith(f"error: dataset not found at {missing}") and done.stderr.count("\n") == 1
+    assert "tensorflow imported: False exit: 2" in done.stdout
+
+
+@pytest.mark.slow  # a real process
 def test_a_missing_weights_file_is_one_line_before_the_scan_and_tensorflow(tmp_path, dataset_root):
     missing = tmp_path / "nope.weights.h5"
     work = tmp_path / "work"
