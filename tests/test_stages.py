@@ -233,15 +233,15 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
         assert child.data.params["blocks"] == "1"
     assert {c.data.params["augmentation"] for c in children} == {"none", "shear_zoom_flip"}
     # train-final, given no preset, trains under the search's: final.epochs=2 comes from the
-    # command line, the rest (2 members, 1 restart each, forward selection) from conf/preset/best.yaml
+    # command line, the rest (2 members, 1 restart each, their plain mean) from conf/preset/best.yaml
     assert main(["train-final", *overrides, "final.image_size=48", "final.epochs=2", "final.views=1"]) == 0
     out = capsys.readouterr().out
     assert "preset=best: the preset of the search this model is trained from" in out
-    assert "chosen by forward selection" in out
+    assert "2 head(s), the plain mean of every head" in out
     assert "Member 1 trains: the search trained it otherwise: epochs 3 (train-final: 2)" in out
     final = client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])[0]
     assert final.data.params["members"] == "4" and final.data.params["hp.blocks"] == "1"  # (stage 2 tried 2)
-    assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the selected weighted mean
+    assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the members' mean
     rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
     assert len(rows) == 2 and {r["member"] for r in rows} == {0, 1}  # stage 2's two configurations
     assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
