@@ -28,6 +28,9 @@ from fashion_exp.errors import UserError
 from fashion_exp.redact import redact, redact_words
 
 POLL_SECONDS = 0.2
+# a waiter names the holder: a holder writes its record just after it locks, so a waiter that finds
+# the lock taken and the record empty looks again for this long before it says "another process"
+HOLDER_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,16 @@ class _Waiting:
 
     def until_locked(self, fd: int, path: Path) -> None:
         """Retry the lock until it is ours; Busy when `wait` seconds run out. on_wait is told once,
-        after quiet_for seconds."""
+        after quiet_for seconds, with the holder as soon as its record is there (None after the grace)."""
         started = time.monotonic()
         told = self.wait <= 0 or self.on_wait is None
         while not _try_lock(fd):
-            if not told and time.monotonic() - started >= self.quiet_for:
-                self.on_wait(read_holder(path))
-                told = True
+            waited = time.monotonic() - started
+            if not told and waited >= self.quiet_for:
+                holder = read_holder(path)  # None while the holder, just locked, has not written it yet
+                if holder is not None or waited >= self.quiet_for + HOLDER_GRACE_SECONDS:
+                    self.on_wait(holder)
+                    told = True
             if time.monotonic() - started >= self.wait:
                 raise self.busy(path)
             time.sleep(POLL_SECONDS)

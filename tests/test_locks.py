@@ -77,6 +77,40 @@ def test_waiting_takes_the_lock_when_the_holder_ends(tmp_path):
     assert waited > 0.5  # it really waited for the holder's sleep
 
 
+def take_unnamed(path):
+    """A holder caught between its lock and its record: the lock taken, the lock file still empty."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@pytest.mark.parametrize("writes_its_record", [True, False])
+def test_a_waiter_names_a_holder_that_writes_its_record_late(tmp_path, monkeypatch, writes_its_record):
+    """Two fetches at once on a loaded machine: the second found the lock taken before the first had
+    written who it is, and said "Waiting for another process". It looks again until the record is
+    there (a holder that never writes one is 'another process' after the grace)."""
+    monkeypatch.setattr(locks, "HOLDER_GRACE_SECONDS", 3.0 if writes_its_record else 0.3)
+    path = tmp_path / "fetch.lock"
+    fd = take_unnamed(path)
+
+    def holder():
+        time.sleep(0.6)
+        if writes_its_record:
+            locks._write_holder(fd, path)
+        time.sleep(0.6 if writes_its_record else 0.2)
+        os.close(fd)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    seen = []
+    with locks.exclusive(path, "the download", wait=60, on_wait=seen.append):
+        pass
+    thread.join()
+    assert [h and h.pid for h in seen] == [os.getpid() if writes_its_record else None]
+
+
 def test_waiting_has_a_limit(tmp_path):
     path = tmp_path / "store.lock"
     holder = hold(path)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow  # a real MLflow server, real processes and real s
 
 STARTER = """
 import sys, time
-from fashion_exp.tracking.server import shared_store
-with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2])) as url:
+from fashion_exp.tracking.server import healthy, shared_store
+meanwhile = lambda url: print("meanwhile", url, "answering" if healthy(url) else "starting", flush=True)
+with shared_store(sys.argv[1], __import__("pathlib").Path(sys.argv[2]), meanwhile=meanwhile) as url:
     print(url, flush=True)
     time.sleep(600)
 """
@@ -57,8 +58,10 @@ def test_kill_9_of_the_guard_or_the_group_leader_leaves_no_server(tmp_path, vict
         text=True,
     )
     try:
-        url = starter.stdout.readline().strip()
+        meanwhile, url = starter.stdout.readline().split(), starter.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), (tmp_path / "server.log").read_text()[-2000:]
+        # the chief starts its workers (meanwhile) while the server comes up: they import TensorFlow meanwhile
+        assert meanwhile == ["meanwhile", url, "starting"]
         port = url.rsplit(":", 1)[1]
         serving = processes_naming(f"--port {port}")
         assert len(serving) >= 2  # the guard and the server (and the server's own children)

@@ -5,7 +5,6 @@ over the oracle's ended trials, and return when keras-tuner says the search is o
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from fashion_exp.config import Config
@@ -50,27 +49,44 @@ def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple):
     logs = directory / sid / "logs"
     token = oracle_auth.chief_token(config.work_dir, sid)
     server = _oracle_server(config, tuner.oracle, sid, token)
-    store = (
-        shared_store(config.tracking.uri, logs / "mlflow-server.log")
-        if tuning.workers
-        else nullcontext(config.tracking.uri)
+    pool = _local_workers(config, server, overrides, sid)
+    if not pool.workers:
+        _watch(tuner, server, pool, progress)
+        return tuner
+    try:  # the workers start while the store's server comes up (they reach it after the oracle answers)
+        with shared_store(config.tracking.uri, logs / "mlflow-server.log", meanwhile=_starter(config, pool, token)):
+            _watch(tuner, server, pool, progress)
+    finally:
+        pool.stop()  # (a server that did not start: the workers started meanwhile)
+    return tuner
+
+
+def _local_workers(config: Config, server: OracleServer, overrides: list[str], sid: str) -> WorkerPool:
+    """The tune-worker processes tuner.workers asks for on this machine (not started yet)."""
+    tuning = config.tuner
+    return WorkerPool(
+        tuning.workers,
+        server.local_address,
+        ["--search", sid, *(word for word in overrides if not word.startswith("tracking.uri="))],  # (uri: env)
+        tuning.worker_restarts,
+        tuning.gpus_per_worker,
+        Path(config.work_dir) / "tuner" / sid / "logs",
     )
-    with store as uri:
-        pool = WorkerPool(
-            tuning.workers,
-            server.local_address,
-            ["--search", sid, *(word for word in overrides if not word.startswith("tracking.uri="))],  # (uri: env)
-            tuning.worker_restarts,
-            tuning.gpus_per_worker,
-            logs,
-        )
-        ca = oracle_auth.trusted(tuning.tls_cert, tuning.tls_ca)
-        for worker in pool.workers:  # secrets in the environment, not on command lines anyone can read (ps)
+
+
+def _starter(config: Config, pool: WorkerPool, token: str):
+    """What starts the pool once the store's URI is known: secrets go in the workers' environment,
+    not on command lines anyone can read (ps)."""
+    ca = oracle_auth.trusted(config.tuner.tls_cert, config.tuner.tls_ca)
+
+    def start(uri: str) -> None:
+        for worker in pool.workers:
             worker.env.update({oracle_auth.TOKEN_ENV: token, "MLFLOW_TRACKING_URI": uri})
             if ca:
                 worker.env[oracle_auth.CA_ENV] = str(Path(ca).expanduser())
-        _watch(tuner, server, pool, progress)
-    return tuner
+        pool.start()  # (before the oracle's threads exist: forking beside them upsets gRPC)
+
+    return start
 
 
 def _chief_tuner(config: Config, directory: Path, sid: str, resume: bool):
@@ -92,14 +108,13 @@ def _oracle_server(config: Config, oracle, sid: str, token: str) -> OracleServer
 
 
 def _watch(tuner, server: OracleServer, pool: WorkerPool, progress: TrialProgress) -> None:
-    """Start the local workers and the server, show each trial the oracle ends, until keras-tuner
-    says the search is over and every local worker is done; then stop the workers."""
+    """Serve the oracle, show each trial the oracle ends, until keras-tuner says the search is over
+    and every local worker is done; then stop the workers (through the store they log to: each
+    marks its trial's run KILLED)."""
     oracle = tuner.oracle
     shown = list(oracle.end_order)
     best = best_trial(tuner)
     try:
-        if pool.workers:
-            pool.start()  # before the server's threads exist: forking beside them upsets gRPC
         with server:
             progress.search_started(len(shown), best.score if best else None)
             while not (server.finished() and pool.all_done()):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,25 +53,37 @@ def healthy(url: str) -> bool:
 
 
 @contextmanager
-def shared_store(uri: str, log: Path) -> Iterator[str]:
-    """The tracking URI that worker processes log to while the block runs (see module doc)."""
+def shared_store(uri: str, log: Path, meanwhile: Callable[[str], None] = lambda url: None) -> Iterator[str]:
+    """The tracking URI that worker processes log to while the block runs (see module doc).
+    meanwhile(that URI) runs before the block, while a server comes up (workers import TensorFlow
+    in the meantime and reach the store only after the chief's oracle answers them)."""
     if not needs_server(uri):
+        meanwhile(uri)
         yield uri
         return
-    with mlflow_server(uri, "127.0.0.1", free_port(), log, "the MLflow server for the workers") as url:
+    what = "the MLflow server for the workers"
+    with mlflow_server(uri, ("127.0.0.1", free_port()), log, what, meanwhile=meanwhile) as url:
         say(f"Workers log through an MLflow server at {url} on {uri} (log: {log})")
         yield url
 
 
 @contextmanager
 def mlflow_server(
-    uri: str, host: str, port: int, log: Path, what: str, app: str | None = None, hint: str = ""
+    uri: str,
+    at: tuple[str, int],
+    log: Path,
+    what: str,
+    app: str | None = None,
+    hint: str = "",
+    meanwhile: Callable[[str], None] = lambda url: None,
 ) -> Iterator[str]:
-    """`mlflow server` on the store `uri` at host:port (app: an mlflow.app entry point), under the
+    """`mlflow server` on the store `uri` at `at` (host, port) (app: an mlflow.app entry point), under the
     guard (module doc), for the length of the block; yields its http:// URL, or raises UserError
-    (`what` did not start, the log's last line, `hint`). The store's URI, which may hold a database
+    (`what` did not start, the log's last line, `hint`); meanwhile(URL) runs once the server is
+    started, before it answers. The store's URI, which may hold a database
     password, reaches the server through its environment (MLFLOW_BACKEND_STORE_URI), never its
     command line, which every user of the machine can read (ps)."""
+    host, port = at
     command = [
         *("mlflow", "server", *(("--app-name", app) if app else ())),
         *("--default-artifact-root", Path("mlruns").resolve().as_uri()),
@@ -90,6 +102,7 @@ def mlflow_server(
             env=parented({**NO_JOB_RUNNER, **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}),
         )
     try:
+        meanwhile(url)
         deadline = time.monotonic() + START_TIMEOUT
         while not healthy(url):
             if guard.poll() is not None or time.monotonic() > deadline:

@@ -55,7 +55,7 @@ def run_ui(uri: str, host: str, port: int, log: Path, expose: bool = False) -> i
     if where is not None and not where.exists():
         raise ConfigError(f"no MLflow store at {where}: run `python -m fashion_exp tune` first, or give tracking.uri=")
     hint = "is the port taken? --port N"
-    with mlflow_server(uri, host, port, log, "mlflow ui", app=APP, hint=hint) as url:
+    with mlflow_server(uri, (host, port), log, "mlflow ui", app=APP, hint=hint) as url:
         say(f"MLflow UI on {redact(uri)}: {url}  (experiments open on their runs table; Ctrl-C stops it)")
         while healthy(url):
             time.sleep(2.0)
