@@ -23,6 +23,7 @@ def test_real_xception_features_learn_the_real_classes_then_ship(tmp_path, said)
         "data.limit_per_class=20",  # 200 train / 200 validation images keep CI quick
         "data.image_size=150",
         "model.race_batches=1",  # each fp32 runtime timed on one batch after its warm-up: the race, not its statistics
+        "model.auto_check_photos=100",  # the check's heads fit on 100 of 200 training photos, score every val one
         f"work_dir={tmp_path / 'work'}",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "tuner.max_trials=2",
