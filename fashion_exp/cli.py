@@ -328,12 +328,23 @@ def cmd_train_final(config, args, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_combine(config, args, overrides: list[str]) -> int:
-    from fashion_exp.final.combine import check_references, combine
+def check_combine(args) -> None:
+    """Two --model or more, none twice: before the config and TensorFlow."""
+    from fashion_exp.final.references import check_references
 
     check_references(args.model or [])
+
+
+def combine_inputs(config, args, overrides: list[str]):
+    """combine's config: the first model's data folder, its validation photos checked."""
     config = with_model_inputs(config, overrides, args.model[0])
     require_data(config, ["validation"])
+    return config
+
+
+def cmd_combine(config, args, overrides: list[str]) -> int:
+    from fashion_exp.final.combine import combine
+
     result = combine(config, args.model)
     name = config.final.registered_model
     print(f"MLflow run {result.run_id}; registered '{name}' version {result.version}")
@@ -494,7 +505,7 @@ COMMANDS = {
     "show-config": Command(cmd_show_config, tensorflow=False, store=False),
     "ui": Command(cmd_ui, tensorflow=False),
     "train-final": Command(cmd_train_final, backbone=True, inputs=search_inputs),
-    "combine": Command(cmd_combine),
+    "combine": Command(cmd_combine, check=check_combine, inputs=combine_inputs),
     "evaluate": Command(cmd_evaluate, inputs=model_inputs(_latest_model, ["test"])),
     "promote": Command(cmd_promote, tensorflow=False),
     "predict": Command(cmd_predict, check=check_predict),

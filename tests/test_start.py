@@ -75,13 +75,23 @@ def test_train_final_without_a_search_says_so_before_importing_tensorflow(tmp_pa
 
 
 @pytest.mark.slow  # a real process
-@pytest.mark.parametrize("command", ["evaluate", "export-onnx"])
+@pytest.mark.parametrize("command", ["evaluate", "export-onnx", "combine"])
 def test_a_model_command_checks_its_photos_before_importing_tensorflow(command, tmp_path):
-    """evaluate and export-onnx find the model's photos (Command.inputs) before the 6 s import."""
-    (tmp_path / "model").mkdir()
+    """evaluate, export-onnx and combine find the model's photos (Command.inputs) before the 6 s import."""
+    models = [tmp_path / "model", tmp_path / "other"][: 2 if command == "combine" else 1]
+    for model in models:
+        model.mkdir()
     store, missing = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "none"
-    done = run_cli([command, "--model", str(tmp_path / "model"), store, f"data.root={missing}"], tmp_path)
+    named = [word for model in models for word in ("--model", str(model))]
+    done = run_cli([command, *named, store, f"data.root={missing}"], tmp_path)
     assert done.stderr.startswith(f"error: dataset not found at {missing}") and done.stderr.count("\n") == 1
+    assert "tensorflow imported: False exit: 2" in done.stdout
+
+
+@pytest.mark.slow  # a real process
+def test_combine_with_one_model_says_so_before_importing_tensorflow(tmp_path):
+    done = run_cli(["combine", "--model", "models:/fashion-classifier/1"], tmp_path)
+    assert done.stderr == "error: combine: give two --model or more (registry URIs, runs:/ URIs or model folders)\n"
     assert "tensorflow imported: False exit: 2" in done.stdout
 
 

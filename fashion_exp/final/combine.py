@@ -27,6 +27,7 @@ from fashion_exp.data.images import Decoder
 from fashion_exp.errors import UserError
 from fashion_exp.final.ensemble import WEIGHTED, probabilities
 from fashion_exp.final.evaluate import Evaluation, score
+from fashion_exp.final.references import check_references
 from fashion_exp.head.parts import find_heads, split_at_heads
 from fashion_exp.screen import say
 from fashion_exp.tracking import registry
@@ -147,14 +148,6 @@ def combine(config: Config, references: list[str]) -> CombineResult:
     scored = score_on_validation(config, members, combined)
     report(scored, references)
     return register(config, references, members, combined, scored, started)
-
-
-def check_references(references: list[str]) -> None:
-    if len(references) < 2:
-        raise UserError("combine: give two --model or more (registry URIs, runs:/ URIs or model folders)")
-    repeated = sorted({r for r in references if references.count(r) > 1})
-    if repeated:
-        raise UserError(f"combine: {repeated[0]} is given twice")
 
 
 @dataclass
