@@ -5,6 +5,7 @@ over the oracle's ended trials, and return when keras-tuner says the search is o
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from fashion_exp.config import Config
@@ -49,20 +50,22 @@ def run_chief_trials(config: Config, sid: str, resume: bool, placed: tuple):
     logs = directory / sid / "logs"
     token = oracle_auth.chief_token(config.work_dir, sid)
     server = _oracle_server(config, tuner.oracle, sid, token)
-    pool = _local_workers(config, server, overrides, sid)
-    if not pool.workers:
-        _watch(tuner, server, pool, progress)
-        return tuner
-    try:  # the workers start while the store's server comes up (they reach it after the oracle answers)
-        with shared_store(config.tracking.uri, logs / "mlflow-server.log", meanwhile=_starter(config, pool, token)):
+    pool = _local_workers(config, server, overrides, sid, logs)
+    store = (  # the workers start while the store's server comes up (they reach it after the oracle answers)
+        shared_store(config.tracking.uri, logs / "mlflow-server.log", meanwhile=_starter(config, pool, token))
+        if pool.workers
+        else nullcontext()
+    )
+    try:
+        with store:
             _watch(tuner, server, pool, progress)
     finally:
         pool.stop()  # (a server that did not start: the workers started meanwhile)
     return tuner
 
 
-def _local_workers(config: Config, server: OracleServer, overrides: list[str], sid: str) -> WorkerPool:
-    """The tune-worker processes tuner.workers asks for on this machine (not started yet)."""
+def _local_workers(config: Config, server: OracleServer, overrides: list[str], sid: str, logs: Path) -> WorkerPool:
+    """The tune-worker processes tuner.workers asks for on this machine (not started yet), logging into `logs`."""
     tuning = config.tuner
     return WorkerPool(
         tuning.workers,
@@ -70,7 +73,7 @@ def _local_workers(config: Config, server: OracleServer, overrides: list[str], s
         ["--search", sid, *(word for word in overrides if not word.startswith("tracking.uri="))],  # (uri: env)
         tuning.worker_restarts,
         tuning.gpus_per_worker,
-        Path(config.work_dir) / "tuner" / sid / "logs",
+        logs,
     )
 
 
