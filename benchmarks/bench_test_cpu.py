@@ -68,6 +68,7 @@ KINDS = (  # (what the command line holds, the kind), first match wins
     ("_capture_modules", "MLflow's requirement inference (_capture_modules)"),
     ("fashion_exp/tracking/server.py", "the MLflow server's guard and group leader"),
     ("mlflow/__main__.py server", "mlflow server"),
+    ("fashion_exp/tracking/store_server.py", "the MLflow server (store_server)"),
 )
 
 

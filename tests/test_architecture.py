@@ -14,8 +14,9 @@ MLFLOW_MODULES = {
     "fashion_exp.tracking.registry",
     "fashion_exp.tracking.run_logger",
     "fashion_exp.tracking.store",
+    "fashion_exp.tracking.store_server",  # the process of the MLflow servers fashion_exp starts
     "fashion_exp.tracking.system_metrics",
-    "fashion_exp.tracking.ui_app",  # MLflow's server app, its page changed (mlflow server --app-name fashion-exp)
+    "fashion_exp.tracking.ui_app",  # MLflow's server app, its page changed (python -m fashion_exp ui serves it)
 }
 STAGES = ["config", "data", "features", "head", "tracking", "search", "final", "serving", "cli"]  # data flows this way
 CLIENT_MAKERS = {"MlflowClient", "open_client", "connect"}  # names that hand out an MLflow client

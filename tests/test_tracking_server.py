@@ -40,7 +40,7 @@ def group_lines(group: int) -> list[str]:
 def guard_of(port: str) -> int:
     return next(
         pid
-        for pid in processes_naming("fashion_exp.tracking.server mlflow server")
+        for pid in processes_naming("fashion_exp.tracking.server fashion_exp.tracking.store_server")
         if port in (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
     )
 
@@ -66,8 +66,16 @@ def test_kill_9_of_the_guard_or_the_group_leader_leaves_no_server(tmp_path, vict
         serving = processes_naming(f"--port {port}")
         assert len(serving) >= 2  # the guard and the server (and the server's own children)
         group = os.getpgid(max(serving))
-        time.sleep(2)  # (MLflow starts its job runner as it starts serving)
-        assert not [line for line in group_lines(group) if "huey" in line]  # no job runner: 7 processes, 21 s of CPU
+        time.sleep(2)  # (`mlflow server` started its job runner as it started serving)
+        lines = group_lines(group)
+        assert not [line for line in lines if "huey" in line]  # no job runner: 7 processes, 21 s of CPU
+        # the group leader, and one process that imports MLflow and serves (`mlflow server` took two:
+        # its command line, then uvicorn)
+        assert sorted(" --lead " in line for line in lines) == [False, True], lines
+        assert [line for line in lines if " --lead " not in line][0].split()[1:3] == [
+            "-m",
+            "fashion_exp.tracking.store_server",
+        ]
         pid = guard_of(port) if victim == "guard" else group
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -77,6 +85,21 @@ def test_kill_9_of_the_guard_or_the_group_leader_leaves_no_server(tmp_path, vict
     finally:
         starter.kill()
         starter.wait()
+
+
+def test_a_store_the_server_cannot_open_is_said_in_one_line(tmp_path):
+    """A store the server cannot open (here a sqlite file below a file) ends the server at once, and
+    the caller says why in one line: the server's own last line, with the log's path."""
+    from fashion_exp.errors import UserError
+    from fashion_exp.tracking.server import shared_store
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UserError) as raised, shared_store(f"sqlite:///{tmp_path}/a-file/mlflow.db", tmp_path / "s.log"):
+        pass
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("the MLflow server for the workers did not start at http://")
+    assert f"cannot open the store sqlite:///{tmp_path}/a-file/mlflow.db: FileExistsError" in message, message
+    assert message.endswith(f"see {tmp_path / 's.log'}")
 
 
 def test_sigterm_to_the_guard_ends_its_group_without_waiting_out_the_grace(tmp_path):

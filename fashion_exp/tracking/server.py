@@ -1,15 +1,16 @@
 """One MLflow tracking server for the workers of a search when the store is a sqlite file.
 
 sqlite lets one writer in at a time; several worker processes writing to it directly can fail
-with "database is locked". For a sqlite store `shared_store` starts `mlflow server` on a free
-loopback port for the length of the search and hands its http:// URI to the workers (a single
-uvicorn worker: one writer). Other stores (http://, postgresql://, mysql://) take concurrent
+with "database is locked". For a sqlite store `shared_store` starts an MLflow tracking server
+(store_server.py: MLflow's app served by one uvicorn process, what `mlflow server --workers 1` serves)
+on a free loopback port for the length of the search and hands its http:// URI to the workers (one
+writer). Other stores (http://, postgresql://, mysql://) take concurrent
 writers and are used as they are.
 
 The server runs two levels below the `tune` that started it, so that no kill -9 leaves it behind:
 
-    tune -> guard (`python -m fashion_exp.tracking.server`) -> group leader (`... --lead`) -> mlflow server
-                                                                and its own children, one process group
+    tune -> guard (`python -m fashion_exp.tracking.server`) -> group leader (`... --lead`) -> the server
+                                                                (and any child it starts), one process group
 
 The kernel signals the guard when tune dies and the leader when the guard dies (PR_SET_PDEATHSIG,
 kill -9 included); the leader then ends its whole group. When the leader itself dies (kill -9),
@@ -31,12 +32,9 @@ from pathlib import Path
 from fashion_exp.children import die_if_parent_gone, die_with_parent, free_port, last_log_line, parented, stop
 from fashion_exp.errors import UserError
 from fashion_exp.screen import say
+from fashion_exp.tracking.store_server import STORE_ENV
 
 START_TIMEOUT = 180.0
-# MLflow 3's server starts a job runner by default: huey consumers, one per kind of job (7 processes,
-# about 3 s of CPU each at every start) for its GenAI jobs, which no page of this project uses. Off
-# for the servers this project starts, unless the user's environment sets it.
-NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def needs_server(uri: str) -> bool:
@@ -77,17 +75,17 @@ def mlflow_server(
     hint: str = "",
     meanwhile: Callable[[str], None] = lambda url: None,
 ) -> Iterator[str]:
-    """`mlflow server` on the store `uri` at `at` (host, port) (app: an mlflow.app entry point), under the
-    guard (module doc), for the length of the block; yields its http:// URL, or raises UserError
-    (`what` did not start, the log's last line, `hint`); meanwhile(URL) runs once the server is
-    started, before it answers. The store's URI, which may hold a database
-    password, reaches the server through its environment (MLFLOW_BACKEND_STORE_URI), never its
-    command line, which every user of the machine can read (ps)."""
+    """An MLflow tracking server (store_server.py) on the store `uri` at `at` (host, port) (app: the
+    module:factory of an ASGI app around MLflow's, or MLflow's own), under the guard (module doc),
+    for the length of the block; yields its http:// URL, or raises UserError (`what` did not start,
+    the log's last line, `hint`); meanwhile(URL) runs once the server is started, before it answers.
+    The store's URI, which may hold a database password, reaches the server through its environment
+    (MLFLOW_BACKEND_STORE_URI), never its command line, which every user of the machine can read (ps)."""
     host, port = at
     command = [
-        *("mlflow", "server", *(("--app-name", app) if app else ())),
-        *("--default-artifact-root", Path("mlruns").resolve().as_uri()),
-        *("--host", host, "--port", str(port), "--workers", "1"),
+        "fashion_exp.tracking.store_server",
+        *("--host", host, "--port", str(port), "--artifact-root", Path("mlruns").resolve().as_uri()),
+        *(("--app", app) if app else ()),
     ]
     url = f"http://{host}:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +97,7 @@ def mlflow_server(
             # no preexec_fn: this process may run gRPC threads (the chief's oracle), and a
             # preexec_fn makes Popen fork() them, running gRPC's fork handlers in the child (seen
             # here: the guard died at once after an epoll error); the guard asks the kernel itself
-            env=parented({**NO_JOB_RUNNER, **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}),
+            env=parented({**os.environ, STORE_ENV: uri}),
         )
     try:
         meanwhile(url)

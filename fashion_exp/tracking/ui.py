@@ -14,7 +14,7 @@ from fashion_exp.screen import say
 from fashion_exp.tracking.server import healthy, mlflow_server
 from fashion_exp.tracking.store import local_store
 
-APP = "fashion-exp"  # the mlflow.app entry point of ui_app.create_app
+APP = "fashion_exp.tracking.ui_app:create_app"  # (also the mlflow.app entry point fashion-exp)
 
 
 def loopback(host: str) -> bool:

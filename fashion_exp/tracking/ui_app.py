@@ -6,8 +6,8 @@ choice (localStorage `mlflow.workflowType_v1`, default "genai"), never the exper
 `mlflow.experimentKind` tag (its WorkflowTypeContext.tsx and useNavigateToExperimentPageTab.tsx;
 upstream issue mlflow/mlflow#24498). The page this app serves makes that choice "machine_learning"
 in a browser that has not made it; the sidebar switch still changes it. Everything else is
-MLflow's FastAPI app. `mlflow server --app-name fashion-exp` runs it (an `mlflow.app` entry point);
-`python -m fashion_exp ui` starts that server on the configured store.
+MLflow's FastAPI app. `python -m fashion_exp ui` serves it on the configured store (store_server.py);
+`mlflow server --app-name fashion-exp` runs it too (an `mlflow.app` entry point).
 """
 
 from __future__ import annotations
