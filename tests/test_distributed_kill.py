@@ -61,8 +61,8 @@ def test_kill_9_of_the_chief_takes_its_workers_and_the_rerun_resumes(overrides, 
         )
         wait_until(lambda: ended_in_oracle(tmp_path) or None, 240, "a trial the oracle ended", chief)
         wait_until(lambda: running_trial(uri), 240, "a running trial", chief)
-        # the guard and the server
-        server = processes_naming(f"--default-artifact-root {(tmp_path / 'mlruns').as_uri()}")
+        # the guard, its group leader and the server
+        server = processes_naming(f"--artifact-root {(tmp_path / 'mlruns').as_uri()}")
         # Trials whose end the chief's oracle saved, read just before the kill. A trial whose MLflow
         # run ended but whose end had not reached the oracle yet is re-run by design (TrialHooks.on_trial_end).
         ended = ended_in_oracle(tmp_path)
