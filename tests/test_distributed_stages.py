@@ -35,6 +35,8 @@ def test_a_staged_tune_runs_every_stage_on_a_worker_that_follows_it(overrides, t
     local = run_tune([sys.executable, "-m", "fashion_exp", "tune", *moved], here, timeout=600)
     assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-3000:]
     assert local.stdout.count("Started 1 workers") == 3  # each search's own (tune-worker --search <id>)
+    # all forked from one template that imported TensorFlow once for the whole tune (search/spawner.py)
+    assert local.stdout.count("Local workers fork from one process that imported their libraries once") == 1
     assert_every_stage_ran_on("worker-0", here / "mlflow.db")
     port = free_port()
     chief = start_chief(args, tmp_path, port)

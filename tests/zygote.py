@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from fashion_exp.search import spawner
 
 COMMAND = [sys.executable, "-m", "fashion_exp"]
 PRELOAD = (
@@ -160,34 +161,15 @@ class Zygote:
         return conn
 
 
-class Forked:
-    """The part of subprocess.Popen the tests use, for a command forked by the zygote."""
+class Forked(spawner.Forked):
+    """The part of subprocess.Popen the tests use, for a command forked by the zygote: the product's
+    handle on a forked worker (fashion_exp/search/spawner.py), with the command's pipes."""
 
     def __init__(self, args, conn: socket.socket, stdout, stderr):
-        self.args, self._conn, self.stdout, self.stderr = args, conn, stdout, stderr
-        self._lines = conn.makefile("r")
-        self.pid = json.loads(self._lines.readline())["pid"]
-        self.returncode: int | None = None
+        super().__init__(args, conn)
+        self.stdout, self.stderr = stdout, stderr
         self._read: dict[str, list[str]] = {}
         self._readers: list[threading.Thread] = []
-
-    def poll(self) -> int | None:
-        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
-            self._finish()
-        return self.returncode
-
-    def _finish(self) -> None:
-        line = self._lines.readline()
-        self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL  # (the guardian was killed)
-        self._lines.close()
-        self._conn.close()
-
-    def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            if not select.select([self._conn], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            self._finish()
-        return self.returncode
 
     def communicate(self, input=None, timeout: float | None = None):
         if not self._readers:
@@ -208,16 +190,6 @@ class Forked:
             if stream is not None:
                 stream.close()
         return found
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
     def __enter__(self) -> Forked:
         return self

@@ -8,6 +8,7 @@ the oracle decides who runs what. This module only starts and watches processes.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import signal
@@ -30,6 +31,7 @@ from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
 from fashion_exp.screen import say
 from fashion_exp.search import oracle_auth  # noqa: E402
+from fashion_exp.search.spawner import Forked, Spawner  # noqa: E402
 
 WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")  # listen on every interface
 
@@ -125,12 +127,27 @@ class OracleServer:
         self.server.stop(grace=2).wait()
 
 
+_TEMPLATE: list[Spawner] = []  # this process's template for forked local workers, once started
+
+
+def template(log_dir: Path) -> Spawner:
+    """This chief's worker template (spawner.py), started at its first use (again if it died), ended
+    when this process exits; its log in `log_dir`."""
+    if _TEMPLATE and _TEMPLATE[0].alive():
+        return _TEMPLATE[0]
+    if not _TEMPLATE:
+        atexit.register(lambda: _TEMPLATE and _TEMPLATE.pop().stop())
+    _TEMPLATE[:] = [Spawner(log_dir / "spawner.log")]
+    say(f"Local workers fork from one process that imported their libraries once (pid {_TEMPLATE[0].process.pid})")
+    return _TEMPLATE[0]
+
+
 @dataclass
 class LocalWorker:
     worker_id: str
     log: Path
     env: dict[str, str]
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | Forked | None = None
     restarts: int = 0
     done: bool = False
 
@@ -156,6 +173,7 @@ class WorkerPool:
         self.chief = chief
         self.overrides = list(overrides)
         self.restarts = restarts
+        self.fork = gpus_per_worker == 0  # workers with GPUs of their own start as new processes (spawner.py)
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [
             LocalWorker(f"worker-{i}", log_dir / f"worker-{i}.log", worker_env(i, count, gpus_per_worker))
@@ -163,19 +181,13 @@ class WorkerPool:
         ]
 
     def _start(self, worker: LocalWorker) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "fashion_exp",
-            "tune-worker",
-            "--chief",
-            self.chief,
-            "--worker-id",
-            worker.worker_id,
-        ]
+        args = ["tune-worker", "--chief", self.chief, "--worker-id", worker.worker_id, *self.overrides]
+        if self.fork:  # (spawner.py: no new TensorFlow import per worker)
+            worker.process = template(worker.log.parent).popen(args, worker.env, worker.log)
+            return
         with open(worker.log, "a") as log:
             worker.process = subprocess.Popen(
-                [*command, *self.overrides],
+                [sys.executable, "-m", "fashion_exp", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
