@@ -77,3 +77,17 @@ def test_a_template_that_cannot_start_is_said_in_one_line(tmp_path, monkeypatch)
 
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_workers_fork_only_where_no_cuda_state_could_be_forked(tmp_path, monkeypatch):
+    """A machine with an NVIDIA driver, or workers given GPUs of their own, starts workers as new
+    processes; a CPU machine forks them (this host has no GPU: the driver is what is faked)."""
+    from fashion_exp.search import cluster
+
+    def pool(gpus: int) -> cluster.WorkerPool:
+        return cluster.WorkerPool(2, "127.0.0.1:1", [], 0, gpus, tmp_path / "logs")
+
+    monkeypatch.setattr(cluster, "nvidia_driver", lambda: False)
+    assert pool(0).fork and not pool(1).fork
+    monkeypatch.setattr(cluster, "nvidia_driver", lambda: True)
+    assert not pool(0).fork

@@ -29,6 +29,7 @@ from keras_tuner.src.distribute import oracle_chief  # noqa: E402
 from fashion_exp.children import exit_description, last_log_line, parented, reap  # noqa: E402
 from fashion_exp.config import split_address  # noqa: E402
 from fashion_exp.errors import UserError  # noqa: E402
+from fashion_exp.hardware import nvidia_driver  # noqa: E402
 from fashion_exp.screen import say
 from fashion_exp.search import oracle_auth  # noqa: E402
 from fashion_exp.search.spawner import Forked, Spawner  # noqa: E402
@@ -173,7 +174,8 @@ class WorkerPool:
         self.chief = chief
         self.overrides = list(overrides)
         self.restarts = restarts
-        self.fork = gpus_per_worker == 0  # workers with GPUs of their own start as new processes (spawner.py)
+        # (spawner.py) not on a machine with GPUs: there workers start as new processes, no CUDA state is forked
+        self.fork = gpus_per_worker == 0 and not nvidia_driver()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [
             LocalWorker(f"worker-{i}", log_dir / f"worker-{i}.log", worker_env(i, count, gpus_per_worker))

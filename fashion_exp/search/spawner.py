@@ -12,8 +12,8 @@ subprocess.Popen does. The worker is a process of its own (its pid, environment,
 log as stdout and stderr, default signal handlers), running `python -m fashion_exp tune-worker ...`
 as a new process would; `ps` shows it with the template's command line. Each link ends with the one
 above it (PR_SET_PDEATHSIG): a chief killed with -9 takes the template, the guardians and the
-workers with it. Workers with GPUs of their own (tuner.gpus_per_worker > 0) are new processes as
-before: no CUDA state is ever forked.
+workers with it. On a machine with an NVIDIA driver (or tuner.gpus_per_worker > 0) workers are new
+processes as before: no CUDA state is ever forked.
 """
 
 from __future__ import annotations
