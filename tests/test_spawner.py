@@ -43,6 +43,9 @@ def test_forked_workers_answer_as_new_processes_and_end_with_the_template(overri
             assert worker.poll() is None and time.monotonic() - started < 60, _text(tmp_path / "worker.log")
             time.sleep(0.1)
         assert parent_of(parent_of(worker.pid)) == spawner.process.pid
+        # not in the chief's process group: a terminal's Ctrl-C reaches the chief alone, which stops
+        # each worker itself (before, the template died of it and took the workers with it)
+        assert os.getpgid(worker.pid) == spawner.process.pid != os.getpgid(0)
         assert Path(f"/proc/{worker.pid}/cwd").resolve() == tmp_path.resolve()
         worker.send_signal(signal.SIGINT)  # Ctrl-C, as the chief stops its workers: the product's own handler
         assert worker.wait(timeout=60) != 0 and "Traceback" not in _text(tmp_path / "worker.log")

@@ -138,3 +138,22 @@ def answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_the_store_server_runs_with_the_environment_mlflow_server_gives_its_server(monkeypatch):
+    """`mlflow server` exports its stores and artifact root to the process that serves; MLflow's
+    code takes the artifact root's presence to mean "this is a tracking server" and then refuses
+    artifact locations on other hosts (its artifact host policy). store_server sets the same."""
+    from mlflow.store.artifact.host_policy import is_tracking_server_process
+
+    from fashion_exp.tracking.store_server import server_environment
+
+    environment = server_environment("sqlite:///m.db", "file:///srv/mlruns")
+    assert not is_tracking_server_process()
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert is_tracking_server_process()
+    assert (
+        environment["_MLFLOW_IN_JOB_EXECUTOR"] == "false"
+        and environment["_MLFLOW_SERVER_FILE_STORE"] == "sqlite:///m.db"
+    )

@@ -136,9 +136,11 @@ def template(log_dir: Path) -> Spawner:
     when this process exits; its log in `log_dir`."""
     if _TEMPLATE and _TEMPLATE[0].alive():
         return _TEMPLATE[0]
-    if not _TEMPLATE:
+    if _TEMPLATE:
+        _TEMPLATE.pop().stop()  # (a dead one: its pipe, folder and exit status)
+    else:
         atexit.register(lambda: _TEMPLATE and _TEMPLATE.pop().stop())
-    _TEMPLATE[:] = [Spawner(log_dir / "spawner.log")]
+    _TEMPLATE.append(Spawner(log_dir / "spawner.log"))
     say(f"Local workers fork from one process that imported their libraries once (pid {_TEMPLATE[0].process.pid})")
     return _TEMPLATE[0]
 

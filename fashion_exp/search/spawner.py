@@ -93,6 +93,9 @@ class Spawner:
                 stdin=subprocess.DEVNULL,
                 env=parented(dict(os.environ)),  # (no preexec_fn: this process may run gRPC threads)
                 text=True,
+                # a session of its own: a terminal's Ctrl-C reaches the chief alone, which stops each
+                # worker with SIGINT (WorkerPool.stop) while the template and guardians stay
+                start_new_session=True,
             )
         self._wait_ready()
 
@@ -100,7 +103,7 @@ class Spawner:
         if not select.select([self.process.stdout], [], [], START_TIMEOUT)[0] or (
             self.process.stdout.readline().strip() != READY
         ):
-            self.process.kill()
+            self.stop()
             said = last_log_line(self.log) or "no output"
             raise UserError(f"the local workers' template process did not start ({said}); see {self.log}")
 
@@ -132,7 +135,7 @@ class Spawner:
         self.process.wait()
         self.process.stdout.close()
         Path(self.path).unlink(missing_ok=True)
-        Path(self.path).parent.rmdir()
+        Path(self.path).parent.rmdir()  # (a chief killed with -9 leaves this empty folder behind)
 
 
 def serve(path: str) -> dict:
@@ -149,20 +152,24 @@ def serve(path: str) -> dict:
     listener.bind(path)
     listener.listen(16)
     print(READY, flush=True)
+    template = os.getpid()
     while True:
         conn, _ = listener.accept()
         if os.fork() == 0:
             listener.close()
-            return guard(conn)
+            return guard(conn, template)
         conn.close()
 
 
-def guard(conn: socket.socket) -> dict:
+def guard(conn: socket.socket, template: int) -> dict:
     """A guardian: fork the worker, report its pid, wait for it, report its exit status, end."""
     for number in (signal.SIGCHLD, signal.SIGTERM):  # (it waits for its worker; a stop ends it)
         signal.signal(number, signal.SIG_DFL)
     die_with_parent()  # ends with the template
+    if os.getppid() != template:  # the template died before the request above: no worker
+        os._exit(1)
     request = json.loads(conn.makefile("r").readline())
+    request["guardian"] = os.getpid()  # (the worker checks it still has this parent: __main__)
     pid = os.fork()
     if pid == 0:
         conn.close()
@@ -178,7 +185,7 @@ def become(request: dict) -> None:
     (ending with its guardian), log, signal handlers and arguments."""
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update({**request["env"], PARENT_PID: str(os.getppid())})
+    os.environ.update({**request["env"], PARENT_PID: str(request["guardian"])})  # (python -m fashion_exp checks it)
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((devnull, 0), (log, 1), (log, 2)):

@@ -6,6 +6,8 @@ place (the ledger: fashion_exp/private.py).
   calling client's (a TODO in its SqlAlchemyStore.create_model_version). The public
   `mlflow.set_tracking_uri` cannot put back an unset URI (it leaves MLFLOW_TRACKING_URI set for
   every later child process), so process_tracking_uri sets the module's value and puts both back.
+- `mlflow.environment_variables._MLFLOW_IN_JOB_EXECUTOR`: `mlflow server` sets it false for the process
+  that serves; store_server.py, which serves without that command, sets the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from fashion_exp.private import Private
 
 MLFLOW = "3.17.2"
 PRIVATE = (
+    Private(
+        "mlflow.environment_variables:_MLFLOW_IN_JOB_EXECUTOR",
+        ("tracking/mlflow_private.py",),
+        "`mlflow server` sets it false for the process that serves (a job executor's marker must never be "
+        "on there); store_server.py serves without that command, so it sets the same",
+    ),
     Private(
         "mlflow.tracking._tracking_service.utils:_tracking_uri",
         ("tracking/mlflow_private.py", "tracking/registry.py"),
@@ -41,3 +49,10 @@ def process_tracking_uri(uri: str) -> Iterator[None]:
         utils._tracking_uri = saved[0]
         if saved[1] is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved[1]
+
+
+def job_executor_marker() -> str:
+    """The environment variable MLflow marks its job executors' processes with."""
+    from mlflow.environment_variables import _MLFLOW_IN_JOB_EXECUTOR
+
+    return _MLFLOW_IN_JOB_EXECUTOR.name

@@ -36,6 +36,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def server_environment(uri: str, artifact_root: str) -> dict[str, str]:
+    """What `mlflow server` exports to the process that serves (its _run_server): the stores and
+    the artifact root, by which MLflow's code knows it runs for a tracking server (its artifact host
+    policy then refuses artifact locations on hosts it was not configured with), and no job
+    executor's marker. The names are MLflow's (mlflow_private.py lists the private one)."""
+    from mlflow.server.constants import ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR
+
+    from fashion_exp.tracking.mlflow_private import job_executor_marker
+
+    return {
+        BACKEND_STORE_URI_ENV_VAR: uri,
+        REGISTRY_STORE_URI_ENV_VAR: uri,
+        ARTIFACT_ROOT_ENV_VAR: artifact_root,
+        job_executor_marker(): "false",
+    }
+
+
 def load(reference: str):
     """The object `module:name` names."""
     module, name = reference.split(":", 1)
@@ -48,7 +65,9 @@ def main(argv: list[str]) -> int:
     if not uri:
         print(f"no store: set {STORE_ENV}", file=sys.stderr, flush=True)
         return 2
-    import uvicorn
+    import uvicorn  # (first: MLflow's Flask app installs its security middleware when it runs under uvicorn)
+
+    os.environ.update(server_environment(uri, args.artifact_root))
     from mlflow.server.handlers import initialize_backend_stores
 
     try:
