@@ -32,20 +32,23 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _stop(error: type[KeyboardInterrupt]) -> None:
+def _stop(error: type[KeyboardInterrupt], frame=None) -> None:
     global _pending
     if _depth:
         _pending = _pending or error
+        return
+    if _inside_redeliver(frame):  # (raised here it would be discarded for good: deliver it once more)
+        _deliver_later(error)
         return
     raise error()
 
 
 def _on_sigterm(signum, frame) -> None:
-    _stop(Terminated)
+    _stop(Terminated, frame)
 
 
 def _on_sigint(signum, frame) -> None:
-    _stop(KeyboardInterrupt)
+    _stop(KeyboardInterrupt, frame)
 
 
 def _redeliver(unraisable, hook=sys.unraisablehook) -> None:
@@ -53,10 +56,25 @@ def _redeliver(unraisable, hook=sys.unraisablehook) -> None:
     another thread so that the handler runs anew in ordinary code (interrupt_main from this thread
     would run it here, inside the hook, where it is discarded again); other errors go to `hook`."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        number = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-        threading.Timer(0.01, _thread.interrupt_main, (number,)).start()
+        _deliver_later(type(unraisable.exc_value))
         return
     hook(unraisable)
+
+
+def _deliver_later(error: type[KeyboardInterrupt]) -> None:
+    """The stop's signal again in a moment, from another thread. On a loaded machine it can land
+    before this thread has left _redeliver (Timer.start waits for its thread), where _stop sends it
+    once more instead of raising it into the hook (Python discards that, and the stop was lost)."""
+    number = signal.SIGTERM if issubclass(error, Terminated) else signal.SIGINT
+    threading.Timer(0.01, _thread.interrupt_main, (number,)).start()
+
+
+def _inside_redeliver(frame) -> bool:
+    while frame is not None:
+        if frame.f_code is _redeliver.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager

@@ -56,6 +56,13 @@ def mlflow_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def store_uri(tmp_path, mlflow_template) -> str:
+    """tmp_path/mlflow.db as a copy of the empty template store (no migrations to run again)."""
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
 def overrides(tmp_path, dataset_root, mlflow_template, request) -> list[str]:
     """Overrides for a seconds-long search on the synthetic data with the tiny backbone. The store
     starts as a copy of the empty template, unless the test is marked fresh_store (it is about

@@ -168,8 +168,7 @@ def test_two_train_finals_at_once_register_two_versions(overrides, tmp_path):
         assert "registered 'fashion-classifier' version" in result.stdout
 
 
-def registry_with_versions(tmp_path: Path, accuracies: list[float]) -> tuple[str, MlflowClient]:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def registry_with_versions(uri: str, accuracies: list[float]) -> tuple[str, MlflowClient]:
     client = MlflowClient(uri, uri)
     client.create_registered_model("m")
     experiment = client.create_experiment("e")
@@ -185,8 +184,8 @@ def aliases(client: MlflowClient) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_two_rollbacks_at_once_are_two_swaps(tmp_path, round_):
-    uri, client = registry_with_versions(tmp_path, [0.8, 0.9])
+def test_two_rollbacks_at_once_are_two_swaps(tmp_path, store_uri, round_):
+    uri, client = registry_with_versions(store_uri, [0.8, 0.9])
     client.set_registered_model_alias("m", "champion", "2")
     client.set_registered_model_alias("m", "previous", "1")
     command = ["promote", "--rollback", f"tracking.uri={uri}", "final.registered_model=m"]
@@ -196,8 +195,8 @@ def test_two_rollbacks_at_once_are_two_swaps(tmp_path, round_):
     assert aliases(client) == ("2", "1")  # swapped twice; interleaved, both would name version 1
 
 
-def test_two_promotes_at_once_keep_a_consistent_history(tmp_path):
-    uri, client = registry_with_versions(tmp_path, [0.8, 0.85, 0.9])
+def test_two_promotes_at_once_keep_a_consistent_history(tmp_path, store_uri):
+    uri, client = registry_with_versions(store_uri, [0.8, 0.85, 0.9])
     client.set_registered_model_alias("m", "champion", "1")
     base = ["promote", "--force", f"tracking.uri={uri}", "final.registered_model=m"]
     results = run_together([[*base, "--version", "2"], [*base, "--version", "3"]], tmp_path)

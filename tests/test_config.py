@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from fashion_exp.config import CONFIG_DIR, load_config
 from fashion_exp.errors import ConfigError
@@ -309,3 +310,55 @@ def test_a_command_takes_the_photos_and_backbone_of_the_run_it_starts_from_unles
     elsewhere = {"data": {"root": str(tmp_path / "another-machine")}, "model": {"weights": "/nowhere/x.h5"}}
     assert inherited(elsewhere, current, [], environ={}) == []  # the config's defaults apply
     assert inherited({}, current, [], environ={}) == []  # a run from before config.yaml was logged
+
+
+COMPOSED_THE_SAME = [
+    [],
+    ["model=tiny", "data.image_size=32", "tuner.epochs=3", "model=xception"],
+    ["tuner.epochs=3", "experiment=cv_search"],
+    ["augmentation=[none]", "search.augmentation.values=[none]", "search.learning_rate.values=[0.001,0.01]"],
+    ["preset=best", "finetune_stage.blocks=[1]", "data={root:/photos}"],
+    ["++tuner.epochs=4", "~tuner.patience", "+tuner.extra=1"],
+    ["tuner.epochs=1,2"],
+    ["model.weightz=3"],
+    ["tuner=nonexistent", "tuner.epochs=2"],
+    ["tuner.epochs=3", "+tuner.epochs=4"],
+]
+
+
+@pytest.mark.parametrize("overrides", COMPOSED_THE_SAME, ids=" ".join)
+def test_a_kept_composition_gives_what_hydra_composes(overrides):
+    """compose() sets plain key=value overrides on a kept composition of the config groups: the
+    config, or the one-line error, is what Hydra's whole composition of the same overrides gives."""
+    from fashion_exp import config
+
+    def composed(compose):
+        try:
+            return OmegaConf.to_container(compose())
+        except ConfigError as err:
+            return str(err)
+
+    kept = composed(lambda: config.compose(overrides))  # (registers the generated nodes Hydra's composition loads)
+    whole = [config._added_group(override) for override in overrides]
+    assert kept == composed(lambda: config._hydra_compose(CONFIG_DIR.resolve(), whole))
+
+
+def test_hydra_composes_the_groups_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    """Commands and tests load the config many times in one process: Hydra composes each set of
+    group choices once (about 0.1 s, every YAML file parsed), until a file of conf/ changes."""
+    import shutil
+
+    from fashion_exp import config
+
+    conf = shutil.copytree(CONFIG_DIR, tmp_path / "conf")
+    calls = []
+    whole = config._hydra_compose
+    monkeypatch.setattr(config, "_hydra_compose", lambda *args: calls.append(args[1]) or whole(*args))
+    assert load_config(["tuner.epochs=3"], conf).tuner.epochs == 3
+    assert load_config(["tuner.epochs=4", "tuner.batch_size=8"], conf).tuner.epochs == 4
+    assert load_config(["model=tiny", "tuner.epochs=5"], conf).model.backbone == "tiny"
+    assert calls == [(), ("model=tiny",)]
+    tuner = conf / "tuner" / "random.yaml"
+    tuner.write_text(tuner.read_text().replace("patience:", "patience: 7 #"))
+    assert load_config(["tuner.epochs=3"], conf).tuner.patience == 7
+    assert len(calls) == 3

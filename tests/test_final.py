@@ -338,8 +338,8 @@ def test_int8_holds_within_half_a_point():
     assert not result(0.900, 0.894).int8_holds
 
 
-def test_promote_chooses_on_validation_never_on_test(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+def test_promote_chooses_on_validation_never_on_test(store_uri):
+    uri = store_uri
     client = MlflowClient(uri, uri)
     client.create_registered_model("m")
     experiment = client.create_experiment("e")
@@ -372,8 +372,8 @@ def test_promote_chooses_on_validation_never_on_test(tmp_path):
     assert str(client.get_model_version_by_alias("m", "champion").version) == "2"  # refusals moved nothing
 
 
-def test_promote_without_a_validation_score_asks_for_a_version(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+def test_promote_without_a_validation_score_asks_for_a_version(store_uri):
+    uri = store_uri
     client = MlflowClient(uri, uri)
     client.create_registered_model("m")
     run_id = client.create_run(client.create_experiment("e")).info.run_id  # not a train-final run

@@ -16,6 +16,7 @@ def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said):
 
     common = [
         *subset(tmp_path),
+        "model.runtime=tensorflow",  # (auto's race on real photos is test_real.py's: one Xception ONNX export a suite)
         "search=finetune",
         "search.blocks.values=[1]",
         "search.block_lr.values=[0.1]",

@@ -1,7 +1,6 @@
 """No password of a URI reaches what the product records: MLflow params, tags, text and JSON
 artifacts, messages. The URIs a command connects with stay as they are."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -74,12 +73,6 @@ def test_a_command_line_and_nested_values_are_redacted_word_by_word():
         "n": 3,
         "list": ["postgresql://mlflow:***@db.example:5432/mlflow", None],
     }
-
-
-@pytest.fixture
-def store_uri(tmp_path, mlflow_template) -> str:
-    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def everything_recorded(client: MlflowClient, run_id: str) -> str:

@@ -71,8 +71,8 @@ def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path, said
 
 
 @pytest.mark.parametrize("layout", ["epoch_ curves", "before 2026-12-01"])
-def test_a_trials_checkpoint_and_curves_are_read_back(tmp_path, layout):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_trials_checkpoint_and_curves_are_read_back(tmp_path, store_uri, layout):
+    uri = store_uri
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e"))
     prefix, score = ("epoch_", "val_accuracy") if layout == "epoch_ curves" else ("", "best_val_accuracy")

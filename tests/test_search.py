@@ -275,12 +275,12 @@ def test_a_cross_validated_search_scores_trials_on_train_and_validation(override
     assert search_id(config, "d", "w") != search_id(plain, "d", "w")  # a cross-validated search is another search
 
 
-def test_the_comparison_plot_reads_trials_from_before_the_epoch_prefix(tmp_path):
+def test_the_comparison_plot_reads_trials_from_before_the_epoch_prefix(store_uri):
     """A search resumed across the 2026-12-01 rename holds trials whose curves are val_accuracy,
     and trials whose curves are epoch_val_accuracy: the parent's comparison plot shows both."""
     from fashion_exp.tracking.search_runs import SearchTracker
 
-    tracker = SearchTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "e")
+    tracker = SearchTracker(store_uri, "e")
     tracker.open_search("s", resume=False, run_name="search")
     for trial, name in (("00", "val_accuracy"), ("01", "epoch_val_accuracy")):
         tracker.start_trial(trial, {"learning_rate": 0.1})
@@ -288,3 +288,24 @@ def test_the_comparison_plot_reads_trials_from_before_the_epoch_prefix(tmp_path)
             tracker.client.log_metric(tracker.children[trial], name, value, step=step)
         tracker.client.set_terminated(tracker.children[trial])
     assert tracker.curves("val_accuracy") == {"trial 00": [0.5, 0.6], "trial 01": [0.5, 0.6]}
+
+
+def test_the_chief_ends_the_trial_runs_its_killed_workers_left_running(store_uri):
+    """A worker killed after its grace (a loaded machine, SIGTERM to the chief) cannot end its
+    trial's run: the parent's owner ends every child still RUNNING with its own status, so a
+    stopped search leaves no run RUNNING."""
+    from fashion_exp.tracking.search_runs import SearchTracker
+
+    chief = SearchTracker(store_uri, "e")
+    chief.open_search("s", resume=False, run_name="search")
+    worker = SearchTracker(store_uri, "e")
+    worker.attach("s", "127.0.0.1:1")
+    worker.start_trial("00", {"learning_rate": 0.1})  # (the worker dies here: nothing ends its run)
+    worker.start_trial("01", {"learning_rate": 0.01})
+    worker.end_trial("01", "trial 01", None, error="out of memory")  # (ended: it keeps its status)
+    with pytest.raises(KeyboardInterrupt), chief.recording():
+        raise KeyboardInterrupt
+    client = chief.client
+    assert client.get_run(worker.children["00"]).info.status == "KILLED"
+    assert client.get_run(worker.children["01"]).info.status == "FAILED"
+    assert client.get_run(chief.parent_id).info.status == "KILLED"

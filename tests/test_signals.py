@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -115,6 +116,31 @@ def test_a_signal_that_lands_in_a_finaliser_is_not_lost():
         Garbage()  # collected at once
         for _ in range(100):
             time.sleep(0.01)  # ordinary code: the stop is raised here
+
+
+def test_a_redelivered_stop_that_lands_before_the_hook_returns_is_delivered_again(monkeypatch):
+    """The stop a finaliser swallowed is sent again from a timer thread; on a loaded machine
+    (CI beside a busy loop) it landed while the main thread was still in the hook, waiting for that
+    thread to start, and was discarded there: the search ran on. A slow first start stands in for the load."""
+    starts = []
+
+    class SlowFirstStart(threading.Timer):
+        def start(self):
+            super().start()
+            if not starts:
+                starts.append(self)
+                time.sleep(0.2)  # the timer fires (after 0.01 s) before this start returns
+
+    class Garbage:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(signals.threading, "Timer", SlowFirstStart)
+    with signals.as_interrupts(), pytest.raises(signals.Terminated):
+        Garbage()
+        for _ in range(100):
+            time.sleep(0.01)
 
 
 STOPS = [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, signals.Terminated)]

@@ -218,11 +218,16 @@ class SearchTracker:
         return out
 
     def abort(self, status: str) -> None:
-        """End the running child (if any) and the parent with status (KILLED on Ctrl-C, FAILED on error)."""
+        """End the running child (if any) and the parent with status (KILLED on Ctrl-C, FAILED on
+        error). The parent's owner also ends the children other processes left running: a worker
+        killed after its grace (a loaded machine) could not end its trial's run itself."""
         for trial_id in list(self._started):
             self.client.set_terminated(self.children[trial_id], status=status)
         self._started.clear()
         if self.parent_id and self.owns_parent:
+            for child in self._child_runs():
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, status=status)
             self.client.set_terminated(self.parent_id, status=status)
 
     # ---- child runs -----------------------------------------------------------------------
