@@ -157,3 +157,14 @@ def test_the_store_server_runs_with_the_environment_mlflow_server_gives_its_serv
         environment["_MLFLOW_IN_JOB_EXECUTOR"] == "false"
         and environment["_MLFLOW_SERVER_FILE_STORE"] == "sqlite:///m.db"
     )
+
+
+def test_a_store_server_without_a_store_says_so_in_one_line(monkeypatch, capsys):
+    """The store's URI travels in the environment only: started without it, the server says which
+    variable to set, in one line, and exits 2 before importing MLflow."""
+    from fashion_exp.tracking import store_server
+
+    monkeypatch.delenv(store_server.STORE_ENV, raising=False)
+    args = ["--host", "127.0.0.1", "--port", "5000", "--artifact-root", "file:///srv/mlruns"]
+    assert store_server.main(args) == 2
+    assert capsys.readouterr().err == f"no store: set {store_server.STORE_ENV}\n"
