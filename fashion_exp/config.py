@@ -570,7 +570,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
             for override in values:
                 OmegaConf.update(composed, override.key_or_group, override.value(), merge=True)
             return composed
-        except OmegaConfBaseException:
+        except (OmegaConfBaseException, ValueError, TypeError):  # (`values.x=1` on a list: ValueError)
             pass  # Hydra's whole composition below says what is wrong
     return _hydra_compose(directory, overrides)
 

@@ -13,6 +13,7 @@ from typing import Any
 from fashion_exp.errors import ConfigError, last_line
 from fashion_exp.hyperparameters import label
 from fashion_exp.redact import redact
+from fashion_exp.screen import say
 from fashion_exp.tracking import plots
 from fashion_exp.tracking.experiments import connect, share_view, trials_view
 from fashion_exp.tracking.importance import importances
@@ -225,9 +226,12 @@ class SearchTracker:
             self.client.set_terminated(self.children[trial_id], status=status)
         self._started.clear()
         if self.parent_id and self.owns_parent:
-            for child in self._child_runs():
-                if child.info.status == "RUNNING":
-                    self.client.set_terminated(child.info.run_id, status=status)
+            try:
+                for child in self._child_runs():
+                    if child.info.status == "RUNNING":
+                        self.client.set_terminated(child.info.run_id, status=status)
+            except Exception as err:  # (a store that fails here must not keep the parent RUNNING)
+                say(f"Could not end the trial runs left running: {redact(last_line(str(err)))}")
             self.client.set_terminated(self.parent_id, status=status)
 
     # ---- child runs -----------------------------------------------------------------------
