@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fashion_exp import hardware
-from fashion_exp.errors import ConfigError
+from fashion_exp.errors import ConfigError, one_line
 from fashion_exp.hyperparameters import NAMES, ROWS, ParamSpace, candidates, check_value, has_default, max_blocks
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -518,10 +518,6 @@ def weights_file(weights: str) -> Path | None:
     return path
 
 
-def _one_line(message: Any) -> str:
-    return re.sub(r"\s+", " ", str(message)).strip()
-
-
 def _register_generated_nodes() -> None:
     """conf/final/default.yaml pulls in `final/hp_overrides`: one null per head hyperparameter,
     made from the table so that `final.hp.<name>=value` works for every row without a YAML copy."""
@@ -559,13 +555,17 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str | None = 
         try:
             parsed.extend(parser.parse_overrides([override]))
         except HydraException as err:
-            reason = _one_line(err).split(" See https")[0]
+            reason = one_line(err).split(" See https")[0]
             raise ConfigError(f"cannot parse override '{override}': {reason}") from None
     _register_generated_nodes()
-    groups = tuple(o.input_line for o in parsed if _is_group(o, directory))
-    values = [o for o in parsed if not _is_group(o, directory)]
+    groups, values = [], []
+    for override in parsed:
+        if _is_group(override, directory):
+            groups.append(override.input_line)
+        else:
+            values.append(override)
     if all(_plain(o) for o in values):
-        composed = copy.deepcopy(_composed(directory, groups, _stamp(directory)))
+        composed = copy.deepcopy(_composed(directory, tuple(groups), _stamp(directory)))
         try:
             for override in values:
                 OmegaConf.update(composed, override.key_or_group, override.value(), merge=True)
@@ -584,7 +584,7 @@ def _hydra_compose(directory: Path, overrides: list[str] | tuple[str, ...]):
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(_explain(_one_line(err), directory)) from None
+        raise ConfigError(_explain(one_line(err), directory)) from None
 
 
 @functools.lru_cache(maxsize=16)
@@ -595,8 +595,8 @@ def _composed(directory: Path, groups: tuple[str, ...], stamp: tuple):
 
 def _stamp(directory: Path) -> tuple:
     """The conf/ folder's files as (name, size, mtime): a changed file composes again."""
-    files = sorted(path for path in directory.rglob("*") if path.is_file())
-    return tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+    stats = sorted((str(path), path.stat()) for path in directory.rglob("*") if path.is_file())
+    return tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats)
 
 
 def _is_group(override, directory: Path) -> bool:
@@ -660,7 +660,7 @@ def load_config(overrides: list[str] | None = None, config_dir: Path | str | Non
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        reason = _one_line(getattr(err, "msg", err)).split(" full_key:")[0]
+        reason = one_line(getattr(err, "msg", err)).split(" full_key:")[0]
         where = f"config key '{key}'" if key else "config"
         hint = did_you_mean(key, config_dir) if key and "not in" in reason else ""
         raise ConfigError(f"{where}: {reason}{hint}") from None

@@ -34,6 +34,11 @@ def first_line(error: BaseException | str) -> str:
     return text.splitlines()[0]
 
 
+def one_line(message: object) -> str:
+    """A message's whitespace, newlines included, folded into single spaces."""
+    return " ".join(str(message).split())
+
+
 def last_line(text: str | None) -> str:
     """The last non-empty line of a message (a traceback's is the exception itself)."""
     lines = (text or "").strip().splitlines()

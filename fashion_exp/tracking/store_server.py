@@ -21,6 +21,7 @@ import importlib
 import os
 import sys
 
+from fashion_exp.errors import one_line
 from fashion_exp.redact import redact
 
 STORE_ENV = "MLFLOW_BACKEND_STORE_URI"  # (the environment, not the command line: it may hold a password)
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
     try:
         initialize_backend_stores(uri, uri, args.artifact_root)
     except Exception as err:  # (any store's own error: one line in the log, which the caller shows)
-        reason = " ".join(str(err).split())[:300]
+        reason = one_line(err)[:300]
         print(
             f"cannot open the store {redact(uri)}: {type(err).__name__}: {redact(reason)}", file=sys.stderr, flush=True
         )
