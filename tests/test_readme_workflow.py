@@ -4,9 +4,9 @@ with a `../shared` beside it (tiny photos; the tiny backbone through make tune's
 `make tune` gives the search ../shared's data through FASHION_DATA, which the README's next
 commands (`.venv/bin/python -m fashion_exp ...`, outside make) do not have: before, train-final
 answered "dataset not found at .../data/clothing-dataset-small". Each line of the README's workflow
-block runs here as written (with .venv's python); the ones that serve until stopped (ui, serve) are
-stopped once they answer, and the optional combine line, which names versions 2 and 3 of a
-registry this run fills with one, is left out.
+block runs here as written (with .venv's python); the ones that serve until stopped (ui, serve) run
+beside the lines after them and are stopped once they answer, and the optional combine line, which
+names versions 2 and 3 of a registry this run fills with one, is left out.
 """
 
 from __future__ import annotations
@@ -59,24 +59,25 @@ def run(command: list[str], cwd: Path, env: dict, timeout: float = 600) -> str:
     return done.stdout
 
 
-def answered_then_stopped(command: list[str], cwd: Path, env: dict, url: str) -> None:
-    """Start a command that serves until stopped, wait until `url` answers, then stop it with SIGINT."""
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"{shlex.join(command)} ended: {process.stdout.read()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    assert answer.status == 200
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"{url} never answered"
-                time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+def serving(command: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    """Start a command that serves until stopped (the workflow goes on beside it)."""
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def answered_then_stopped(process: subprocess.Popen, url: str) -> None:
+    """Wait until `url` answers, then stop the process that serves it with SIGINT."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None, f"{shlex.join(process.args)} ended: {process.stdout.read()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                assert answer.status == 200
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git")
@@ -90,17 +91,23 @@ def test_the_readme_workflow_runs_as_written_after_make_tune(tmp_path):
     lines = workflow_lines()
     assert lines[0].startswith("python -m fashion_exp tune") and any("train-final" in line for line in lines)
     tiny_final = ["final.restarts=1", "final.epochs=2", "final.views=1"]  # (its defaults train 5 x 30 epochs)
-    said = {}
-    for line in lines[1:]:
-        words = shlex.split(line)
-        assert words[:3] == ["python", "-m", "fashion_exp"], line
-        command = [str(project / ".venv" / "bin" / "python"), *words[1:]]
-        if words[3] == "combine":
-            continue
-        if words[3] in SERVING:
-            answered_then_stopped(command, project, env, SERVING[words[3]])
-            continue
-        said[words[3]] = run([*command, *tiny_final] if words[3] == "train-final" else command, project, env)
+    said, served = {}, []  # (the commands that serve run beside the next lines, and are stopped once they answer)
+    try:
+        for line in lines[1:]:
+            words = shlex.split(line)
+            assert words[:3] == ["python", "-m", "fashion_exp"], line
+            command = [str(project / ".venv" / "bin" / "python"), *words[1:]]
+            if words[3] == "combine":
+                continue
+            if words[3] in SERVING:
+                served.append((serving(command, project, env), SERVING[words[3]]))
+                continue
+            said[words[3]] = run([*command, *tiny_final] if words[3] == "train-final" else command, project, env)
+        for process, url in served:
+            answered_then_stopped(process, url)
+    finally:
+        for process, _ in served:
+            process.kill()
     shared = tmp_path / "shared" / "data" / "clothing-dataset-small"
     assert f"From the search: data.root={shared} model.backbone=tiny" in said["train-final"], said["train-final"]
     assert f"data.root={shared}" in said["evaluate"] and "test" in said["evaluate"]

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from fashion_exp import screen, signals
 from fashion_exp.config import load_config
+from fashion_exp.tracking.tags import KIND, TRIAL_ID
 from tests import zygote
 from tests.processes import training_trial
 
@@ -58,12 +59,24 @@ def test_sigterm_marks_the_runs_killed_and_the_rerun_resumes(overrides, tmp_path
     assert "Traceback" not in err
     found = statuses(config.tracking.uri)
     assert "RUNNING" not in found and "KILLED" in found, found
-    assert MlflowClient(config.tracking.uri).get_run(trial).info.status == "KILLED"  # stopped mid-trial
-    rerun = start_tune(overrides, tmp_path, *more)
+    killed = MlflowClient(config.tracking.uri).get_run(trial)
+    assert killed.info.status == "KILLED"  # stopped mid-trial
+    # the rerun (max_trials is where a search stops, not what it is: the same search) retries the
+    # killed trial before any new one, so max_trials=1 runs just that trial again, to its end
+    rerun = start_tune(overrides, tmp_path, *more[1:], "tuner.max_trials=1")
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
     assert "Resuming search" in out
     assert "RUNNING" not in statuses(config.tracking.uri)
+    assert trial_statuses(config.tracking.uri) == {killed.data.tags[TRIAL_ID]: "FINISHED"}
+
+
+def trial_statuses(uri: str) -> dict[str, str]:
+    """Each trial run's status, by its keras-tuner trial id."""
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`{KIND}` = 'trial'")
+    return {run.data.tags[TRIAL_ID]: run.info.status for run in runs}
 
 
 def test_a_signal_inside_a_store_call_is_raised_as_the_call_ends():
