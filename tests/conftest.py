@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.synthetic import make_dataset
+
+# One compute thread a process (TensorFlow's intra-op pool, and ONNX Runtime's and OpenVINO's, which
+# the product sizes from the same variable): three pytest workers and their commands share 2 cores.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ REAL = [
 pytestmark = REAL  # (test_real_finetune.py too)
 
 
-def test_real_xception_features_learn_the_real_classes_then_ship(tmp_path, said):
+def test_real_xception_features_learn_the_real_classes_then_ship(tmp_path, said, store_uri):
     """tune on real photos and weights (auto picks the backbone's runtime on this CPU), then the
     final model, evaluate, promote and predict from it."""
     args = [
@@ -25,7 +25,7 @@ def test_real_xception_features_learn_the_real_classes_then_ship(tmp_path, said)
         "model.race_batches=1",  # each fp32 runtime timed on one batch after its warm-up: the race, not its statistics
         "model.auto_check_photos=100",  # the check's heads fit on 100 of 200 training photos, score every val one
         f"work_dir={tmp_path / 'work'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.uri={store_uri}",  # (a copy of the migrated empty store)
         "tuner.max_trials=2",
         "tuner.epochs=10",
         "search.learning_rate.values=[0.001]",

@@ -8,14 +8,14 @@ from tests.test_real import REAL, subset
 pytestmark = REAL
 
 
-def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said):
+def test_real_fine_tuning_trains_block14_and_ships_it(tmp_path, said, store_uri):
     """search=finetune on real photos and weights: a trial trains Xception's block14 on cached
     block13 activations, and train-final ships the trained block inside the one Keras model,
     which agrees with the cached path on every validation photo."""
     from fashion_exp.final.train import train_final
 
     common = [
-        *subset(tmp_path),
+        *subset(tmp_path),  # (its tmp_path/mlflow.db: store_uri's copy of the migrated empty store)
         "model.runtime=tensorflow",  # (auto's race on real photos is test_real.py's: one Xception ONNX export a suite)
         "search=finetune",
         "search.blocks.values=[1]",
