@@ -201,6 +201,21 @@ def test_tune_worker_refuses_bad_arguments_in_one_line(overrides, tmp_path, args
     assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-2000:]
 
 
+def test_local_workers_share_the_cpus_threads_and_take_their_own_gpus(monkeypatch):
+    """n local workers on one CPU get a share of its threads each (TF_NUM_INTRAOP_THREADS, which
+    ONNX Runtime and OpenVINO read too), unless the variable is set; worker k gets GPUs k*g..k*g+g-1."""
+    from fashion_exp.search.cluster import worker_env
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # (the suite sets it: tests/conftest.py)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert worker_env(0, 2, 0)["TF_NUM_INTRAOP_THREADS"] == "2"
+    assert worker_env(0, 8, 0)["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert "TF_NUM_INTRAOP_THREADS" not in worker_env(0, 1, 0)  # one worker: the library's own default
+    assert worker_env(1, 2, 2)["CUDA_VISIBLE_DEVICES"] == "2,3"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    assert worker_env(0, 2, 0)["TF_NUM_INTRAOP_THREADS"] == "3"  # the user's setting stands
+
+
 def test_oracle_address_in_use_is_one_line(overrides, tmp_path):
     import socket
 
