@@ -12,11 +12,10 @@ import pytest
 from tests.synthetic import make_dataset
 
 # One compute thread a process (TensorFlow's intra-op pool, and ONNX Runtime's and OpenVINO's, which
-# the product sizes from the same variable; TensorFlow's inter-op pool): three pytest workers and
-# their commands share 2 cores, and pools of two threads each spent a fifth more CPU waiting on each
-# other (docs/results.md, "One compute thread a test process").
+# the product sizes from the same variable): three pytest workers and their commands share 2 cores,
+# and pools of two threads each spent a fifth more CPU waiting on each other (docs/results.md, "One
+# compute thread a test process").
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 @pytest.fixture
