@@ -135,13 +135,14 @@ def test_a_dead_inference_thread_fails_health_and_requests_get_503_instead_of_ha
 
 
 def test_a_stuck_model_answers_503_after_request_timeout_s_and_serving_resumes():
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     class Stuck(ColourPredictor):
         stuck = False
 
         def predict(self, images, batch_size):
             if self.stuck:
+                entered.set()
                 release.wait(10)
             return super().predict(images, batch_size)
 
@@ -152,7 +153,12 @@ def test_a_stuck_model_answers_503_after_request_timeout_s_and_serving_resumes()
         slow = client.post("/predict", content=jpeg_bytes(COLORS["hat"]), headers={"content-type": "image/jpeg"})
         assert slow.status_code == 503 and time.monotonic() - started < 5, slow.text
         assert "no answer from the model within 0.3 s" in slow.json()["error"]
-        health = client.get("/health")  # the batch still hangs in the model: not a healthy service
+        # the batch hangs in the model: once it has run past 0.3 s, not a healthy service (on a loaded
+        # machine the request could time out before the batch reached the model: wait for it there)
+        assert entered.wait(5), "the batch never reached the model"
+        deadline = time.monotonic() + 5
+        while (health := client.get("/health")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert health.status_code == 503 and "the model has run one batch for" in health.json()["error"], health.text
         assert "past 0.3 s (serve.request_timeout_s)" in health.json()["error"]
         predictor.stuck = False
