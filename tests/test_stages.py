@@ -364,11 +364,15 @@ def test_a_staged_search_holds_its_budget(overrides, tmp_path, capsys):
     print(out, spent)  # the stages' timings, for a failure's report
     share = 0.25 * budget  # stage 1's (one trial alone would take minutes)
     assert share * 0.95 <= spent["stage1"] <= share + 0.5, spent
-    assert "stage2" in spent, f"stage 1 left stage 2 no time: {spent}"
     # the budget holds the probe too: a loaded machine's slower probe leaves the stages less (CI,
     # -n 4: probe 0.10, stage 1 0.34, stage 2 0.60 failed a bound on the stages alone)
-    assert budget * 0.95 <= spent.get("probe", 0.0) + spent["stage1"] + spent["stage2"] <= budget + 1.0, spent
+    before_stage2 = spent.get("probe", 0.0) + spent["stage1"]
     assert took < 60 * (budget + 1) + 60  # plus start-up: imports, the store
+    if before_stage2 >= budget:  # a loaded machine ran stage 1 into the budget's end (beside five busy
+        # loops, Keras took 7 s to end the fit StopAtDeadline had stopped, against 0.01 s idle)
+        assert "stage2" not in spent and f"Skipped stage 2: the {budget:g} min budget is spent" in out, spent
+        return
+    assert budget * 0.95 <= before_stage2 + spent["stage2"] <= budget + 1.0, spent
     assert "Skipped stage 2: 1 of 2 trials (time budget)" in out  # the first stage-2 trial ran into the end
 
 

@@ -32,15 +32,10 @@ from fashion_exp.search import spawner
 
 COMMAND = [sys.executable, "-m", "fashion_exp"]
 PRELOAD = (
-    "tensorflow",
-    "keras",
-    "keras_tuner",
-    "mlflow",
+    *spawner.PRELOAD,  # (a worker's imports, a database store's included)
     "mlflow.tracking",
-    "fashion_exp.cli",
     "fashion_exp.search.run",
     "fashion_exp.search.stages",
-    "fashion_exp.search.worker",
     "fashion_exp.final.train",
 )
 

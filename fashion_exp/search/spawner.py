@@ -32,7 +32,19 @@ from pathlib import Path
 from fashion_exp.children import PARENT_PID, die_if_parent_gone, die_with_parent, last_log_line, parented
 from fashion_exp.errors import UserError
 
-PRELOAD = ("tensorflow", "keras", "keras_tuner", "mlflow", "fashion_exp.cli", "fashion_exp.search.worker")
+PRELOAD = (
+    "tensorflow",
+    "keras",
+    "keras_tuner",
+    "mlflow",
+    # what a worker imports to open a database store (sqlite, PostgreSQL): about 0.7 s of CPU a worker
+    # otherwise; `mlflow` alone imports neither (tests/test_spawner.py checks it)
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "hydra.core.override_parser.overrides_parser",  # (what composing the worker's config imports)
+    "fashion_exp.cli",
+    "fashion_exp.search.worker",
+)
 START_TIMEOUT = 180.0
 READY = "ready"
 
