@@ -12,9 +12,9 @@ import pytest
 from tests.synthetic import make_dataset
 
 # One compute thread a process (TensorFlow's intra-op pool, and ONNX Runtime's and OpenVINO's, which
-# the product sizes from the same variable): three pytest workers and their commands share 2 cores,
-# and pools of two threads each spent a fifth more CPU waiting on each other (docs/results.md, "One
-# compute thread a test process").
+# the product sizes from the same variable): the pytest workers and their commands share 2 cores, and
+# three workers with pools of two threads each spent a fifth more CPU waiting on each other
+# (docs/results.md, "One compute thread a test process").
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 
@@ -124,23 +124,25 @@ def said():
 
 
 # The files that take longest (seconds inside their tests, 2 cores, -n 3: benchmarks/bench_test_cpu.py's
-# worker table), longest first. With --no-loadscope-reorder (pyproject.toml) pytest-xdist hands out
-# whole files in collection order, so these start first and the many quick files fill the gaps at
-# the end; its default order (files with the most tests first) left the real-data and process
-# tests to the last minutes, one worker running alone for about two.
+# per-test spans summed by file, 2026-12-07), longest first. With --no-loadscope-reorder
+# (pyproject.toml) pytest-xdist hands out whole files in collection order, so these start first and
+# the many quick files fill the gaps at the end; its default order (files with the most tests first)
+# left the real-data and process tests to the last minutes, one worker running alone for about two.
 LONGEST_FILES = (
-    "test_distributed.py",  # 314 s
-    "test_stages.py",  # 276
-    "test_concurrency.py",  # 204
-    "test_distributed_stages.py",  # 177
-    "test_distributed_kill.py",  # 157
-    "test_signals.py",  # 156
-    "test_readme_workflow.py",  # 154
-    "test_oracle_auth.py",  # 114
-    "test_real.py",  # 108
-    "test_search.py",  # 97
-    "test_finetune.py",  # 76
-    "test_final.py",  # 64
+    "test_concurrency.py",  # 204 s
+    "test_stages.py",  # 197
+    "test_distributed.py",  # 194
+    "test_real.py",  # 167
+    "test_readme_workflow.py",  # 118
+    "test_distributed_stages.py",  # 92
+    "test_signals.py",  # 88
+    "test_distributed_kill.py",  # 80
+    "test_search.py",  # 68
+    "test_finetune.py",  # 62
+    "test_serve.py",  # 52
+    "test_oracle_auth.py",  # 48
+    "test_start.py",  # 46
+    "test_final.py",  # 44
 )
 
 
