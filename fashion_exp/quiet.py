@@ -41,7 +41,8 @@ _OURS: dict[str, str] = {}  # the variables configure() set, not the user
 
 
 def configure(asked_verbose: bool = False) -> None:
-    """Before TensorFlow or MLflow is imported: their log levels, unless the user set them.
+    """Before TensorFlow or MLflow is imported: their log levels, unless the user set them, and
+    MLflow's telemetry off.
     asked_verbose (--verbose) turns on what an earlier call turned off."""
     if asked_verbose:
         os.environ["FASHION_VERBOSE"] = "1"
@@ -50,6 +51,9 @@ def configure(asked_verbose: bool = False) -> None:
     for name, value in wanted.items():
         if name not in os.environ or name in _OURS:
             os.environ[name] = _OURS[name] = value
+    # MLflow 3 sends usage events (an installation id, the calls made, the store's kind) to its makers
+    # unless told not to: off unless the user set it (MLFLOW_DISABLE_TELEMETRY=false turns it on)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.getLogger("alembic").setLevel(logging.INFO if loud else logging.WARNING)  # MLflow's schema set-up
     if not loud:  # libraries' notes to their own developers, mid-work (see the module's docstring)
         warnings.filterwarnings("ignore", category=Warning, module=LIBRARIES)

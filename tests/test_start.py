@@ -158,3 +158,22 @@ def test_library_warnings_are_held_back_unless_verbose(tmp_path):
     assert "a warning from fashion_exp.search.run" in quiet.stderr
     loud = in_subprocess(LIBRARY_WARNINGS, tmp_path, FASHION_VERBOSE="1")
     assert all(f"a warning from {name}" in loud.stderr for name in ("sklearn.gaussian", "keras.src", "fashion_exp"))
+
+
+def test_mlflow_sends_no_telemetry_unless_the_user_turns_it_on(tmp_path):
+    """MLflow 3 reports usage to its makers unless told not to (it stays quiet only in CI or under
+    pytest): importing fashion_exp tells it not to, and a user's own MLFLOW_DISABLE_TELEMETRY wins."""
+    code = """
+import os
+import fashion_exp
+from fashion_exp import quiet
+from mlflow.telemetry.utils import is_telemetry_disabled
+print(is_telemetry_disabled())
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "false"  # as a user who wants it would have set it
+quiet.configure()
+print(is_telemetry_disabled())
+"""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}  # (no CI=, no PYTEST_*)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False"], done.stdout
