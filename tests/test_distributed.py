@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -347,8 +348,32 @@ def test_search_on_workers_through_an_mlflow_server_on_postgresql(overrides, mlf
     finally:
         chief.kill()
     assert "Workers log through" not in (tmp_path / "chief.log").read_text()  # a server URI is used as it is
-    assert_one_distributed_search(mlflow_server, trials=4)
+    kids = assert_one_distributed_search(mlflow_server, trials=4)
+    assert_reading_artifacts_leaves_no_copies(mlflow_server, kids[0].info.run_id, tmp_path, monkeypatch)
     assert_refusals_are_one_line_each(at, mlflow_server, tmp_path, monkeypatch)
+
+
+def assert_reading_artifacts_leaves_no_copies(server: str, trial_run: str, tmp_path: Path, monkeypatch) -> None:
+    """What train-final and serve read from a server's runs (trials.csv, config.yaml, a trial's
+    checkpoint, the ONNX file) leaves nothing in the temporary folder: MLflow's download without a
+    destination left a new folder there for each file, for every command (the ONNX file: each
+    `serve` of a model in a server's registry)."""
+    from fashion_exp.final.onnx_export import ONNX_ARTIFACT, onnx_predictor
+    from fashion_exp.tracking.queries import ranked_trials, run_config, trial_checkpoint
+    from fashion_exp.tracking.registry import LoadedModel
+    from tests.test_reuse import identity_onnx
+
+    onnx_file = identity_onnx(tmp_path / "model.onnx")
+    MlflowClient(server).log_artifact(trial_run, str(onnx_file), ONNX_ARTIFACT.rsplit("/", 1)[0])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    search, rows = ranked_trials(server, "test")
+    assert len(rows) == 4 and run_config(server, search)["tracking"]["experiment"] == "test"
+    assert trial_checkpoint(server, rows[0]["run_id"]) is not None
+    model = LoadedModel(None, f"runs:/{trial_run}", ["a", "b"], 1, "bilinear", trial_run)
+    assert onnx_predictor(model, server).predict(np.ones((1, 2))).tolist() == [[1, 1]]
+    assert sorted(path.name for path in scratch.iterdir()) == []
 
 
 def assert_refusals_are_one_line_each(at: list[str], server: str, cwd: Path, monkeypatch) -> None:

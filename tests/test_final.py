@@ -19,6 +19,7 @@ from fashion_exp.final.evaluate import confusion_matrix, evaluate, per_class_met
 from fashion_exp.final.train import train_final
 from fashion_exp.search.run import run_search
 from fashion_exp.tracking import registry
+from fashion_exp.tracking.queries import artifact_bytes
 from tests.conftest import search_overrides
 from tests.synthetic import COLORS, make_dataset, write_image
 
@@ -286,7 +287,7 @@ def test_an_ensemble_exports_to_onnx_matches_keras_and_serves(final_overrides, t
     int8 = load_onnx(model, uri, int8=True)
     assert int8.predict(images).shape == (5, 3) and np.allclose(int8.predict(images).sum(1), 1, atol=1e-3)
     run = MlflowClient(uri).get_run(keras_model.run_id)
-    int8_graph = onnx_lib.load(MlflowClient(uri).download_artifacts(run.info.run_id, INT8_ARTIFACT)).graph
+    int8_graph = onnx_lib.load_from_string(artifact_bytes(uri, run.info.run_id, INT8_ARTIFACT)).graph
     assert "QuantizeLinear" in {node.op_type for node in int8_graph.node}  # quantized, not a copy of fp32
     assert {"onnx_int8_val_accuracy", "keras_val_accuracy", "onnx_int8_top1_agreement"} <= set(run.data.metrics)
     # auto follows export-onnx's verdict: int8 only when it held validation accuracy (and is the faster)

@@ -1,6 +1,7 @@
 """No password of a URI reaches what the product records: MLflow params, tags, text and JSON
 artifacts, messages. The URIs a command connects with stay as they are."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,11 @@ def everything_recorded(client: MlflowClient, run_id: str) -> str:
     run = client.get_run(run_id)
     parts = [*run.data.params.items(), *run.data.tags.items()]
     if client.list_artifacts(run_id):
-        folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, tracking_uri=client.tracking_uri))
-        parts += [path.read_text() for path in sorted(folder.rglob("*")) if path.suffix in TEXT_FILES]
+        with tempfile.TemporaryDirectory() as tmp:  # (without a destination MLflow leaves its copy behind)
+            folder = Path(
+                mlflow.artifacts.download_artifacts(run_id=run_id, tracking_uri=client.tracking_uri, dst_path=tmp)
+            )
+            parts += [path.read_text() for path in sorted(folder.rglob("*")) if path.suffix in TEXT_FILES]
     return repr(parts)
 
 

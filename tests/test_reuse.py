@@ -1,6 +1,7 @@
 """final.reuse: train-final takes a search trial's checkpoint as a member's first restart only when
 the trial trained what train-final would, and only when it scores what its trial logged."""
 
+import tempfile
 import types
 from dataclasses import replace
 
@@ -62,8 +63,9 @@ def test_a_checkpoint_that_does_not_score_its_trial_is_not_reused(tmp_path, said
     features.on_runtime = lambda runtime: features if runtime == "onnx" else None
     config = load_config(["model=tiny"])
     history = {"val_accuracy": [accuracy / 2, accuracy], "val_loss": [2.0, 1.0]}
-    honest = TrialCheckpoint("run-a", str(tmp_path / "head.keras"), history, accuracy)
-    other = TrialCheckpoint("run-b", str(tmp_path / "head.keras"), history, accuracy + 0.1)
+    saved = (tmp_path / "head.keras").read_bytes()
+    honest = TrialCheckpoint("run-a", saved, history, accuracy)
+    other = TrialCheckpoint("run-b", saved, history, accuracy + 0.1)
     reused = reuse.confirm(config, {0: honest, 1: other}, [features, features])
     assert list(reused) == [0] and reused[0].trial_run_id == "run-a"
     assert reused[0].restart.best_epoch == 1 and reused[0].restart.seed == config.seed
@@ -87,6 +89,46 @@ def test_a_trials_checkpoint_and_curves_are_read_back(tmp_path, store_uri, layou
     found = trial_checkpoint(uri, run.info.run_id)
     assert found.val_accuracy == 0.75 and found.history["val_accuracy"] == [0.5, 0.75, 0.7]
     assert reuse.as_restart(found, 42, "val_accuracy").best_epoch == 1
+
+
+def identity_onnx(path):
+    """A one-node ONNX file (uint8 (n, 2) in, the same out) at `path`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(name, TensorProto.UINT8, [None, 2]) for name in ("images", "out")]
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "identity", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_reading_a_runs_files_leaves_no_copies_in_the_temporary_folder(tmp_path, store_uri, monkeypatch):
+    """MLflow 3.17's download without a destination copies a run's file into a new folder in the
+    temporary folder, on every store (the default sqlite one too), and leaves it there: each
+    train-final left the search's config.yaml and trials.csv and each reused head, each `serve` of
+    an ONNX model a copy of its file (80 MB for Xception). (A tracking server: test_distributed.py.)"""
+    from fashion_exp.final.onnx_export import ONNX_ARTIFACT, onnx_predictor
+    from fashion_exp.tracking.queries import run_config
+    from fashion_exp.tracking.registry import LoadedModel
+
+    client = MlflowClient(store_uri)
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    client.log_text(run, "seed: 7\n", "config.yaml")
+    for step, accuracy in enumerate([0.5, 0.75]):
+        client.log_metric(run, "epoch_val_accuracy", accuracy, step=step)
+    client.log_metric(run, "val_accuracy", 0.75)
+    small_head(tmp_path / "head.keras")
+    client.log_artifact(run, str(tmp_path / "head.keras"), "checkpoint")
+    client.log_artifact(run, str(identity_onnx(tmp_path / "model.onnx")), ONNX_ARTIFACT.rsplit("/", 1)[0])
+    client.set_terminated(run)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    config, found = run_config(store_uri, run), trial_checkpoint(store_uri, run)
+    predictor = onnx_predictor(LoadedModel(None, f"runs:/{run}", ["a", "b"], 1, "bilinear", run), store_uri)
+    assert sorted(path.name for path in scratch.iterdir()) == []
+    assert config == {"seed": 7} and predictor.predict(np.ones((1, 2))).tolist() == [[1, 1]]
+    assert reuse.load_checkpoint(found.head).output_shape == (None, 4)
 
 
 @pytest.mark.parametrize("runtime", ["", "+openvino-bf16-k1f2", "+onnx-int8-a1b2"])

@@ -9,6 +9,7 @@ from fashion_exp.hyperparameters import NAMES
 from fashion_exp.search.hypermodel import HeadHyperModel
 from fashion_exp.search.observers import TrialProgress
 from fashion_exp.search.run import run_search
+from fashion_exp.tracking.queries import artifact_bytes, artifact_file
 from tests.synthetic import scan
 
 
@@ -103,8 +104,7 @@ def test_two_trial_search_is_tracked(overrides, fit_calls, monkeypatch):
         assert "rss_mb" in child.data.metrics
         files = artifact_paths(client, child.info.run_id)
         assert "checkpoint/head.keras" in files and "plots/learning_curves.png" in files
-    csv = client.download_artifacts(parent.info.run_id, "trials.csv")
-    assert open(csv).read().count("COMPLETED") == 2
+    assert artifact_bytes(client.tracking_uri, parent.info.run_id, "trials.csv").decode().count("COMPLETED") == 2
 
 
 def test_best_checkpoint_holds_the_best_epoch(overrides):
@@ -122,7 +122,8 @@ def test_best_checkpoint_holds_the_best_epoch(overrides):
     config = load_config([*overrides, "tuner.max_trials=1", "tuner.epochs=4", "search.augmentation.values=[none]"])
     run_search(config)
     client, parents, children = runs(config.tracking.uri)
-    head = keras.models.load_model(client.download_artifacts(children[0].info.run_id, "checkpoint/head.keras"))
+    with artifact_file(client.tracking_uri, children[0].info.run_id, "checkpoint/head.keras") as path:
+        head = keras.models.load_model(path)
     dataset = scan(config.data.root, ["train", "validation"])
     backbone = build_backbone(config.model, config.data.image_size, config.seed)
     job = jobs_for_policy("validation", IDENTITY)[0]
@@ -243,7 +244,7 @@ def test_val_loss_objective_picks_the_lowest_val_loss(overrides):
         assert child.data.metrics["val_loss"] == pytest.approx(min(m.value for m in history))
     assert len(best) == 3 and result.best_trial_id == min(best, key=best.get)
     assert parents[0].data.metrics["val_loss"] == pytest.approx(min(best.values()))
-    assert "val_loss" in open(client.download_artifacts(parents[0].info.run_id, "trials.csv")).readline()
+    assert b"val_loss" in artifact_bytes(client.tracking_uri, parents[0].info.run_id, "trials.csv").split(b"\n")[0]
 
 
 def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):

@@ -19,6 +19,7 @@ from fashion_exp.errors import ConfigError
 from fashion_exp.search.costs import MEASURED, RateBook, Rates
 from fashion_exp.search.stages import FROZEN_HEAD, make_plan, stage2_config, stage2_plan, stage2_trials
 from fashion_exp.search.tuner import SearchTuner, StopAtDeadline
+from fashion_exp.tracking.queries import artifact_bytes
 from fashion_exp.tracking.tags import KIND, PARENT, PRESET, STAGE, STAGE1_RUN
 from tests import zygote
 from tests.processes import kill_hard, training_trial
@@ -242,7 +243,7 @@ def test_stage_2_fine_tunes_under_stage_1s_best_head_and_train_final_takes_the_p
     final = client.search_runs([client.get_experiment_by_name("fashion-classifier").experiment_id])[0]
     assert final.data.params["members"] == "4" and final.data.params["hp.blocks"] == "1"  # (stage 2 tried 2)
     assert final.data.metrics["assembled_max_abs_diff"] < 1e-4  # the shipped model is the members' mean
-    rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
+    rows = json.loads(artifact_bytes(client.tracking_uri, final.info.run_id, "ensemble.json"))
     assert len(rows) == 2 and {r["member"] for r in rows} == {0, 1}  # stage 2's two configurations
     assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
     assert rows[1]["hyperparameters"]["augmentation"] != rows[0]["hyperparameters"]["augmentation"]
@@ -268,7 +269,7 @@ def assert_one_tune_run_holds_the_stages(uri: str, *stages) -> None:
     assert metrics["stage1_val_accuracy"] == stages[0].data.metrics["val_accuracy"]
     assert metrics["val_accuracy"] == metrics["stage2_val_accuracy"] == stages[1].data.metrics["val_accuracy"]
     assert tune.data.params["stage2.image_size"] == "48" and tune.data.params["preset"] == "best"
-    plan = Path(MlflowClient(uri).download_artifacts(tune.info.run_id, "plan.txt")).read_text()
+    plan = artifact_bytes(uri, tune.info.run_id, "plan.txt").decode()
     assert plan.startswith("Plan (10 min in all")
 
 
@@ -289,7 +290,7 @@ def assert_train_final_reuses_stage_2s_trials(overrides, client, children, capsy
     trials = {child.info.run_id: child for child in children}
     reused = dict(pair.split(":") for pair in final.data.params["reused_trials"].split(","))
     assert set(reused.values()) == set(trials)
-    rows = json.loads(Path(client.download_artifacts(final.info.run_id, "ensemble.json")).read_text())
+    rows = json.loads(artifact_bytes(client.tracking_uri, final.info.run_id, "ensemble.json"))
     for row in rows:  # each head scores on validation what its trial logged: it is the trial's checkpoint
         trial = trials[row["trial_run_id"]]
         assert row["val_accuracy"] == pytest.approx(trial.data.metrics["val_accuracy"], abs=1e-6)

@@ -31,7 +31,7 @@ from fashion_exp.gate import GateResult, GateRule, judge
 from fashion_exp.hardware import cpu_of
 from fashion_exp.screen import say
 from fashion_exp.tracking import registry
-from fashion_exp.tracking.queries import download_artifact
+from fashion_exp.tracking.queries import artifact_file
 from fashion_exp.tracking.run_logger import RunLogger
 
 ONNX_ARTIFACT = "onnx/model.onnx"
@@ -247,8 +247,8 @@ def onnx_predictor(
     """The model's fp32 ONNX file (on ONNX Runtime, or on OpenVINO at `openvino` precision) or its int8 file."""
     if not loaded.run_id:
         raise UserError(f"model {loaded.uri} has no MLflow run to hold its ONNX file")
-    path = download_artifact(tracking_uri, loaded.run_id, INT8_ARTIFACT if int8 else ONNX_ARTIFACT)
-    if path is None:
-        what = "int8 ONNX file" if int8 else "ONNX file"
-        raise UserError(f"model {loaded.uri} has no {what} yet: run `python -m fashion_exp export-onnx` first")
-    return OnnxPredictor(path, loaded, openvino)
+    with artifact_file(tracking_uri, loaded.run_id, INT8_ARTIFACT if int8 else ONNX_ARTIFACT) as path:
+        if path is None:
+            what = "int8 ONNX file" if int8 else "ONNX file"
+            raise UserError(f"model {loaded.uri} has no {what} yet: run `python -m fashion_exp export-onnx` first")
+        return OnnxPredictor(path, loaded, openvino)  # (both runtimes read the whole file here: the copy can go)

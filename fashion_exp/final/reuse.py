@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -133,12 +135,15 @@ def same_weights(searched: str | None, cut: str) -> bool:
 CUT = re.compile(r"-cut\d+(?=\+|$)")
 
 
-def load_checkpoint(path: str) -> keras.Model:
-    """A trial's head.keras, in Keras' safe mode (no code from the file runs)."""
+def load_checkpoint(head: bytes) -> keras.Model:
+    """A trial's head.keras (the file's bytes), in Keras' safe mode (no code from the file runs)."""
     from fashion_exp.head.model import BlockAdam, SmoothedSparseCrossentropy
 
     objects = {"fashion_exp>BlockAdam": BlockAdam, "fashion_exp>SmoothedSparseCrossentropy": SmoothedSparseCrossentropy}
-    return keras.saving.load_model(path, custom_objects=objects, safe_mode=True)
+    with tempfile.TemporaryDirectory(prefix="fashion-exp-head-") as tmp:
+        path = Path(tmp, "head.keras")
+        path.write_bytes(head)
+        return keras.saving.load_model(path, custom_objects=objects, safe_mode=True)
 
 
 def as_restart(checkpoint: TrialCheckpoint, seed: int, objective: str) -> Restart:
@@ -181,7 +186,7 @@ def confirm(config: Config, found: dict[int, TrialCheckpoint], features: list) -
     said, and its member trains)."""
     reused, by_runtime = {}, {}  # (one Features a cut and runtime: its validation maps are read once)
     for index, checkpoint in found.items():
-        head = load_checkpoint(checkpoint.path)
+        head = load_checkpoint(checkpoint.head)
         mine = features[index]
         key = (mine.blocks, checkpoint.runtime or mine.runtime)
         if key not in by_runtime:

@@ -3,6 +3,9 @@ hyperparameters, the newest train-final run, a run's artifact file, what a run h
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +33,12 @@ def ranked_trials(uri: str, experiment: str, run_id: str | None = None) -> tuple
     or the latest finished one. A row holds the trial's hyperparameters as strings."""
     import csv
     import io
-    from pathlib import Path
 
     run = _search_run(uri, experiment, run_id)
-    path = download_artifact(uri, run.info.run_id, "trials.csv")
-    if path is None:
+    text = artifact_bytes(uri, run.info.run_id, "trials.csv")
+    if text is None:
         raise ConfigError(f"tune run {run.info.run_id} has no trials.csv (did it end?)")
-    reader = csv.DictReader(io.StringIO(Path(path).read_text()))
+    reader = csv.DictReader(io.StringIO(text.decode()))
     objective = reader.fieldnames[2]  # trial_id, status, <objective>, best_epoch, ...
     rows = [row for row in reader if row["status"] == "COMPLETED" and row[objective]]
     rows.sort(key=lambda row: float(row[objective]), reverse=objective != "val_loss")  # stable: ties keep trial order
@@ -88,8 +90,8 @@ def run_config(uri: str, run_id: str) -> dict:
     """A run's resolved config (its config.yaml), {} when it has none."""
     import yaml
 
-    path = download_artifact(uri, run_id, "config.yaml")
-    config = yaml.safe_load(Path(path).read_text()) if path else {}
+    text = artifact_bytes(uri, run_id, "config.yaml")
+    config = yaml.safe_load(text) if text is not None else {}
     return config if isinstance(config, dict) else {}
 
 
@@ -134,13 +136,24 @@ def _latest_finished(client: MlflowClient, experiment_id: str, kind: str):
     return found[0] if found else None
 
 
-def download_artifact(uri: str, run_id: str, path: str) -> str | None:
-    """Local path of a run's artifact, or None if the run has no such artifact."""
+@contextmanager
+def artifact_file(uri: str, run_id: str, path: str) -> Iterator[Path | None]:
+    """A local copy of a run's artifact for the length of the with-block, or None if the run has no
+    such artifact. The copy's folder goes at the block's end: MLflow's own download, without a
+    destination, copies a tracking server's artifact into a new temporary folder and leaves it."""
     client = open_client(uri)
     folder = path.rsplit("/", 1)[0] if "/" in path else None
     if path not in [a.path for a in client.list_artifacts(run_id, folder)]:
-        return None
-    return client.download_artifacts(run_id, path)
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="fashion-exp-artifact-") as tmp:
+        yield Path(client.download_artifacts(run_id, path, tmp))
+
+
+def artifact_bytes(uri: str, run_id: str, path: str) -> bytes | None:
+    """A run's artifact file's contents, or None if the run has no such artifact."""
+    with artifact_file(uri, run_id, path) as local:
+        return None if local is None else local.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,7 @@ class TrialCheckpoint:
     """A finished trial's head at its best epoch, and the curves it was chosen on."""
 
     run_id: str
-    path: str  # the local copy of its checkpoint/head.keras
+    head: bytes  # its checkpoint/head.keras
     history: dict[str, list[float]]  # epoch_* curves without the prefix: val_accuracy -> one value an epoch
     val_accuracy: float  # its score: the best epoch's
     runtime: str = ""  # the backbone runtime its search's features came from (features_runtime), "" unknown
@@ -193,17 +206,17 @@ def trial_checkpoint(uri: str, run_id: str) -> TrialCheckpoint | None:
     best_val_accuracy: read as such."""
     client = open_client(uri, create=False)
     run = client.get_run(run_id)
-    path = download_artifact(uri, run_id, "checkpoint/head.keras") if run.info.status == "FINISHED" else None
+    head = artifact_bytes(uri, run_id, "checkpoint/head.keras") if run.info.status == "FINISHED" else None
     metrics = run.data.metrics
     curves = {key: key[len(EPOCH) :] for key in metrics if key.startswith(EPOCH)}
     score = metrics.get(VAL_ACCURACY)
     if not curves:  # (the old layout)
         curves = {key: key for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in metrics}
         score = next((metrics[key] for key in OLD_VAL_ACCURACY if key in metrics), score)
-    if path is None or score is None or "val_accuracy" not in curves.values():
+    if head is None or score is None or "val_accuracy" not in curves.values():
         return None
     history = {}
     for key, name in curves.items():
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         history[name] = [m.value for m in points]
-    return TrialCheckpoint(run_id, path, history, score)
+    return TrialCheckpoint(run_id, head, history, score)
