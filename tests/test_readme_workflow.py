@@ -7,6 +7,12 @@ answered "dataset not found at .../data/clothing-dataset-small". Each line of th
 block runs here as written (with .venv's python); the ones that serve until stopped (ui, serve) run
 beside the lines after them and are stopped once they answer, and the optional combine line, which
 names versions 2 and 3 of a registry this run fills with one, is left out.
+
+`make tune` starts its interpreter as a fresh clone does. The lines after it run forked from the
+test zygote (tests/zygote.py): the same words, working folder and environment as `.venv/bin/python
+-m fashion_exp ...` there (the copy's .venv is this interpreter), without each one importing
+TensorFlow again (about 45 s of the test's 70 s of CPU on a 2-core host). How a command starts is
+test_start.py's to prove; this test proves what each line finds after `make tune`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import zygote
 from tests.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow  # a dozen real commands, each importing TensorFlow or MLflow
@@ -54,14 +61,14 @@ def fresh_copy(target: Path) -> Path:
 
 
 def run(command: list[str], cwd: Path, env: dict, timeout: float = 600) -> str:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    done = zygote.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{shlex.join(command)}: {done.stdout[-2000:]}{done.stderr[-3000:]}"
     return done.stdout
 
 
 def serving(command: list[str], cwd: Path, env: dict) -> subprocess.Popen:
     """Start a command that serves until stopped (the workflow goes on beside it)."""
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return zygote.popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def answered_then_stopped(process: subprocess.Popen, url: str) -> None:
@@ -96,7 +103,8 @@ def test_the_readme_workflow_runs_as_written_after_make_tune(tmp_path):
         for line in lines[1:]:
             words = shlex.split(line)
             assert words[:3] == ["python", "-m", "fashion_exp"], line
-            command = [str(project / ".venv" / "bin" / "python"), *words[1:]]
+            assert (project / ".venv" / "bin" / "python").exists()  # (the interpreter the line names)
+            command = [*zygote.COMMAND, *words[3:]]
             if words[3] == "combine":
                 continue
             if words[3] in SERVING:

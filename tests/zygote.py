@@ -9,7 +9,7 @@ of its own (its own pid, session when asked, files, signals, exit status): kill 
 reaches the product's own handler, its children (local workers, the tracking server) are started
 by the product as always. What a fork cannot prove (how `python -m fashion_exp` starts: the start-up
 lines, what is imported before what) is tested with subprocess itself (test_start.py, test_cli.py's
-README workflow, test_readme_workflow.py).
+README workflow, test_readme_workflow.py's `make tune`).
 
 The zygote forks a guardian per command, which forks the command and reports its pid, then its
 exit status, over the connection: the command's parent is the guardian, not the test, so the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,8 @@ class Zygote:
         if cls._started is not None and cls._started.process.poll() is None:
             os.killpg(cls._started.process.pid, signal.SIGKILL)  # the guardians and commands in its session too
             cls._started.process.wait()
+        if cls._started is not None:
+            shutil.rmtree(Path(cls._started.path).parent, ignore_errors=True)  # (its socket's folder)
         cls._started = None
 
     def fork(self, args: list[str], cwd: str, env: dict[str, str], fds: list[int], new_session: bool, go: str):
