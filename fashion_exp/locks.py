@@ -114,8 +114,13 @@ class _Waiting:
             time.sleep(POLL_SECONDS)
 
     def busy(self, path: Path) -> Busy:
-        """The refusal: what is locked, by whom, how long we waited, and the hint."""
-        holder = read_holder(path)
+        """The refusal: what is locked, by whom, how long we waited, and the hint. A holder that has
+        just locked writes its record a moment later: an empty record is looked at again for up to
+        HOLDER_GRACE_SECONDS before the refusal says "another process"."""
+        holder, deadline = read_holder(path), time.monotonic() + HOLDER_GRACE_SECONDS
+        while holder is None and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            holder = read_holder(path)
         waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
         return Busy(f"{self.what} is in use by {who(holder)}{waited}" + (f": {self.hint}" if self.hint else ""), holder)
 

@@ -111,6 +111,27 @@ def test_a_waiter_names_a_holder_that_writes_its_record_late(tmp_path, monkeypat
     assert [h and h.pid for h in seen] == [os.getpid() if writes_its_record else None]
 
 
+@pytest.mark.parametrize("writes_its_record", [True, False])
+def test_a_refusal_names_a_holder_that_writes_its_record_late(tmp_path, monkeypatch, writes_its_record):
+    """Two identical tunes at once beside a busy loop: the second, which refuses at once (wait=0),
+    found the lock taken before the first had written who it is and said "in use by another
+    process". It looks again for the grace (a holder that never writes one is 'another process')."""
+    monkeypatch.setattr(locks, "HOLDER_GRACE_SECONDS", 3.0 if writes_its_record else 0.3)
+    path = tmp_path / "search.lock"
+    fd = take_unnamed(path)
+    if writes_its_record:
+        threading.Timer(0.6, locks._write_holder, (fd, path)).start()
+    try:
+        with pytest.raises(locks.Busy) as refused:
+            with locks.exclusive(path, "search abc"):
+                pass
+    finally:
+        time.sleep(0.7)  # (the timer has written the record)
+        os.close(fd)
+    named = f"in use by pid {os.getpid()} " if writes_its_record else "in use by another process"
+    assert named in str(refused.value)
+
+
 def test_waiting_has_a_limit(tmp_path):
     path = tmp_path / "store.lock"
     holder = hold(path)
