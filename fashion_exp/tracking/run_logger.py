@@ -88,7 +88,18 @@ def log_datasets(client: MlflowClient, run_id: str, splits: list[dict[str, Any]]
         described = MetaDataset(source, name=split["name"], digest=split["digest"], schema=schema).to_dict()
         dataset = Dataset(**described, profile=json.dumps(profile))  # (MLflow's fields: name ... source_type, schema)
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split["split"])]))
-    client.log_inputs(run_id, inputs)
+    try:
+        client.log_inputs(run_id, inputs)
+    except MlflowException as err:
+        # two commands logging the same new split at once: MLflow's store looks for the dataset, then
+        # inserts it, and the slower one's insert breaks the store's unique (experiment, name, digest)
+        # key. Its transaction is rolled back; the second try finds the dataset the other inserted.
+        if not any(mark in str(err) for mark in DUPLICATE_ROW):
+            raise
+        client.log_inputs(run_id, inputs)
+
+
+DUPLICATE_ROW = ("UNIQUE constraint failed", "UniqueViolation", "duplicate key value")  # sqlite, PostgreSQL
 
 
 class RunLogger:
