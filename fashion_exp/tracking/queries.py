@@ -35,10 +35,10 @@ def ranked_trials(uri: str, experiment: str, run_id: str | None = None) -> tuple
     import io
 
     run = _search_run(uri, experiment, run_id)
-    text = artifact_bytes(uri, run.info.run_id, "trials.csv")
-    if text is None:
+    data = artifact_bytes(uri, run.info.run_id, "trials.csv")
+    if data is None:
         raise ConfigError(f"tune run {run.info.run_id} has no trials.csv (did it end?)")
-    reader = csv.DictReader(io.StringIO(text.decode()))
+    reader = csv.DictReader(io.StringIO(data.decode()))
     objective = reader.fieldnames[2]  # trial_id, status, <objective>, best_epoch, ...
     rows = [row for row in reader if row["status"] == "COMPLETED" and row[objective]]
     rows.sort(key=lambda row: float(row[objective]), reverse=objective != "val_loss")  # stable: ties keep trial order
@@ -90,8 +90,8 @@ def run_config(uri: str, run_id: str) -> dict:
     """A run's resolved config (its config.yaml), {} when it has none."""
     import yaml
 
-    text = artifact_bytes(uri, run_id, "config.yaml")
-    config = yaml.safe_load(text) if text is not None else {}
+    data = artifact_bytes(uri, run_id, "config.yaml")
+    config = yaml.safe_load(data) if data is not None else {}
     return config if isinstance(config, dict) else {}
 
 
@@ -139,8 +139,8 @@ def _latest_finished(client: MlflowClient, experiment_id: str, kind: str):
 @contextmanager
 def artifact_file(uri: str, run_id: str, path: str) -> Iterator[Path | None]:
     """A local copy of a run's artifact for the length of the with-block, or None if the run has no
-    such artifact. The copy's folder goes at the block's end: MLflow's own download, without a
-    destination, copies a tracking server's artifact into a new temporary folder and leaves it."""
+    such artifact. The copy's folder goes at the block's end: MLflow 3.17's own download, without a
+    destination, copies the artifact into a new temporary folder on every store and leaves it."""
     client = open_client(uri)
     folder = path.rsplit("/", 1)[0] if "/" in path else None
     if path not in [a.path for a in client.list_artifacts(run_id, folder)]:
